@@ -1,0 +1,152 @@
+//! Command-line arguments (clap derive), raw and unvalidated: no I/O happens here, so `--help`
+//! can never fail. [`crate::config`] turns them, with the config file, into settings.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::printer::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "harvest",
+    version,
+    about = "Move data out of HTTP APIs and SQLite into Parquet, with proof of where every byte came from",
+    after_help = "Exit codes: 0 ok, 1 runtime failure, 2 usage/config error, 3 verify found discrepancies, \
+4 authentication rejected, 5 gave up after the retry budget (rerun resumes), 130 interrupted."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// Only warnings and errors on stderr.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    /// Debug detail on stderr.
+    #[arg(long, short, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Page through Datasette tables: raw snapshots, a provenance manifest and typed Parquet.
+    Harvest(HarvestArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct HarvestArgs {
+    /// TOML config listing sources and tables (see harvest.example.toml). Flags override it.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Output directory: manifest.jsonl, raw/, parquet/, state/.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Base URL of the Datasette instance, e.g. http://127.0.0.1:8001
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+
+    /// Database name on that instance (the path segment, e.g. `northwind`).
+    #[arg(long, value_name = "NAME")]
+    pub db: Option<String>,
+
+    /// Name of the source in raw/<source>/ and the manifest (default: the database name).
+    #[arg(long, value_name = "NAME")]
+    pub source_name: Option<String>,
+
+    /// Table or view to harvest; repeat for several. Given on the command line, these replace
+    /// the config's tables.
+    #[arg(long = "table", short = 't', value_name = "NAME")]
+    pub tables: Vec<String>,
+
+    /// Datasette filter sent with every page of the command-line tables, e.g.
+    /// `ShipCountry=USA` or `OrderID__gte=11000`. Repeatable.
+    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+
+    /// Rows per page (`_size`); at most the server's max_returned_rows (default 1000).
+    #[arg(long, value_name = "N")]
+    pub page_size: Option<u32>,
+
+    /// Write Hive-style partitions `<COL>=<value>/` by this column.
+    #[arg(long, value_name = "COL")]
+    pub partition_by: Option<String>,
+
+    /// Page in this column's order (`_sort`); useful for views, which otherwise have no stable order.
+    #[arg(long, value_name = "COL")]
+    pub sort: Option<String>,
+
+    /// Column type override: integer, float, text, blob, date, timestamp. Repeatable.
+    #[arg(long = "type", value_name = "COL=TYPE")]
+    pub types: Vec<String>,
+
+    /// Bearer token from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+
+    /// HTTP basic auth user (password from --password-env).
+    #[arg(long, value_name = "USER", requires = "password_env")]
+    pub basic_user: Option<String>,
+
+    /// Environment variable holding the basic-auth password.
+    #[arg(long, value_name = "VAR", requires = "basic_user")]
+    pub password_env: Option<String>,
+
+    /// Send the credential in this header (value from --auth-header-env).
+    #[arg(long, value_name = "NAME", requires = "auth_header_env")]
+    pub auth_header: Option<String>,
+
+    /// Environment variable holding the --auth-header value.
+    #[arg(long, value_name = "VAR", requires = "auth_header")]
+    pub auth_header_env: Option<String>,
+
+    /// Client-side request rate limit, e.g. `5/s`, `120/min`.
+    #[arg(long, value_name = "RATE")]
+    pub rate_limit: Option<String>,
+
+    /// Attempts per request before giving up (first included). Default 8.
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+
+    /// Seconds a run may spend on failed attempts and backoff in total. Default 900.
+    #[arg(long, value_name = "SECS")]
+    pub retry_budget: Option<f64>,
+
+    /// Connect timeout in seconds. Default 10.
+    #[arg(long, value_name = "SECS")]
+    pub connect_timeout: Option<f64>,
+
+    /// Whole-request timeout in seconds. Default 120.
+    #[arg(long, value_name = "SECS")]
+    pub request_timeout: Option<f64>,
+
+    /// Give up on a response body that sends no bytes for this many seconds. Default 30.
+    #[arg(long, value_name = "SECS")]
+    pub stall_timeout: Option<f64>,
+
+    /// Refuse response bodies larger than this. Default 268435456 (256 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_bytes: Option<u64>,
+
+    /// Close the open Parquet parts (a checkpoint) every N rows. Default 1000000.
+    #[arg(long, value_name = "N")]
+    pub part_rows: Option<u64>,
+
+    /// Rows per Parquet row group (at most). Default 131072.
+    #[arg(long, value_name = "N")]
+    pub row_group_rows: Option<usize>,
+
+    /// zstd compression level (1-22). Default 3.
+    #[arg(long, value_name = "LEVEL")]
+    pub zstd_level: Option<i32>,
+
+    /// If another run holds DIR's lock, wait for it instead of failing.
+    #[arg(long)]
+    pub wait_lock: bool,
+}

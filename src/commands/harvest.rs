@@ -1,0 +1,682 @@
+//! `harvest harvest`: page through Datasette tables into raw snapshots, the manifest and Parquet.
+//!
+//! Guarantees (DESIGN.md): per page, the body is saved byte-for-byte and durable *before* its
+//! manifest line is appended; a Parquet part is recorded only once it is durable and visible;
+//! a token that repeats stops the run; the table's row count is reconciled where the server
+//! gave one; a completed table replaces the parts that earlier runs wrote for it (recorded as a
+//! `supersede` record before anything is deleted). Runs on one DIR never interleave (lock).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use serde_json::{Map, Value, json};
+
+use crate::config::{HarvestSettings, SourceSettings, TableSettings, resolve_harvest};
+use crate::datasette::{self, BodyProblem, Flavor, Page, TableRequest};
+use crate::fsutil::{TEMP_SUFFIX, atomic_write, create_dir_all_durable, sanitize_component};
+use crate::http::{Client, Verdict};
+use crate::lock::DirLock;
+use crate::manifest::{Manifest, sha256_hex};
+use crate::parquet_sink::{ClosedPart, TableSink};
+use crate::printer::Printer;
+use crate::schema::{Classes, ColType, ColumnPlan, plan_column};
+use crate::{cli::HarvestArgs, error::UsageError};
+
+pub fn run(args: &HarvestArgs, printer: Printer) -> anyhow::Result<()> {
+    let settings = resolve_harvest(args)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(run_settings(settings, printer))
+}
+
+/// Totals for `run_end` and the summary line.
+#[derive(Default, Debug)]
+struct Totals {
+    tables: u64,
+    pages: u64,
+    rows: u64,
+    parts: u64,
+    warnings: Vec<String>,
+}
+
+pub(crate) fn new_run_id() -> String {
+    use rand::RngExt;
+    format!(
+        "{}-{:04x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+        rand::rng().random::<u16>()
+    )
+}
+
+pub(crate) fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Remove temp files a crashed run left under DIR (they were never visible as real files).
+pub(crate) fn remove_leftover_temps(out: &Path) -> anyhow::Result<u64> {
+    fn walk(dir: &Path, removed: &mut u64) -> std::io::Result<()> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        for e in entries {
+            let e = e?;
+            let p = e.path();
+            if e.file_type()?.is_dir() {
+                walk(&p, removed)?;
+            } else if p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().ends_with(TEMP_SUFFIX))
+            {
+                std::fs::remove_file(&p)?;
+                *removed += 1;
+            }
+        }
+        Ok(())
+    }
+    let mut removed = 0;
+    for sub in ["raw", "parquet", "state"] {
+        walk(&out.join(sub), &mut removed)
+            .with_context(|| format!("cannot clean temp files under {}", out.display()))?;
+    }
+    if removed > 0 {
+        tracing::warn!("removed {removed} temp file(s) left by an interrupted run");
+    }
+    Ok(removed)
+}
+
+async fn run_settings(settings: HarvestSettings, printer: Printer) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let out = settings.out.clone();
+    create_dir_all_durable(&out)
+        .with_context(|| format!("cannot create the output directory {}", out.display()))?;
+    let _lock = DirLock::acquire(&out, settings.wait_lock)?;
+    let (mut manifest, _) = Manifest::open(&out)?;
+    remove_leftover_temps(&out)?;
+    let run_id = new_run_id();
+    manifest.append(
+        "run_start",
+        &run_id,
+        obj(json!({
+            "command": "harvest",
+            "tool_version": env!("CARGO_PKG_VERSION"),
+            "config_digest": settings.config_digest,
+            "settings": settings.described,
+            "started_at": now_rfc3339(),
+        })),
+    )?;
+    tracing::info!("run {run_id} started; writing to {}", out.display());
+
+    let mut totals = Totals::default();
+    let mut retries = 0u64;
+    let mut bytes = 0u64;
+    let mut result = Ok(());
+    for source in &settings.sources {
+        let mut http = settings.http.clone();
+        http.auth = source.auth.clone();
+        let client = Client::new(http)?;
+        let r = harvest_source(
+            &settings,
+            source,
+            &client,
+            &mut manifest,
+            &run_id,
+            &mut totals,
+        )
+        .await;
+        let st = client.stats();
+        retries += st.retries;
+        bytes += st.bytes;
+        if r.is_err() {
+            result = r;
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    let outcome = match &result {
+        Ok(()) => json!("ok"),
+        Err(e) => json!(format!("failed: {e:#}")),
+    };
+    manifest.append(
+        "run_end",
+        &run_id,
+        obj(json!({
+            "outcome": outcome,
+            "ended_at": now_rfc3339(),
+            "totals": {
+                "tables": totals.tables,
+                "pages": totals.pages,
+                "rows": totals.rows,
+                "bytes": bytes,
+                "parts": totals.parts,
+                "retries": retries,
+                "wall_ms": elapsed.as_millis() as u64,
+            },
+            "warnings": totals.warnings,
+        })),
+    )?;
+    result?;
+    printer.summary(&format!(
+        "harvested {} table(s): {} pages, {} rows, {:.1} MB, {} retries in {:.1}s -> {}",
+        totals.tables,
+        totals.pages,
+        totals.rows,
+        bytes as f64 / 1e6,
+        retries,
+        elapsed.as_secs_f64(),
+        out.display()
+    ));
+    Ok(())
+}
+
+async fn harvest_source(
+    settings: &HarvestSettings,
+    source: &SourceSettings,
+    client: &Client,
+    manifest: &mut Manifest,
+    run_id: &str,
+    totals: &mut Totals,
+) -> anyhow::Result<()> {
+    let flavor = match datasette::detect_flavor(client, &source.base).await? {
+        Some((f, v)) => {
+            tracing::info!(
+                "source {:?}: Datasette {v} at {}",
+                source.name,
+                crate::http::display_url(&source.base)
+            );
+            Some(f)
+        }
+        None => {
+            tracing::warn!(
+                "source {:?}: /-/versions.json did not say the Datasette version; detecting from the first page",
+                source.name
+            );
+            None
+        }
+    };
+    for table in &source.tables {
+        harvest_table(
+            settings, source, table, client, flavor, manifest, run_id, totals,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "harvesting table {:?} of source {:?}",
+                table.name, source.name
+            )
+        })?;
+        totals.tables += 1;
+    }
+    Ok(())
+}
+
+/// Everything the planner learned about a table before the first row is written.
+struct TablePlan {
+    columns: Vec<ColumnPlan>,
+    is_view: bool,
+    count: Option<u64>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn harvest_table(
+    settings: &HarvestSettings,
+    source: &SourceSettings,
+    table: &TableSettings,
+    client: &Client,
+    detected: Option<Flavor>,
+    manifest: &mut Manifest,
+    run_id: &str,
+    totals: &mut Totals,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let req = TableRequest {
+        base: source.base.clone(),
+        database: source.database.clone(),
+        table: table.name.clone(),
+        params: table.params.clone(),
+        page_size: table.page_size,
+        sort: table.sort.clone(),
+    };
+    let raw_rel = format!(
+        "raw/{}/{}/{}",
+        sanitize_component(&source.name),
+        sanitize_component(&table.output),
+        run_id
+    );
+    let raw_dir = settings.out.join(&raw_rel);
+    create_dir_all_durable(&raw_dir)
+        .with_context(|| format!("cannot create {}", raw_dir.display()))?;
+
+    let mut flavor = detected.unwrap_or(Flavor::V1);
+    let mut cursor: Option<String> = None;
+    let mut seen_tokens: HashSet<String> = HashSet::new();
+    let mut page_no: u64 = 0;
+    let mut rows: u64 = 0;
+    let mut plan: Option<TablePlan> = None;
+    let mut sink: Option<TableSink> = None;
+    let mut first_page_since_checkpoint = 1u64;
+    let mut parts: Vec<ClosedPart> = Vec::new();
+    loop {
+        page_no += 1;
+        let url = req.page_url(flavor, cursor.as_deref(), page_no == 1);
+        let known: Option<Vec<String>> = plan
+            .as_ref()
+            .map(|p| p.columns.iter().map(|c| c.name.clone()).collect());
+        let (fetched, page) = client
+            .get(&url, |f| match datasette::parse_page(&f.body, known.as_deref()) {
+                Ok(p) => Verdict::Accept(p),
+                Err(BodyProblem::Truncated(why)) => Verdict::Retry(why),
+                Err(BodyProblem::Wrong(why)) => Verdict::Reject(why),
+            })
+            .await
+            .map_err(|e| match e.status() {
+                Some(404) if page_no == 1 => anyhow::Error::new(UsageError::with_hint(
+                    format!(
+                        "table {:?} was not found in database {:?} at {} (HTTP 404)",
+                        table.name,
+                        source.database,
+                        crate::http::display_url(&source.base)
+                    ),
+                    "check the table and database names (they are case-sensitive)",
+                )),
+                Some(400) => anyhow::Error::new(e).context(format!(
+                    "the server refused the request; if the page size {} is above its max_returned_rows, lower --page-size",
+                    table.page_size
+                )),
+                _ => anyhow::Error::new(e),
+            })?;
+        if page_no == 1 && detected.is_none() && page.flavor != flavor {
+            // Undetected server and a 0.6x reply: carry on with 0.6x parameters.
+            flavor = page.flavor;
+        }
+        if plan.is_none() {
+            let p = plan_table(client, &source.base, &source.database, table, &page).await?;
+            if p.is_view && table.sort.is_none() {
+                let w = format!(
+                    "{:?} is a view: Datasette pages views by offset with no guaranteed order, so rows can be skipped or repeated if the data changes during the harvest; set `sort` to a unique column",
+                    table.name
+                );
+                tracing::warn!("{w}");
+                totals.warnings.push(w);
+            }
+            sink = Some(TableSink::new(
+                &settings.out,
+                &table.output,
+                run_id,
+                &p.columns,
+                table.partition_by.as_deref(),
+                settings.sink.clone(),
+            )?);
+            plan = Some(p);
+        }
+        let (Some(plan), Some(sink)) = (plan.as_ref(), sink.as_mut()) else {
+            unreachable!("planned above")
+        };
+        if let Some(cols) = &page.columns
+            && cols.len() != plan.columns.len()
+        {
+            bail!(
+                "page {page_no} has columns {:?}, but the first page had {:?}: the table changed during the harvest; rerun",
+                cols,
+                plan.columns.iter().map(|c| &c.name).collect::<Vec<_>>()
+            );
+        }
+
+        // 1. The snapshot, durable before anything refers to it.
+        let snap_name = format!("page-{page_no:06}.json");
+        let snap_rel = format!("{raw_rel}/{snap_name}");
+        atomic_write(&raw_dir.join(&snap_name), &fetched.body)
+            .with_context(|| format!("cannot write the snapshot {snap_rel}"))?;
+        // 2. Its manifest line.
+        let mut rec = obj(json!({
+            "source": crate::http::display_url(&source.base),
+            "database": source.database,
+            "table": table.name,
+            "output": table.output,
+            "page": page_no,
+            "url": crate::http::display_url(&url),
+            "params": datasette::query_params(&url),
+            "status": fetched.status,
+            "sha256": sha256_hex(&fetched.body),
+            "bytes": fetched.body.len(),
+            "path": snap_rel,
+            "rows": page.rows.len(),
+            "cursor_in": cursor,
+            "cursor_out": page.next,
+            "fetched_at": fetched.fetched_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "attempts": fetched.attempts,
+            "elapsed_ms": fetched.elapsed_ms,
+        }));
+        for (k, v) in [
+            ("etag", &fetched.etag),
+            ("last_modified", &fetched.last_modified),
+            ("content_type", &fetched.content_type),
+        ] {
+            if let Some(v) = v {
+                rec.insert(k.into(), json!(v));
+            }
+        }
+        manifest.append("page", run_id, rec)?;
+        // 3. The rows.
+        sink.push_rows(&page.rows, page_no)?;
+        rows += page.rows.len() as u64;
+        totals.pages += 1;
+        if page_no.is_multiple_of(100) {
+            tracing::info!("{}: {page_no} pages, {rows} rows", table.name);
+        }
+        if sink.checkpoint_due() {
+            let closed = sink.checkpoint()?;
+            record_parts(
+                manifest,
+                run_id,
+                source,
+                table,
+                plan,
+                &closed,
+                first_page_since_checkpoint,
+                page_no,
+            )?;
+            first_page_since_checkpoint = page_no + 1;
+            parts.extend(closed);
+        }
+        match page.next {
+            None => break,
+            Some(tok) => {
+                if !seen_tokens.insert(tok.clone()) {
+                    bail!(
+                        "the server sent the pagination token {tok:?} a second time (page {page_no}); following it would loop forever. \
+This is a known Datasette bug with some sort orders and primary keys; harvest with a different `sort` or filters"
+                    );
+                }
+                cursor = Some(tok);
+            }
+        }
+    }
+    let (Some(plan), Some(sink)) = (plan, sink) else {
+        unreachable!("at least one page was fetched")
+    };
+    let table_rel = sink.table_rel().to_string();
+    let closed = sink.finish()?;
+    record_parts(
+        manifest,
+        run_id,
+        source,
+        table,
+        &plan,
+        &closed,
+        first_page_since_checkpoint,
+        page_no,
+    )?;
+    parts.extend(closed);
+    totals.rows += rows;
+    totals.parts += parts.len() as u64;
+
+    if let Some(expected) = plan.count
+        && expected != rows
+    {
+        let w = format!(
+            "table {:?}: the server counted {expected} rows at the start but {rows} were harvested (the table changed during the run, or rows were lost to a pagination bug)",
+            table.name
+        );
+        tracing::warn!("{w}");
+        totals.warnings.push(w);
+    }
+    supersede_older_parts(&settings.out, &table_rel, run_id, &table.output, manifest)?;
+    tracing::info!(
+        "{}: {rows} rows in {page_no} pages, {} part(s), {:.1}s",
+        table.name,
+        parts.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_parts(
+    manifest: &mut Manifest,
+    run_id: &str,
+    source: &SourceSettings,
+    table: &TableSettings,
+    plan: &TablePlan,
+    closed: &[ClosedPart],
+    first_page: u64,
+    last_page: u64,
+) -> anyhow::Result<()> {
+    for part in closed {
+        let mut rec = obj(json!({
+            "path": part.rel_path,
+            "sha256": part.sha256,
+            "bytes": part.bytes,
+            "rows": part.rows,
+            "source": crate::http::display_url(&source.base),
+            "table": table.name,
+            "output": table.output,
+            "pages": { "raw_run": run_id, "first": first_page, "last": last_page },
+            "schema": plan.columns,
+        }));
+        if let (Some(col), Some(v)) = (&table.partition_by, &part.partition) {
+            rec.insert("partition".into(), json!({ col: v }));
+        }
+        manifest.append("parquet", run_id, rec)?;
+    }
+    Ok(())
+}
+
+/// Decide the table's column types: overrides, then a storage-class probe, then declared types,
+/// then the first page (see [`crate::schema::plan_column`]).
+async fn plan_table(
+    client: &Client,
+    base: &url::Url,
+    database: &str,
+    table: &TableSettings,
+    first: &Page,
+) -> anyhow::Result<TablePlan> {
+    let Some(columns) = first.columns.clone() else {
+        bail!(
+            "the first page did not list the table's columns; is this a Datasette table endpoint?"
+        );
+    };
+    for (col, what) in table
+        .types
+        .keys()
+        .map(|c| (c, "--type/types"))
+        .chain(table.partition_by.iter().map(|c| (c, "partition_by")))
+    {
+        if !columns.contains(col) {
+            return Err(UsageError::with_hint(
+                format!(
+                    "{what} names column {col:?}, which table {:?} does not have",
+                    table.name
+                ),
+                format!("its columns are: {}", columns.join(", ")),
+            )
+            .into());
+        }
+    }
+    // Declared types and whether it is a view (best effort: the SQL endpoint may be off).
+    let declared: BTreeMap<String, String> = datasette::sql_rows(
+        client,
+        base,
+        database,
+        "select name, type from pragma_table_info(:t)",
+        &[("t", &table.name)],
+    )
+    .await?
+    .unwrap_or_default()
+    .into_iter()
+    .filter_map(|r| {
+        Some((
+            r.get("name")?.as_str()?.to_string(),
+            r.get("type")?.as_str()?.to_string(),
+        ))
+    })
+    .collect();
+    let is_view = match first.is_view {
+        Some(v) => v,
+        None => datasette::sql_rows(
+            client,
+            base,
+            database,
+            "select type from sqlite_master where name = :t",
+            &[("t", &table.name)],
+        )
+        .await?
+        .and_then(|rows| {
+            rows.first()
+                .and_then(|r| r.get("type").and_then(Value::as_str).map(|t| t == "view"))
+        })
+        .unwrap_or(false),
+    };
+    // Which storage classes each column really holds, in one scan (may time out on big tables).
+    let probed: Vec<&String> = columns
+        .iter()
+        .filter(|c| !table.types.contains_key(*c) && c.as_str() != "rowid")
+        .collect();
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let mut sql = String::from("select count(*) as n");
+    for (i, c) in probed.iter().enumerate() {
+        let q = quote(c);
+        for (cls, tag) in [
+            ("integer", 'i'),
+            ("real", 'r'),
+            ("text", 't'),
+            ("blob", 'b'),
+        ] {
+            sql.push_str(&format!(", max(typeof({q}) = '{cls}') as {tag}{i}"));
+        }
+    }
+    sql.push_str(&format!(" from {}", quote(&table.name)));
+    let probe = datasette::sql_rows(client, base, database, &sql, &[]).await?;
+    let probe_row = probe.as_ref().and_then(|r| r.first());
+    if probe_row.is_none() {
+        tracing::info!(
+            "{}: the server did not answer the type probe (SQL disabled or over its time limit); typing from declared types and the first page",
+            table.name
+        );
+    }
+    let flag =
+        |row: &Map<String, Value>, key: String| row.get(&key).and_then(Value::as_i64) == Some(1);
+    let mut plans = Vec::with_capacity(columns.len());
+    for (idx, name) in columns.iter().enumerate() {
+        let mut sample = Classes::default();
+        for r in &first.rows {
+            if let Some(v) = r.get(idx) {
+                sample.observe(v);
+            }
+        }
+        let override_ty = table
+            .types
+            .get(name)
+            .copied()
+            .or((name == "rowid").then_some(ColType::Integer));
+        let probe_classes = probed.iter().position(|c| *c == name).and_then(|i| {
+            probe_row.map(|row| Classes {
+                integer: flag(row, format!("i{i}")),
+                real: flag(row, format!("r{i}")),
+                text: flag(row, format!("t{i}")),
+                blob: flag(row, format!("b{i}")),
+            })
+        });
+        let p = plan_column(
+            name,
+            override_ty,
+            declared.get(name).map(String::as_str),
+            probe_classes,
+            sample,
+        )
+        .map_err(|m| UsageError::new(format!("table {:?}: {m}", table.name)))?;
+        tracing::debug!("{}.{name}: {:?} ({})", table.name, p.ty, p.reason);
+        plans.push(p);
+    }
+    // A row count to reconcile with: the first page's exact count, else the probe's when the
+    // request has no filters (the probe counts the whole table).
+    let count = first.count.or_else(|| {
+        let filtered = table.params.iter().any(|(k, _)| !k.starts_with('_'));
+        if filtered {
+            None
+        } else {
+            probe_row.and_then(|r| r.get("n").and_then(Value::as_u64))
+        }
+    });
+    Ok(TablePlan {
+        columns: plans,
+        is_view,
+        count,
+    })
+}
+
+/// After a complete harvest of a table, the parts earlier runs wrote for the same dataset are
+/// stale: record their removal, then remove them, so readers see exactly one copy of each row.
+fn supersede_older_parts(
+    out: &Path,
+    table_rel: &str,
+    run_id: &str,
+    output: &str,
+    manifest: &mut Manifest,
+) -> anyhow::Result<()> {
+    let mut stale: Vec<PathBuf> = Vec::new();
+    fn walk(dir: &Path, run_id: &str, stale: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        for e in entries {
+            let e = e?;
+            let p = e.path();
+            if e.file_type()?.is_dir() {
+                walk(&p, run_id, stale)?;
+            } else {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("part-")
+                    && name.ends_with(".parquet")
+                    && !name.starts_with(&format!("part-{run_id}-"))
+                {
+                    stale.push(p);
+                }
+            }
+        }
+        Ok(())
+    }
+    walk(&out.join(table_rel), run_id, &mut stale)?;
+    if stale.is_empty() {
+        return Ok(());
+    }
+    stale.sort();
+    let rels: Vec<String> = stale
+        .iter()
+        .filter_map(|p| p.strip_prefix(out).ok())
+        .map(|p| p.to_string_lossy().replace('\\', "/"))
+        .collect();
+    manifest.append(
+        "supersede",
+        run_id,
+        obj(json!({ "output": output, "reason": "a newer complete harvest of the table replaces these parts", "paths": rels })),
+    )?;
+    for p in &stale {
+        std::fs::remove_file(p)
+            .with_context(|| format!("cannot remove the superseded part {}", p.display()))?;
+        if let Some(dir) = p.parent() {
+            let _ = crate::fsutil::fsync_dir(dir);
+            // Drop partition directories that are now empty.
+            if dir != out.join(table_rel)
+                && std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+            {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+    tracing::info!(
+        "{output}: replaced {} part(s) from earlier runs",
+        stale.len()
+    );
+    Ok(())
+}
+
+pub(crate) fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}

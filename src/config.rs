@@ -1,0 +1,590 @@
+//! The TOML config file and the resolution of `flags + config + env` into settings.
+//!
+//! Guarantees:
+//! - Resolution is a pure validation step (it reads only the config file and env vars) and
+//!   every problem is a [`UsageError`] (exit 2) that names the file, key or flag and the fix.
+//! - Unknown keys are errors (`deny_unknown_fields`), so a typo never silently does nothing.
+//! - Secrets in the file must be `${ENV_VAR}` references; literals are refused. A referenced
+//!   variable that is unset is an error naming it.
+//! - Flags override the file (rules in [`resolve_harvest`]).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::cli::HarvestArgs;
+use crate::error::UsageError;
+use crate::http::{Auth, HttpSettings};
+use crate::parquet_sink::SinkSettings;
+use crate::schema::ColType;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub out: Option<PathBuf>,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub parquet: ParquetConfig,
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub connect_timeout_secs: Option<f64>,
+    pub request_timeout_secs: Option<f64>,
+    pub stall_timeout_secs: Option<f64>,
+    pub max_attempts: Option<u32>,
+    pub retry_budget_secs: Option<f64>,
+    pub rate_limit: Option<String>,
+    pub max_body_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetConfig {
+    pub part_rows: Option<u64>,
+    pub row_group_rows: Option<usize>,
+    pub zstd_level: Option<i32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub name: Option<String>,
+    pub url: String,
+    pub database: String,
+    pub auth: Option<AuthConfig>,
+    pub page_size: Option<u32>,
+    #[serde(default, rename = "table")]
+    pub tables: Vec<TableConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub bearer: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub header: Option<String>,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    pub name: String,
+    /// Dataset name under parquet/ (default: the table name).
+    pub output: Option<String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, toml::Value>,
+    pub page_size: Option<u32>,
+    pub partition_by: Option<String>,
+    pub sort: Option<String>,
+    #[serde(default)]
+    pub types: BTreeMap<String, String>,
+}
+
+/// Everything `harvest harvest` needs, validated.
+#[derive(Debug)]
+pub struct HarvestSettings {
+    pub out: PathBuf,
+    pub http: HttpSettings,
+    pub sink: SinkSettings,
+    pub sources: Vec<SourceSettings>,
+    pub wait_lock: bool,
+    /// sha256 of the resolved settings with secrets removed.
+    pub config_digest: String,
+    /// The resolved settings as recorded in `run_start` (no secrets).
+    pub described: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    pub name: String,
+    pub base: Url,
+    pub database: String,
+    pub auth: Option<Auth>,
+    pub tables: Vec<TableSettings>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TableSettings {
+    pub name: String,
+    pub output: String,
+    pub params: Vec<(String, String)>,
+    pub page_size: u32,
+    pub partition_by: Option<String>,
+    pub sort: Option<String>,
+    pub types: BTreeMap<String, ColType>,
+}
+
+pub const DEFAULT_PAGE_SIZE: u32 = 1000;
+
+pub fn load_config(path: &Path) -> Result<ConfigFile, UsageError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        UsageError::with_hint(
+            format!("cannot read the config file {}: {e}", path.display()),
+            "check the --config path",
+        )
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        UsageError::with_hint(
+            format!(
+                "the config file {} is not valid: {}",
+                path.display(),
+                e.to_string().trim()
+            ),
+            "see harvest.example.toml for every key",
+        )
+    })
+}
+
+/// `${VAR}` → the variable's value. Anything else is a literal secret and refused.
+fn secret_from_ref(key: &str, raw: &str) -> Result<String, UsageError> {
+    let name = raw
+        .strip_prefix("${")
+        .and_then(|r| r.strip_suffix('}'))
+        .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    let Some(name) = name else {
+        return Err(UsageError::with_hint(
+            format!(
+                "config key `{key}` holds a literal secret; secrets must not be written in config files"
+            ),
+            format!("put it in an environment variable and write `{key} = \"${{MY_TOKEN}}\"`"),
+        ));
+    };
+    secret_from_env(name, &format!("config key `{key}`"))
+}
+
+fn secret_from_env(var: &str, wanted_by: &str) -> Result<String, UsageError> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => {
+            crate::redact::register(&v);
+            Ok(v)
+        }
+        _ => Err(UsageError::with_hint(
+            format!("environment variable {var} (needed by {wanted_by}) is not set or empty"),
+            format!("export {var}=… before running, or remove the auth setting"),
+        )),
+    }
+}
+
+fn auth_from_config(a: &AuthConfig) -> Result<Option<Auth>, UsageError> {
+    match (&a.bearer, &a.user, &a.password, &a.header, &a.value) {
+        (Some(b), None, None, None, None) => {
+            Ok(Some(Auth::Bearer(secret_from_ref("auth.bearer", b)?)))
+        }
+        (None, Some(u), Some(p), None, None) => Ok(Some(Auth::Basic {
+            user: u.clone(),
+            password: secret_from_ref("auth.password", p)?,
+        })),
+        (None, None, None, Some(h), Some(v)) => Ok(Some(Auth::Header {
+            name: h.clone(),
+            value: secret_from_ref("auth.value", v)?,
+        })),
+        _ => Err(UsageError::with_hint(
+            "the [source.auth] table must be exactly one of: bearer; user + password; header + value",
+            "e.g. auth = { bearer = \"${DATASETTE_TOKEN}\" }",
+        )),
+    }
+}
+
+fn auth_from_flags(args: &HarvestArgs) -> Result<Option<Auth>, UsageError> {
+    if let Some(var) = &args.token_env {
+        return Ok(Some(Auth::Bearer(secret_from_env(var, "--token-env")?)));
+    }
+    if let (Some(user), Some(var)) = (&args.basic_user, &args.password_env) {
+        return Ok(Some(Auth::Basic {
+            user: user.clone(),
+            password: secret_from_env(var, "--password-env")?,
+        }));
+    }
+    if let (Some(name), Some(var)) = (&args.auth_header, &args.auth_header_env) {
+        return Ok(Some(Auth::Header {
+            name: name.clone(),
+            value: secret_from_env(var, "--auth-header-env")?,
+        }));
+    }
+    Ok(None)
+}
+
+fn parse_url(raw: &str, what: &str) -> Result<Url, UsageError> {
+    let url = Url::parse(raw).map_err(|e| {
+        UsageError::with_hint(
+            format!("{what} {raw:?} is not a valid URL: {e}"),
+            "write it like http://127.0.0.1:8001",
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(UsageError::new(format!(
+            "{what} {raw:?} must be http:// or https://"
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(UsageError::with_hint(
+            format!("{what} must not carry credentials"),
+            "use --basic-user/--password-env or [source.auth] instead",
+        ));
+    }
+    Ok(url)
+}
+
+/// `5/s`, `120/min`, `1000/h` or a bare number (per second) → requests per second.
+pub fn parse_rate(raw: &str) -> Result<f64, UsageError> {
+    let bad = || {
+        UsageError::with_hint(
+            format!("rate limit {raw:?} is not understood"),
+            "write it as N/s, N/min or N/h, e.g. 5/s",
+        )
+    };
+    let (n, unit) = raw.split_once('/').unwrap_or((raw, "s"));
+    let n: f64 = n.trim().parse().map_err(|_| bad())?;
+    let per = match unit.trim() {
+        "s" | "sec" | "second" => 1.0,
+        "m" | "min" | "minute" => 60.0,
+        "h" | "hour" => 3600.0,
+        _ => return Err(bad()),
+    };
+    if !(n > 0.0 && n.is_finite()) {
+        return Err(bad());
+    }
+    Ok(n / per)
+}
+
+fn split_kv(raw: &str, flag: &str) -> Result<(String, String), UsageError> {
+    match raw.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(UsageError::with_hint(
+            format!("{flag} {raw:?} is not KEY=VALUE"),
+            format!("e.g. {flag} ShipCountry=USA"),
+        )),
+    }
+}
+
+fn parse_types(
+    pairs: impl IntoIterator<Item = (String, String)>,
+) -> Result<BTreeMap<String, ColType>, UsageError> {
+    let mut out = BTreeMap::new();
+    for (col, ty) in pairs {
+        let t = ColType::parse_override(&ty).ok_or_else(|| {
+            UsageError::with_hint(
+                format!("unknown type {ty:?} for column {col:?}"),
+                format!("use one of: {}", ColType::OVERRIDE_NAMES),
+            )
+        })?;
+        out.insert(col, t);
+    }
+    Ok(out)
+}
+
+fn secs(v: f64, what: &str) -> Result<Duration, UsageError> {
+    Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            UsageError::new(format!(
+                "{what} must be a positive number of seconds, not {v}"
+            ))
+        })
+}
+
+fn toml_scalar(key: &str, v: &toml::Value) -> Result<String, UsageError> {
+    Ok(match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => if *b { "1" } else { "0" }.to_string(),
+        _ => {
+            return Err(UsageError::new(format!(
+                "param {key:?} must be a string, number or boolean"
+            )));
+        }
+    })
+}
+
+/// Flags + config + env → settings. Rules: `--table` on the command line defines the job's
+/// tables (with `--param/--partition-by/--sort/--type/--page-size`), taking URL and database
+/// from `--url/--db` or else from the config's only source. Without `--table`, the config's
+/// tables run and `--page-size`, `--url`, `--db` override them. Every other flag overrides the
+/// matching config key.
+pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError> {
+    let file = match &args.config {
+        Some(p) => load_config(p)?,
+        None => ConfigFile::default(),
+    };
+    let out = args.out.clone().or(file.out.clone()).ok_or_else(|| {
+        UsageError::with_hint(
+            "no output directory",
+            "pass --out DIR or set `out` in the config",
+        )
+    })?;
+
+    let mut http = HttpSettings::default();
+    let h = &file.http;
+    if let Some(v) = args.connect_timeout.or(h.connect_timeout_secs) {
+        http.connect_timeout = secs(v, "connect timeout")?;
+    }
+    if let Some(v) = args.request_timeout.or(h.request_timeout_secs) {
+        http.request_timeout = secs(v, "request timeout")?;
+    }
+    if let Some(v) = args.stall_timeout.or(h.stall_timeout_secs) {
+        http.stall_timeout = secs(v, "stall timeout")?;
+    }
+    if let Some(v) = args.retry_budget.or(h.retry_budget_secs) {
+        http.retry_budget = secs(v, "retry budget")?;
+    }
+    if let Some(v) = args.max_attempts.or(h.max_attempts) {
+        if v == 0 {
+            return Err(UsageError::new("max attempts must be at least 1"));
+        }
+        http.max_attempts = v;
+    }
+    if let Some(r) = args.rate_limit.as_ref().or(h.rate_limit.as_ref()) {
+        http.rate_limit = Some(parse_rate(r)?);
+    }
+    if let Some(v) = args.max_body_bytes.or(h.max_body_bytes) {
+        http.max_body_bytes = v;
+    }
+
+    let mut sink = SinkSettings::default();
+    if let Some(v) = args.part_rows.or(file.parquet.part_rows) {
+        sink.part_rows = v.max(1);
+    }
+    if let Some(v) = args.row_group_rows.or(file.parquet.row_group_rows) {
+        sink.row_group_rows = v.max(1);
+    }
+    if let Some(v) = args.zstd_level.or(file.parquet.zstd_level) {
+        if !(1..=22).contains(&v) {
+            return Err(UsageError::new(format!(
+                "zstd level must be 1 to 22, not {v}"
+            )));
+        }
+        sink.zstd_level = v;
+    }
+
+    let flag_auth = auth_from_flags(args)?;
+    let mut sources = Vec::new();
+    if !args.tables.is_empty() {
+        let only = match file.sources.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        };
+        let url = args
+            .url
+            .clone()
+            .or(only.map(|s| s.url.clone()))
+            .ok_or_else(|| {
+                UsageError::with_hint(
+                    "no Datasette URL",
+                    "pass --url http://HOST:PORT (or a config with one source)",
+                )
+            })?;
+        let database = args
+            .db
+            .clone()
+            .or(only.map(|s| s.database.clone()))
+            .ok_or_else(|| {
+                UsageError::with_hint(
+                    "no database name",
+                    "pass --db NAME (the path segment after the host)",
+                )
+            })?;
+        let auth = match flag_auth {
+            Some(a) => Some(a),
+            None => match only.and_then(|s| s.auth.as_ref()) {
+                Some(a) => auth_from_config(a)?,
+                None => None,
+            },
+        };
+        let params = args
+            .params
+            .iter()
+            .map(|p| split_kv(p, "--param"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let types = parse_types(
+            args.types
+                .iter()
+                .map(|t| split_kv(t, "--type"))
+                .collect::<Result<Vec<_>, _>>()?,
+        )?;
+        let tables = args
+            .tables
+            .iter()
+            .map(|t| TableSettings {
+                name: t.clone(),
+                output: t.clone(),
+                params: params.clone(),
+                page_size: args.page_size.unwrap_or(DEFAULT_PAGE_SIZE),
+                partition_by: args.partition_by.clone(),
+                sort: args.sort.clone(),
+                types: types.clone(),
+            })
+            .collect();
+        sources.push(SourceSettings {
+            name: args.source_name.clone().unwrap_or_else(|| database.clone()),
+            base: parse_url(&url, "--url")?,
+            database,
+            auth,
+            tables,
+        });
+    } else {
+        if file.sources.is_empty() {
+            return Err(UsageError::with_hint(
+                "nothing to harvest: no --table and no [[source]] in a config",
+                "pass --url, --db and --table, or --config harvest.toml",
+            ));
+        }
+        if file.sources.len() > 1 && (args.url.is_some() || args.db.is_some()) {
+            return Err(UsageError::new(
+                "--url/--db can only override a config with exactly one [[source]]",
+            ));
+        }
+        for s in &file.sources {
+            let database = args.db.clone().unwrap_or_else(|| s.database.clone());
+            let auth = match (&flag_auth, &s.auth) {
+                (Some(a), _) => Some(a.clone()),
+                (None, Some(a)) => auth_from_config(a)?,
+                (None, None) => None,
+            };
+            let mut tables = Vec::new();
+            for t in &s.tables {
+                let params = t
+                    .params
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), toml_scalar(k, v)?)))
+                    .collect::<Result<Vec<_>, UsageError>>()?;
+                tables.push(TableSettings {
+                    name: t.name.clone(),
+                    output: t.output.clone().unwrap_or_else(|| t.name.clone()),
+                    params,
+                    page_size: args
+                        .page_size
+                        .or(t.page_size)
+                        .or(s.page_size)
+                        .unwrap_or(DEFAULT_PAGE_SIZE),
+                    partition_by: t.partition_by.clone(),
+                    sort: t.sort.clone(),
+                    types: parse_types(t.types.clone())?,
+                });
+            }
+            if tables.is_empty() {
+                return Err(UsageError::with_hint(
+                    format!(
+                        "source {:?} lists no tables",
+                        s.name.as_deref().unwrap_or(&s.database)
+                    ),
+                    "add [[source.table]] entries with a name",
+                ));
+            }
+            sources.push(SourceSettings {
+                name: s.name.clone().unwrap_or_else(|| database.clone()),
+                base: parse_url(args.url.as_deref().unwrap_or(&s.url), "source url")?,
+                database,
+                auth,
+                tables,
+            });
+        }
+    }
+
+    // Validate what the sources ask for.
+    let mut outputs = std::collections::BTreeSet::new();
+    for s in &sources {
+        for t in &s.tables {
+            if t.page_size == 0 {
+                return Err(UsageError::new(format!(
+                    "page size for table {:?} must be at least 1",
+                    t.name
+                )));
+            }
+            if !outputs.insert(crate::fsutil::sanitize_component(&t.output)) {
+                return Err(UsageError::with_hint(
+                    format!(
+                        "two tables would write to the same dataset parquet/{}/",
+                        t.output
+                    ),
+                    "give one of them another `output = \"…\"` name in the config",
+                ));
+            }
+        }
+    }
+
+    let described = describe(&out, &http, &sink, &sources);
+    let config_digest = crate::manifest::sha256_hex(described.to_string().as_bytes());
+    Ok(HarvestSettings {
+        out,
+        http,
+        sink,
+        sources,
+        wait_lock: args.wait_lock,
+        config_digest,
+        described,
+    })
+}
+
+/// The resolved settings without secrets, for `run_start` and the config digest.
+fn describe(
+    out: &Path,
+    http: &HttpSettings,
+    sink: &SinkSettings,
+    sources: &[SourceSettings],
+) -> serde_json::Value {
+    serde_json::json!({
+        "out": out.display().to_string(),
+        "http": {
+            "connect_timeout_secs": http.connect_timeout.as_secs_f64(),
+            "request_timeout_secs": http.request_timeout.as_secs_f64(),
+            "stall_timeout_secs": http.stall_timeout.as_secs_f64(),
+            "max_attempts": http.max_attempts,
+            "retry_budget_secs": http.retry_budget.as_secs_f64(),
+            "rate_limit_per_sec": http.rate_limit,
+            "max_body_bytes": http.max_body_bytes,
+        },
+        "parquet": {
+            "part_rows": sink.part_rows,
+            "row_group_rows": sink.row_group_rows,
+            "zstd_level": sink.zstd_level,
+        },
+        "sources": sources.iter().map(|s| serde_json::json!({
+            "name": s.name,
+            "url": crate::http::display_url(&s.base),
+            "database": s.database,
+            "auth": s.auth.as_ref().map(|a| format!("{a:?}")),
+            "tables": s.tables,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("5/s").unwrap(), 5.0);
+        assert_eq!(parse_rate("120/min").unwrap(), 2.0);
+        assert_eq!(parse_rate("2").unwrap(), 2.0);
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("0/s").is_err());
+    }
+
+    #[test]
+    fn literal_secrets_are_refused() {
+        let e = secret_from_ref("auth.bearer", "dstok_abc").unwrap_err();
+        assert!(e.message.contains("literal secret"), "{e}");
+        let e = secret_from_ref("auth.bearer", "${HARVEST_TEST_SURELY_UNSET_VAR}").unwrap_err();
+        assert!(e.message.contains("HARVEST_TEST_SURELY_UNSET_VAR"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let r: Result<ConfigFile, _> =
+            toml::from_str("[[source]]\nurl='http://x'\ndatabase='d'\npage_sise=5\n");
+        assert!(r.unwrap_err().to_string().contains("page_sise"));
+    }
+}

@@ -1,0 +1,438 @@
+//! The Datasette page source (DESIGN.md §"Datasette source"; facts in NOTES.md).
+//!
+//! Guarantees:
+//! - Database and table names are tilde-encoded the way Datasette decodes them.
+//! - Both JSON shapes parse into one [`Page`]: 0.6x (`columns` + array rows) and 1.0
+//!   (`ok` + object rows, columns via `_extra=columns`). Integers stay exact `i64`; floats
+//!   round-trip exactly.
+//! - Every page request carries an explicit `_size`; 0.6x requests add
+//!   `_nocount=1&_nofacet=1&_nosuggest=1` (except the first page, whose row count is used
+//!   for reconciliation).
+//! - `next` is followed verbatim as `_next`; the caller rejects a token that repeats.
+//! - A body that ends early is reported as transient (a retry may fix it); HTML, non-JSON or
+//!   JSON of the wrong shape is rejected with a message saying what arrived.
+
+use serde::Deserialize;
+use serde_json::Value;
+use url::Url;
+
+use crate::http::{Client, HttpError, Verdict};
+
+/// Which JSON API the server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Flavor {
+    /// 0.6x: array rows, `columns` always present.
+    V0,
+    /// 1.0 alphas: object rows, `_extra=` for columns and count.
+    V1,
+}
+
+/// Tilde-encoding: keep `[A-Za-z0-9_-]`, everything else `~XX` per UTF-8 byte.
+/// (Datasette also accepts `+` for space; `~20` is unambiguous, so we always send that.)
+pub fn tilde_encode(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("~{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One page as parsed from a response body.
+#[derive(Debug)]
+pub struct Page {
+    /// Column names, when the body carries them.
+    pub columns: Option<Vec<String>>,
+    /// Rows in column order (object rows are reordered to `columns`).
+    pub rows: Vec<Vec<Value>>,
+    pub next: Option<String>,
+    /// Total rows matching the request, when the server counted them exactly.
+    pub count: Option<u64>,
+    pub primary_keys: Option<Vec<String>>,
+    pub is_view: Option<bool>,
+    pub flavor: Flavor,
+}
+
+#[derive(Deserialize)]
+struct RawPage {
+    ok: Option<bool>,
+    error: Option<Value>,
+    rows: Option<Vec<Value>>,
+    columns: Option<Vec<String>>,
+    next: Option<Value>,
+    count: Option<u64>,
+    count_truncated: Option<bool>,
+    filtered_table_rows_count: Option<u64>,
+    primary_keys: Option<Vec<String>>,
+    is_view: Option<bool>,
+}
+
+/// Why a body could not be used.
+pub enum BodyProblem {
+    /// Cut off (JSON ended early): retrying may help.
+    Truncated(String),
+    /// Wrong content: retrying will not help.
+    Wrong(String),
+}
+
+/// Parse a table-page body. `known_columns` orders object rows when the body lacks `columns`.
+pub fn parse_page(body: &[u8], known_columns: Option<&[String]>) -> Result<Page, BodyProblem> {
+    let raw: RawPage = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) if e.is_eof() => {
+            return Err(BodyProblem::Truncated(format!(
+                "the JSON body ends early after {} bytes ({e})",
+                body.len()
+            )));
+        }
+        Err(e) => return Err(BodyProblem::Wrong(describe_non_json(body, &e))),
+    };
+    if raw.ok == Some(false) || raw.error.as_ref().is_some_and(|e| !e.is_null()) {
+        let msg = raw
+            .error
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "ok: false".into());
+        return Err(BodyProblem::Wrong(format!(
+            "the server reported an error: {msg}"
+        )));
+    }
+    let Some(raw_rows) = raw.rows else {
+        return Err(BodyProblem::Wrong(
+            "the JSON has no \"rows\" array: this does not look like a Datasette table page".into(),
+        ));
+    };
+    let flavor = if raw.ok.is_some() {
+        Flavor::V1
+    } else {
+        Flavor::V0
+    };
+    let columns = raw.columns.clone();
+    let order: Option<&[String]> = columns.as_deref().or(known_columns);
+    let mut rows = Vec::with_capacity(raw_rows.len());
+    for (i, r) in raw_rows.into_iter().enumerate() {
+        match r {
+            Value::Array(a) => {
+                if let Some(cols) = order
+                    && a.len() != cols.len()
+                {
+                    return Err(BodyProblem::Wrong(format!(
+                        "row {i} has {} values but there are {} columns",
+                        a.len(),
+                        cols.len()
+                    )));
+                }
+                rows.push(a);
+            }
+            Value::Object(mut m) => {
+                let Some(cols) = order else {
+                    return Err(BodyProblem::Wrong(
+                        "object rows without a column list (ask with _extra=columns)".into(),
+                    ));
+                };
+                if m.len() != cols.len() {
+                    return Err(BodyProblem::Wrong(format!(
+                        "row {i} has {} keys but there are {} columns",
+                        m.len(),
+                        cols.len()
+                    )));
+                }
+                let mut row = Vec::with_capacity(cols.len());
+                for c in cols {
+                    match m.remove(c) {
+                        Some(v) => row.push(v),
+                        None => {
+                            return Err(BodyProblem::Wrong(format!("row {i} lacks column {c:?}")));
+                        }
+                    }
+                }
+                rows.push(row);
+            }
+            other => {
+                return Err(BodyProblem::Wrong(format!(
+                    "row {i} is {} rather than an array or object",
+                    json_kind(&other)
+                )));
+            }
+        }
+    }
+    let next = match raw.next {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(other) => {
+            return Err(BodyProblem::Wrong(format!(
+                "\"next\" is {} rather than a string",
+                json_kind(&other)
+            )));
+        }
+    };
+    let count = match (raw.count, raw.count_truncated) {
+        (Some(c), Some(false) | None) => Some(c),
+        (Some(_), Some(true)) => None,
+        (None, _) => raw.filtered_table_rows_count,
+    };
+    Ok(Page {
+        columns,
+        rows,
+        next,
+        count,
+        primary_keys: raw.primary_keys,
+        is_view: raw.is_view,
+        flavor,
+    })
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn describe_non_json(body: &[u8], e: &serde_json::Error) -> String {
+    let head = String::from_utf8_lossy(&body[..body.len().min(120)]);
+    let head = head.split_whitespace().collect::<Vec<_>>().join(" ");
+    if head.trim_start().starts_with('<') {
+        format!(
+            "the body is HTML, not JSON (starts with {head:?}); is the URL a Datasette instance?"
+        )
+    } else {
+        format!("the body is not valid JSON ({e}); it starts with {head:?}")
+    }
+}
+
+/// What we ask of one Datasette table.
+#[derive(Debug, Clone)]
+pub struct TableRequest {
+    pub base: Url,
+    pub database: String,
+    pub table: String,
+    /// User filters (`ShipCountry=USA`, `OrderID__gte=10`), sent verbatim on every page.
+    pub params: Vec<(String, String)>,
+    pub page_size: u32,
+    /// `_sort` column, for views or a chosen order.
+    pub sort: Option<String>,
+}
+
+impl TableRequest {
+    /// The URL of one page. `first` asks for the row count; `cursor` is the `_next` token.
+    pub fn page_url(&self, flavor: Flavor, cursor: Option<&str>, first: bool) -> Url {
+        let mut url = self.base.clone();
+        {
+            let mut segs = url
+                .path_segments_mut()
+                .expect("http(s) URLs have path segments");
+            segs.pop_if_empty();
+            // Push pre-encoded: tilde-encoding only produces URL-safe characters.
+            segs.push(&tilde_encode(&self.database));
+            segs.push(&format!("{}.json", tilde_encode(&self.table)));
+        }
+        {
+            let mut q = url.query_pairs_mut();
+            q.clear();
+            for (k, v) in &self.params {
+                q.append_pair(k, v);
+            }
+            q.append_pair("_size", &self.page_size.to_string());
+            if let Some(s) = &self.sort {
+                q.append_pair("_sort", s);
+            }
+            match flavor {
+                Flavor::V0 => {
+                    if !first {
+                        q.append_pair("_nocount", "1");
+                    }
+                    q.append_pair("_nofacet", "1");
+                    q.append_pair("_nosuggest", "1");
+                }
+                Flavor::V1 => {
+                    q.append_pair("_extra", if first { "columns,count" } else { "columns" });
+                }
+            }
+            if let Some(c) = cursor {
+                q.append_pair("_next", c);
+            }
+        }
+        url
+    }
+}
+
+/// The query parameters of a URL, for the manifest (values redacted).
+pub fn query_params(url: &Url) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    for (k, v) in url.query_pairs() {
+        m.insert(
+            crate::redact::redact(&k).into_owned(),
+            Value::String(crate::redact::redact(&v).into_owned()),
+        );
+    }
+    m
+}
+
+/// Ask `/-/versions.json` which API the server speaks. `None` when it will not say.
+pub async fn detect_flavor(
+    client: &Client,
+    base: &Url,
+) -> Result<Option<(Flavor, String)>, HttpError> {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .expect("http(s) URLs have path segments")
+        .pop_if_empty()
+        .push("-")
+        .push("versions.json");
+    let res = client
+        .get(&url, |f| match serde_json::from_slice::<Value>(&f.body) {
+            Ok(v) => Verdict::Accept(v),
+            Err(e) if e.is_eof() => Verdict::Retry("versions.json ended early".into()),
+            Err(_) => Verdict::Accept(Value::Null),
+        })
+        .await;
+    let v = match res {
+        Ok((_, v)) => v,
+        Err(e) if e.is_auth() => return Err(e),
+        Err(HttpError::Status { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some(version) = v.pointer("/datasette/version").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let flavor = if version.starts_with("0.") {
+        Flavor::V0
+    } else {
+        Flavor::V1
+    };
+    Ok(Some((flavor, version.to_string())))
+}
+
+/// Run a read-only SQL query through the database's JSON endpoint; `None` if the server does
+/// not allow it (SQL disabled, time limit hit, permission). Parameters bind as strings.
+pub async fn sql_rows(
+    client: &Client,
+    base: &Url,
+    database: &str,
+    sql: &str,
+    params: &[(&str, &str)],
+) -> Result<Option<Vec<serde_json::Map<String, Value>>>, HttpError> {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .expect("http(s) URLs have path segments")
+        .pop_if_empty()
+        .push(&format!("{}.json", tilde_encode(database)));
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("sql", sql);
+        q.append_pair("_shape", "objects");
+        for (k, v) in params {
+            q.append_pair(k, v);
+        }
+    }
+    #[derive(Deserialize)]
+    struct SqlResult {
+        ok: Option<bool>,
+        rows: Option<Vec<serde_json::Map<String, Value>>>,
+        truncated: Option<bool>,
+    }
+    let res = client
+        .get(&url, |f| {
+            match serde_json::from_slice::<SqlResult>(&f.body) {
+                Ok(r) => Verdict::Accept(r),
+                Err(e) if e.is_eof() => Verdict::Retry("SQL result ended early".into()),
+                Err(_) => Verdict::Accept(SqlResult {
+                    ok: Some(false),
+                    rows: None,
+                    truncated: None,
+                }),
+            }
+        })
+        .await;
+    match res {
+        Ok((_, r)) if r.ok != Some(false) && r.truncated != Some(true) => Ok(r.rows),
+        Ok(_) => Ok(None),
+        Err(e) if e.is_auth() || e.status().is_some() => {
+            tracing::debug!("SQL endpoint unavailable: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tilde() {
+        assert_eq!(tilde_encode("Order Details"), "Order~20Details");
+        assert_eq!(
+            tilde_encode("table/with/slashes.csv"),
+            "table~2Fwith~2Fslashes~2Ecsv"
+        );
+        assert_eq!(tilde_encode("Ünï"), "~C3~9Cn~C3~AF");
+        assert_eq!(tilde_encode("a_b-c9"), "a_b-c9");
+    }
+
+    #[test]
+    fn page_url_shapes() {
+        let t = TableRequest {
+            base: Url::parse("http://127.0.0.1:8001/").unwrap(),
+            database: "north wind".into(),
+            table: "Order Details".into(),
+            params: vec![("ShipCountry".into(), "USA & co".into())],
+            page_size: 1000,
+            sort: None,
+        };
+        let u = t.page_url(Flavor::V0, Some("10248,5"), false);
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:8001/north~20wind/Order~20Details.json?ShipCountry=USA+%26+co&_size=1000&_nocount=1&_nofacet=1&_nosuggest=1&_next=10248%2C5"
+        );
+        let u = t.page_url(Flavor::V1, None, true);
+        assert!(
+            u.as_str().ends_with("_size=1000&_extra=columns%2Ccount"),
+            "{u}"
+        );
+    }
+
+    #[test]
+    fn both_shapes_parse_to_the_same_rows() {
+        let v0 = br#"{"database":"d","rows":[[1,"a",2.5],[9007199254740993,null,3]],"columns":["id","t","x"],"next":"2","filtered_table_rows_count":7}"#;
+        let v1 = br#"{"ok":true,"next":"2","columns":["id","t","x"],"count":7,"count_truncated":false,"rows":[{"t":"a","x":2.5,"id":1},{"id":9007199254740993,"t":null,"x":3}]}"#;
+        let a = parse_page(v0, None).ok().unwrap();
+        let b = parse_page(v1, None).ok().unwrap();
+        assert_eq!(a.rows, b.rows);
+        assert_eq!(a.rows[1][0].as_i64(), Some(9007199254740993));
+        assert_eq!((a.count, b.count), (Some(7), Some(7)));
+        assert_eq!((a.flavor, b.flavor), (Flavor::V0, Flavor::V1));
+    }
+
+    #[test]
+    fn bad_bodies() {
+        assert!(matches!(
+            parse_page(b"{\"rows\":[[1,2]", None),
+            Err(BodyProblem::Truncated(_))
+        ));
+        match parse_page(b"<html><body>502 Bad Gateway</body></html>", None) {
+            Err(BodyProblem::Wrong(m)) => assert!(m.contains("HTML"), "{m}"),
+            _ => panic!("HTML accepted"),
+        }
+        assert!(matches!(
+            parse_page(b"{\"foo\":1}", None),
+            Err(BodyProblem::Wrong(_))
+        ));
+        assert!(matches!(
+            parse_page(b"[1,2,3]", None),
+            Err(BodyProblem::Wrong(_))
+        ));
+        assert!(matches!(
+            parse_page(br#"{"ok":false,"error":"no such table"}"#, None),
+            Err(BodyProblem::Wrong(_))
+        ));
+    }
+}

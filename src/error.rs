@@ -1,0 +1,81 @@
+//! Exit codes and the classification of failures into them (DESIGN.md §"Exit codes").
+//!
+//! Guarantee: every error that reaches `main` maps to exactly one documented exit code, decided
+//! in one place ([`exit_code_for`]) by walking the error's cause chain for a typed marker.
+
+use std::fmt;
+
+/// The documented exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success = 0,
+    Failure = 1,
+    Usage = 2,
+    Discrepancies = 3,
+    Auth = 4,
+    RetryBudget = 5,
+    Interrupted = 130,
+}
+
+/// A usage or configuration error (exit 2): bad flag, bad TOML, missing env var, bad SQL.
+/// The message names what was wrong; `hint` says what to do.
+#[derive(Debug)]
+pub struct UsageError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl UsageError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            hint: None,
+        }
+    }
+    pub fn with_hint(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
+    }
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// The run was interrupted by SIGINT/SIGTERM after writing a clean checkpoint (exit 130).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by {signal}; the output directory is consistent and a rerun resumes")]
+pub struct Interrupted {
+    pub signal: &'static str,
+}
+
+/// Map an error to its exit code by the first typed marker in its cause chain.
+pub fn exit_code_for(err: &anyhow::Error) -> Exit {
+    for cause in err.chain() {
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return Exit::Usage;
+        }
+        if cause.downcast_ref::<Interrupted>().is_some() {
+            return Exit::Interrupted;
+        }
+        if let Some(h) = cause.downcast_ref::<crate::http::HttpError>() {
+            if h.is_auth() {
+                return Exit::Auth;
+            }
+            if h.is_budget_exhausted() {
+                return Exit::RetryBudget;
+            }
+        }
+    }
+    Exit::Failure
+}

@@ -1,0 +1,603 @@
+//! The one retrying HTTP client every command uses (DESIGN.md §"HTTP behaviour").
+//!
+//! Guarantees:
+//! - Retries exactly the transient failures: 408, 429, 500, 502, 503, 504, connect errors,
+//!   timeouts, stalled and cut-off bodies, and whatever the caller's validator calls transient
+//!   (e.g. JSON that ends early). Other 4xx are never retried; 401/403 are auth failures.
+//! - Waits use exponential backoff with full jitter, capped per wait; `Retry-After` (seconds or
+//!   HTTP-date) overrides the schedule when longer. `X-RateLimit-*`/`RateLimit-*` headers that
+//!   say the quota is spent pause the next request until the reset.
+//! - A retry budget (attempts per request and total time spent failing and waiting per run)
+//!   ends the run with [`HttpError::BudgetExhausted`] (exit 5) instead of retrying forever.
+//! - Connect, per-request and stall (no bytes for N s) timeouts are always on; bodies above a
+//!   cap are refused.
+//! - Credentials go only into request headers, are registered with [`crate::redact`], and never
+//!   appear in an error's text.
+//! - `HARVEST_NO_RETRY_SLEEP=1` turns every wait into zero (tests), the accounting stays.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::RngExt;
+use reqwest::StatusCode;
+use reqwest::header::{self, HeaderMap};
+use url::Url;
+
+/// Credentials for a source. Values are secrets and are redacted everywhere.
+#[derive(Clone)]
+pub enum Auth {
+    Bearer(String),
+    Basic { user: String, password: String },
+    Header { name: String, value: String },
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Bearer(_) => f.write_str("Bearer([REDACTED])"),
+            Auth::Basic { user, .. } => write!(f, "Basic({user}, [REDACTED])"),
+            Auth::Header { name, .. } => write!(f, "Header({name}: [REDACTED])"),
+        }
+    }
+}
+
+impl Auth {
+    fn register_secrets(&self) {
+        match self {
+            Auth::Bearer(t) => crate::redact::register(t),
+            Auth::Basic { user, password } => {
+                crate::redact::register(password);
+                use base64::Engine as _;
+                let b =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                crate::redact::register(&b);
+            }
+            Auth::Header { value, .. } => crate::redact::register(value),
+        }
+    }
+}
+
+/// Resolved HTTP settings (from flags and config).
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub stall_timeout: Duration,
+    /// Attempts per request, the first included.
+    pub max_attempts: u32,
+    /// Total time a run may spend on failed attempts and waits before giving up.
+    pub retry_budget: Duration,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// Client-side limit, requests per second.
+    pub rate_limit: Option<f64>,
+    pub max_body_bytes: u64,
+    pub auth: Option<Auth>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(120),
+            stall_timeout: Duration::from_secs(30),
+            max_attempts: 8,
+            retry_budget: Duration::from_secs(900),
+            backoff_base: Duration::from_millis(500),
+            backoff_cap: Duration::from_secs(60),
+            rate_limit: None,
+            max_body_bytes: 256 * 1024 * 1024,
+            auth: None,
+        }
+    }
+}
+
+/// A response body received in full, with what the manifest records about it.
+#[derive(Debug)]
+pub struct Fetched {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub content_type: Option<String>,
+    /// Attempts this response took, the successful one included.
+    pub attempts: u32,
+    pub elapsed_ms: u64,
+    pub fetched_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What a caller's validator says about a 2xx body.
+pub enum Verdict<T> {
+    Accept(T),
+    /// The body is damaged in a way a retry may fix (e.g. cut off).
+    Retry(String),
+    /// The body is wrong and retrying will not help.
+    Reject(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("{url} answered {status}: the server rejected our credentials")]
+    Auth {
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("{url} answered {status}{detail}")]
+    Status {
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    #[error(
+        "gave up on {url} after {attempts} attempts ({elapsed:.0?} spent retrying): last error: {last}"
+    )]
+    BudgetExhausted {
+        url: String,
+        attempts: u32,
+        elapsed: Duration,
+        last: String,
+    },
+    #[error("the response body from {url} is larger than the {limit}-byte cap")]
+    BodyTooLarge { url: String, limit: u64 },
+    #[error("unexpected response from {url}: {reason}")]
+    BadBody { url: String, reason: String },
+    #[error("could not build a request for {url}: {reason}")]
+    Request { url: String, reason: String },
+}
+
+impl HttpError {
+    pub fn is_auth(&self) -> bool {
+        matches!(self, HttpError::Auth { .. })
+    }
+    pub fn is_budget_exhausted(&self) -> bool {
+        matches!(self, HttpError::BudgetExhausted { .. })
+    }
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            HttpError::Auth { status, .. } | HttpError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Counters for the run summary and `run_end`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HttpStats {
+    pub requests: u64,
+    pub retries: u64,
+    pub bytes: u64,
+}
+
+struct State {
+    stats: HttpStats,
+    /// Time spent on failed attempts and backoff waits, whole run.
+    spent_retrying: Duration,
+    /// Earliest moment the next request may start (rate limit and server quota).
+    not_before: Option<Instant>,
+}
+
+pub struct Client {
+    inner: reqwest::Client,
+    settings: HttpSettings,
+    no_sleep: bool,
+    state: Mutex<State>,
+}
+
+/// One failed attempt, classified.
+enum Failure {
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    Fatal(HttpError),
+}
+
+impl Client {
+    pub fn new(settings: HttpSettings) -> Result<Self, HttpError> {
+        if let Some(a) = &settings.auth {
+            a.register_secrets();
+        }
+        let inner = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .user_agent(concat!("harvest/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| HttpError::Request {
+                url: String::new(),
+                reason: e.to_string(),
+            })?;
+        let no_sleep = std::env::var("HARVEST_NO_RETRY_SLEEP").is_ok_and(|v| v == "1");
+        Ok(Self {
+            inner,
+            settings,
+            no_sleep,
+            state: Mutex::new(State {
+                stats: HttpStats::default(),
+                spent_retrying: Duration::ZERO,
+                not_before: None,
+            }),
+        })
+    }
+
+    pub fn stats(&self) -> HttpStats {
+        self.state.lock().map(|s| s.stats).unwrap_or_default()
+    }
+
+    /// GET `url`, retrying transient failures, and hand each 2xx body to `validate`.
+    pub async fn get<T>(
+        &self,
+        url: &Url,
+        validate: impl Fn(&Fetched) -> Verdict<T>,
+    ) -> Result<(Fetched, T), HttpError> {
+        let shown = display_url(url);
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            self.wait_turn().await;
+            let started = Instant::now();
+            let outcome = self.attempt(url, &shown).await;
+            let elapsed = started.elapsed();
+            let failure = match outcome {
+                Ok(mut fetched) => {
+                    fetched.attempts = attempt;
+                    fetched.elapsed_ms = elapsed.as_millis() as u64;
+                    match validate(&fetched) {
+                        Verdict::Accept(v) => {
+                            if let Ok(mut s) = self.state.lock() {
+                                s.stats.bytes += fetched.body.len() as u64;
+                            }
+                            return Ok((fetched, v));
+                        }
+                        Verdict::Retry(reason) => Failure::Transient {
+                            reason,
+                            retry_after: None,
+                        },
+                        Verdict::Reject(reason) => Failure::Fatal(HttpError::BadBody {
+                            url: shown.clone(),
+                            reason,
+                        }),
+                    }
+                }
+                Err(f) => f,
+            };
+            let (reason, retry_after) = match failure {
+                Failure::Fatal(e) => return Err(e),
+                Failure::Transient {
+                    reason,
+                    retry_after,
+                } => (reason, retry_after),
+            };
+            let last_reason = reason;
+            let wait = self.backoff(attempt, retry_after);
+            let spent = {
+                let mut s = self.state.lock().map_err(|_| HttpError::Request {
+                    url: shown.clone(),
+                    reason: "internal lock poisoned".into(),
+                })?;
+                s.spent_retrying += elapsed + wait;
+                s.stats.retries += 1;
+                s.spent_retrying
+            };
+            if attempt >= self.settings.max_attempts || spent > self.settings.retry_budget {
+                return Err(HttpError::BudgetExhausted {
+                    url: shown,
+                    attempts: attempt,
+                    elapsed: spent,
+                    last: last_reason,
+                });
+            }
+            tracing::warn!(
+                "attempt {attempt} of {} for {shown} failed: {last_reason}; retrying in {:.1}s",
+                self.settings.max_attempts,
+                wait.as_secs_f64()
+            );
+            self.sleep(wait).await;
+        }
+    }
+
+    async fn sleep(&self, d: Duration) {
+        if !self.no_sleep && !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+    }
+
+    /// Honour the client-side rate limit and any server-announced quota reset.
+    async fn wait_turn(&self) {
+        let wait_until = {
+            let Ok(mut s) = self.state.lock() else { return };
+            let now = Instant::now();
+            let start = s.not_before.map_or(now, |t| t.max(now));
+            s.not_before = self
+                .settings
+                .rate_limit
+                .filter(|r| *r > 0.0)
+                .map(|r| start + Duration::from_secs_f64(1.0 / r));
+            s.stats.requests += 1;
+            start
+        };
+        let now = Instant::now();
+        if wait_until > now {
+            self.sleep(wait_until - now).await;
+        }
+    }
+
+    /// Full jitter: a random wait in [0, min(cap, base·2^(attempt-1))], never below Retry-After.
+    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = self
+            .settings
+            .backoff_base
+            .saturating_mul(1u32 << (attempt - 1).min(20))
+            .min(self.settings.backoff_cap);
+        let jitter =
+            Duration::from_secs_f64(rand::rng().random_range(0.0..=exp.as_secs_f64().max(0.0)));
+        match retry_after {
+            // The server knows best, but a hostile header must not park us for a day.
+            Some(ra) => ra.min(self.settings.retry_budget).max(jitter.min(ra)),
+            None => jitter,
+        }
+    }
+
+    async fn attempt(&self, url: &Url, shown: &str) -> Result<Fetched, Failure> {
+        let fut = self.attempt_inner(url, shown);
+        match tokio::time::timeout(self.settings.request_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::Transient {
+                reason: format!(
+                    "no complete response within {:?}",
+                    self.settings.request_timeout
+                ),
+                retry_after: None,
+            }),
+        }
+    }
+
+    async fn attempt_inner(&self, url: &Url, shown: &str) -> Result<Fetched, Failure> {
+        let mut req = self.inner.get(url.clone());
+        match &self.settings.auth {
+            Some(Auth::Bearer(t)) => req = req.bearer_auth(t),
+            Some(Auth::Basic { user, password }) => req = req.basic_auth(user, Some(password)),
+            Some(Auth::Header { name, value }) => req = req.header(name.as_str(), value.as_str()),
+            None => {}
+        }
+        let fetched_at = chrono::Utc::now();
+        let mut resp = req.send().await.map_err(|e| Failure::Transient {
+            reason: describe_reqwest_error(&e),
+            retry_after: None,
+        })?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        self.note_quota(&headers);
+        if !status.is_success() {
+            // Read a little of the body for the error message; ignore failures doing so.
+            let detail = match tokio::time::timeout(self.settings.stall_timeout, resp.chunk()).await
+            {
+                Ok(Ok(Some(b))) => snippet(&b),
+                _ => String::new(),
+            };
+            return Err(classify_status(status, &headers, shown, detail));
+        }
+        if let Some(len) = resp.content_length()
+            && len > self.settings.max_body_bytes
+        {
+            return Err(Failure::Fatal(HttpError::BodyTooLarge {
+                url: shown.to_string(),
+                limit: self.settings.max_body_bytes,
+            }));
+        }
+        let mut body = Vec::with_capacity(resp.content_length().unwrap_or(64 * 1024) as usize);
+        loop {
+            match tokio::time::timeout(self.settings.stall_timeout, resp.chunk()).await {
+                Err(_) => {
+                    return Err(Failure::Transient {
+                        reason: format!(
+                            "body stalled: no bytes for {:?} after {} bytes",
+                            self.settings.stall_timeout,
+                            body.len()
+                        ),
+                        retry_after: None,
+                    });
+                }
+                Ok(Err(e)) => {
+                    return Err(Failure::Transient {
+                        reason: format!(
+                            "body cut off after {} bytes: {}",
+                            body.len(),
+                            describe_reqwest_error(&e)
+                        ),
+                        retry_after: None,
+                    });
+                }
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(chunk))) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() as u64 > self.settings.max_body_bytes {
+                        return Err(Failure::Fatal(HttpError::BodyTooLarge {
+                            url: shown.to_string(),
+                            limit: self.settings.max_body_bytes,
+                        }));
+                    }
+                }
+            }
+        }
+        let header_str = |name: header::HeaderName| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Ok(Fetched {
+            status: status.as_u16(),
+            body,
+            etag: header_str(header::ETAG),
+            last_modified: header_str(header::LAST_MODIFIED),
+            content_type: header_str(header::CONTENT_TYPE),
+            attempts: 0,
+            elapsed_ms: 0,
+            fetched_at,
+        })
+    }
+
+    /// `X-RateLimit-Remaining: 0` / `RateLimit-Remaining: 0` with a reset: pause until then.
+    fn note_quota(&self, headers: &HeaderMap) {
+        let get = |names: &[&str]| {
+            names.iter().find_map(|n| {
+                headers
+                    .get(*n)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| s.trim().parse::<f64>().ok())
+            })
+        };
+        let remaining = get(&["x-ratelimit-remaining", "ratelimit-remaining"]);
+        if remaining.is_none_or(|r| r > 0.0) {
+            return;
+        }
+        let Some(reset) = get(&["x-ratelimit-reset", "ratelimit-reset"]) else {
+            return;
+        };
+        // Large values are epoch seconds (GitHub style); small ones a delta (IETF draft).
+        let delta = if reset > 1.0e9 {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            (reset - now).max(0.0)
+        } else {
+            reset.max(0.0)
+        };
+        let delta =
+            Duration::from_secs_f64(delta.min(self.settings.backoff_cap.as_secs_f64() * 10.0));
+        tracing::info!(
+            "server says the rate-limit quota is spent; pausing {:.1}s",
+            delta.as_secs_f64()
+        );
+        if let Ok(mut s) = self.state.lock() {
+            s.not_before = Some(Instant::now() + delta);
+        }
+    }
+}
+
+fn classify_status(status: StatusCode, headers: &HeaderMap, url: &str, detail: String) -> Failure {
+    let code = status.as_u16();
+    let detail_sfx = if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    };
+    match code {
+        401 | 403 => Failure::Fatal(HttpError::Auth {
+            url: url.to_string(),
+            status: code,
+            detail,
+        }),
+        408 | 429 | 500 | 502 | 503 | 504 => Failure::Transient {
+            reason: format!("HTTP {code}{detail_sfx}"),
+            retry_after: parse_retry_after(headers),
+        },
+        _ => Failure::Fatal(HttpError::Status {
+            url: url.to_string(),
+            status: code,
+            detail: detail_sfx,
+        }),
+    }
+}
+
+/// `Retry-After` as delta-seconds or an HTTP-date.
+pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+fn snippet(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&b[..b.len().min(300)]);
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A URL as shown in logs and the manifest: no user-info, secrets masked.
+pub fn display_url(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    crate::redact::redact(u.as_str()).into_owned()
+}
+
+/// reqwest's Display hides the interesting part (reset, refused…) in the source chain.
+fn describe_reqwest_error(e: &reqwest::Error) -> String {
+    let mut parts = vec![];
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !parts.iter().any(|p: &String| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = c.source();
+    }
+    crate::redact::redact(&parts.join(": ")).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn retry_after_both_forms() {
+        let mut h = HeaderMap::new();
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(7)));
+        let future = SystemTime::now() + Duration::from_secs(120);
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_str(&httpdate::fmt_http_date(future)).unwrap(),
+        );
+        let d = parse_retry_after(&h).unwrap();
+        assert!(
+            d > Duration::from_secs(110) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(parse_retry_after(&h), None);
+    }
+
+    #[test]
+    fn backoff_is_capped_jittered_and_respects_retry_after() {
+        let c = Client::new(HttpSettings::default()).unwrap();
+        for attempt in 1..30 {
+            let w = c.backoff(attempt, None);
+            assert!(w <= Duration::from_secs(60), "attempt {attempt}: {w:?}");
+        }
+        assert!(c.backoff(1, Some(Duration::from_secs(5))) >= Duration::from_secs(5));
+        // Jitter: not every wait is the same.
+        let waits: std::collections::HashSet<_> = (0..20).map(|_| c.backoff(6, None)).collect();
+        assert!(waits.len() > 1);
+    }
+
+    #[test]
+    fn status_classes() {
+        let h = HeaderMap::new();
+        for code in [408u16, 429, 500, 502, 503, 504] {
+            assert!(matches!(
+                classify_status(StatusCode::from_u16(code).unwrap(), &h, "u", String::new()),
+                Failure::Transient { .. }
+            ));
+        }
+        for code in [400u16, 404, 410, 422] {
+            assert!(matches!(
+                classify_status(StatusCode::from_u16(code).unwrap(), &h, "u", String::new()),
+                Failure::Fatal(HttpError::Status { .. })
+            ));
+        }
+        for code in [401u16, 403] {
+            assert!(matches!(
+                classify_status(StatusCode::from_u16(code).unwrap(), &h, "u", String::new()),
+                Failure::Fatal(HttpError::Auth { .. })
+            ));
+        }
+    }
+}

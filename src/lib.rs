@@ -1,0 +1,50 @@
+//! `harvest`: move data out of HTTP APIs and SQLite into Parquet, with proof of where every
+//! byte came from. The binary calls [`main_entry`]; each subcommand lives in
+//! `commands/<name>.rs`; the shared machinery has one module each.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod datasette;
+pub mod error;
+pub mod fsutil;
+pub mod http;
+pub mod lock;
+pub mod manifest;
+pub mod parquet_sink;
+pub mod printer;
+pub mod redact;
+pub mod schema;
+
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command};
+use crate::error::{Exit, exit_code_for};
+use crate::printer::Printer;
+
+/// Parse arguments, run the subcommand, print any error, and return the exit code.
+pub fn main_entry() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                Exit::Usage as i32
+            } else {
+                Exit::Success as i32
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let printer = Printer::init(cli.log_format, cli.quiet, cli.verbose);
+    let result = match &cli.command {
+        Command::Harvest(args) => commands::harvest::run(args, printer),
+    };
+    match result {
+        Ok(()) => Exit::Success as i32,
+        Err(err) => {
+            printer.error(&err);
+            exit_code_for(&err) as i32
+        }
+    }
+}
