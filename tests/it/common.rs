@@ -1,0 +1,540 @@
+//! Test harness: real Datasette servers (each version in its own cached virtualenv), fixture
+//! databases generated from `fixtures/generate.py`, the built `harvest` binary run in a clean
+//! environment, and readers that turn Parquet datasets and SQLite tables into comparable rows.
+//!
+//! Nothing here skips: if Datasette cannot be installed or started, the test fails.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray, RecordBatchReader};
+use arrow::datatypes::{
+    DataType, Date32Type, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+pub const V0_65: &str = "0.65.5";
+pub const V1_0: &str = "1.0a41";
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where venvs and generated fixtures are cached between runs.
+pub fn cache_dir() -> PathBuf {
+    let dir = match std::env::var_os("HARVEST_TEST_CACHE") {
+        Some(d) => PathBuf::from(d),
+        None => repo_root().join("target").join("harvest-test-cache"),
+    };
+    fs::create_dir_all(&dir).expect("create the test cache dir");
+    dir
+}
+
+/// Serialize set-up across threads (Mutex) and test processes (flock).
+fn with_setup_lock<T>(name: &str, f: impl FnOnce() -> T) -> T {
+    static IN_PROCESS: Mutex<()> = Mutex::new(());
+    let _g = IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
+    let lock = File::create(cache_dir().join(format!("{name}.lock"))).expect("lock file");
+    lock.lock().expect("flock");
+    f()
+}
+
+fn python() -> String {
+    std::env::var("HARVEST_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn run_ok(cmd: &mut Command, what: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `datasette` executable of `version`, installing it into a cached venv when missing.
+pub fn datasette_bin(version: &str) -> PathBuf {
+    with_setup_lock(&format!("venv-{version}"), || {
+        let venv = cache_dir().join(format!("venv-datasette-{version}"));
+        let bin = venv.join("bin").join("datasette");
+        let marker = venv.join(".installed");
+        if marker.exists() && bin.exists() {
+            return bin;
+        }
+        let _ = fs::remove_dir_all(&venv);
+        run_ok(
+            Command::new(python()).args(["-m", "venv"]).arg(&venv),
+            "python3 -m venv",
+        );
+        run_ok(
+            Command::new(venv.join("bin").join("pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .arg(format!("datasette=={version}")),
+            &format!("pip install datasette=={version}"),
+        );
+        fs::write(&marker, version).expect("write venv marker");
+        bin
+    })
+}
+
+/// A fixture database at `scale`, generated once and cached (read-only use only: copy it
+/// before modifying).
+pub fn fixture_db(scale: u32) -> PathBuf {
+    with_setup_lock(&format!("fixture-{scale}"), || {
+        let path = cache_dir().join(format!("northwind-s{scale}.db"));
+        let script = repo_root().join("fixtures").join("generate.py");
+        let stamp = cache_dir().join(format!("northwind-s{scale}.stamp"));
+        let script_digest = format!("{:x}", fs::metadata(&script).map(|m| m.len()).unwrap_or(0))
+            + &fs::read_to_string(&script)
+                .map(|s| format!("{:x}", fxhash(&s)))
+                .unwrap_or_default();
+        if path.exists()
+            && fs::read_to_string(&stamp).ok().as_deref() == Some(script_digest.as_str())
+        {
+            return path;
+        }
+        run_ok(
+            Command::new(python())
+                .arg(&script)
+                .arg("--out")
+                .arg(&path)
+                .arg("--scale")
+                .arg(scale.to_string()),
+            "fixtures/generate.py",
+        );
+        fs::write(&stamp, script_digest).expect("stamp");
+        path
+    })
+}
+
+fn fxhash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A real Datasette server on a free loopback port, killed on drop.
+pub struct Datasette {
+    child: Child,
+    pub port: u16,
+    pub url: String,
+    pub db_name: String,
+    pub version: String,
+}
+
+impl Datasette {
+    pub fn start(version: &str, db: &Path) -> Datasette {
+        let bin = datasette_bin(version);
+        let db_name = db.file_stem().unwrap().to_string_lossy().into_owned();
+        for _ in 0..5 {
+            let port = free_port();
+            let log = File::create(cache_dir().join(format!("datasette-{port}.log"))).expect("log");
+            let child = Command::new(&bin)
+                .arg("serve")
+                .arg(db)
+                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .args(["--setting", "sql_time_limit_ms", "10000"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start datasette");
+            let mut ds = Datasette {
+                child,
+                port,
+                url: format!("http://127.0.0.1:{port}"),
+                db_name: db_name.clone(),
+                version: version.to_string(),
+            };
+            if ds.wait_ready(Duration::from_secs(60)) {
+                return ds;
+            }
+            let _ = ds.child.kill();
+        }
+        panic!(
+            "Datasette {version} did not start; see the datasette-*.log files in {}",
+            cache_dir().display()
+        );
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if http_get(self.port, "/-/versions.json").is_some_and(|b| b.contains(&self.version)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+impl Drop for Datasette {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal blocking HTTP GET on loopback (for readiness checks).
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.starts_with("HTTP/1.1 200").then_some(buf)
+}
+
+/// A fresh, empty temp directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("harvest-it-{}-{tag}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("HARVEST_KEEP_TEST_DIRS").is_none() {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Run the built binary with a clean environment plus `envs`.
+pub fn harvest(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harvest"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HARVEST_NO_RETRY_SLEEP", "1")
+        .args(args)
+        .stdin(Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run harvest")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+pub fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "expected exit {code}, got {:?}\nstderr:\n{}",
+        o.status.code(),
+        stderr(o)
+    );
+}
+
+/// One comparable cell value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Cell {
+    Null,
+    Int(i64),
+    /// f64 bits, so rows can be sorted and compared exactly.
+    Real(u64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+pub fn real(f: f64) -> Cell {
+    Cell::Real(f.to_bits())
+}
+
+/// All rows of a Parquet dataset directory (recursively, Hive partition values restored as
+/// text columns named by the directory), with its column names and Arrow types.
+pub fn read_dataset(dir: &Path) -> (Vec<String>, Vec<DataType>, Vec<Vec<Cell>>) {
+    let mut files = vec![];
+    collect_parts(dir, &mut files);
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "no Parquet parts under {}",
+        dir.display()
+    );
+    let mut names: Option<Vec<String>> = None;
+    let mut types: Vec<DataType> = vec![];
+    let mut rows = vec![];
+    for (file, partition) in files {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&file).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let schema = reader.schema();
+        let mut these: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let mut these_types: Vec<DataType> = schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        if let Some((col, _)) = &partition {
+            these.push(col.clone());
+            these_types.push(DataType::Utf8);
+        }
+        match &names {
+            None => {
+                names = Some(these.clone());
+                types = these_types.clone();
+            }
+            Some(n) => {
+                assert_eq!(
+                    n,
+                    &these,
+                    "parts of one dataset disagree on columns: {}",
+                    file.display()
+                );
+                assert_eq!(
+                    types,
+                    these_types,
+                    "parts of one dataset disagree on types: {}",
+                    file.display()
+                );
+            }
+        }
+        for batch in reader {
+            let batch = batch.unwrap();
+            for r in 0..batch.num_rows() {
+                let mut row: Vec<Cell> = (0..batch.num_columns())
+                    .map(|c| cell(batch.column(c), r))
+                    .collect();
+                if let Some((_, v)) = &partition {
+                    row.push(match v {
+                        None => Cell::Null,
+                        Some(s) => Cell::Text(s.clone()),
+                    });
+                }
+                rows.push(row);
+            }
+        }
+    }
+    (names.unwrap(), types, rows)
+}
+
+/// A part file and the Hive partition (column, value; `None` value for NULL) it lies in.
+type PartFile = (PathBuf, Option<(String, Option<String>)>);
+
+fn collect_parts(dir: &Path, out: &mut Vec<PartFile>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().unwrap().is_dir() {
+            let mut sub = vec![];
+            collect_parts(&p, &mut sub);
+            let (col, val) = name.split_once('=').expect("partition dirs are col=value");
+            let val = if val == "__HIVE_DEFAULT_PARTITION__" {
+                None
+            } else {
+                Some(percent_decode(val))
+            };
+            out.extend(
+                sub.into_iter()
+                    .map(|(f, _)| (f, Some((percent_decode(col), val.clone())))),
+            );
+        } else if name.ends_with(".parquet") && !name.starts_with('.') {
+            out.push((p, None));
+        }
+    }
+}
+
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 3 <= b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn cell(a: &dyn Array, i: usize) -> Cell {
+    if a.is_null(i) {
+        return Cell::Null;
+    }
+    match a.data_type() {
+        DataType::Int64 => Cell::Int(a.as_primitive::<Int64Type>().value(i)),
+        DataType::Float64 => real(a.as_primitive::<Float64Type>().value(i)),
+        DataType::Utf8 => Cell::Text(a.as_string::<i32>().value(i).to_string()),
+        DataType::Binary => Cell::Blob(a.as_binary::<i32>().value(i).to_vec()),
+        DataType::Date32 => Cell::Int(a.as_primitive::<Date32Type>().value(i) as i64),
+        DataType::Timestamp(TimeUnit::Microsecond, None) => {
+            Cell::Int(a.as_primitive::<TimestampMicrosecondType>().value(i))
+        }
+        other => panic!("unexpected Arrow type {other:?}"),
+    }
+}
+
+/// Rows of an SQLite table, converted the way a lossless harvest must have typed them:
+/// `types[i]` is the Parquet column's type (Int64, Float64, Utf8, Binary, Date32, Timestamp).
+pub fn read_sqlite(db: &Path, sql: &str, types: &[DataType]) -> Vec<Vec<Cell>> {
+    use rusqlite::types::ValueRef;
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    assert_eq!(n, types.len(), "column count of {sql:?}");
+    let mut rows = stmt.query([]).unwrap();
+    let mut out = vec![];
+    while let Some(r) = rows.next().unwrap() {
+        let mut row = Vec::with_capacity(n);
+        for (i, ty) in types.iter().enumerate() {
+            let v = r.get_ref(i).unwrap();
+            row.push(match (v, ty) {
+                (ValueRef::Null, _) => Cell::Null,
+                (ValueRef::Integer(x), DataType::Float64) => real(x as f64),
+                (ValueRef::Integer(x), _) => Cell::Int(x),
+                (ValueRef::Real(x), _) => real(x),
+                (ValueRef::Text(t), DataType::Binary) => Cell::Blob(t.to_vec()),
+                (ValueRef::Text(t), DataType::Date32) => Cell::Int(
+                    harvest::schema::parse_date(std::str::from_utf8(t).unwrap()).unwrap() as i64,
+                ),
+                (ValueRef::Text(t), DataType::Timestamp(_, _)) => Cell::Int(
+                    harvest::schema::parse_timestamp(std::str::from_utf8(t).unwrap()).unwrap(),
+                ),
+                (ValueRef::Text(t), _) => Cell::Text(String::from_utf8(t.to_vec()).unwrap()),
+                (ValueRef::Blob(b), _) => Cell::Blob(b.to_vec()),
+            });
+        }
+        out.push(row);
+    }
+    out
+}
+
+/// Assert two row multisets are equal, showing the first difference.
+#[track_caller]
+pub fn assert_same_rows(what: &str, mut got: Vec<Vec<Cell>>, mut want: Vec<Vec<Cell>>) {
+    got.sort();
+    want.sort();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: {} rows harvested, {} in SQLite",
+        got.len(),
+        want.len()
+    );
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "{what}: first differing row (sorted position {i})");
+    }
+}
+
+/// Parse every manifest line.
+pub fn manifest(dir: &Path) -> Vec<serde_json::Value> {
+    fs::read_to_string(dir.join("manifest.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+pub fn records<'a>(m: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    m.iter().filter(|r| r["kind"] == kind).collect()
+}
+
+/// Every file under `dir`, recursively.
+pub fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Column names and declared-free SQL select list for a table, as the harvest names them.
+pub fn sqlite_columns(db: &Path, table: &str) -> Vec<String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut stmt = conn
+        .prepare("select name from pragma_table_info(?1)")
+        .unwrap();
+    stmt.query_map([table], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+pub fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// Compare a harvested dataset with the SQLite table, value for value.
+#[track_caller]
+pub fn assert_dataset_matches_table(out: &Path, db: &Path, table: &str) {
+    let dir = out.join("parquet").join(table);
+    let (names, types, got) = read_dataset(&dir);
+    let select = names
+        .iter()
+        .map(|n| quote(n))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!("select {select} from {}", quote(table));
+    let want = read_sqlite(db, &sql, &types);
+    assert_same_rows(table, got, want);
+}
+
+pub fn counts_by_kind(m: &[serde_json::Value]) -> BTreeMap<String, usize> {
+    let mut c = BTreeMap::new();
+    for r in m {
+        *c.entry(r["kind"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    c
+}

@@ -1,0 +1,303 @@
+//! An in-process HTTP/1.1 server for the failures a real server won't produce on demand:
+//! any status with any headers, TCP resets, bodies cut off mid-stream, stalled bodies. By
+//! default it serves a synthetic Datasette-0.65-shaped table `items` (id, name, price), so a
+//! harvest can run against it end to end; a handler decides, per request, what to do instead.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    /// 1-based count of requests this server has seen.
+    pub n: u64,
+}
+
+impl Request {
+    pub fn param(&self, k: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(a, _)| a == k)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn header(&self, k: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(a, _)| a.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    Respond {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    /// Close with RST before answering.
+    Reset,
+    /// Promise the full body (Content-Length) but send only `keep` bytes, then close.
+    Truncate { body: Vec<u8>, keep: usize },
+    /// Send `keep` bytes of the body, then nothing for `pause`, then close.
+    Stall {
+        body: Vec<u8>,
+        keep: usize,
+        pause: Duration,
+    },
+}
+
+pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Action {
+    Action::Respond {
+        status,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: body.into(),
+    }
+}
+
+type Handler = dyn Fn(&Request) -> Option<Action> + Send + Sync;
+
+pub struct FaultServer {
+    pub port: u16,
+    pub url: String,
+    pub log: Arc<Mutex<Vec<Request>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The synthetic table: `rows` rows, ids 1..=rows.
+#[derive(Clone, Copy)]
+pub struct Synthetic {
+    pub rows: u64,
+}
+
+impl Synthetic {
+    pub fn row(id: u64) -> (i64, String, f64) {
+        (id as i64, format!("item {id} «ü»"), id as f64 * 1.25)
+    }
+
+    /// The 0.65-shaped answer to a table page request.
+    pub fn page(&self, req: &Request) -> Action {
+        let size: u64 = req
+            .param("_size")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(100);
+        let after: u64 = req.param("_next").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let last = (after + size).min(self.rows);
+        let rows: Vec<String> = (after + 1..=last)
+            .map(|id| {
+                let (i, n, p) = Self::row(id);
+                format!("[{i}, {}, {p:?}]", serde_json::Value::String(n))
+            })
+            .collect();
+        let next = if last < self.rows {
+            format!("\"{last}\"")
+        } else {
+            "null".into()
+        };
+        let count = if req.param("_nocount").is_some() {
+            "null".to_string()
+        } else {
+            self.rows.to_string()
+        };
+        json(
+            200,
+            format!(
+                "{{\"database\": \"db\", \"table\": \"items\", \"is_view\": false, \"rows\": [{}], \"truncated\": false, \"filtered_table_rows_count\": {count}, \"columns\": [\"id\", \"name\", \"price\"], \"primary_keys\": [\"id\"], \"next\": {next}}}",
+                rows.join(", ")
+            ),
+        )
+    }
+}
+
+/// Default routing: versions, SQL (refused, as on a server with SQL disabled) and the table.
+pub fn default_action(syn: Synthetic, req: &Request) -> Action {
+    if req.path == "/-/versions.json" {
+        return json(
+            200,
+            r#"{"python": {"version": "3.11"}, "datasette": {"version": "0.65.5"}}"#,
+        );
+    }
+    if req.path == "/db.json" {
+        return json(
+            400,
+            r#"{"ok": false, "error": "SQL is disabled on this instance"}"#,
+        );
+    }
+    if req.path == "/db/items.json" {
+        return syn.page(req);
+    }
+    json(
+        404,
+        r#"{"ok": false, "error": "Table not found", "status": 404}"#,
+    )
+}
+
+impl FaultServer {
+    /// Start serving; `handler` returns `Some(action)` to override the default for a request.
+    pub fn start(
+        syn: Synthetic,
+        handler: impl Fn(&Request) -> Option<Action> + Send + Sync + 'static,
+    ) -> Self {
+        let handler: Arc<Handler> = Arc::new(handler);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let log2 = log.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+                let counter = Arc::new(AtomicU64::new(0));
+                loop {
+                    tokio::select! {
+                        _ = &mut stop_rx => break,
+                        acc = listener.accept() => {
+                            let Ok((sock, _)) = acc else { continue };
+                            let (h, l, c) = (handler.clone(), log2.clone(), counter.clone());
+                            tokio::spawn(async move { let _ = serve(sock, syn, h, l, c).await; });
+                        }
+                    }
+                }
+            });
+        });
+        let port = port_rx.recv().unwrap();
+        FaultServer {
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FaultServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn serve(
+    mut sock: TcpStream,
+    syn: Synthetic,
+    handler: Arc<Handler>,
+    log: Arc<Mutex<Vec<Request>>>,
+    counter: Arc<AtomicU64>,
+) -> std::io::Result<()> {
+    // One request per connection (we always answer `Connection: close`).
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = sock.read(&mut tmp).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let mut lines = head.split("\r\n");
+    let target = lines
+        .next()
+        .unwrap_or("")
+        .split(' ')
+        .nth(1)
+        .unwrap_or("/")
+        .to_string();
+    let headers: Vec<(String, String)> = lines
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect();
+    let url = url::Url::parse(&format!("http://x{target}")).unwrap();
+    let req = Request {
+        path: url.path().to_string(),
+        query: url
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect(),
+        headers,
+        n: counter.fetch_add(1, Ordering::SeqCst) + 1,
+    };
+    log.lock().unwrap().push(req.clone());
+    let action = handler(&req).unwrap_or_else(|| default_action(syn, &req));
+    match action {
+        Action::Respond {
+            status,
+            headers,
+            body,
+        } => {
+            let mut head = format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                body.len()
+            );
+            for (k, v) in headers {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            head.push_str("\r\n");
+            sock.write_all(head.as_bytes()).await?;
+            sock.write_all(&body).await?;
+            sock.shutdown().await?;
+        }
+        Action::Reset => {
+            sock.set_zero_linger()?;
+            drop(sock);
+        }
+        Action::Truncate { body, keep } => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            sock.write_all(head.as_bytes()).await?;
+            sock.write_all(&body[..keep.min(body.len())]).await?;
+            sock.flush().await?;
+            sock.set_zero_linger()?;
+            drop(sock);
+        }
+        Action::Stall { body, keep, pause } => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            sock.write_all(head.as_bytes()).await?;
+            sock.write_all(&body[..keep.min(body.len())]).await?;
+            sock.flush().await?;
+            tokio::time::sleep(pause).await;
+        }
+    }
+    Ok(())
+}
+
+/// The body of a default answer (for building truncated/stalled variants of it).
+pub fn body_of(a: &Action) -> Vec<u8> {
+    match a {
+        Action::Respond { body, .. }
+        | Action::Truncate { body, .. }
+        | Action::Stall { body, .. } => body.clone(),
+        Action::Reset => vec![],
+    }
+}

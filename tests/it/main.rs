@@ -1,0 +1,7 @@
+//! One integration-test binary (ripgrep style): one module per area, sharing `common`.
+
+mod cli;
+mod common;
+mod fault_server;
+mod faults;
+mod real_datasette;
