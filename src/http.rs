@@ -198,6 +198,9 @@ impl Client {
         if let Some(a) = &settings.auth {
             a.register_secrets();
         }
+        // TLS uses rustls with the ring provider (a much smaller build than aws-lc); install it
+        // once per process. An error only means another provider is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let inner = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .user_agent(concat!("harvest/", env!("CARGO_PKG_VERSION")))

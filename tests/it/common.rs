@@ -88,6 +88,36 @@ pub fn datasette_bin(version: &str) -> PathBuf {
     })
 }
 
+/// A cached venv with pyarrow, pandas and DuckDB, for checking that other readers agree.
+pub fn readers_python() -> PathBuf {
+    with_setup_lock("venv-readers", || {
+        let venv = cache_dir().join("venv-readers");
+        let py = venv.join("bin").join("python");
+        let marker = venv.join(".installed");
+        if marker.exists() && py.exists() {
+            return py;
+        }
+        let _ = fs::remove_dir_all(&venv);
+        run_ok(
+            Command::new(python()).args(["-m", "venv"]).arg(&venv),
+            "python3 -m venv",
+        );
+        run_ok(
+            Command::new(venv.join("bin").join("pip")).args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "pyarrow",
+                "pandas",
+                "duckdb",
+            ]),
+            "pip install pyarrow pandas duckdb",
+        );
+        fs::write(&marker, "ok").expect("write venv marker");
+        py
+    })
+}
+
 /// A fixture database at `scale`, generated once and cached (read-only use only: copy it
 /// before modifying).
 pub fn fixture_db(scale: u32) -> PathBuf {
