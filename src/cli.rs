@@ -149,4 +149,10 @@ pub struct HarvestArgs {
     /// If another run holds DIR's lock, wait for it instead of failing.
     #[arg(long)]
     pub wait_lock: bool,
+
+    /// Do not resume an unfinished earlier run in DIR: start every table over. (Its snapshots
+    /// and manifest lines stay; its unfinished tables' parts are replaced when this run
+    /// completes them.)
+    #[arg(long)]
+    pub restart: bool,
 }

@@ -98,6 +98,7 @@ pub struct HarvestSettings {
     pub sink: SinkSettings,
     pub sources: Vec<SourceSettings>,
     pub wait_lock: bool,
+    pub restart: bool,
     /// sha256 of the resolved settings with secrets removed.
     pub config_digest: String,
     /// The resolved settings as recorded in `run_start` (no secrets).
@@ -522,6 +523,7 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
         sink,
         sources,
         wait_lock: args.wait_lock,
+        restart: args.restart,
         config_digest,
         described,
     })

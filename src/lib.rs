@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod parquet_sink;
 pub mod printer;
 pub mod redact;
+pub mod resume;
 pub mod schema;
 
 use clap::Parser as _;

@@ -163,6 +163,12 @@ impl TableSink {
         })
     }
 
+    /// Continue the part numbering of a resumed run whose last recorded part was `last_part`.
+    pub fn continue_after_part(&mut self, last_part: u64) {
+        self.next_part = last_part + 1;
+        self.parts_closed = last_part;
+    }
+
     /// The directory (relative to DIR) holding this table's parts.
     pub fn table_rel(&self) -> &str {
         &self.table_rel

@@ -24,7 +24,7 @@ use chrono::{NaiveDate, NaiveDateTime};
 use serde_json::Value;
 
 /// The Arrow types a column can have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ColType {
     Integer,
@@ -112,7 +112,7 @@ fn affinity_type(declared: &str) -> Option<ColType> {
 }
 
 /// The planned type of one column, and why (recorded in the manifest).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ColumnPlan {
     pub name: String,
     #[serde(rename = "type")]
@@ -121,6 +121,14 @@ pub struct ColumnPlan {
     /// Numbers may be rendered as text (only under an explicit `text` override).
     #[serde(skip)]
     pub numbers_as_text: bool,
+}
+
+impl ColumnPlan {
+    /// Restore the derived flag after reading a plan back from the manifest.
+    pub fn restored(mut self) -> Self {
+        self.numbers_as_text = self.ty == ColType::Text && self.reason == "override";
+        self
+    }
 }
 
 /// Decide one column's type. `probe` is the set of storage classes present in the whole table

@@ -5,6 +5,13 @@
 //! a token that repeats stops the run; the table's row count is reconciled where the server
 //! gave one; a completed table replaces the parts that earlier runs wrote for it (recorded as a
 //! `supersede` record before anything is deleted). Runs on one DIR never interleave (lock).
+//!
+//! Resume: a run that did not end `ok` is continued by the next run with the same settings.
+//! Tables it finished are skipped; for the others, the pages recorded after the last Parquet
+//! checkpoint are replayed from their (hash-checked) snapshots and fetching continues from the
+//! last recorded cursor, so no recorded page is fetched twice and every row lands once.
+//! SIGINT/SIGTERM abandon the page in flight, close and record the open parts (a clean
+//! checkpoint) and exit 130.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -13,14 +20,18 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use serde_json::{Map, Value, json};
 
+use tokio::sync::watch;
+
 use crate::config::{HarvestSettings, SourceSettings, TableSettings, resolve_harvest};
 use crate::datasette::{self, BodyProblem, Flavor, Page, TableRequest};
+use crate::error::Interrupted;
 use crate::fsutil::{TEMP_SUFFIX, atomic_write, create_dir_all_durable, sanitize_component};
 use crate::http::{Client, Verdict};
 use crate::lock::DirLock;
 use crate::manifest::{Manifest, sha256_hex};
 use crate::parquet_sink::{ClosedPart, TableSink};
 use crate::printer::Printer;
+use crate::resume::{ResumePoint, TableProgress};
 use crate::schema::{Classes, ColType, ColumnPlan, plan_column};
 use crate::{cli::HarvestArgs, error::UsageError};
 
@@ -96,19 +107,80 @@ async fn run_settings(settings: HarvestSettings, printer: Printer) -> anyhow::Re
     let _lock = DirLock::acquire(&out, settings.wait_lock)?;
     let (mut manifest, _) = Manifest::open(&out)?;
     remove_leftover_temps(&out)?;
-    let run_id = new_run_id();
-    manifest.append(
-        "run_start",
-        &run_id,
-        obj(json!({
-            "command": "harvest",
-            "tool_version": env!("CARGO_PKG_VERSION"),
-            "config_digest": settings.config_digest,
-            "settings": settings.described,
-            "started_at": now_rfc3339(),
-        })),
-    )?;
+    let history = crate::manifest::read_records(&out)?;
+    let swept = crate::resume::sweep_parts(&out, &history).with_context(|| {
+        format!(
+            "cannot remove unrecorded Parquet parts under {}",
+            out.display()
+        )
+    })?;
+    if !swept.is_empty() {
+        tracing::warn!(
+            "removed {} Parquet part(s) the manifest does not record (left by an interrupted run): {}",
+            swept.len(),
+            swept.join(", ")
+        );
+    }
+    let resume = match crate::resume::find_resumable(&history, &settings.config_digest) {
+        Some(r) if settings.restart => {
+            tracing::info!("--restart: not resuming the unfinished run {}", r.run_id);
+            None
+        }
+        Some(r) => Some(r),
+        None => {
+            if let Some(last) = history.iter().rev().find(|r| r["kind"] == "run_start")
+                && !history.iter().any(|r| {
+                    r["kind"] == "run_end" && r["run_id"] == last["run_id"] && r["outcome"] == "ok"
+                })
+                && !settings.restart
+            {
+                tracing::warn!(
+                    "the previous run {} did not finish, but the settings changed since, so this run starts over",
+                    last["run_id"].as_str().unwrap_or("?")
+                );
+            }
+            None
+        }
+    };
+    drop(history);
+    let run_id = match &resume {
+        Some(r) => {
+            let replay: usize = r.tables.values().map(|t| t.replay.len()).sum();
+            let done = r.tables.values().filter(|t| t.done).count();
+            tracing::info!(
+                "resuming run {}: {done} table(s) already done, {replay} recorded page(s) to replay from snapshots",
+                r.run_id
+            );
+            manifest.append(
+                "run_resume",
+                &r.run_id,
+                obj(json!({
+                    "tool_version": env!("CARGO_PKG_VERSION"),
+                    "config_digest": settings.config_digest,
+                    "resumed_at": now_rfc3339(),
+                    "replay_pages": replay,
+                })),
+            )?;
+            r.run_id.clone()
+        }
+        None => {
+            let run_id = new_run_id();
+            manifest.append(
+                "run_start",
+                &run_id,
+                obj(json!({
+                    "command": "harvest",
+                    "tool_version": env!("CARGO_PKG_VERSION"),
+                    "config_digest": settings.config_digest,
+                    "settings": settings.described,
+                    "started_at": now_rfc3339(),
+                })),
+            )?;
+            run_id
+        }
+    };
     tracing::info!("run {run_id} started; writing to {}", out.display());
+    let signals = watch_signals();
 
     let mut totals = Totals::default();
     let mut retries = 0u64;
@@ -118,15 +190,15 @@ async fn run_settings(settings: HarvestSettings, printer: Printer) -> anyhow::Re
         let mut http = settings.http.clone();
         http.auth = source.auth.clone();
         let client = Client::new(http)?;
-        let r = harvest_source(
-            &settings,
+        let ctx = RunCtx {
+            settings: &settings,
             source,
-            &client,
-            &mut manifest,
-            &run_id,
-            &mut totals,
-        )
-        .await;
+            client: &client,
+            run_id: &run_id,
+            resume: resume.as_ref(),
+            signals: signals.clone(),
+        };
+        let r = harvest_source(&ctx, &mut manifest, &mut totals).await;
         let st = client.stats();
         retries += st.retries;
         bytes += st.bytes;
@@ -138,6 +210,7 @@ async fn run_settings(settings: HarvestSettings, printer: Printer) -> anyhow::Re
     let elapsed = started.elapsed();
     let outcome = match &result {
         Ok(()) => json!("ok"),
+        Err(e) if e.chain().any(|c| c.is::<Interrupted>()) => json!("interrupted"),
         Err(e) => json!(format!("failed: {e:#}")),
     };
     manifest.append(
@@ -172,15 +245,48 @@ async fn run_settings(settings: HarvestSettings, printer: Printer) -> anyhow::Re
     Ok(())
 }
 
+/// What every table of one source shares.
+struct RunCtx<'a> {
+    settings: &'a HarvestSettings,
+    source: &'a SourceSettings,
+    client: &'a Client,
+    run_id: &'a str,
+    resume: Option<&'a ResumePoint>,
+    signals: watch::Receiver<Option<&'static str>>,
+}
+
+/// SIGINT/SIGTERM set the watched value; the page loop checks it between pages and while a
+/// request is in flight.
+fn watch_signals() -> watch::Receiver<Option<&'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = watch::channel(None);
+    for (kind, name) in [
+        (SignalKind::interrupt(), "SIGINT"),
+        (SignalKind::terminate(), "SIGTERM"),
+    ] {
+        let tx = tx.clone();
+        match signal(kind) {
+            Ok(mut s) => {
+                tokio::spawn(async move {
+                    if s.recv().await.is_some() {
+                        tracing::warn!("{name} received: finishing with a clean checkpoint");
+                        let _ = tx.send(Some(name));
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("cannot listen for {name}: {e}"),
+        }
+    }
+    rx
+}
+
 async fn harvest_source(
-    settings: &HarvestSettings,
-    source: &SourceSettings,
-    client: &Client,
+    ctx: &RunCtx<'_>,
     manifest: &mut Manifest,
-    run_id: &str,
     totals: &mut Totals,
 ) -> anyhow::Result<()> {
-    let flavor = match datasette::detect_flavor(client, &source.base).await? {
+    let source = ctx.source;
+    let flavor = match datasette::detect_flavor(ctx.client, &source.base).await? {
         Some((f, v)) => {
             tracing::info!(
                 "source {:?}: Datasette {v} at {}",
@@ -198,8 +304,22 @@ async fn harvest_source(
         }
     };
     for table in &source.tables {
+        let progress = ctx
+            .resume
+            .and_then(|r| r.tables.get(&table.output))
+            .cloned();
+        if progress.as_ref().is_some_and(|p| p.done) {
+            tracing::info!("{}: already complete in the resumed run", table.output);
+            totals.tables += 1;
+            continue;
+        }
         harvest_table(
-            settings, source, table, client, flavor, manifest, run_id, totals,
+            ctx,
+            table,
+            flavor,
+            progress.unwrap_or_default(),
+            manifest,
+            totals,
         )
         .await
         .with_context(|| {
@@ -220,18 +340,113 @@ struct TablePlan {
     count: Option<u64>,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One table being harvested: pages come in (fetched or replayed), rows go to the sink.
+struct TableRun<'a> {
+    ctx: &'a RunCtx<'a>,
+    table: &'a TableSettings,
+    plan: Option<TablePlan>,
+    sink: Option<TableSink>,
+    last_part: u64,
+    first_page_since_checkpoint: u64,
+    rows: u64,
+    parts: u64,
+}
+
+impl<'a> TableRun<'a> {
+    /// Take one page whose snapshot and manifest line are durable.
+    async fn accept(
+        &mut self,
+        page_no: u64,
+        page: &Page,
+        manifest: &mut Manifest,
+        totals: &mut Totals,
+    ) -> anyhow::Result<()> {
+        if self.plan.is_none() {
+            let p = plan_table(
+                self.ctx.client,
+                &self.ctx.source.base,
+                &self.ctx.source.database,
+                self.table,
+                page,
+            )
+            .await?;
+            if p.is_view && self.table.sort.is_none() {
+                let w = format!(
+                    "{:?} is a view: Datasette pages views by offset with no guaranteed order, so rows can be skipped or repeated if the data changes during the harvest; set `sort` to a unique column",
+                    self.table.name
+                );
+                tracing::warn!("{w}");
+                totals.warnings.push(w);
+            }
+            self.set_plan(p)?;
+        }
+        let (Some(plan), Some(sink)) = (self.plan.as_ref(), self.sink.as_mut()) else {
+            unreachable!("planned above")
+        };
+        if let Some(cols) = &page.columns
+            && (cols.len() != plan.columns.len()
+                || cols.iter().zip(&plan.columns).any(|(a, b)| *a != b.name))
+        {
+            bail!(
+                "page {page_no} has columns {:?}, but the table was planned with {:?}: the table changed during the harvest; rerun with --restart",
+                cols,
+                plan.columns.iter().map(|c| &c.name).collect::<Vec<_>>()
+            );
+        }
+        sink.push_rows(&page.rows, page_no)?;
+        self.rows += page.rows.len() as u64;
+        if sink.checkpoint_due() {
+            self.checkpoint(manifest, page_no)?;
+        }
+        Ok(())
+    }
+
+    fn set_plan(&mut self, p: TablePlan) -> anyhow::Result<()> {
+        let mut sink = TableSink::new(
+            &self.ctx.settings.out,
+            &self.table.output,
+            self.ctx.run_id,
+            &p.columns,
+            self.table.partition_by.as_deref(),
+            self.ctx.settings.sink.clone(),
+        )?;
+        sink.continue_after_part(self.last_part);
+        self.sink = Some(sink);
+        self.plan = Some(p);
+        Ok(())
+    }
+
+    /// Close and record every open part: all rows of pages up to `last_page` are durable.
+    fn checkpoint(&mut self, manifest: &mut Manifest, last_page: u64) -> anyhow::Result<()> {
+        let (Some(plan), Some(sink)) = (self.plan.as_ref(), self.sink.as_mut()) else {
+            return Ok(());
+        };
+        let closed = sink.checkpoint()?;
+        record_parts(
+            manifest,
+            self.ctx,
+            self.table,
+            plan,
+            &closed,
+            self.first_page_since_checkpoint,
+            last_page,
+        )?;
+        self.parts += closed.len() as u64;
+        self.first_page_since_checkpoint = last_page + 1;
+        Ok(())
+    }
+}
+
 async fn harvest_table(
-    settings: &HarvestSettings,
-    source: &SourceSettings,
+    ctx: &RunCtx<'_>,
     table: &TableSettings,
-    client: &Client,
     detected: Option<Flavor>,
+    progress: TableProgress,
     manifest: &mut Manifest,
-    run_id: &str,
     totals: &mut Totals,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
+    let (settings, source) = (ctx.settings, ctx.source);
     let req = TableRequest {
         base: source.base.clone(),
         database: source.database.clone(),
@@ -244,93 +459,139 @@ async fn harvest_table(
         "raw/{}/{}/{}",
         sanitize_component(&source.name),
         sanitize_component(&table.output),
-        run_id
+        ctx.run_id
     );
     let raw_dir = settings.out.join(&raw_rel);
     create_dir_all_durable(&raw_dir)
         .with_context(|| format!("cannot create {}", raw_dir.display()))?;
 
-    let mut flavor = detected.unwrap_or(Flavor::V1);
-    let mut cursor: Option<String> = None;
-    let mut seen_tokens: HashSet<String> = HashSet::new();
-    let mut page_no: u64 = 0;
-    let mut rows: u64 = 0;
-    let mut plan: Option<TablePlan> = None;
-    let mut sink: Option<TableSink> = None;
-    let mut first_page_since_checkpoint = 1u64;
-    let mut parts: Vec<ClosedPart> = Vec::new();
-    loop {
-        page_no += 1;
-        let url = req.page_url(flavor, cursor.as_deref(), page_no == 1);
-        let known: Option<Vec<String>> = plan
+    let mut run = TableRun {
+        ctx,
+        table,
+        plan: None,
+        sink: None,
+        last_part: progress.last_part,
+        first_page_since_checkpoint: progress.checkpoint_page + 1,
+        rows: 0,
+        parts: 0,
+    };
+    if let Some(columns) = progress.plan.clone() {
+        run.set_plan(TablePlan {
+            columns,
+            is_view: false,
+            count: progress.server_count,
+        })?;
+    }
+    let mut signals = ctx.signals.clone();
+    let mut page_no = progress.checkpoint_page;
+    let mut cursor = progress.checkpoint_cursor.clone();
+    let mut seen_tokens: HashSet<String> = progress.cursors.iter().cloned().collect();
+    let mut replayed = 0u64;
+    let mut server_count = progress.server_count;
+
+    // 1. Replay recorded pages after the checkpoint from their snapshots.
+    for rp in &progress.replay {
+        if let Some(sig) = *signals.borrow() {
+            run.checkpoint(manifest, page_no)?;
+            return Err(Interrupted { signal: sig }.into());
+        }
+        let body = std::fs::read(settings.out.join(&rp.path)).with_context(|| {
+            format!(
+                "cannot read the snapshot {} to resume; rerun with --restart",
+                rp.path
+            )
+        })?;
+        if sha256_hex(&body) != rp.sha256 {
+            bail!(
+                "the snapshot {} no longer matches the sha256 its manifest line records, so it cannot be replayed; rerun with --restart",
+                rp.path
+            );
+        }
+        let known: Option<Vec<String>> = run
+            .plan
             .as_ref()
             .map(|p| p.columns.iter().map(|c| c.name.clone()).collect());
-        let (fetched, page) = client
-            .get(&url, |f| match datasette::parse_page(&f.body, known.as_deref()) {
+        let page = match datasette::parse_page(&body, known.as_deref()) {
+            Ok(p) => p,
+            Err(BodyProblem::Truncated(w) | BodyProblem::Wrong(w)) => {
+                bail!("the recorded snapshot {} is unusable: {w}", rp.path)
+            }
+        };
+        if rp.page == 1 {
+            server_count = server_count.or(page.count);
+        }
+        run.accept(rp.page, &page, manifest, totals).await?;
+        page_no = rp.page;
+        cursor = rp.cursor_out.clone();
+        replayed += 1;
+    }
+    if replayed > 0 {
+        tracing::info!(
+            "{}: replayed {replayed} recorded page(s) from snapshots",
+            table.output
+        );
+    }
+
+    // 2. Fetch the rest (unless the last recorded page was the table's last).
+    let mut flavor = detected.unwrap_or(Flavor::V1);
+    let mut more_to_fetch = page_no == 0 || cursor.is_some();
+    let mut fetched_pages = 0u64;
+    while more_to_fetch {
+        if let Some(sig) = *signals.borrow() {
+            run.checkpoint(manifest, page_no)?;
+            return Err(Interrupted { signal: sig }.into());
+        }
+        page_no += 1;
+        let url = req.page_url(flavor, cursor.as_deref(), page_no == 1);
+        let known: Option<Vec<String>> = run
+            .plan
+            .as_ref()
+            .map(|p| p.columns.iter().map(|c| c.name.clone()).collect());
+        let fetch = ctx.client.get(&url, |f| {
+            match datasette::parse_page(&f.body, known.as_deref()) {
                 Ok(p) => Verdict::Accept(p),
                 Err(BodyProblem::Truncated(why)) => Verdict::Retry(why),
                 Err(BodyProblem::Wrong(why)) => Verdict::Reject(why),
-            })
-            .await
-            .map_err(|e| match e.status() {
-                Some(404) if page_no == 1 => anyhow::Error::new(UsageError::with_hint(
-                    format!(
-                        "table {:?} was not found in database {:?} at {} (HTTP 404)",
-                        table.name,
-                        source.database,
-                        crate::http::display_url(&source.base)
-                    ),
-                    "check the table and database names (they are case-sensitive)",
-                )),
-                Some(400) => anyhow::Error::new(e).context(format!(
-                    "the server refused the request; if the page size {} is above its max_returned_rows, lower --page-size",
-                    table.page_size
-                )),
-                _ => anyhow::Error::new(e),
-            })?;
-        if page_no == 1 && detected.is_none() && page.flavor != flavor {
-            // Undetected server and a 0.6x reply: carry on with 0.6x parameters.
-            flavor = page.flavor;
-        }
-        if plan.is_none() {
-            let p = plan_table(client, &source.base, &source.database, table, &page).await?;
-            if p.is_view && table.sort.is_none() {
-                let w = format!(
-                    "{:?} is a view: Datasette pages views by offset with no guaranteed order, so rows can be skipped or repeated if the data changes during the harvest; set `sort` to a unique column",
-                    table.name
-                );
-                tracing::warn!("{w}");
-                totals.warnings.push(w);
             }
-            sink = Some(TableSink::new(
-                &settings.out,
-                &table.output,
-                run_id,
-                &p.columns,
-                table.partition_by.as_deref(),
-                settings.sink.clone(),
-            )?);
-            plan = Some(p);
-        }
-        let (Some(plan), Some(sink)) = (plan.as_ref(), sink.as_mut()) else {
-            unreachable!("planned above")
+        });
+        let result = tokio::select! {
+            r = fetch => r,
+            _ = signals.changed() => {
+                // Abandon the page in flight; everything before it is recorded.
+                run.checkpoint(manifest, page_no - 1)?;
+                let sig = (*signals.borrow()).unwrap_or("a signal");
+                return Err(Interrupted { signal: sig }.into());
+            }
         };
-        if let Some(cols) = &page.columns
-            && cols.len() != plan.columns.len()
-        {
-            bail!(
-                "page {page_no} has columns {:?}, but the first page had {:?}: the table changed during the harvest; rerun",
-                cols,
-                plan.columns.iter().map(|c| &c.name).collect::<Vec<_>>()
-            );
+        let (fetched, page) = result.map_err(|e| match e.status() {
+            Some(404) if page_no == 1 => anyhow::Error::new(UsageError::with_hint(
+                format!(
+                    "table {:?} was not found in database {:?} at {} (HTTP 404)",
+                    table.name,
+                    source.database,
+                    crate::http::display_url(&source.base)
+                ),
+                "check the table and database names (they are case-sensitive)",
+            )),
+            Some(400) => anyhow::Error::new(e).context(format!(
+                "the server refused the request; if the page size {} is above its max_returned_rows, lower --page-size",
+                table.page_size
+            )),
+            _ => anyhow::Error::new(e),
+        })?;
+        if page_no == 1 {
+            server_count = page.count;
+            if detected.is_none() && page.flavor != flavor {
+                // Undetected server and a 0.6x reply: carry on with 0.6x parameters.
+                flavor = page.flavor;
+            }
         }
 
-        // 1. The snapshot, durable before anything refers to it.
+        // The snapshot, durable before anything refers to it; then its manifest line.
         let snap_name = format!("page-{page_no:06}.json");
         let snap_rel = format!("{raw_rel}/{snap_name}");
         atomic_write(&raw_dir.join(&snap_name), &fetched.body)
             .with_context(|| format!("cannot write the snapshot {snap_rel}"))?;
-        // 2. Its manifest line.
         let mut rec = obj(json!({
             "source": crate::http::display_url(&source.base),
             "database": source.database,
@@ -359,31 +620,24 @@ async fn harvest_table(
                 rec.insert(k.into(), json!(v));
             }
         }
-        manifest.append("page", run_id, rec)?;
-        // 3. The rows.
-        sink.push_rows(&page.rows, page_no)?;
-        rows += page.rows.len() as u64;
-        totals.pages += 1;
-        if page_no.is_multiple_of(100) {
-            tracing::info!("{}: {page_no} pages, {rows} rows", table.name);
+        if page_no == 1
+            && let Some(c) = page.count
+        {
+            rec.insert("server_count".into(), json!(c));
         }
-        if sink.checkpoint_due() {
-            let closed = sink.checkpoint()?;
-            record_parts(
-                manifest,
-                run_id,
-                source,
-                table,
-                plan,
-                &closed,
-                first_page_since_checkpoint,
-                page_no,
-            )?;
-            first_page_since_checkpoint = page_no + 1;
-            parts.extend(closed);
+        manifest.append("page", ctx.run_id, rec)?;
+        run.accept(page_no, &page, manifest, totals).await?;
+        totals.pages += 1;
+        fetched_pages += 1;
+        if page_no.is_multiple_of(100) {
+            tracing::info!(
+                "{}: {page_no} pages, {} rows",
+                table.output,
+                progress.rows_in_parts + run.rows
+            );
         }
         match page.next {
-            None => break,
+            None => more_to_fetch = false,
             Some(tok) => {
                 if !seen_tokens.insert(tok.clone()) {
                     bail!(
@@ -395,26 +649,49 @@ This is a known Datasette bug with some sort orders and primary keys; harvest wi
             }
         }
     }
-    let (Some(plan), Some(sink)) = (plan, sink) else {
-        unreachable!("at least one page was fetched")
+
+    // 3. Close the table: final parts, then the table_end marker.
+    let Some(plan) = run.plan.as_ref() else {
+        bail!(
+            "no page of table {:?} was recorded; rerun with --restart",
+            table.name
+        );
+    };
+    let count = plan.count.or(server_count);
+    let Some(sink) = run.sink.take() else {
+        unreachable!("a plan always comes with a sink")
     };
     let table_rel = sink.table_rel().to_string();
     let closed = sink.finish()?;
     record_parts(
         manifest,
-        run_id,
-        source,
+        ctx,
         table,
-        &plan,
+        plan,
         &closed,
-        first_page_since_checkpoint,
+        run.first_page_since_checkpoint,
         page_no,
     )?;
-    parts.extend(closed);
+    run.parts += closed.len() as u64;
+    let rows = progress.rows_in_parts + run.rows;
+    manifest.append(
+        "table_end",
+        ctx.run_id,
+        obj(json!({
+            "source": crate::http::display_url(&source.base),
+            "table": table.name,
+            "output": table.output,
+            "pages": page_no,
+            "rows": rows,
+            "server_count": count,
+            "replayed_pages": replayed,
+            "fetched_pages": fetched_pages,
+        })),
+    )?;
     totals.rows += rows;
-    totals.parts += parts.len() as u64;
+    totals.parts += run.parts;
 
-    if let Some(expected) = plan.count
+    if let Some(expected) = count
         && expected != rows
     {
         let w = format!(
@@ -424,11 +701,16 @@ This is a known Datasette bug with some sort orders and primary keys; harvest wi
         tracing::warn!("{w}");
         totals.warnings.push(w);
     }
-    supersede_older_parts(&settings.out, &table_rel, run_id, &table.output, manifest)?;
+    supersede_older_parts(
+        &settings.out,
+        &table_rel,
+        ctx.run_id,
+        &table.output,
+        manifest,
+    )?;
     tracing::info!(
-        "{}: {rows} rows in {page_no} pages, {} part(s), {:.1}s",
-        table.name,
-        parts.len(),
+        "{}: {rows} rows in {page_no} pages ({fetched_pages} fetched now, {replayed} replayed), {:.1}s",
+        table.output,
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -437,8 +719,7 @@ This is a known Datasette bug with some sort orders and primary keys; harvest wi
 #[allow(clippy::too_many_arguments)]
 fn record_parts(
     manifest: &mut Manifest,
-    run_id: &str,
-    source: &SourceSettings,
+    ctx: &RunCtx<'_>,
     table: &TableSettings,
     plan: &TablePlan,
     closed: &[ClosedPart],
@@ -451,16 +732,16 @@ fn record_parts(
             "sha256": part.sha256,
             "bytes": part.bytes,
             "rows": part.rows,
-            "source": crate::http::display_url(&source.base),
+            "source": crate::http::display_url(&ctx.source.base),
             "table": table.name,
             "output": table.output,
-            "pages": { "raw_run": run_id, "first": first_page, "last": last_page },
+            "pages": { "raw_run": ctx.run_id, "first": first_page, "last": last_page },
             "schema": plan.columns,
         }));
         if let (Some(col), Some(v)) = (&table.partition_by, &part.partition) {
             rec.insert("partition".into(), json!({ col: v }));
         }
-        manifest.append("parquet", run_id, rec)?;
+        manifest.append("parquet", ctx.run_id, rec)?;
     }
     Ok(())
 }

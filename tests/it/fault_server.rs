@@ -53,6 +53,12 @@ pub enum Action {
         keep: usize,
         pause: Duration,
     },
+    /// Forward the request to `upstream` (a base URL) and relay its answer; `then` may turn
+    /// a real 200 answer's body into a fault.
+    Proxy {
+        upstream: String,
+        then: Option<fn(Vec<u8>) -> Action>,
+    },
 }
 
 pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Action {
@@ -80,8 +86,15 @@ pub struct Synthetic {
 }
 
 impl Synthetic {
-    pub fn row(id: u64) -> (i64, String, f64) {
-        (id as i64, format!("item {id} «ü»"), id as f64 * 1.25)
+    /// `category` cycles through values that are unsafe as path components, and NULL.
+    pub fn row(id: u64) -> (i64, String, f64, Option<&'static str>) {
+        let category = [Some("plain"), Some("a/b"), Some("../../escape"), None][(id % 4) as usize];
+        (
+            id as i64,
+            format!("item {id} «ü»"),
+            id as f64 * 1.25,
+            category,
+        )
     }
 
     /// The 0.65-shaped answer to a table page request.
@@ -94,8 +107,12 @@ impl Synthetic {
         let last = (after + size).min(self.rows);
         let rows: Vec<String> = (after + 1..=last)
             .map(|id| {
-                let (i, n, p) = Self::row(id);
-                format!("[{i}, {}, {p:?}]", serde_json::Value::String(n))
+                let (i, n, p, c) = Self::row(id);
+                format!(
+                    "[{i}, {}, {p:?}, {}]",
+                    serde_json::Value::String(n),
+                    serde_json::json!(c)
+                )
             })
             .collect();
         let next = if last < self.rows {
@@ -111,7 +128,7 @@ impl Synthetic {
         json(
             200,
             format!(
-                "{{\"database\": \"db\", \"table\": \"items\", \"is_view\": false, \"rows\": [{}], \"truncated\": false, \"filtered_table_rows_count\": {count}, \"columns\": [\"id\", \"name\", \"price\"], \"primary_keys\": [\"id\"], \"next\": {next}}}",
+                "{{\"database\": \"db\", \"table\": \"items\", \"is_view\": false, \"rows\": [{}], \"truncated\": false, \"filtered_table_rows_count\": {count}, \"columns\": [\"id\", \"name\", \"price\", \"category\"], \"primary_keys\": [\"id\"], \"next\": {next}}}",
                 rows.join(", ")
             ),
         )
@@ -132,7 +149,8 @@ pub fn default_action(syn: Synthetic, req: &Request) -> Action {
             r#"{"ok": false, "error": "SQL is disabled on this instance"}"#,
         );
     }
-    if req.path == "/db/items.json" {
+    // `items`, also reachable under the hostile name `../evil` (tilde-encoded).
+    if req.path == "/db/items.json" || req.path == "/db/~2E~2E~2Fevil.json" {
         return syn.page(req);
     }
     json(
@@ -244,7 +262,19 @@ async fn serve(
         n: counter.fetch_add(1, Ordering::SeqCst) + 1,
     };
     log.lock().unwrap().push(req.clone());
-    let action = handler(&req).unwrap_or_else(|| default_action(syn, &req));
+    let mut action = handler(&req).unwrap_or_else(|| default_action(syn, &req));
+    if let Action::Proxy { upstream, then } = action {
+        let real = proxy(&upstream, &target).await;
+        action = match (then, real) {
+            (
+                Some(f),
+                Action::Respond {
+                    status: 200, body, ..
+                },
+            ) => f(body),
+            (_, real) => real,
+        };
+    }
     match action {
         Action::Respond {
             status,
@@ -278,6 +308,7 @@ async fn serve(
             sock.set_zero_linger()?;
             drop(sock);
         }
+        Action::Proxy { .. } => unreachable!("resolved above"),
         Action::Stall { body, keep, pause } => {
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -292,12 +323,40 @@ async fn serve(
     Ok(())
 }
 
+async fn proxy(upstream: &str, target: &str) -> Action {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+    });
+    match client.get(format!("{upstream}{target}")).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let ct = r
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/json")
+                .to_string();
+            match r.bytes().await {
+                Ok(b) => Action::Respond {
+                    status,
+                    headers: vec![("Content-Type".into(), ct)],
+                    body: b.to_vec(),
+                },
+                Err(_) => Action::Reset,
+            }
+        }
+        Err(_) => Action::Reset,
+    }
+}
+
 /// The body of a default answer (for building truncated/stalled variants of it).
 pub fn body_of(a: &Action) -> Vec<u8> {
     match a {
         Action::Respond { body, .. }
         | Action::Truncate { body, .. }
         | Action::Stall { body, .. } => body.clone(),
-        Action::Reset => vec![],
+        Action::Reset | Action::Proxy { .. } => vec![],
     }
 }

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use crate::fault_server::*;
 
-const ROWS: u64 = 250; // 3 pages of 100
+pub const ROWS: u64 = 250; // 3 pages of 100
 
-fn run(server: &FaultServer, out: &TempDir, extra: &[&str]) -> std::process::Output {
+pub fn run(server: &FaultServer, out: &TempDir, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
         "harvest",
         "--url",
@@ -31,19 +31,28 @@ fn run(server: &FaultServer, out: &TempDir, extra: &[&str]) -> std::process::Out
 
 /// The harvested `items` equal the synthetic table exactly.
 #[track_caller]
-fn assert_items_complete(out: &TempDir) {
+pub fn assert_items_complete(out: &TempDir) {
     let (names, _, got) = read_dataset(&out.path().join("parquet/items"));
-    assert_eq!(names, ["id", "name", "price"]);
-    let want: Vec<Vec<Cell>> = (1..=ROWS)
-        .map(|id| {
-            let (i, n, p) = Synthetic::row(id);
-            vec![Cell::Int(i), Cell::Text(n), real(p)]
-        })
-        .collect();
-    assert_same_rows("items", got, want);
+    assert_eq!(names, ["id", "name", "price", "category"]);
+    assert_same_rows("items", got, synthetic_rows());
     let m = manifest(out.path());
     assert_eq!(records(&m, "page").len(), 3);
-    assert_eq!(records(&m, "run_end")[0]["outcome"], "ok");
+    assert_eq!(records(&m, "run_end").last().unwrap()["outcome"], "ok");
+}
+
+/// The synthetic table's rows, as a lossless harvest must type them.
+pub fn synthetic_rows() -> Vec<Vec<Cell>> {
+    (1..=ROWS)
+        .map(|id| {
+            let (i, n, p, c) = Synthetic::row(id);
+            vec![
+                Cell::Int(i),
+                Cell::Text(n),
+                real(p),
+                c.map_or(Cell::Null, |c| Cell::Text(c.into())),
+            ]
+        })
+        .collect()
 }
 
 /// Fail the first `times` requests for page 2 (cursor "100") with `action`.

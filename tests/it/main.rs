@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod crash;
 mod fault_server;
 mod faults;
 mod real_datasette;

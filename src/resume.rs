@@ -1,0 +1,207 @@
+//! Reading the manifest back to decide what a new run must do first (DESIGN.md crash-safety
+//! rules 3 and 4).
+//!
+//! Guarantees:
+//! - [`find_resumable`] names the last run only if it did not end `ok` and was started with
+//!   the same settings (config digest); for each of its tables it says whether the table is
+//!   done, or which recorded pages lie after the last durable Parquet checkpoint. Those pages'
+//!   snapshots are replayed from disk (hash-checked), so a resume re-fetches no recorded page.
+//! - [`sweep_parts`] removes every Parquet part the manifest does not vouch for: parts never
+//!   recorded (a crash between rename and record) and superseded parts still present (a crash
+//!   in the middle of a supersede). Readers then see each source row exactly once.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::schema::ColumnPlan;
+
+/// A recorded page after the last checkpoint of a table.
+#[derive(Debug, Clone)]
+pub struct RecordedPage {
+    pub page: u64,
+    pub path: String,
+    pub sha256: String,
+    pub cursor_out: Option<String>,
+}
+
+/// Where one table of an unfinished run stands.
+#[derive(Debug, Clone, Default)]
+pub struct TableProgress {
+    /// The table's final parts are recorded (`table_end`): nothing to do.
+    pub done: bool,
+    /// Last page whose rows are all in recorded parts (0: none).
+    pub checkpoint_page: u64,
+    /// `cursor_out` of the checkpoint page.
+    pub checkpoint_cursor: Option<String>,
+    /// Recorded pages after the checkpoint, in order: replay these from their snapshots.
+    pub replay: Vec<RecordedPage>,
+    /// The column plan recorded with the table's parts, if any part was recorded.
+    pub plan: Option<Vec<ColumnPlan>>,
+    /// The highest part number recorded for the table in this run.
+    pub last_part: u64,
+    /// Rows in recorded parts so far.
+    pub rows_in_parts: u64,
+    /// The server's row count, recorded with page 1.
+    pub server_count: Option<u64>,
+    /// Every cursor already followed (to keep the repeated-token guard across a resume).
+    pub cursors: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResumePoint {
+    pub run_id: String,
+    /// Keyed by the table's `output` name.
+    pub tables: BTreeMap<String, TableProgress>,
+}
+
+fn part_number(path: &str) -> u64 {
+    // …/part-<run_id>-<n>.parquet
+    path.rsplit('-')
+        .next()
+        .and_then(|s| s.strip_suffix(".parquet"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The last run, if it is unfinished and was started with `digest`.
+pub fn find_resumable(records: &[Value], digest: &str) -> Option<ResumePoint> {
+    let last_start = records
+        .iter()
+        .rposition(|r| r["kind"] == "run_start" || r["kind"] == "run_resume")?;
+    let run_id = records[last_start]["run_id"].as_str()?.to_string();
+    // The digest of the run as first started.
+    let first_start = records
+        .iter()
+        .find(|r| r["kind"] == "run_start" && r["run_id"] == run_id.as_str())?;
+    if first_start["config_digest"] != digest {
+        return None;
+    }
+    let mine: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["run_id"] == run_id.as_str())
+        .collect();
+    if mine
+        .iter()
+        .rev()
+        .find(|r| r["kind"] == "run_end")
+        .is_some_and(|r| r["outcome"] == "ok")
+    {
+        return None;
+    }
+    let mut tables: BTreeMap<String, TableProgress> = BTreeMap::new();
+    let mut pages: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for r in &mine {
+        let Some(output) = r["output"].as_str() else {
+            continue;
+        };
+        let t = tables.entry(output.to_string()).or_default();
+        match r["kind"].as_str() {
+            Some("page") => pages.entry(output.to_string()).or_default().push(r),
+            Some("parquet") => {
+                let last = r["pages"]["last"].as_u64().unwrap_or(0);
+                t.checkpoint_page = t.checkpoint_page.max(last);
+                t.last_part = t
+                    .last_part
+                    .max(part_number(r["path"].as_str().unwrap_or("")));
+                t.rows_in_parts += r["rows"].as_u64().unwrap_or(0);
+                if t.plan.is_none() {
+                    t.plan = serde_json::from_value::<Vec<ColumnPlan>>(r["schema"].clone())
+                        .ok()
+                        .map(|p| p.into_iter().map(ColumnPlan::restored).collect());
+                }
+            }
+            Some("table_end") => t.done = true,
+            _ => {}
+        }
+    }
+    for (output, recs) in pages {
+        let t = tables.entry(output).or_default();
+        for r in recs {
+            let page = r["page"].as_u64().unwrap_or(0);
+            let cursor_out = r["cursor_out"].as_str().map(str::to_string);
+            if let Some(c) = &cursor_out {
+                t.cursors.push(c.clone());
+            }
+            if page == 1 {
+                t.server_count = r["server_count"].as_u64();
+            }
+            if page == t.checkpoint_page {
+                t.checkpoint_cursor = cursor_out.clone();
+            }
+            if page > t.checkpoint_page {
+                t.replay.push(RecordedPage {
+                    page,
+                    path: r["path"].as_str().unwrap_or_default().to_string(),
+                    sha256: r["sha256"].as_str().unwrap_or_default().to_string(),
+                    cursor_out,
+                });
+            }
+        }
+        t.replay.sort_by_key(|p| p.page);
+        // Only a gap-free run of pages right after the checkpoint can be replayed.
+        let mut expect = t.checkpoint_page + 1;
+        t.replay.retain(|p| {
+            let keep = p.page == expect;
+            if keep {
+                expect += 1;
+            }
+            keep
+        });
+    }
+    Some(ResumePoint { run_id, tables })
+}
+
+/// Remove Parquet parts under `DIR/parquet` that the manifest does not vouch for. Returns the
+/// relative paths removed.
+pub fn sweep_parts(out: &Path, records: &[Value]) -> std::io::Result<Vec<String>> {
+    let mut recorded: HashSet<String> = HashSet::new();
+    for r in records {
+        match r["kind"].as_str() {
+            Some("parquet") => {
+                if let Some(p) = r["path"].as_str() {
+                    recorded.insert(p.to_string());
+                }
+            }
+            Some("supersede") => {
+                for p in r["paths"].as_array().into_iter().flatten() {
+                    if let Some(p) = p.as_str() {
+                        recorded.remove(p);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut removed = vec![];
+    let root = out.join("parquet");
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries {
+            let e = e?;
+            let p = e.path();
+            if e.file_type()?.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with("part-") && name.ends_with(".parquet")) {
+                continue;
+            }
+            let rel = p
+                .strip_prefix(out)
+                .map(|r| r.to_string_lossy().replace('\\', "/"))
+                .unwrap_or_default();
+            if !recorded.contains(&rel) {
+                std::fs::remove_file(&p)?;
+                crate::fsutil::fsync_dir(&dir)?;
+                removed.push(rel);
+            }
+        }
+    }
+    Ok(removed)
+}

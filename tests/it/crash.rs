@@ -1,0 +1,446 @@
+//! Crash safety and resume (DESIGN.md §"Crash safety"): SIGKILL at seeded random moments,
+//! SIGTERM, an exhausted retry budget, a seeded fault soak in front of a real Datasette, torn
+//! manifest lines, unrecorded parts, hostile names. After each, the output holds every source
+//! row exactly once and the manifest chain is intact.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::fault_server::*;
+use crate::faults::{ROWS, assert_items_complete, run, synthetic_rows};
+
+/// A small deterministic PRNG (xorshift64*), so kill moments and faults are seeded.
+struct Rng(u64);
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The manifest's hash chain is unbroken and `seq` strictly increases.
+#[track_caller]
+fn assert_chain(out: &std::path::Path) {
+    let text = std::fs::read_to_string(out.join("manifest.jsonl")).unwrap();
+    assert!(text.ends_with('\n'), "manifest ends mid-line");
+    let mut prev: Option<String> = None;
+    let mut seq = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["prev"].as_str().map(str::to_string), prev);
+        assert!(v["seq"].as_u64().unwrap() > seq);
+        seq = v["seq"].as_u64().unwrap();
+        prev = Some(harvest::manifest::sha256_hex(line.as_bytes()));
+    }
+}
+
+fn spawn_harvest(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_harvest"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HARVEST_NO_RETRY_SLEEP", "1")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn harvest")
+}
+
+#[test]
+fn kill_9_at_ten_seeded_moments_then_resume_exactly_once() {
+    let db = fixture_db(1);
+    let ds = Datasette::start(V0_65, &db);
+    let mut max_refetched = 0usize;
+    let mut kills_mid_run = 0;
+    for seed in 1..=10u64 {
+        let mut rng = Rng::new(seed);
+        let out = TempDir::new(&format!("kill{seed}"));
+        let args = [
+            "harvest",
+            "-q",
+            "--url",
+            &ds.url,
+            "--db",
+            &ds.db_name,
+            "--table",
+            "Order Details",
+            "--table",
+            "Orders",
+            "--part-rows",
+            "60000",
+            "--out",
+            out.path().to_str().unwrap(),
+        ];
+        // One or two kills per seed, then a run to completion.
+        for _ in 0..=(seed % 2) {
+            let mut child = spawn_harvest(&args);
+            let delay = Duration::from_millis(300 + rng.below(6000));
+            let started = Instant::now();
+            while started.elapsed() < delay {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if child.try_wait().unwrap().is_none() {
+                kills_mid_run += 1;
+            }
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+        let o = harvest(&args, &[]);
+        assert_exit(&o, 0);
+        assert_dataset_matches_table(out.path(), &db, "Order Details");
+        assert_dataset_matches_table(out.path(), &db, "Orders");
+        assert_chain(out.path());
+        // A recorded page is never fetched again: within a run, each page number is recorded once.
+        let m = manifest(out.path());
+        let mut per_page: HashMap<(String, String, u64), usize> = HashMap::new();
+        for p in records(&m, "page") {
+            let key = (
+                p["run_id"].as_str().unwrap().to_string(),
+                p["output"].as_str().unwrap().to_string(),
+                p["page"].as_u64().unwrap(),
+            );
+            *per_page.entry(key).or_default() += 1;
+        }
+        let refetched = per_page.values().filter(|n| **n > 1).count();
+        max_refetched = max_refetched.max(refetched);
+        assert_eq!(
+            refetched, 0,
+            "seed {seed}: recorded pages were fetched again"
+        );
+        // No temp file or unrecorded part is left.
+        for f in all_files(out.path()) {
+            assert!(
+                !f.to_string_lossy().ends_with(".harvest-tmp"),
+                "seed {seed}: {}",
+                f.display()
+            );
+        }
+    }
+    eprintln!(
+        "kill test: 10 seeds, {kills_mid_run} kills landed mid-run, max re-fetched recorded pages: {max_refetched}"
+    );
+    assert!(
+        kills_mid_run >= 8,
+        "most kills must land mid-run to test anything ({kills_mid_run})"
+    );
+}
+
+#[test]
+fn sigterm_checkpoints_exits_130_and_the_rerun_resumes() {
+    let db = fixture_db(1);
+    let ds = Datasette::start(V1_0, &db);
+    let out = TempDir::new("sigterm");
+    let args = [
+        "harvest",
+        "--url",
+        &ds.url,
+        "--db",
+        &ds.db_name,
+        "--table",
+        "Order Details",
+        "--out",
+        out.path().to_str().unwrap(),
+    ];
+    let child = spawn_harvest(&args);
+    std::thread::sleep(Duration::from_millis(2500));
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130));
+    let m = manifest(out.path());
+    assert_eq!(records(&m, "run_end")[0]["outcome"], "interrupted");
+    let checkpointed: u64 = records(&m, "parquet")
+        .iter()
+        .map(|r| r["rows"].as_u64().unwrap())
+        .sum();
+    assert!(
+        checkpointed > 0,
+        "the interrupted run recorded a clean checkpoint"
+    );
+    let pages_before = records(&m, "page").len();
+    let o = harvest(&args, &[]);
+    assert_exit(&o, 0);
+    assert!(stderr(&o).contains("resuming run"), "{}", stderr(&o));
+    assert_dataset_matches_table(out.path(), &db, "Order Details");
+    let m = manifest(out.path());
+    // Nothing recorded before the interrupt was fetched again.
+    let total_pages = records(&m, "page").len();
+    let table_end = records(&m, "table_end")[0];
+    assert_eq!(
+        table_end["fetched_pages"].as_u64().unwrap() as usize,
+        total_pages - pages_before
+    );
+    assert_chain(out.path());
+}
+
+#[test]
+fn retry_budget_exhausted_then_the_rerun_resumes_without_refetching() {
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = healthy.clone();
+    let server = FaultServer::start(Synthetic { rows: ROWS }, move |req| {
+        (!h.load(Ordering::SeqCst)
+            && req.path == "/db/items.json"
+            && req.param("_next") == Some("200"))
+        .then(|| json(503, "{}"))
+    });
+    let out = TempDir::new("budget-resume");
+    let o = run(&server, &out, &["--max-attempts", "2"]);
+    assert_exit(&o, 5);
+    assert!(stderr(&o).contains("gave up"));
+    healthy.store(true, Ordering::SeqCst);
+    let o = run(&server, &out, &["--max-attempts", "2"]);
+    assert_exit(&o, 0);
+    assert!(stderr(&o).contains("resuming run"), "{}", stderr(&o));
+    assert_items_complete(&out);
+    // Pages 1 and 2 were fetched once each (then replayed); page 3 twice failed, once fetched.
+    let fetches = |cursor: Option<&str>| {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/db/items.json" && r.param("_next") == cursor)
+            .count()
+    };
+    assert_eq!(
+        (fetches(None), fetches(Some("100")), fetches(Some("200"))),
+        (1, 1, 3)
+    );
+}
+
+#[test]
+fn a_torn_manifest_line_is_repaired_and_unrecorded_parts_removed() {
+    let server = FaultServer::start(Synthetic { rows: ROWS }, |_| None);
+    let out = TempDir::new("torn");
+    assert_exit(&run(&server, &out, &[]), 0);
+    // A crash mid-append, and a part renamed into place whose record never made it.
+    use std::io::Write as _;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(out.path().join("manifest.jsonl"))
+        .unwrap()
+        .write_all(b"{\"version\":1,\"kind\":\"page\",\"run_")
+        .unwrap();
+    let stray = out
+        .path()
+        .join("parquet/items/part-19990101T000000Z-dead-00001.parquet");
+    std::fs::copy(
+        all_files(&out.path().join("parquet/items"))[0].clone(),
+        &stray,
+    )
+    .unwrap();
+    let o = run(&server, &out, &[]);
+    assert_exit(&o, 0);
+    let err = stderr(&o);
+    assert!(err.contains("torn last line"), "{err}");
+    assert!(err.contains("the manifest does not record"), "{err}");
+    assert!(!stray.exists());
+    assert_chain(out.path());
+    assert_same_rows(
+        "items",
+        read_dataset(&out.path().join("parquet/items")).2,
+        synthetic_rows(),
+    );
+}
+
+#[test]
+fn an_unwritable_output_directory_is_a_clean_error() {
+    let d = TempDir::new("unwritable");
+    let file = d.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let server = FaultServer::start(Synthetic { rows: ROWS }, |_| None);
+    let o = harvest(
+        &[
+            "harvest",
+            "--url",
+            &server.url,
+            "--db",
+            "db",
+            "-t",
+            "items",
+            "--out",
+            file.join("out").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("cannot create the output directory"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn hostile_table_and_partition_names_stay_inside_the_output_directory() {
+    let server = FaultServer::start(Synthetic { rows: ROWS }, |_| None);
+    let root = TempDir::new("hostile");
+    let out = root.path().join("out");
+    let o = harvest(
+        &[
+            "harvest",
+            "--url",
+            &server.url,
+            "--db",
+            "db",
+            "-t",
+            "../evil",
+            "--page-size",
+            "100",
+            "--partition-by",
+            "category",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_exit(&o, 0);
+    // Nothing was written next to DIR.
+    let beside: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(beside, ["out"]);
+    for f in all_files(&out) {
+        let rel = f.strip_prefix(&out).unwrap().to_string_lossy().into_owned();
+        assert!(!rel.split('/').any(|c| c == ".."), "{rel}");
+    }
+    let ds = out.join("parquet/%2E.%2Fevil");
+    assert!(
+        ds.join("category=%2E.%2F..%2Fescape").is_dir(),
+        "{:?}",
+        all_files(&ds)
+    );
+    assert!(ds.join("category=a%2Fb").is_dir());
+    assert!(ds.join("category=__HIVE_DEFAULT_PARTITION__").is_dir());
+    // The original names are kept in the manifest, and the rows are all there.
+    let m = manifest(&out);
+    assert!(
+        records(&m, "parquet")
+            .iter()
+            .any(|r| r["partition"]["category"] == "../../escape")
+    );
+    assert_eq!(records(&m, "page")[0]["table"], "../evil");
+    // The partition column (already last) comes back from the path, percent-decoded.
+    let (_, _, rows) = read_dataset(&ds);
+    assert_same_rows("../evil", rows, synthetic_rows());
+}
+
+/// A seeded mix of 429 + Retry-After, 5xx, resets, truncated and stalled bodies on ≥30% of
+/// requests, in front of a real Datasette: the harvest completes with exactly the SQLite rows.
+#[test]
+fn fault_soak_in_front_of_a_real_datasette() {
+    let db = fixture_db(1);
+    let ds = Datasette::start(V0_65, &db);
+    let upstream = ds.url.clone();
+    let faults = Arc::new(AtomicU64::new(0));
+    let f2 = faults.clone();
+    let server = FaultServer::start(Synthetic { rows: 0 }, move |req| {
+        let mut rng = Rng::new(0x5eed ^ req.n);
+        let roll = rng.below(100);
+        let action = match roll {
+            0..=8 => Action::Respond {
+                status: 429,
+                headers: vec![("Retry-After".into(), "1".into())],
+                body: b"slow down".to_vec(),
+            },
+            9..=14 => json(500, "{}"),
+            15..=19 => json(503, "{}"),
+            20..=24 => Action::Reset,
+            25..=29 => Action::Proxy {
+                upstream: upstream.clone(),
+                then: Some(|body| Action::Truncate {
+                    keep: body.len() / 3,
+                    body,
+                }),
+            },
+            30..=33 => Action::Proxy {
+                upstream: upstream.clone(),
+                then: Some(|body| Action::Stall {
+                    keep: 100,
+                    body,
+                    pause: Duration::from_secs(3),
+                }),
+            },
+            _ => {
+                return Some(Action::Proxy {
+                    upstream: upstream.clone(),
+                    then: None,
+                });
+            }
+        };
+        f2.fetch_add(1, Ordering::SeqCst);
+        Some(action)
+    });
+    let out = TempDir::new("soak");
+    let o = harvest(
+        &[
+            "harvest",
+            "--url",
+            &server.url,
+            "--db",
+            &ds.db_name,
+            "--table",
+            "Order Details",
+            "--table",
+            "Orders",
+            "--max-attempts",
+            "30",
+            "--stall-timeout",
+            "0.3",
+            "--out",
+            out.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_exit(&o, 0);
+    assert_dataset_matches_table(out.path(), &db, "Order Details");
+    assert_dataset_matches_table(out.path(), &db, "Orders");
+    assert_chain(out.path());
+    let requests = server.requests().len() as u64;
+    let injected = faults.load(Ordering::SeqCst);
+    let m = manifest(out.path());
+    let pages = records(&m, "page");
+    let page_retries: u64 = pages
+        .iter()
+        .map(|p| p["attempts"].as_u64().unwrap() - 1)
+        .sum();
+    let run_retries = records(&m, "run_end")[0]["totals"]["retries"]
+        .as_u64()
+        .unwrap();
+    let rows: u64 = pages.iter().map(|p| p["rows"].as_u64().unwrap()).sum();
+    eprintln!(
+        "soak: {requests} requests, {injected} faults injected ({:.0}%), {run_retries} retries ({page_retries} on pages), {} pages, {rows} rows",
+        100.0 * injected as f64 / requests as f64,
+        pages.len()
+    );
+    assert!(
+        injected * 100 >= requests * 30,
+        "fault rate below 30%: {injected}/{requests}"
+    );
+    assert!(page_retries > 0 && run_retries >= page_retries);
+    assert!(
+        pages.iter().any(|p| p["attempts"].as_u64().unwrap() > 1),
+        "the manifest records the attempts"
+    );
+}
