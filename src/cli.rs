@@ -36,6 +36,36 @@ pub struct Cli {
 pub enum Command {
     /// Page through Datasette tables: raw snapshots, a provenance manifest and typed Parquet.
     Harvest(HarvestArgs),
+    /// Like `harvest`, but only rows at or past each table's stored high-watermark.
+    Incremental(IncrementalArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct IncrementalArgs {
+    #[command(flatten)]
+    pub harvest: HarvestArgs,
+
+    /// The watermark column of the command-line tables (config: `watermark`), e.g. OrderDate,
+    /// updated_at or an integer id.
+    #[arg(long, value_name = "COL")]
+    pub watermark_column: Option<String>,
+
+    /// Lower bound for the first run (config: `initial`); without it the first run takes all.
+    #[arg(long, value_name = "VALUE")]
+    pub since: Option<String>,
+
+    /// Re-read this far behind the watermark for late rows (config: `lookback`): a count for
+    /// numbers (e.g. 500), a duration for dates (90s, 15m, 36h, 7d). Default: none.
+    #[arg(long, value_name = "N|DURATION")]
+    pub lookback: Option<String>,
+
+    /// At most this many rows may share the boundary window (their identities are stored).
+    #[arg(long, value_name = "N")]
+    pub max_window_rows: Option<usize>,
+
+    /// Print the stored watermarks of DIR as JSON and exit.
+    #[arg(long)]
+    pub show_state: bool,
 }
 
 #[derive(Debug, Args, Default)]

@@ -88,6 +88,10 @@ pub struct TableConfig {
     pub sort: Option<String>,
     #[serde(default)]
     pub types: BTreeMap<String, String>,
+    /// `incremental` only: the watermark column, first-run lower bound, and lookback.
+    pub watermark: Option<String>,
+    pub initial: Option<toml::Value>,
+    pub lookback: Option<toml::Value>,
 }
 
 /// Everything `harvest harvest` needs, validated.
@@ -99,6 +103,8 @@ pub struct HarvestSettings {
     pub sources: Vec<SourceSettings>,
     pub wait_lock: bool,
     pub restart: bool,
+    /// `harvest` or `incremental`.
+    pub command: &'static str,
     /// sha256 of the resolved settings with secrets removed.
     pub config_digest: String,
     /// The resolved settings as recorded in `run_start` (no secrets).
@@ -123,6 +129,17 @@ pub struct TableSettings {
     pub partition_by: Option<String>,
     pub sort: Option<String>,
     pub types: BTreeMap<String, ColType>,
+    pub watermark: Option<WatermarkSettings>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WatermarkSettings {
+    pub column: String,
+    pub initial: Option<String>,
+    pub lookback: String,
+    #[serde(skip)]
+    pub lookback_parsed: Option<crate::watermark::Lookback>,
+    pub max_window_rows: usize,
 }
 
 pub const DEFAULT_PAGE_SIZE: u32 = 1000;
@@ -425,6 +442,7 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
                 partition_by: args.partition_by.clone(),
                 sort: args.sort.clone(),
                 types: types.clone(),
+                watermark: None,
             })
             .collect();
         sources.push(SourceSettings {
@@ -472,6 +490,25 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
                     partition_by: t.partition_by.clone(),
                     sort: t.sort.clone(),
                     types: parse_types(t.types.clone())?,
+                    watermark: match &t.watermark {
+                        None => None,
+                        Some(col) => Some(WatermarkSettings {
+                            column: col.clone(),
+                            initial: t
+                                .initial
+                                .as_ref()
+                                .map(|v| toml_scalar("initial", v))
+                                .transpose()?,
+                            lookback: t
+                                .lookback
+                                .as_ref()
+                                .map(|v| toml_scalar("lookback", v))
+                                .transpose()?
+                                .unwrap_or_default(),
+                            lookback_parsed: None,
+                            max_window_rows: crate::watermark::DEFAULT_MAX_WINDOW_IDS,
+                        }),
+                    },
                 });
             }
             if tables.is_empty() {
@@ -524,6 +561,7 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
         sources,
         wait_lock: args.wait_lock,
         restart: args.restart,
+        command: "harvest",
         config_digest,
         described,
     })
@@ -560,6 +598,71 @@ fn describe(
             "tables": s.tables,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// `incremental`: the harvest settings plus a watermark for every table.
+pub fn resolve_incremental(
+    args: &crate::cli::IncrementalArgs,
+) -> Result<HarvestSettings, UsageError> {
+    let mut settings = resolve_harvest(&args.harvest)?;
+    settings.command = "incremental";
+    for s in &mut settings.sources {
+        for t in &mut s.tables {
+            let from_flags = !args.harvest.tables.is_empty();
+            let mut wm = match (&t.watermark, from_flags) {
+                (Some(w), false) => w.clone(),
+                _ => WatermarkSettings {
+                    column: args.watermark_column.clone().ok_or_else(|| {
+                        UsageError::with_hint(
+                            format!("table {:?} has no watermark column", t.name),
+                            "pass --watermark-column COL, or set `watermark = \"COL\"` on the table in the config",
+                        )
+                    })?,
+                    initial: None,
+                    lookback: String::new(),
+                    lookback_parsed: None,
+                    max_window_rows: crate::watermark::DEFAULT_MAX_WINDOW_IDS,
+                },
+            };
+            if let Some(c) = &args.watermark_column {
+                wm.column = c.clone();
+            }
+            if let Some(v) = &args.since {
+                wm.initial = Some(v.clone());
+            }
+            if let Some(v) = &args.lookback {
+                wm.lookback = v.clone();
+            }
+            if let Some(v) = args.max_window_rows {
+                wm.max_window_rows = v.max(1);
+            }
+            wm.lookback_parsed = Some(crate::watermark::Lookback::parse(&wm.lookback).map_err(
+                |m| {
+                    UsageError::with_hint(
+                        m,
+                        "e.g. --lookback 2d for dates, --lookback 500 for integer ids",
+                    )
+                },
+            )?);
+            if t.sort.as_ref().is_some_and(|s| *s != wm.column) {
+                return Err(UsageError::new(format!(
+                    "table {:?}: incremental pages in watermark order, so `sort` must be unset or {:?}",
+                    t.name, wm.column
+                )));
+            }
+            t.sort = Some(wm.column.clone());
+            t.watermark = Some(wm);
+        }
+    }
+    settings.described = describe(
+        &settings.out,
+        &settings.http,
+        &settings.sink,
+        &settings.sources,
+    );
+    settings.described["command"] = serde_json::json!("incremental");
+    settings.config_digest = crate::manifest::sha256_hex(settings.described.to_string().as_bytes());
+    Ok(settings)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod printer;
 pub mod redact;
 pub mod resume;
 pub mod schema;
+pub mod watermark;
 
 use clap::Parser as _;
 
@@ -40,6 +41,7 @@ pub fn main_entry() -> i32 {
     let printer = Printer::init(cli.log_format, cli.quiet, cli.verbose);
     let result = match &cli.command {
         Command::Harvest(args) => commands::harvest::run(args, printer),
+        Command::Incremental(args) => commands::incremental::run(args, printer),
     };
     match result {
         Ok(()) => Exit::Success as i32,
@@ -47,5 +49,13 @@ pub fn main_entry() -> i32 {
             printer.error(&err);
             exit_code_for(&err) as i32
         }
+    }
+}
+
+/// Test-only crash points: when `HARVEST_FAILPOINT` equals `name`, abort the process right
+/// here, as a power cut would. Used by the tests of the commit protocol; inert otherwise.
+pub fn failpoint(name: &str) {
+    if std::env::var("HARVEST_FAILPOINT").is_ok_and(|v| v == name) {
+        std::process::abort();
     }
 }

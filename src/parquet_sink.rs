@@ -113,6 +113,8 @@ pub struct TableSink {
     next_part: u64,
     rows_since_checkpoint: u64,
     parts_closed: u64,
+    /// Write a zero-row part when the run wrote none (off when the dataset already has parts).
+    empty_part: bool,
 }
 
 impl TableSink {
@@ -160,7 +162,13 @@ impl TableSink {
             next_part: 1,
             rows_since_checkpoint: 0,
             parts_closed: 0,
+            empty_part: true,
         })
+    }
+
+    /// Do not write a zero-row part for a run without rows (the dataset has parts already).
+    pub fn skip_empty_part(&mut self) {
+        self.empty_part = false;
     }
 
     /// Continue the part numbering of a resumed run whose last recorded part was `last_part`.
@@ -240,7 +248,7 @@ impl TableSink {
     /// table exists with its schema.
     pub fn finish(mut self) -> anyhow::Result<Vec<ClosedPart>> {
         let mut closed = self.checkpoint()?;
-        if self.parts_closed == 0 {
+        if self.parts_closed == 0 && self.empty_part {
             let part = self.open_part(None)?;
             closed.push(self.close_part(part)?);
         }

@@ -37,6 +37,9 @@ pub struct TableProgress {
     pub checkpoint_cursor: Option<String>,
     /// Recorded pages after the checkpoint, in order: replay these from their snapshots.
     pub replay: Vec<RecordedPage>,
+    /// Every recorded page of the table in this run, in order (incremental replays them all
+    /// to rebuild its watermark tracker; only those after the checkpoint go to Parquet).
+    pub all_pages: Vec<RecordedPage>,
     /// The column plan recorded with the table's parts, if any part was recorded.
     pub plan: Option<Vec<ColumnPlan>>,
     /// The highest part number recorded for the table in this run.
@@ -130,16 +133,19 @@ pub fn find_resumable(records: &[Value], digest: &str) -> Option<ResumePoint> {
             if page == t.checkpoint_page {
                 t.checkpoint_cursor = cursor_out.clone();
             }
+            let rec = RecordedPage {
+                page,
+                path: r["path"].as_str().unwrap_or_default().to_string(),
+                sha256: r["sha256"].as_str().unwrap_or_default().to_string(),
+                cursor_out,
+            };
             if page > t.checkpoint_page {
-                t.replay.push(RecordedPage {
-                    page,
-                    path: r["path"].as_str().unwrap_or_default().to_string(),
-                    sha256: r["sha256"].as_str().unwrap_or_default().to_string(),
-                    cursor_out,
-                });
+                t.replay.push(rec.clone());
             }
+            t.all_pages.push(rec);
         }
         t.replay.sort_by_key(|p| p.page);
+        t.all_pages.sort_by_key(|p| p.page);
         // Only a gap-free run of pages right after the checkpoint can be replayed.
         let mut expect = t.checkpoint_page + 1;
         t.replay.retain(|p| {
@@ -204,4 +210,37 @@ pub fn sweep_parts(out: &Path, records: &[Value]) -> std::io::Result<Vec<String>
         }
     }
     Ok(removed)
+}
+
+/// Parts of `output` recorded by runs other than `except_run` that have no `table_end` for
+/// it, and that no `supersede` removed.
+pub fn unfinished_parts(records: &[Value], output: &str, except_run: &str) -> Vec<String> {
+    let finished: HashSet<&str> = records
+        .iter()
+        .filter(|r| r["kind"] == "table_end" && r["output"] == output)
+        .filter_map(|r| r["run_id"].as_str())
+        .collect();
+    let superseded: HashSet<&str> = records
+        .iter()
+        .filter(|r| r["kind"] == "supersede")
+        .flat_map(|r| {
+            r["paths"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+        })
+        .collect();
+    records
+        .iter()
+        .filter(|r| r["kind"] == "parquet" && r["output"] == output)
+        .filter(|r| {
+            r["run_id"]
+                .as_str()
+                .is_some_and(|id| id != except_run && !finished.contains(id))
+        })
+        .filter_map(|r| r["path"].as_str())
+        .filter(|p| !superseded.contains(p))
+        .map(str::to_string)
+        .collect()
 }

@@ -33,10 +33,17 @@ use crate::parquet_sink::{ClosedPart, TableSink};
 use crate::printer::Printer;
 use crate::resume::{ResumePoint, TableProgress};
 use crate::schema::{Classes, ColType, ColumnPlan, plan_column};
+use crate::watermark::{Lookback, Mark, Tracker};
 use crate::{cli::HarvestArgs, error::UsageError};
 
 pub fn run(args: &HarvestArgs, printer: Printer) -> anyhow::Result<()> {
-    let settings = resolve_harvest(args)?;
+    let mut settings = resolve_harvest(args)?;
+    // A full harvest takes every row: watermark keys in the config are for `incremental`.
+    for s in &mut settings.sources {
+        for t in &mut s.tables {
+            t.watermark = None;
+        }
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -52,6 +59,8 @@ struct Totals {
     rows: u64,
     parts: u64,
     warnings: Vec<String>,
+    /// Incremental runs: per table, the watermark before and after.
+    watermarks: Vec<Value>,
 }
 
 pub(crate) fn new_run_id() -> String {
@@ -99,7 +108,10 @@ pub(crate) fn remove_leftover_temps(out: &Path) -> anyhow::Result<u64> {
     Ok(removed)
 }
 
-async fn run_settings(settings: HarvestSettings, printer: Printer) -> anyhow::Result<()> {
+pub(crate) async fn run_settings(
+    settings: HarvestSettings,
+    printer: Printer,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let out = settings.out.clone();
     create_dir_all_durable(&out)
@@ -120,6 +132,14 @@ async fn run_settings(settings: HarvestSettings, printer: Printer) -> anyhow::Re
             swept.len(),
             swept.join(", ")
         );
+    }
+    if settings.command == "incremental" {
+        let (fwd, back) = crate::watermark::Store::new(&out).recover(&history)?;
+        if fwd + back > 0 {
+            tracing::warn!(
+                "watermark recovery after an interrupted run: {fwd} committed state(s) rolled forward, {back} uncommitted discarded"
+            );
+        }
     }
     let resume = match crate::resume::find_resumable(&history, &settings.config_digest) {
         Some(r) if settings.restart => {
@@ -169,7 +189,7 @@ async fn run_settings(settings: HarvestSettings, printer: Printer) -> anyhow::Re
                 "run_start",
                 &run_id,
                 obj(json!({
-                    "command": "harvest",
+                    "command": settings.command,
                     "tool_version": env!("CARGO_PKG_VERSION"),
                     "config_digest": settings.config_digest,
                     "settings": settings.described,
@@ -229,6 +249,7 @@ async fn run_settings(settings: HarvestSettings, printer: Printer) -> anyhow::Re
                 "wall_ms": elapsed.as_millis() as u64,
             },
             "warnings": totals.warnings,
+            "watermarks": totals.watermarks,
         })),
     )?;
     result?;
@@ -350,14 +371,18 @@ struct TableRun<'a> {
     first_page_since_checkpoint: u64,
     rows: u64,
     parts: u64,
+    /// Incremental: decides which rows are new, tracks the next watermark.
+    tracker: Option<crate::watermark::Tracker>,
 }
 
 impl<'a> TableRun<'a> {
     /// Take one page whose snapshot and manifest line are durable.
+    /// `to_sink: false` only feeds the watermark tracker (pages already in recorded parts).
     async fn accept(
         &mut self,
         page_no: u64,
         page: &Page,
+        to_sink: bool,
         manifest: &mut Manifest,
         totals: &mut Totals,
     ) -> anyhow::Result<()> {
@@ -393,8 +418,24 @@ impl<'a> TableRun<'a> {
                 plan.columns.iter().map(|c| &c.name).collect::<Vec<_>>()
             );
         }
-        sink.push_rows(&page.rows, page_no)?;
-        self.rows += page.rows.len() as u64;
+        let rows: std::borrow::Cow<'_, [Vec<Value>]> = match self.tracker.as_mut() {
+            None => std::borrow::Cow::Borrowed(&page.rows),
+            Some(tracker) => {
+                let col = watermark_index(self.table, plan)?;
+                let mut kept = Vec::with_capacity(page.rows.len());
+                for r in &page.rows {
+                    if tracker.admit(r, col)? {
+                        kept.push(r.clone());
+                    }
+                }
+                std::borrow::Cow::Owned(kept)
+            }
+        };
+        if !to_sink {
+            return Ok(());
+        }
+        sink.push_rows(&rows, page_no)?;
+        self.rows += rows.len() as u64;
         if sink.checkpoint_due() {
             self.checkpoint(manifest, page_no)?;
         }
@@ -447,11 +488,43 @@ async fn harvest_table(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let (settings, source) = (ctx.settings, ctx.source);
+    // Incremental: the stored watermark gives an inclusive lower bound; its window, the rows
+    // already written at the boundary.
+    let store = crate::watermark::Store::new(&settings.out);
+    let mut params = table.params.clone();
+    let mut tracker = None;
+    let mut prev_state = None;
+    if let Some(wm) = &table.watermark {
+        prev_state = store.load(&source.name, &table.output)?;
+        let lookback = wm.lookback_parsed.clone().unwrap_or(Lookback::None);
+        let lower = match prev_state.as_ref().and_then(|s| Mark::from_json(&s.value)) {
+            Some(m) => Some(m.minus(&lookback)?.filter_text()),
+            None => wm.initial.clone(),
+        };
+        match &lower {
+            Some(l) => {
+                tracing::info!("{}: rows with {} >= {l:?}", table.output, wm.column);
+                params.push((format!("{}__gte", wm.column), l.clone()));
+            }
+            None => tracing::info!(
+                "{}: no stored watermark and no initial value: taking every row",
+                table.output
+            ),
+        }
+        tracker = Some(Tracker::new(
+            prev_state.as_ref(),
+            lookback,
+            wm.max_window_rows,
+        ));
+        if progress.all_pages.is_empty() {
+            remove_unfinished_parts(ctx, table, manifest)?;
+        }
+    }
     let req = TableRequest {
         base: source.base.clone(),
         database: source.database.clone(),
         table: table.name.clone(),
-        params: table.params.clone(),
+        params,
         page_size: table.page_size,
         sort: table.sort.clone(),
     };
@@ -474,6 +547,7 @@ async fn harvest_table(
         first_page_since_checkpoint: progress.checkpoint_page + 1,
         rows: 0,
         parts: 0,
+        tracker,
     };
     if let Some(columns) = progress.plan.clone() {
         run.set_plan(TablePlan {
@@ -489,8 +563,14 @@ async fn harvest_table(
     let mut replayed = 0u64;
     let mut server_count = progress.server_count;
 
-    // 1. Replay recorded pages after the checkpoint from their snapshots.
-    for rp in &progress.replay {
+    // 1. Replay recorded pages after the checkpoint from their snapshots (incremental replays
+    //    every recorded page, to rebuild its tracker; only those after the checkpoint are new).
+    let to_replay = if run.tracker.is_some() {
+        &progress.all_pages
+    } else {
+        &progress.replay
+    };
+    for rp in to_replay {
         if let Some(sig) = *signals.borrow() {
             run.checkpoint(manifest, page_no)?;
             return Err(Interrupted { signal: sig }.into());
@@ -520,10 +600,12 @@ async fn harvest_table(
         if rp.page == 1 {
             server_count = server_count.or(page.count);
         }
-        run.accept(rp.page, &page, manifest, totals).await?;
+        let to_sink = rp.page > progress.checkpoint_page;
+        run.accept(rp.page, &page, to_sink, manifest, totals)
+            .await?;
         page_no = rp.page;
         cursor = rp.cursor_out.clone();
-        replayed += 1;
+        replayed += u64::from(to_sink);
     }
     if replayed > 0 {
         tracing::info!(
@@ -626,7 +708,7 @@ async fn harvest_table(
             rec.insert("server_count".into(), json!(c));
         }
         manifest.append("page", ctx.run_id, rec)?;
-        run.accept(page_no, &page, manifest, totals).await?;
+        run.accept(page_no, &page, true, manifest, totals).await?;
         totals.pages += 1;
         fetched_pages += 1;
         if page_no.is_multiple_of(100) {
@@ -658,10 +740,14 @@ This is a known Datasette bug with some sort orders and primary keys; harvest wi
         );
     };
     let count = plan.count.or(server_count);
-    let Some(sink) = run.sink.take() else {
+    let Some(mut sink) = run.sink.take() else {
         unreachable!("a plan always comes with a sink")
     };
     let table_rel = sink.table_rel().to_string();
+    if run.tracker.is_some() && dataset_has_parts(&settings.out.join(&table_rel)) {
+        // Later incremental runs add to the dataset; one without new rows adds nothing.
+        sink.skip_empty_part();
+    }
     let closed = sink.finish()?;
     record_parts(
         manifest,
@@ -674,40 +760,93 @@ This is a known Datasette bug with some sort orders and primary keys; harvest wi
     )?;
     run.parts += closed.len() as u64;
     let rows = progress.rows_in_parts + run.rows;
-    manifest.append(
-        "table_end",
-        ctx.run_id,
-        obj(json!({
-            "source": crate::http::display_url(&source.base),
-            "table": table.name,
-            "output": table.output,
-            "pages": page_no,
-            "rows": rows,
-            "server_count": count,
-            "replayed_pages": replayed,
-            "fetched_pages": fetched_pages,
-        })),
-    )?;
+    let mut end = obj(json!({
+        "source": crate::http::display_url(&source.base),
+        "table": table.name,
+        "output": table.output,
+        "pages": page_no,
+        "rows": rows,
+        "server_count": count,
+        "replayed_pages": replayed,
+        "fetched_pages": fetched_pages,
+    }));
+    // Incremental: the new watermark is made durable (pending) after the parts it covers are
+    // recorded, committed by table_end, then published.
+    let committed = match (&table.watermark, &run.tracker) {
+        (Some(wm), Some(tracker)) => {
+            let base = prev_state
+                .clone()
+                .unwrap_or_else(|| crate::watermark::State {
+                    version: crate::watermark::STATE_VERSION,
+                    source: source.name.clone(),
+                    table: table.name.clone(),
+                    output: table.output.clone(),
+                    column: wm.column.clone(),
+                    value: Value::Null,
+                    window: vec![],
+                    set_by_run: None,
+                    updated_at: None,
+                    history: vec![],
+                });
+            let next = tracker.next_state(base, ctx.run_id, rows)?;
+            crate::failpoint("incremental:before-watermark");
+            store.write_pending(&next, ctx.run_id)?;
+            let before = prev_state.as_ref().map_or(Value::Null, |s| s.value.clone());
+            let wm_rec = json!({
+                "output": table.output,
+                "column": wm.column,
+                "before": before,
+                "after": next.value,
+                "skipped_duplicates": tracker.skipped_dupes,
+                "skipped_nulls": tracker.skipped_nulls,
+            });
+            end.insert("watermark".into(), wm_rec.clone());
+            totals.watermarks.push(wm_rec);
+            if tracker.skipped_nulls > 0 {
+                let w = format!(
+                    "{}: {} row(s) with a NULL {} cannot be harvested incrementally",
+                    table.output, tracker.skipped_nulls, wm.column
+                );
+                tracing::warn!("{w}");
+                totals.warnings.push(w);
+            }
+            true
+        }
+        _ => false,
+    };
+    manifest.append("table_end", ctx.run_id, end)?;
+    if committed {
+        crate::failpoint("incremental:before-publish");
+        store.publish(&source.name, &table.output, ctx.run_id)?;
+    }
     totals.rows += rows;
     totals.parts += run.parts;
 
+    // Incremental runs re-read boundary rows they skip as already written.
+    let skipped = run
+        .tracker
+        .as_ref()
+        .map_or(0, |t| t.skipped_dupes + t.skipped_nulls);
+    let fetched_rows = rows + skipped;
     if let Some(expected) = count
-        && expected != rows
+        && expected != fetched_rows
     {
         let w = format!(
-            "table {:?}: the server counted {expected} rows at the start but {rows} were harvested (the table changed during the run, or rows were lost to a pagination bug)",
+            "table {:?}: the server counted {expected} rows at the start but {fetched_rows} were received (the table changed during the run, or rows were lost to a pagination bug)",
             table.name
         );
         tracing::warn!("{w}");
         totals.warnings.push(w);
     }
-    supersede_older_parts(
-        &settings.out,
-        &table_rel,
-        ctx.run_id,
-        &table.output,
-        manifest,
-    )?;
+    if !committed {
+        supersede_older_parts(
+            &settings.out,
+            &table_rel,
+            ctx.run_id,
+            &table.output,
+            manifest,
+        )?;
+    }
     tracing::info!(
         "{}: {rows} rows in {page_no} pages ({fetched_pages} fetched now, {replayed} replayed), {:.1}s",
         table.output,
@@ -951,6 +1090,83 @@ fn supersede_older_parts(
     tracing::info!(
         "{output}: replaced {} part(s) from earlier runs",
         stale.len()
+    );
+    Ok(())
+}
+
+/// The index of the incremental watermark column in the planned columns.
+fn watermark_index(table: &TableSettings, plan: &TablePlan) -> anyhow::Result<usize> {
+    let col = table
+        .watermark
+        .as_ref()
+        .map(|w| w.column.as_str())
+        .unwrap_or_default();
+    plan.columns
+        .iter()
+        .position(|c| c.name == col)
+        .ok_or_else(|| {
+            UsageError::with_hint(
+                format!("table {:?} has no watermark column {col:?}", table.name),
+                format!(
+                    "its columns are: {}",
+                    plan.columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+            .into()
+        })
+}
+
+fn dataset_has_parts(dir: &Path) -> bool {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            } else if name.starts_with("part-") && name.ends_with(".parquet") {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Incremental datasets accumulate parts, so parts recorded by an earlier run that never
+/// finished this table (and is not being resumed) would duplicate rows: record, then remove.
+fn remove_unfinished_parts(
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    manifest: &mut Manifest,
+) -> anyhow::Result<()> {
+    let history = crate::manifest::read_records(&ctx.settings.out)?;
+    let paths = crate::resume::unfinished_parts(&history, &table.output, ctx.run_id);
+    let paths: Vec<String> = paths
+        .into_iter()
+        .filter(|p| ctx.settings.out.join(p).exists())
+        .collect();
+    if paths.is_empty() {
+        return Ok(());
+    }
+    manifest.append(
+        "supersede",
+        ctx.run_id,
+        obj(json!({ "output": table.output, "reason": "parts of an unfinished run that is not being resumed", "paths": paths })),
+    )?;
+    for p in &paths {
+        let full = ctx.settings.out.join(p);
+        std::fs::remove_file(&full).with_context(|| format!("cannot remove {}", full.display()))?;
+    }
+    tracing::warn!(
+        "{}: removed {} part(s) of an unfinished earlier run",
+        table.output,
+        paths.len()
     );
     Ok(())
 }

@@ -1,3 +1,4 @@
 //! One module per subcommand, each with a `run()`.
 
 pub mod harvest;
+pub mod incremental;

@@ -5,4 +5,5 @@ mod common;
 mod crash;
 mod fault_server;
 mod faults;
+mod incremental;
 mod real_datasette;

@@ -1,0 +1,28 @@
+//! `harvest incremental`: the `harvest` pipeline restricted to rows at or past each table's
+//! stored high-watermark (see [`crate::watermark`] for the store and its commit protocol).
+//!
+//! Guarantees: the lower bound is inclusive (`col__gte`) so rows sharing the watermark value
+//! are never missed, and rows already written inside the boundary window are skipped by
+//! identity, so none is written twice; pages are requested in watermark order (`_sort`);
+//! each run's rows are new Parquet parts in the same dataset; the watermark moves only after
+//! the parts it covers are recorded; crash, resume and lock behave as in `harvest`.
+
+use anyhow::Context as _;
+
+use crate::cli::IncrementalArgs;
+use crate::config::resolve_incremental;
+use crate::printer::Printer;
+
+pub fn run(args: &IncrementalArgs, printer: Printer) -> anyhow::Result<()> {
+    let settings = resolve_incremental(args)?;
+    if args.show_state {
+        let states = crate::watermark::Store::new(&settings.out).all()?;
+        printer.stdout(&format!("{}\n", serde_json::to_string_pretty(&states)?));
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(super::harvest::run_settings(settings, printer))
+}
