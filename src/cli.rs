@@ -38,6 +38,76 @@ pub enum Command {
     Harvest(HarvestArgs),
     /// Like `harvest`, but only rows at or past each table's stored high-watermark.
     Incremental(IncrementalArgs),
+    /// Run a parameterized SQL query against a SQLite file and stream the result into Parquet.
+    SqlExtract(SqlExtractArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct SqlExtractArgs {
+    /// TOML config with one or more [[extract]] sections; flags override `out`.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The SQLite database (opened read-only; never modified).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+
+    /// The SQL query (one statement).
+    #[arg(long, value_name = "SQL", conflicts_with = "query_file")]
+    pub query: Option<String>,
+
+    /// Read the SQL query from this file.
+    #[arg(long, value_name = "FILE")]
+    pub query_file: Option<PathBuf>,
+
+    /// A named parameter `:NAME` (also `@NAME`, `$NAME`): `NAME=VALUE` binds text;
+    /// `NAME=int:5`, `real:1.5`, `text:…`, `null` give it a type. Repeatable.
+    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+
+    /// The next positional `?` parameter, typed like --param values. Repeatable, in order.
+    #[arg(long = "arg", value_name = "VALUE")]
+    pub args: Vec<String>,
+
+    /// Output directory (parquet/NAME/ + manifest.jsonl).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Dataset name under DIR/parquet/.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Write one Parquet file here instead of a dataset in DIR (no manifest).
+    #[arg(long, value_name = "FILE.parquet", conflicts_with_all = ["out", "partition_by"])]
+    pub output: Option<PathBuf>,
+
+    /// Hive partitions by this result column.
+    #[arg(long, value_name = "COL")]
+    pub partition_by: Option<String>,
+
+    /// Column type override: integer, float, text, blob, date, timestamp. Repeatable.
+    #[arg(long = "type", value_name = "COL=TYPE")]
+    pub types: Vec<String>,
+
+    /// Rows per Arrow batch handed from the reader to the encoder. Default 65536.
+    #[arg(long, value_name = "N")]
+    pub chunk_rows: Option<usize>,
+
+    /// Rows per Parquet row group (at most). Default 131072.
+    #[arg(long, value_name = "N")]
+    pub row_group_rows: Option<usize>,
+
+    /// Close the open parts every N rows. Default 1000000.
+    #[arg(long, value_name = "N")]
+    pub part_rows: Option<u64>,
+
+    /// zstd compression level (1-22). Default 3.
+    #[arg(long, value_name = "LEVEL")]
+    pub zstd_level: Option<i32>,
+
+    /// If another run holds DIR's lock, wait for it instead of failing.
+    #[arg(long)]
+    pub wait_lock: bool,
 }
 
 #[derive(Debug, Args, Default)]

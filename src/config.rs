@@ -31,6 +31,30 @@ pub struct ConfigFile {
     pub parquet: ParquetConfig,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
+    #[serde(default, rename = "extract")]
+    pub extracts: Vec<ExtractConfig>,
+}
+
+/// One `[[extract]]` section for `sql-extract`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractConfig {
+    pub name: String,
+    pub db: PathBuf,
+    pub query: Option<String>,
+    pub query_file: Option<PathBuf>,
+    /// Named parameters; TOML integers/floats keep their type, strings may use `int:`/`real:`.
+    #[serde(default)]
+    pub params: BTreeMap<String, toml::Value>,
+    /// Positional `?` parameters, in order.
+    #[serde(default)]
+    pub args: Vec<toml::Value>,
+    pub partition_by: Option<String>,
+    #[serde(default)]
+    pub types: BTreeMap<String, String>,
+    /// Write one file here instead of DIR/parquet/<name>/.
+    pub output: Option<PathBuf>,
+    pub chunk_rows: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -275,7 +299,7 @@ pub fn parse_rate(raw: &str) -> Result<f64, UsageError> {
     Ok(n / per)
 }
 
-fn split_kv(raw: &str, flag: &str) -> Result<(String, String), UsageError> {
+pub(crate) fn split_kv(raw: &str, flag: &str) -> Result<(String, String), UsageError> {
     match raw.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(UsageError::with_hint(
@@ -285,7 +309,7 @@ fn split_kv(raw: &str, flag: &str) -> Result<(String, String), UsageError> {
     }
 }
 
-fn parse_types(
+pub(crate) fn parse_types(
     pairs: impl IntoIterator<Item = (String, String)>,
 ) -> Result<BTreeMap<String, ColType>, UsageError> {
     let mut out = BTreeMap::new();

@@ -16,6 +16,7 @@ pub mod printer;
 pub mod redact;
 pub mod resume;
 pub mod schema;
+pub mod sqlite_source;
 pub mod watermark;
 
 use clap::Parser as _;
@@ -42,6 +43,7 @@ pub fn main_entry() -> i32 {
     let result = match &cli.command {
         Command::Harvest(args) => commands::harvest::run(args, printer),
         Command::Incremental(args) => commands::incremental::run(args, printer),
+        Command::SqlExtract(args) => commands::sql_extract::run(args, printer),
     };
     match result {
         Ok(()) => Exit::Success as i32,

@@ -227,6 +227,37 @@ impl TableSink {
         self.enforce_memory_budget()
     }
 
+    /// Write a ready batch (file columns only) to the part of partition `key` (`None` when not
+    /// partitioned; `Some(None)` for a NULL partition value).
+    pub fn write_batch(
+        &mut self,
+        key: Option<Option<String>>,
+        batch: &arrow::record_batch::RecordBatch,
+    ) -> anyhow::Result<()> {
+        let map_key = key.clone().flatten();
+        if !self.open.contains_key(&map_key) {
+            let part = self.open_part(key)?;
+            self.open.insert(map_key.clone(), part);
+        }
+        let part = self.open.get_mut(&map_key).expect("inserted above");
+        part.writer
+            .write(batch)
+            .context("Parquet encoding failed")?;
+        part.rows += batch.num_rows() as u64;
+        self.rows_since_checkpoint += batch.num_rows() as u64;
+        self.enforce_memory_budget()
+    }
+
+    /// The plans of the columns stored in the files (the partition column excluded).
+    pub fn file_plans(&self) -> &[ColumnPlan] {
+        &self.file_plans
+    }
+
+    /// The index of the partition column in the full row, if partitioned.
+    pub fn partition_index(&self) -> Option<usize> {
+        self.partition_idx
+    }
+
     /// True when enough rows or open parts have accumulated that a checkpoint is due.
     pub fn checkpoint_due(&self) -> bool {
         self.rows_since_checkpoint >= self.settings.part_rows
@@ -349,6 +380,15 @@ impl TableSink {
                 .context("Parquet row-group flush failed")?;
         }
     }
+}
+
+/// The Parquet writer settings every part uses: zstd, bounded row groups, our name.
+pub fn writer_properties(settings: &SinkSettings) -> anyhow::Result<WriterProperties> {
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(settings.zstd_level)?))
+        .set_max_row_group_row_count(Some(settings.row_group_rows))
+        .set_created_by(concat!("harvest ", env!("CARGO_PKG_VERSION")).to_string())
+        .build())
 }
 
 /// The text of a partition value (`None` for NULL).

@@ -89,7 +89,7 @@ impl Classes {
 }
 
 /// SQLite's affinity rules (https://sqlite.org/datatype3.html §3.1) applied to a declared type.
-fn affinity_type(declared: &str) -> Option<ColType> {
+pub fn affinity_type(declared: &str) -> Option<ColType> {
     let d = declared.to_ascii_uppercase();
     if d.is_empty() {
         return None;
@@ -320,6 +320,111 @@ impl BatchBuilder {
             .collect();
         self.len = 0;
         RecordBatch::try_new(self.schema.clone(), arrays)
+    }
+}
+
+/// A borrowed SQLite value (the fast path of `sql-extract`: no JSON in between).
+#[derive(Debug, Clone, Copy)]
+pub enum CellRef<'a> {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(&'a [u8]),
+    Blob(&'a [u8]),
+}
+
+impl CellRef<'_> {
+    fn describe(&self) -> String {
+        match self {
+            CellRef::Null => "NULL".into(),
+            CellRef::Int(i) => i.to_string(),
+            CellRef::Real(f) => format!("{f:?}"),
+            CellRef::Text(t) => {
+                let s = String::from_utf8_lossy(t);
+                truncate_value(&Value::String(s.into_owned()))
+            }
+            CellRef::Blob(b) => format!("a {}-byte blob", b.len()),
+        }
+    }
+}
+
+impl BatchBuilder {
+    /// Append one row of SQLite values (in plan order). Same rules as [`BatchBuilder::push`];
+    /// on error nothing of the row is kept.
+    pub fn push_cells(
+        &mut self,
+        cells: &[CellRef<'_>],
+        what: &str,
+        row: u64,
+    ) -> Result<(), String> {
+        for (i, c) in cells.iter().enumerate() {
+            if let Err(why) = check_cell(c, &self.plans[i]) {
+                let plan = &self.plans[i];
+                return Err(format!(
+                    "{what}, row {row}, column {:?}: value {} {why}; {}",
+                    plan.name,
+                    c.describe(),
+                    hint_for(plan)
+                ));
+            }
+        }
+        for (b, c) in self.cols.iter_mut().zip(cells) {
+            match (b, *c) {
+                (ColBuilder::Int(b), CellRef::Null) => b.append_null(),
+                (ColBuilder::Float(b), CellRef::Null) => b.append_null(),
+                (ColBuilder::Text(b), CellRef::Null) => b.append_null(),
+                (ColBuilder::Blob(b), CellRef::Null) => b.append_null(),
+                (ColBuilder::Date(b), CellRef::Null) => b.append_null(),
+                (ColBuilder::Ts(b), CellRef::Null) => b.append_null(),
+                (ColBuilder::Int(b), CellRef::Int(i)) => b.append_value(i),
+                (ColBuilder::Float(b), CellRef::Int(i)) => b.append_value(i as f64),
+                (ColBuilder::Float(b), CellRef::Real(f)) => b.append_value(f),
+                (ColBuilder::Text(b), CellRef::Text(t)) => b.append_value(utf8(t)),
+                (ColBuilder::Text(b), CellRef::Int(i)) => b.append_value(i.to_string()),
+                (ColBuilder::Text(b), CellRef::Real(f)) => b.append_value(format!("{f:?}")),
+                (ColBuilder::Blob(b), CellRef::Blob(x) | CellRef::Text(x)) => b.append_value(x),
+                (ColBuilder::Date(b), CellRef::Text(t)) => b.append_option(parse_date(&utf8(t))),
+                (ColBuilder::Ts(b), CellRef::Text(t)) => b.append_option(parse_timestamp(&utf8(t))),
+                _ => unreachable!("check_cell accepted only convertible values"),
+            }
+        }
+        self.len += 1;
+        Ok(())
+    }
+}
+
+/// SQLite text is UTF-8 unless someone stored invalid bytes; those are replaced (and only
+/// those), which is the one lossy case, as any UTF-8 string type would force.
+fn utf8(t: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(t)
+}
+
+fn check_cell(c: &CellRef<'_>, plan: &ColumnPlan) -> Result<(), &'static str> {
+    use ColType as T;
+    match (plan.ty, c) {
+        (_, CellRef::Null) => Ok(()),
+        (T::Integer, CellRef::Int(_)) => Ok(()),
+        (T::Integer, CellRef::Real(_)) => Err("is a real number in an integer column"),
+        (T::Float, CellRef::Real(_)) => Ok(()),
+        (T::Float, CellRef::Int(i)) => {
+            if (-MAX_EXACT_F64_INT..=MAX_EXACT_F64_INT).contains(i) {
+                Ok(())
+            } else {
+                Err("is an integer too large to store exactly as a float")
+            }
+        }
+        (T::Text, CellRef::Text(_)) => Ok(()),
+        (T::Text, CellRef::Int(_) | CellRef::Real(_)) if plan.numbers_as_text => Ok(()),
+        (T::Blob, CellRef::Blob(_) | CellRef::Text(_)) => Ok(()),
+        (T::Date, CellRef::Text(t)) => parse_date(&utf8(t))
+            .map(|_| ())
+            .ok_or("is not a date (YYYY-MM-DD, or with a 00:00:00 time)"),
+        (T::Timestamp, CellRef::Text(t)) => parse_timestamp(&utf8(t))
+            .map(|_| ())
+            .ok_or("is not a timestamp (YYYY-MM-DD, YYYY-MM-DD HH:MM:SS[.ffffff], or with a T)"),
+        (_, CellRef::Blob(_)) => Err("is a blob"),
+        (_, CellRef::Text(_)) => Err("is text"),
+        (_, _) => Err("is a number"),
     }
 }
 

@@ -839,7 +839,7 @@ This is a known Datasette bug with some sort orders and primary keys; harvest wi
         totals.warnings.push(w);
     }
     if !committed {
-        supersede_older_parts(
+        supersede_parts(
             &settings.out,
             &table_rel,
             ctx.run_id,
@@ -1030,7 +1030,7 @@ async fn plan_table(
 
 /// After a complete harvest of a table, the parts earlier runs wrote for the same dataset are
 /// stale: record their removal, then remove them, so readers see exactly one copy of each row.
-fn supersede_older_parts(
+pub(crate) fn supersede_parts(
     out: &Path,
     table_rel: &str,
     run_id: &str,

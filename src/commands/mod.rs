@@ -2,3 +2,4 @@
 
 pub mod harvest;
 pub mod incremental;
+pub mod sql_extract;

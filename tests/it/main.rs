@@ -7,3 +7,4 @@ mod fault_server;
 mod faults;
 mod incremental;
 mod real_datasette;
+mod sql_extract;
