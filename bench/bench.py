@@ -39,7 +39,7 @@ w.close()
 DUCKDB = r'''
 import sys, json, glob, os, duckdb, duckdb_ext
 db, sql, params, out = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
-ext = glob.glob(os.path.join(os.path.dirname(duckdb_ext.__file__), "extensions", "v1.4.4", "*", "sqlite_scanner.duckdb_extension"))[0]
+ext = glob.glob(os.path.join(list(duckdb_ext.__path__)[0], "extensions", "v1.4.4", "*", "sqlite_scanner.duckdb_extension"))[0]
 con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
 con.execute(f"LOAD '{ext}'")
 con.execute(f"ATTACH '{db}' AS src (TYPE sqlite, READ_ONLY)")

@@ -13,6 +13,7 @@ pub mod lock;
 pub mod manifest;
 pub mod parquet_sink;
 pub mod printer;
+pub mod progress;
 pub mod redact;
 pub mod resume;
 pub mod schema;

@@ -217,6 +217,7 @@ pub(crate) async fn run_settings(
             run_id: &run_id,
             resume: resume.as_ref(),
             signals: signals.clone(),
+            quiet: printer.quiet,
         };
         let r = harvest_source(&ctx, &mut manifest, &mut totals).await;
         let st = client.stats();
@@ -274,6 +275,7 @@ struct RunCtx<'a> {
     run_id: &'a str,
     resume: Option<&'a ResumePoint>,
     signals: watch::Receiver<Option<&'static str>>,
+    quiet: bool,
 }
 
 /// SIGINT/SIGTERM set the watched value; the page loop checks it between pages and while a
@@ -496,6 +498,16 @@ async fn harvest_table(
     let mut prev_state = None;
     if let Some(wm) = &table.watermark {
         prev_state = store.load(&source.name, &table.output)?;
+        if let Some(st) = prev_state.as_ref().filter(|st| st.column != wm.column) {
+            return Err(UsageError::with_hint(
+                format!(
+                    "the stored watermark of {:?} is for column {:?}, not {:?}",
+                    table.output, st.column, wm.column
+                ),
+                "use the original column, or give this table another `output` name (a new dataset and watermark)",
+            )
+            .into());
+        }
         let lookback = wm.lookback_parsed.clone().unwrap_or(Lookback::None);
         let lower = match prev_state.as_ref().and_then(|s| Mark::from_json(&s.value)) {
             Some(m) => Some(m.minus(&lookback)?.filter_text()),
@@ -556,6 +568,7 @@ async fn harvest_table(
             count: progress.server_count,
         })?;
     }
+    let bar = crate::progress::Progress::rows(&table.output, ctx.quiet);
     let mut signals = ctx.signals.clone();
     let mut page_no = progress.checkpoint_page;
     let mut cursor = progress.checkpoint_cursor.clone();
@@ -711,6 +724,7 @@ async fn harvest_table(
         run.accept(page_no, &page, true, manifest, totals).await?;
         totals.pages += 1;
         fetched_pages += 1;
+        bar.set(progress.rows_in_parts + run.rows);
         if page_no.is_multiple_of(100) {
             tracing::info!(
                 "{}: {page_no} pages, {} rows",

@@ -59,6 +59,7 @@ impl Extract {
 }
 
 struct Settings {
+    quiet: bool,
     out: Option<PathBuf>,
     sink: SinkSettings,
     extracts: Vec<Extract>,
@@ -226,6 +227,7 @@ fn resolve(args: &SqlExtractArgs) -> Result<Settings, UsageError> {
         ));
     }
     Ok(Settings {
+        quiet: false,
         out,
         sink,
         extracts,
@@ -234,14 +236,15 @@ fn resolve(args: &SqlExtractArgs) -> Result<Settings, UsageError> {
 }
 
 pub fn run(args: &SqlExtractArgs, printer: Printer) -> anyhow::Result<()> {
-    let settings = resolve(args)?;
+    let mut settings = resolve(args)?;
+    settings.quiet = printer.quiet;
     let started = Instant::now();
     let mut total_rows = 0u64;
     // Single-file extracts need no directory, lock or manifest.
     let (dir_mode, file_mode): (Vec<&Extract>, Vec<&Extract>) =
         settings.extracts.iter().partition(|e| e.output.is_none());
     for e in &file_mode {
-        let (rows, path) = extract_to_file(e, &settings.sink)?;
+        let (rows, path) = extract_to_file(e, &settings.sink, settings.quiet)?;
         total_rows += rows;
         tracing::info!("{}: {rows} rows -> {}", e.name, path.display());
     }
@@ -285,6 +288,7 @@ fn prepare<'c>(
 /// Run one extract with an encoder thread fed by `make_writer` once the plans are known.
 fn run_pipeline<W, R>(
     e: &Extract,
+    quiet: bool,
     make_writer: impl FnOnce(&[ColumnPlan]) -> anyhow::Result<W>,
     writer_loop: impl FnOnce(W, std::sync::mpsc::Receiver<KeyedBatch>) -> anyhow::Result<R>
     + Send
@@ -326,8 +330,10 @@ where
         }
         Ok(())
     };
+    let bar = crate::progress::Progress::rows(&e.name, quiet);
     let mut last_log = 0u64;
     let mut progress = |n: u64| {
+        bar.set(n);
         if n >= last_log + 1_000_000 {
             last_log = n;
             tracing::info!("{}: {n} rows", e.name);
@@ -352,7 +358,11 @@ where
     Ok((rows, plans_seen.into_inner(), result))
 }
 
-fn extract_to_file(e: &Extract, sink: &SinkSettings) -> anyhow::Result<(u64, PathBuf)> {
+fn extract_to_file(
+    e: &Extract,
+    sink: &SinkSettings,
+    quiet: bool,
+) -> anyhow::Result<(u64, PathBuf)> {
     let path = e.output.clone().expect("file mode");
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         create_dir_all_durable(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -361,6 +371,7 @@ fn extract_to_file(e: &Extract, sink: &SinkSettings) -> anyhow::Result<(u64, Pat
     let p2 = path.clone();
     let (rows, _, ()) = run_pipeline(
         e,
+        quiet,
         move |plans| {
             let file = AtomicFile::create(&p2)
                 .with_context(|| format!("cannot create {}", p2.display()))?;
@@ -465,6 +476,7 @@ fn extract_one(
     );
     let (rows, plans, (closed, table_rel)) = run_pipeline(
         e,
+        settings.quiet,
         move |plans| {
             TableSink::new(
                 &out2,
