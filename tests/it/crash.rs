@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use crate::fault_server::*;
-use crate::faults::{ROWS, assert_items_complete, run, synthetic_rows};
+use crate::faults::{ROWS, assert_items_complete, run, synthetic_rows, synthetic_rows_n};
 
 /// A small deterministic PRNG (xorshift64*), so kill moments and faults are seeded.
 struct Rng(u64);
@@ -443,4 +443,81 @@ fn fault_soak_in_front_of_a_real_datasette() {
         pages.iter().any(|p| p["attempts"].as_u64().unwrap() > 1),
         "the manifest records the attempts"
     );
+}
+
+/// Unmounts a test mount on drop.
+struct Mount(std::path::PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn disk_full_mid_run_is_a_clean_error_and_the_rerun_resumes_once_space_is_back() {
+    let root = TempDir::new("diskfull");
+    let mnt = root.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=192k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if !mounted {
+        // Only root can make a small filesystem; as root, failing to is a real failure.
+        assert!(!is_root, "could not mount a tmpfs as root");
+        eprintln!("disk-full test needs root to mount a tmpfs; not run as a non-root user");
+        return;
+    }
+    let _m = Mount(mnt.clone());
+    const N: u64 = 4000; // 40 pages of ~7 KB: more than the 192 KiB filesystem holds
+    let server = FaultServer::start(Synthetic { rows: N }, |_| None);
+    let out = mnt.join("out");
+    let args = [
+        "harvest",
+        "--url",
+        &server.url,
+        "--db",
+        "db",
+        "-t",
+        "items",
+        "--page-size",
+        "100",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = harvest(&args, &[]);
+    assert_exit(&o, 1);
+    let err = stderr(&o);
+    assert!(err.contains("No space left on device"), "{err}");
+    for f in all_files(&out) {
+        let name = f.to_string_lossy().into_owned();
+        assert!(
+            !name.ends_with(".harvest-tmp"),
+            "temp file left visible: {name}"
+        );
+        assert!(
+            !name.ends_with(".parquet"),
+            "a part from a failed run: {name}"
+        );
+    }
+    // Space comes back; the rerun resumes from what was recorded and completes.
+    assert!(
+        Command::new("mount")
+            .args(["-o", "remount,size=32m"])
+            .arg(&mnt)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let o = harvest(&args, &[]);
+    assert_exit(&o, 0);
+    assert!(stderr(&o).contains("resuming run"), "{}", stderr(&o));
+    let (_, _, rows) = read_dataset(&out.join("parquet/items"));
+    assert_same_rows("items", rows, synthetic_rows_n(N));
+    assert_chain(&out);
 }

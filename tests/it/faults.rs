@@ -42,7 +42,12 @@ pub fn assert_items_complete(out: &TempDir) {
 
 /// The synthetic table's rows, as a lossless harvest must type them.
 pub fn synthetic_rows() -> Vec<Vec<Cell>> {
-    (1..=ROWS)
+    synthetic_rows_n(ROWS)
+}
+
+/// The first `n` rows of the synthetic table.
+pub fn synthetic_rows_n(n: u64) -> Vec<Vec<Cell>> {
+    (1..=n)
         .map(|id| {
             let (i, n, p, c) = Synthetic::row(id);
             vec![
