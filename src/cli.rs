@@ -40,6 +40,27 @@ pub enum Command {
     Incremental(IncrementalArgs),
     /// Run a parameterized SQL query against a SQLite file and stream the result into Parquet.
     SqlExtract(SqlExtractArgs),
+    /// Re-check an output directory: snapshots, manifest and Parquet against each other.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct VerifyArgs {
+    /// The output directory to check.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Check only this run's records and files.
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<String>,
+
+    /// Skip re-hashing: check sizes, row counts and the manifest chain only.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Print the report as a JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Default)]

@@ -65,6 +65,12 @@ pub fn exit_code_for(err: &anyhow::Error) -> Exit {
         if cause.downcast_ref::<UsageError>().is_some() {
             return Exit::Usage;
         }
+        if cause
+            .downcast_ref::<crate::commands::verify::Discrepancies>()
+            .is_some()
+        {
+            return Exit::Discrepancies;
+        }
         if cause.downcast_ref::<Interrupted>().is_some() {
             return Exit::Interrupted;
         }

@@ -3,3 +3,4 @@
 pub mod harvest;
 pub mod incremental;
 pub mod sql_extract;
+pub mod verify;

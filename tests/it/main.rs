@@ -8,3 +8,4 @@ mod faults;
 mod incremental;
 mod real_datasette;
 mod sql_extract;
+mod verify;

@@ -1,0 +1,553 @@
+//! `harvest verify`: re-derive everything the manifest claims about an output directory and
+//! report every discrepancy (ripgrep style: report each as found, keep going, fail at the end).
+//!
+//! Guarantees: read-only (it never repairs); every line of `manifest.jsonl` is checked
+//! (parse, version, strictly increasing `seq`, the `prev` hash chain); every `page` record's
+//! snapshot and every live `parquet` record's part exist with the recorded size and sha256
+//! (sha256 skipped with `--quick`), and each part's row count is read from its footer; files
+//! under `raw/` and `parquet/` that no record vouches for are orphans; per run and table the
+//! rows of the pages equal the rows of the parts (less rows an incremental run skipped as
+//! already written); one dataset's parts share one schema; a run without an `ok` `run_end`
+//! is reported as unfinished, a kind distinct from corruption. Hashing streams files and
+//! uses every core. Exit 0 when clean, 3 when anything was found, 2 for usage errors.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::cli::VerifyArgs;
+use crate::error::UsageError;
+use crate::manifest::{FILE_NAME, sha256_hex};
+use crate::printer::Printer;
+
+/// The JSON report's format version.
+pub const REPORT_VERSION: u64 = 1;
+
+/// Exit 3: discrepancies were found (the report says which).
+#[derive(Debug, thiserror::Error)]
+#[error("verify found {0} discrepanc{1} in {2}")]
+pub struct Discrepancies(pub usize, pub &'static str, pub String);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// torn_line, malformed_line, unknown_version, seq_order, chain_break, missing_file,
+    /// size_mismatch, hash_mismatch, row_count_mismatch, unreadable_parquet, schema_mismatch,
+    /// row_sum_mismatch, orphan_file, unfinished_run
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub expected: Value,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub actual: Value,
+    pub message: String,
+}
+
+struct Report {
+    findings: Mutex<Vec<Finding>>,
+    printer: Printer,
+    json: bool,
+}
+
+impl Report {
+    fn add(&self, f: Finding) {
+        if !self.json || !self.printer.quiet {
+            // As found, on stderr (the JSON document goes to stdout at the end).
+            let loc = match (&f.path, f.line) {
+                (Some(p), _) => format!("{p}: "),
+                (None, Some(l)) => format!("{FILE_NAME}:{l}: "),
+                _ => String::new(),
+            };
+            tracing::warn!("{}: {loc}{}", f.kind, f.message);
+        }
+        if let Ok(mut v) = self.findings.lock() {
+            v.push(f);
+        }
+    }
+}
+
+fn finding(kind: &'static str, message: impl Into<String>) -> Finding {
+    Finding {
+        kind,
+        path: None,
+        line: None,
+        run_id: None,
+        expected: Value::Null,
+        actual: Value::Null,
+        message: message.into(),
+    }
+}
+
+/// Stream a file through sha256 (1 MiB buffer): (bytes, hex digest).
+fn hash_file(p: &Path) -> std::io::Result<(u64, String)> {
+    let mut f = std::fs::File::open(p)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((n, crate::manifest::hex(&h.finalize())))
+}
+
+/// One file the manifest vouches for.
+struct FileClaim {
+    rel: String,
+    bytes: u64,
+    sha256: String,
+    /// Parquet parts: rows claimed, and the dataset (for the schema check).
+    parquet: Option<(u64, String)>,
+    run_id: String,
+}
+
+pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
+    let out = &args.out;
+    if !out.is_dir() {
+        return Err(UsageError::with_hint(
+            format!("{} is not a directory", out.display()),
+            "pass the --out DIR of a harvest, incremental or sql-extract run",
+        )
+        .into());
+    }
+    let manifest_path = out.join(FILE_NAME);
+    let text = std::fs::read(&manifest_path).map_err(|_| {
+        UsageError::with_hint(
+            format!(
+                "{} has no {FILE_NAME}: it is not a harvest output directory",
+                out.display()
+            ),
+            "pass the --out DIR of a harvest, incremental or sql-extract run",
+        )
+    })?;
+    let report = Report {
+        findings: Mutex::new(vec![]),
+        printer,
+        json: args.json,
+    };
+    let mut checks = vec![
+        "manifest_lines",
+        "hash_chain",
+        "seq_order",
+        "files_exist",
+        "sizes",
+        "orphans",
+        "parquet_rows",
+        "schemas",
+        "row_sums",
+        "runs",
+    ];
+    if !args.quick {
+        checks.push("sha256");
+    }
+
+    // 1. The manifest, line by line.
+    let mut records: Vec<(u64, Value)> = Vec::new();
+    let mut prev: Option<String> = None;
+    let mut last_seq: Option<u64> = None;
+    let mut lines = 0u64;
+    for (i, raw) in text.split_inclusive(|b| *b == b'\n').enumerate() {
+        let lineno = i as u64 + 1;
+        lines += 1;
+        let Some(body) = raw.strip_suffix(b"\n") else {
+            report.add(Finding {
+                line: Some(lineno),
+                ..finding(
+                    "torn_line",
+                    format!(
+                        "the last line ({} bytes) has no newline: a write was cut off",
+                        raw.len()
+                    ),
+                )
+            });
+            break;
+        };
+        let v: Value = match serde_json::from_slice(body) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                report.add(Finding {
+                    line: Some(lineno),
+                    ..finding("malformed_line", "the line is not a JSON object")
+                });
+                prev = Some(sha256_hex(body));
+                continue;
+            }
+        };
+        if v["version"] != 1 {
+            report.add(Finding {
+                line: Some(lineno),
+                actual: v["version"].clone(),
+                expected: json!(1),
+                ..finding("unknown_version", "the record's version is not 1")
+            });
+        }
+        let expected_prev = prev.clone().map_or(Value::Null, Value::String);
+        if v["prev"] != expected_prev {
+            report.add(Finding {
+                line: Some(lineno),
+                expected: if expected_prev.is_null() { json!("null") } else { expected_prev },
+                actual: v["prev"].clone(),
+                ..finding("chain_break", "`prev` is not the sha256 of the previous line: a line was edited, removed, inserted or moved")
+            });
+        }
+        match v["seq"].as_u64() {
+            Some(s) if last_seq.is_none_or(|l| s > l) => last_seq = Some(s),
+            s => report.add(Finding {
+                line: Some(lineno),
+                expected: last_seq.map_or(Value::Null, |l| json!(format!("> {l}"))),
+                actual: s.map_or(Value::Null, Value::from),
+                ..finding("seq_order", "`seq` does not increase strictly")
+            }),
+        }
+        prev = Some(sha256_hex(body));
+        records.push((lineno, v));
+    }
+
+    let in_scope = |r: &Value| args.run.as_deref().is_none_or(|id| r["run_id"] == id);
+    let superseded: HashSet<String> = records
+        .iter()
+        .filter(|(_, r)| r["kind"] == "supersede")
+        .flat_map(|(_, r)| {
+            r["paths"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+        })
+        .collect();
+
+    // 2. What the records claim about files.
+    let mut claims: Vec<FileClaim> = Vec::new();
+    let mut referenced: HashSet<String> = HashSet::new();
+    for (_, r) in &records {
+        let kind = r["kind"].as_str().unwrap_or("");
+        if kind != "page" && kind != "parquet" {
+            continue;
+        }
+        let Some(path) = r["path"].as_str() else {
+            continue;
+        };
+        referenced.insert(path.to_string());
+        if !in_scope(r) || (kind == "parquet" && superseded.contains(path)) {
+            continue;
+        }
+        claims.push(FileClaim {
+            rel: path.to_string(),
+            bytes: r["bytes"].as_u64().unwrap_or(u64::MAX),
+            sha256: r["sha256"].as_str().unwrap_or("").to_string(),
+            parquet: (kind == "parquet").then(|| {
+                (
+                    r["rows"].as_u64().unwrap_or(u64::MAX),
+                    r["output"].as_str().unwrap_or("").to_string(),
+                )
+            }),
+            run_id: r["run_id"].as_str().unwrap_or("").to_string(),
+        });
+    }
+
+    // 3. Check every claimed file, on all cores.
+    let schemas: Mutex<BTreeMap<String, Vec<(String, String)>>> = Mutex::new(BTreeMap::new());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let hashed_bytes = std::sync::atomic::AtomicU64::new(0);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(c) = claims.get(i) else { break };
+                    check_claim(out, c, args.quick, &report, &schemas, &hashed_bytes);
+                }
+            });
+        }
+    });
+    for (output, parts) in schemas.into_inner().unwrap_or_default() {
+        let first = &parts[0].1;
+        for (path, schema) in &parts[1..] {
+            if schema != first {
+                report.add(Finding {
+                    path: Some(path.clone()),
+                    expected: json!(first),
+                    actual: json!(schema),
+                    ..finding(
+                        "schema_mismatch",
+                        format!(
+                            "this part's schema differs from the other parts of dataset {output:?}"
+                        ),
+                    )
+                });
+            }
+        }
+    }
+
+    // 4. Orphans: files under raw/ and parquet/ no record vouches for.
+    for sub in ["raw", "parquet"] {
+        let mut stack = vec![out.join(sub)];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(p);
+                    continue;
+                }
+                let rel = p
+                    .strip_prefix(out)
+                    .map(|r| r.to_string_lossy().replace('\\', "/"))
+                    .unwrap_or_default();
+                let in_run = args.run.as_deref().is_none_or(|id| rel.contains(id));
+                if in_run && (!referenced.contains(&rel) || superseded.contains(&rel)) {
+                    report.add(Finding {
+                        path: Some(rel),
+                        ..finding("orphan_file", "no manifest record vouches for this file")
+                    });
+                }
+            }
+        }
+    }
+
+    // 5. Per run and dataset: page rows (less rows skipped as already written) = part rows.
+    let mut page_rows: HashMap<(String, String), u64> = HashMap::new();
+    let mut part_rows: HashMap<(String, String), u64> = HashMap::new();
+    let mut skipped: HashMap<(String, String), u64> = HashMap::new();
+    let mut ended: HashSet<(String, String)> = HashSet::new();
+    for (_, r) in records.iter().filter(|(_, r)| in_scope(r)) {
+        let key = (
+            r["run_id"].as_str().unwrap_or("").to_string(),
+            r["output"].as_str().unwrap_or("").to_string(),
+        );
+        match r["kind"].as_str() {
+            Some("page") => *page_rows.entry(key).or_default() += r["rows"].as_u64().unwrap_or(0),
+            Some("parquet") => {
+                *part_rows.entry(key).or_default() += r["rows"].as_u64().unwrap_or(0)
+            }
+            Some("table_end") => {
+                let w = &r["watermark"];
+                *skipped.entry(key.clone()).or_default() +=
+                    w["skipped_duplicates"].as_u64().unwrap_or(0)
+                        + w["skipped_nulls"].as_u64().unwrap_or(0);
+                ended.insert(key);
+            }
+            _ => {}
+        }
+    }
+    for (key, pages) in &page_rows {
+        if !ended.contains(key) {
+            continue; // an unfinished table is reported with its run
+        }
+        let want = pages - skipped.get(key).copied().unwrap_or(0).min(*pages);
+        let got = part_rows.get(key).copied().unwrap_or(0);
+        if want != got {
+            report.add(Finding {
+                run_id: Some(key.0.clone()),
+                expected: json!(want),
+                actual: json!(got),
+                ..finding(
+                    "row_sum_mismatch",
+                    format!(
+                        "dataset {:?}: the pages hold {want} rows but the parts hold {got}",
+                        key.1
+                    ),
+                )
+            });
+        }
+    }
+
+    // 6. Runs: every run_start needs a final `ok` run_end.
+    let mut last_end: BTreeMap<String, Value> = BTreeMap::new();
+    let mut started: Vec<String> = vec![];
+    for (_, r) in records.iter().filter(|(_, r)| in_scope(r)) {
+        let id = r["run_id"].as_str().unwrap_or("").to_string();
+        match r["kind"].as_str() {
+            Some("run_start") => started.push(id),
+            Some("run_end") => {
+                last_end.insert(id, r["outcome"].clone());
+            }
+            _ => {}
+        }
+    }
+    for id in &started {
+        match last_end.get(id) {
+            Some(o) if o == "ok" => {}
+            other => report.add(Finding {
+                run_id: Some(id.clone()),
+                expected: json!("ok"),
+                actual: other.cloned().unwrap_or(json!("no run_end")),
+                ..finding("unfinished_run", "the run did not finish (killed, failed or interrupted); a rerun with the same settings resumes it")
+            }),
+        }
+    }
+
+    let findings = report.findings.into_inner().unwrap_or_default();
+    let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+    for f in &findings {
+        *by_kind.entry(f.kind).or_default() += 1;
+    }
+    let pages = records
+        .iter()
+        .filter(|(_, r)| r["kind"] == "page" && in_scope(r))
+        .count();
+    let parts = claims.iter().filter(|c| c.parquet.is_some()).count();
+    let summary = format!(
+        "verified {}: {lines} manifest lines, {pages} pages, {parts} parts, {:.1} MB hashed{} - {}",
+        out.display(),
+        hashed_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6,
+        if args.quick {
+            " (--quick: sizes only)"
+        } else {
+            ""
+        },
+        if findings.is_empty() {
+            "no discrepancies".to_string()
+        } else {
+            by_kind
+                .iter()
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    if args.json {
+        let doc = json!({
+            "version": REPORT_VERSION,
+            "dir": out.display().to_string(),
+            "run": args.run,
+            "quick": args.quick,
+            "checks": checks,
+            "ok": findings.is_empty(),
+            "totals": {
+                "manifest_lines": lines,
+                "pages": pages,
+                "parts": parts,
+                "bytes_hashed": hashed_bytes.load(std::sync::atomic::Ordering::Relaxed),
+                "findings": findings.len(),
+                "by_kind": by_kind,
+            },
+            "findings": findings,
+        });
+        printer.stdout(&format!("{}\n", serde_json::to_string_pretty(&doc)?));
+    }
+    printer.summary(&summary);
+    if findings.is_empty() {
+        Ok(())
+    } else {
+        let n = findings.len();
+        Err(Discrepancies(
+            n,
+            if n == 1 { "y" } else { "ies" },
+            out.display().to_string(),
+        )
+        .into())
+    }
+}
+
+fn check_claim(
+    out: &Path,
+    c: &FileClaim,
+    quick: bool,
+    report: &Report,
+    schemas: &Mutex<BTreeMap<String, Vec<(String, String)>>>,
+    hashed: &std::sync::atomic::AtomicU64,
+) {
+    let path: PathBuf = out.join(&c.rel);
+    let base = |kind, msg: String| Finding {
+        path: Some(c.rel.clone()),
+        run_id: Some(c.run_id.clone()),
+        ..finding(kind, msg)
+    };
+    let meta = match std::fs::metadata(&path) {
+        Ok(m) => m,
+        Err(_) => {
+            report.add(base(
+                "missing_file",
+                "the manifest records this file but it is not there".into(),
+            ));
+            return;
+        }
+    };
+    if meta.len() != c.bytes {
+        report.add(Finding {
+            expected: json!(c.bytes),
+            actual: json!(meta.len()),
+            ..base(
+                "size_mismatch",
+                format!("{} bytes recorded, {} on disk", c.bytes, meta.len()),
+            )
+        });
+    }
+    if !quick {
+        match hash_file(&path) {
+            Ok((n, h)) => {
+                hashed.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                if h != c.sha256 {
+                    report.add(Finding {
+                        expected: json!(c.sha256),
+                        actual: json!(h),
+                        ..base(
+                            "hash_mismatch",
+                            "the content differs from what was recorded".into(),
+                        )
+                    });
+                }
+            }
+            Err(e) => report.add(base("missing_file", format!("cannot read it: {e}"))),
+        }
+    }
+    if let Some((rows, output)) = &c.parquet {
+        let footer = std::fs::File::open(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|f| {
+                parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&f, Default::default())
+                    .map_err(|e| e.to_string())
+            });
+        match footer {
+            Ok(md) => {
+                let actual = md.metadata().file_metadata().num_rows() as u64;
+                if actual != *rows {
+                    report.add(Finding {
+                        expected: json!(rows),
+                        actual: json!(actual),
+                        ..base(
+                            "row_count_mismatch",
+                            format!("{rows} rows recorded, the footer says {actual}"),
+                        )
+                    });
+                }
+                let schema = md
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{}:{}", f.name(), f.data_type()))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                if let Ok(mut s) = schemas.lock() {
+                    s.entry(output.clone())
+                        .or_default()
+                        .push((c.rel.clone(), schema));
+                }
+            }
+            Err(e) => report.add(base(
+                "unreadable_parquet",
+                format!("not a readable Parquet file: {e}"),
+            )),
+        }
+    }
+}
