@@ -309,6 +309,15 @@ pub(crate) fn split_kv(raw: &str, flag: &str) -> Result<(String, String), UsageE
     }
 }
 
+/// Repeated `--type COL=TYPE` flags.
+pub(crate) fn parse_type_flags(raw: &[String]) -> Result<BTreeMap<String, ColType>, UsageError> {
+    parse_types(
+        raw.iter()
+            .map(|t| split_kv(t, "--type"))
+            .collect::<Result<Vec<_>, _>>()?,
+    )
+}
+
 pub(crate) fn parse_types(
     pairs: impl IntoIterator<Item = (String, String)>,
 ) -> Result<BTreeMap<String, ColType>, UsageError> {
@@ -449,12 +458,7 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
             .iter()
             .map(|p| split_kv(p, "--param"))
             .collect::<Result<Vec<_>, _>>()?;
-        let types = parse_types(
-            args.types
-                .iter()
-                .map(|t| split_kv(t, "--type"))
-                .collect::<Result<Vec<_>, _>>()?,
-        )?;
+        let types = parse_type_flags(&args.types)?;
         let tables = args
             .tables
             .iter()

@@ -553,7 +553,8 @@ pub fn parse_date(s: &str) -> Option<i32> {
     Some(d.num_days_from_ce() - EPOCH_DAYS_CE)
 }
 
-fn parse_naive_datetime(s: &str) -> Option<NaiveDateTime> {
+/// `YYYY-MM-DD HH:MM[:SS[.f]]` (space or `T`).
+pub fn parse_naive_datetime(s: &str) -> Option<NaiveDateTime> {
     for fmt in [
         "%Y-%m-%d %H:%M:%S%.f",
         "%Y-%m-%dT%H:%M:%S%.f",

@@ -20,7 +20,7 @@ use arrow::record_batch::RecordBatch;
 use serde_json::json;
 
 use crate::cli::SqlExtractArgs;
-use crate::config::{load_config, parse_types, split_kv};
+use crate::config::{load_config, parse_type_flags, parse_types, split_kv};
 use crate::error::UsageError;
 use crate::fsutil::{AtomicFile, create_dir_all_durable};
 use crate::lock::DirLock;
@@ -147,12 +147,7 @@ fn resolve(args: &SqlExtractArgs) -> Result<Settings, UsageError> {
             .iter()
             .map(|a| Param::parse(a))
             .collect::<Result<Vec<_>, _>>()?;
-        let types = parse_types(
-            args.types
-                .iter()
-                .map(|t| split_kv(t, "--type"))
-                .collect::<Result<Vec<_>, _>>()?,
-        )?;
+        let types = parse_type_flags(&args.types)?;
         let name = match (&args.name, &args.output) {
             (Some(n), _) => n.clone(),
             (None, Some(o)) => o
