@@ -6,6 +6,11 @@ sql-extract cases (issue: "sql-extract ... fast and in bounded memory"):
   harvest - harvest sql-extract --output FILE.parquet (zstd)
   pandas  - read_sql_query(chunksize=25000) -> pyarrow.ParquetWriter (zstd)
   duckdb  - DuckDB 1.4.4 + sqlite extension: COPY (query over sqlite_scan) TO parquet (zstd)
+harvest cases ("Order Details" of the scale-1 fixture, page size 1000, local Datasette 0.65.5):
+  floor   - a minimal client that only follows `next` with the same query parameters, keeping nothing
+  harvest - harvest harvest --table "Order Details" into a fresh DIR
+  peer A  - requests session, sequential _next pagination, a JSON snapshot + manifest line per page,
+            rows accumulated into a pandas DataFrame and written to Parquet at the end
 Wall time and peak RSS come from /usr/bin/time; the machine is shared, so medians matter.
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, glob, datetime
@@ -51,6 +56,56 @@ con.execute(f"COPY ({q}) TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
 '''
 
 
+HTTP_FLOOR = r'''
+import sys, json, requests
+base, table = sys.argv[1], sys.argv[2]
+s = requests.Session()
+params = {"_size": "1000", "_nocount": "1", "_nofacet": "1", "_nosuggest": "1"}
+nxt, pages = None, 0
+while True:
+    p = dict(params)
+    if nxt:
+        p["_next"] = nxt
+    r = s.get(f"{base}/{table}.json", params=p)
+    r.raise_for_status()
+    nxt = r.json().get("next")
+    pages += 1
+    if not nxt:
+        break
+print(pages)
+'''
+
+PEER_A = r'''
+import sys, os, json, hashlib, datetime, requests, pandas as pd
+base, table, out = sys.argv[1], sys.argv[2], sys.argv[3]
+os.makedirs(os.path.join(out, "raw"), exist_ok=True)
+s = requests.Session()
+params = {"_size": "1000", "_nocount": "1", "_nofacet": "1", "_nosuggest": "1"}
+rows, columns, nxt, page = [], None, None, 0
+with open(os.path.join(out, "manifest.jsonl"), "a") as man:
+    while True:
+        p = dict(params)
+        if nxt:
+            p["_next"] = nxt
+        r = s.get(f"{base}/{table}.json", params=p)
+        r.raise_for_status()
+        page += 1
+        path = os.path.join(out, "raw", f"page-{page:06}.json")
+        with open(path, "wb") as f:
+            f.write(r.content)
+        body = r.json()
+        man.write(json.dumps({"page": page, "path": path, "sha256": hashlib.sha256(r.content).hexdigest(),
+                              "bytes": len(r.content), "rows": len(body["rows"]),
+                              "fetched_at": datetime.datetime.utcnow().isoformat()}) + "\n")
+        columns = body["columns"]
+        rows.extend(body["rows"])
+        nxt = body.get("next")
+        if not nxt:
+            break
+pd.DataFrame(rows, columns=columns).to_parquet(os.path.join(out, "out.parquet"), compression="zstd")
+'''
+
+
 def timed(cmd):
     """Run cmd under /usr/bin/time; return (seconds, peak RSS MiB)."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
@@ -74,13 +129,65 @@ def tool_cmd(tool, db, sql, params, out):
     return [sys.executable, "-c", script, db, sql, json.dumps(params), out]
 
 
+def harvest_suite(a, work):
+    """Harvest throughput against a local Datasette 0.65.5 on the scale-1 fixture."""
+    import shutil, socket, time, urllib.request
+    db = os.path.abspath(os.path.join(work, "northwind-s1.db"))
+    if not os.path.exists(db):
+        subprocess.run([sys.executable, os.path.join(ROOT, "fixtures/generate.py"), "--out", db, "--scale", "1"], check=True)
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    ds = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "datasette"), "serve", db, "-h", "127.0.0.1",
+                           "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(base + "/-/versions.json", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        dbname = "northwind-s1"
+        table = "Order~20Details"
+        results = {}
+        for rep in range(a.reps):
+            for tool in ["floor", "harvest", "peer A"]:
+                out = os.path.join(work, "h-out")
+                shutil.rmtree(out, ignore_errors=True)
+                if tool == "floor":
+                    cmd = [sys.executable, "-c", HTTP_FLOOR, f"{base}/{dbname}", table]
+                elif tool == "harvest":
+                    cmd = [HARVEST, "-q", "harvest", "--url", base, "--db", dbname, "--table", "Order Details", "--out", out]
+                else:
+                    cmd = [sys.executable, "-c", PEER_A, f"{base}/{dbname}", table, out]
+                secs, mib = timed(cmd)
+                results.setdefault(tool, []).append((secs, mib))
+                print(f"  harvest-suite {tool:8} rep {rep + 1}: {secs:6.2f}s {mib:7.1f} MiB", file=sys.stderr)
+        shutil.rmtree(os.path.join(work, "h-out"), ignore_errors=True)
+    finally:
+        ds.terminate()
+    print(f"\nharvest benchmark: Order Details, scale 1 (587,830 rows, 588 pages of 1000), local Datasette 0.65.5, "
+          f"{a.reps} reps, {datetime.date.today()} (`scripts/bench --suite harvest --reps {a.reps}`)\n")
+    print("| tool | median wall s | × floor | harvest ÷ tool | peak RSS MiB (max) |")
+    print("|---|---:|---:|---:|---:|")
+    floor = statistics.median(x for x, _ in results["floor"])
+    h = statistics.median(x for x, _ in results["harvest"])
+    for tool in ["floor", "harvest", "peer A"]:
+        med = statistics.median(x for x, _ in results[tool])
+        print(f"| {tool} | {med:.2f} | {med / floor:.2f} | {h / med:.2f} | {max(m for _, m in results[tool]):.0f} |")
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--suite", default="all", choices=["all", "sql-extract", "harvest"])
     ap.add_argument("--work", default=".bench")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--scale", type=int, default=10)
     ap.add_argument("--tools", default="floor,harvest,duckdb,pandas")
     a = ap.parse_args()
+    if a.suite in ("all", "harvest"):
+        harvest_suite(a, a.work)
+    if a.suite == "harvest":
+        return
     db = os.path.abspath(os.path.join(a.work, f"northwind-s{a.scale}.db"))
     if not os.path.exists(db):
         print(f"generating {db} ...", file=sys.stderr)
