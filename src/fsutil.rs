@@ -111,6 +111,42 @@ impl Drop for AtomicFile {
     }
 }
 
+/// Every regular file under `dir`, recursively; a missing `dir` has none.
+pub fn files_under(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = match fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for e in entries {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `path` relative to `root`, with `/` separators (the form the manifest records).
+pub fn rel_path(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .map(|r| r.to_string_lossy().replace('\\', "/"))
+        .unwrap_or_default()
+}
+
+/// A Parquet part file as the sink names them (`part-<run_id>-<n>.parquet`).
+pub fn is_part_file(path: &Path) -> bool {
+    path.file_name()
+        .map(|n| n.to_string_lossy())
+        .is_some_and(|n| n.starts_with("part-") && n.ends_with(".parquet"))
+}
+
 /// Make `name` safe as one path component: no separators, no `..`, no control characters,
 /// no leading dot (that would hide it from dataset readers). Unsafe bytes are written as
 /// `%XX` (the Hive convention, which pyarrow decodes), so distinct names stay distinct.

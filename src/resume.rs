@@ -181,32 +181,14 @@ pub fn sweep_parts(out: &Path, records: &[Value]) -> std::io::Result<Vec<String>
         }
     }
     let mut removed = vec![];
-    let root = out.join("parquet");
-    let mut stack = vec![root.clone()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries {
-            let e = e?;
-            let p = e.path();
-            if e.file_type()?.is_dir() {
-                stack.push(p);
-                continue;
+    for p in crate::fsutil::files_under(&out.join("parquet"))? {
+        let rel = crate::fsutil::rel_path(out, &p);
+        if crate::fsutil::is_part_file(&p) && !recorded.contains(&rel) {
+            std::fs::remove_file(&p)?;
+            if let Some(dir) = p.parent() {
+                crate::fsutil::fsync_dir(dir)?;
             }
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !(name.starts_with("part-") && name.ends_with(".parquet")) {
-                continue;
-            }
-            let rel = p
-                .strip_prefix(out)
-                .map(|r| r.to_string_lossy().replace('\\', "/"))
-                .unwrap_or_default();
-            if !recorded.contains(&rel) {
-                std::fs::remove_file(&p)?;
-                crate::fsutil::fsync_dir(&dir)?;
-                removed.push(rel);
-            }
+            removed.push(rel);
         }
     }
     Ok(removed)

@@ -25,7 +25,10 @@ use tokio::sync::watch;
 use crate::config::{HarvestSettings, SourceSettings, TableSettings, resolve_harvest};
 use crate::datasette::{self, BodyProblem, Flavor, Page, TableRequest};
 use crate::error::Interrupted;
-use crate::fsutil::{TEMP_SUFFIX, atomic_write, create_dir_all_durable, sanitize_component};
+use crate::fsutil::{
+    TEMP_SUFFIX, atomic_write, create_dir_all_durable, files_under, is_part_file, rel_path,
+    sanitize_component,
+};
 use crate::http::{Client, Verdict};
 use crate::lock::DirLock;
 use crate::manifest::{Manifest, sha256_hex};
@@ -78,29 +81,17 @@ pub(crate) fn now_rfc3339() -> String {
 
 /// Remove temp files a crashed run left under DIR (they were never visible as real files).
 pub(crate) fn remove_leftover_temps(out: &Path) -> anyhow::Result<u64> {
-    fn walk(dir: &Path, removed: &mut u64) -> std::io::Result<()> {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Ok(());
-        };
-        for e in entries {
-            let e = e?;
-            let p = e.path();
-            if e.file_type()?.is_dir() {
-                walk(&p, removed)?;
-            } else if p
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().ends_with(TEMP_SUFFIX))
-            {
-                std::fs::remove_file(&p)?;
-                *removed += 1;
-            }
-        }
-        Ok(())
-    }
     let mut removed = 0;
     for sub in ["raw", "parquet", "state"] {
-        walk(&out.join(sub), &mut removed)
+        let files = files_under(&out.join(sub))
             .with_context(|| format!("cannot clean temp files under {}", out.display()))?;
+        for p in files
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(TEMP_SUFFIX))
+        {
+            std::fs::remove_file(p).with_context(|| format!("cannot remove {}", p.display()))?;
+            removed += 1;
+        }
     }
     if removed > 0 {
         tracing::warn!("removed {removed} temp file(s) left by an interrupted run");
@@ -162,7 +153,6 @@ pub(crate) async fn run_settings(
             None
         }
     };
-    drop(history);
     let run_id = match &resume {
         Some(r) => {
             let replay: usize = r.tables.values().map(|t| t.replay.len()).sum();
@@ -218,6 +208,7 @@ pub(crate) async fn run_settings(
             resume: resume.as_ref(),
             signals: signals.clone(),
             quiet: printer.quiet,
+            history: &history,
         };
         let r = harvest_source(&ctx, &mut manifest, &mut totals).await;
         let st = client.stats();
@@ -276,6 +267,8 @@ struct RunCtx<'a> {
     resume: Option<&'a ResumePoint>,
     signals: watch::Receiver<Option<&'static str>>,
     quiet: bool,
+    /// The manifest as read at start: other runs' records, which this run does not change.
+    history: &'a [Value],
 }
 
 /// SIGINT/SIGTERM set the watched value; the page loop checks it between pages and while a
@@ -1051,38 +1044,21 @@ pub(crate) fn supersede_parts(
     output: &str,
     manifest: &mut Manifest,
 ) -> anyhow::Result<()> {
-    let mut stale: Vec<PathBuf> = Vec::new();
-    fn walk(dir: &Path, run_id: &str, stale: &mut Vec<PathBuf>) -> std::io::Result<()> {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Ok(());
-        };
-        for e in entries {
-            let e = e?;
-            let p = e.path();
-            if e.file_type()?.is_dir() {
-                walk(&p, run_id, stale)?;
-            } else {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with("part-")
-                    && name.ends_with(".parquet")
-                    && !name.starts_with(&format!("part-{run_id}-"))
-                {
-                    stale.push(p);
-                }
-            }
-        }
-        Ok(())
-    }
-    walk(&out.join(table_rel), run_id, &mut stale)?;
+    let mine = format!("part-{run_id}-");
+    let mut stale: Vec<PathBuf> = files_under(&out.join(table_rel))?
+        .into_iter()
+        .filter(|p| {
+            is_part_file(p)
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&mine))
+        })
+        .collect();
     if stale.is_empty() {
         return Ok(());
     }
     stale.sort();
-    let rels: Vec<String> = stale
-        .iter()
-        .filter_map(|p| p.strip_prefix(out).ok())
-        .map(|p| p.to_string_lossy().replace('\\', "/"))
-        .collect();
+    let rels: Vec<String> = stale.iter().map(|p| rel_path(out, p)).collect();
     manifest.append(
         "supersede",
         run_id,
@@ -1135,21 +1111,7 @@ fn watermark_index(table: &TableSettings, plan: &TablePlan) -> anyhow::Result<us
 }
 
 fn dataset_has_parts(dir: &Path) -> bool {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(e.path());
-            } else if name.starts_with("part-") && name.ends_with(".parquet") {
-                return true;
-            }
-        }
-    }
-    false
+    files_under(dir).is_ok_and(|files| files.iter().any(|p| is_part_file(p)))
 }
 
 /// Incremental datasets accumulate parts, so parts recorded by an earlier run that never
@@ -1159,8 +1121,7 @@ fn remove_unfinished_parts(
     table: &TableSettings,
     manifest: &mut Manifest,
 ) -> anyhow::Result<()> {
-    let history = crate::manifest::read_records(&ctx.settings.out)?;
-    let paths = crate::resume::unfinished_parts(&history, &table.output, ctx.run_id);
+    let paths = crate::resume::unfinished_parts(ctx.history, &table.output, ctx.run_id);
     let paths: Vec<String> = paths
         .into_iter()
         .filter(|p| ctx.settings.out.join(p).exists())

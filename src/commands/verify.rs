@@ -298,28 +298,14 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
 
     // 4. Orphans: files under raw/ and parquet/ no record vouches for.
     for sub in ["raw", "parquet"] {
-        let mut stack = vec![out.join(sub)];
-        while let Some(d) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let p = e.path();
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(p);
-                    continue;
-                }
-                let rel = p
-                    .strip_prefix(out)
-                    .map(|r| r.to_string_lossy().replace('\\', "/"))
-                    .unwrap_or_default();
-                let in_run = args.run.as_deref().is_none_or(|id| rel.contains(id));
-                if in_run && (!referenced.contains(&rel) || superseded.contains(&rel)) {
-                    report.add(Finding {
-                        path: Some(rel),
-                        ..finding("orphan_file", "no manifest record vouches for this file")
-                    });
-                }
+        for p in crate::fsutil::files_under(&out.join(sub)).unwrap_or_default() {
+            let rel = crate::fsutil::rel_path(out, &p);
+            let in_run = args.run.as_deref().is_none_or(|id| rel.contains(id));
+            if in_run && (!referenced.contains(&rel) || superseded.contains(&rel)) {
+                report.add(Finding {
+                    path: Some(rel),
+                    ..finding("orphan_file", "no manifest record vouches for this file")
+                });
             }
         }
     }
