@@ -207,6 +207,11 @@ pub struct HarvestArgs {
     #[arg(long = "type", value_name = "COL=TYPE")]
     pub types: Vec<String>,
 
+    /// Page each table with N concurrent cursors over disjoint ranges of its integer primary
+    /// key (`harvest` only). Tables without one are paged with one cursor. Default 1.
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<u32>,
+
     /// Bearer token from this environment variable.
     #[arg(long, value_name = "VAR")]
     pub token_env: Option<String>,

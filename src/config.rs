@@ -110,6 +110,8 @@ pub struct TableConfig {
     pub page_size: Option<u32>,
     pub partition_by: Option<String>,
     pub sort: Option<String>,
+    /// Concurrent key-range cursors for this table (`--parallel` overrides).
+    pub parallel: Option<u32>,
     #[serde(default)]
     pub types: BTreeMap<String, String>,
     /// `incremental` only: the watermark column, first-run lower bound, and lookback.
@@ -154,6 +156,8 @@ pub struct TableSettings {
     pub sort: Option<String>,
     pub types: BTreeMap<String, ColType>,
     pub watermark: Option<WatermarkSettings>,
+    /// Concurrent key-range cursors (`--parallel`); 1 pages the table with one cursor.
+    pub parallel: u32,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -359,6 +363,9 @@ fn toml_scalar(key: &str, v: &toml::Value) -> Result<String, UsageError> {
     })
 }
 
+/// The most concurrent cursors one table may use.
+pub const MAX_PARALLEL: u32 = 16;
+
 /// Flags + config + env → settings. Rules: `--table` on the command line defines the job's
 /// tables (with `--param/--partition-by/--sort/--type/--page-size`), taking URL and database
 /// from `--url/--db` or else from the config's only source. Without `--table`, the config's
@@ -471,6 +478,7 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
                 sort: args.sort.clone(),
                 types: types.clone(),
                 watermark: None,
+                parallel: args.parallel.unwrap_or(1),
             })
             .collect();
         sources.push(SourceSettings {
@@ -517,6 +525,7 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
                         .unwrap_or(DEFAULT_PAGE_SIZE),
                     partition_by: t.partition_by.clone(),
                     sort: t.sort.clone(),
+                    parallel: args.parallel.or(t.parallel).unwrap_or(1),
                     types: parse_types(t.types.clone())?,
                     watermark: match &t.watermark {
                         None => None,
@@ -562,6 +571,15 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
     let mut outputs = std::collections::BTreeSet::new();
     for s in &sources {
         for t in &s.tables {
+            if t.parallel == 0 || t.parallel > MAX_PARALLEL {
+                return Err(UsageError::with_hint(
+                    format!(
+                        "parallel for table {:?} is {}, outside 1..={MAX_PARALLEL}",
+                        t.name, t.parallel
+                    ),
+                    "a local Datasette runs 3 SQL threads; 2-4 cursors are usually enough",
+                ));
+            }
             if t.page_size == 0 {
                 return Err(UsageError::new(format!(
                     "page size for table {:?} must be at least 1",
@@ -632,10 +650,18 @@ fn describe(
 pub fn resolve_incremental(
     args: &crate::cli::IncrementalArgs,
 ) -> Result<HarvestSettings, UsageError> {
+    if args.harvest.parallel.is_some_and(|n| n > 1) {
+        return Err(UsageError::with_hint(
+            "--parallel is for full harvests: `incremental` reads rows in watermark order with one cursor",
+            "drop --parallel, or use `harvest --parallel N` for the first full load",
+        ));
+    }
     let mut settings = resolve_harvest(&args.harvest)?;
     settings.command = "incremental";
     for s in &mut settings.sources {
         for t in &mut s.tables {
+            // A config's `parallel` is for `harvest`; incremental pages in watermark order.
+            t.parallel = 1;
             let from_flags = !args.harvest.tables.is_empty();
             let mut wm = match (&t.watermark, from_flags) {
                 (Some(w), false) => w.clone(),

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod cursor;
 pub mod datasette;
 pub mod error;
 pub mod fsutil;
@@ -12,11 +13,14 @@ pub mod http;
 pub mod lock;
 pub mod manifest;
 pub mod parquet_sink;
+pub mod pipeline;
+pub mod planner;
 pub mod printer;
 pub mod progress;
 pub mod redact;
 pub mod resume;
 pub mod schema;
+pub mod slices;
 pub mod sqlite_source;
 pub mod watermark;
 

@@ -177,6 +177,11 @@ impl TableSink {
         self.parts_closed = last_part;
     }
 
+    /// True while no row and no part has gone into this sink.
+    pub fn is_empty(&self) -> bool {
+        self.parts_closed == 0 && self.open.is_empty()
+    }
+
     /// The directory (relative to DIR) holding this table's parts.
     pub fn table_rel(&self) -> &str {
         &self.table_rel

@@ -9,6 +9,8 @@
 //! - [`sweep_parts`] removes every Parquet part the manifest does not vouch for: parts never
 //!   recorded (a crash between rename and record) and superseded parts still present (a crash
 //!   in the middle of a supersede). Readers then see each source row exactly once.
+//! - A `--parallel` table resumes slice by slice: each slice has its own checkpoint, replay
+//!   list and cursor, and the slice plan is the one recorded, never recomputed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -16,6 +18,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::schema::ColumnPlan;
+use crate::slices::SlicePlan;
 
 /// A recorded page after the last checkpoint of a table.
 #[derive(Debug, Clone)]
@@ -26,30 +29,46 @@ pub struct RecordedPage {
     pub cursor_out: Option<String>,
 }
 
-/// Where one table of an unfinished run stands.
+/// Where one cursor of a table stands: the whole table, or one slice of a `--parallel` run.
 #[derive(Debug, Clone, Default)]
-pub struct TableProgress {
-    /// The table's final parts are recorded (`table_end`): nothing to do.
-    pub done: bool,
+pub struct StreamProgress {
     /// Last page whose rows are all in recorded parts (0: none).
     pub checkpoint_page: u64,
     /// `cursor_out` of the checkpoint page.
     pub checkpoint_cursor: Option<String>,
     /// Recorded pages after the checkpoint, in order: replay these from their snapshots.
     pub replay: Vec<RecordedPage>,
-    /// Every recorded page of the table in this run, in order (incremental replays them all
+    /// Every recorded page of the stream in this run, in order (incremental replays them all
     /// to rebuild its watermark tracker; only those after the checkpoint go to Parquet).
     pub all_pages: Vec<RecordedPage>,
-    /// The column plan recorded with the table's parts, if any part was recorded.
-    pub plan: Option<Vec<ColumnPlan>>,
-    /// The highest part number recorded for the table in this run.
+    /// The highest part number recorded for the stream in this run.
     pub last_part: u64,
     /// Rows in recorded parts so far.
     pub rows_in_parts: u64,
-    /// The server's row count, recorded with page 1.
-    pub server_count: Option<u64>,
     /// Every cursor already followed (to keep the repeated-token guard across a resume).
     pub cursors: Vec<String>,
+}
+
+/// Where one table of an unfinished run stands.
+#[derive(Debug, Clone, Default)]
+pub struct TableProgress {
+    /// The table's final parts are recorded (`table_end`): nothing to do.
+    pub done: bool,
+    /// The column plan recorded with the table's parts, if any part was recorded.
+    pub plan: Option<Vec<ColumnPlan>>,
+    /// The server's row count, recorded with page 1 (or with the slice plan).
+    pub server_count: Option<u64>,
+    /// The key ranges of a `--parallel` run, as recorded before its first page.
+    pub slices: Option<SlicePlan>,
+    /// Keyed by slice index (`None`: the table is paged with one cursor).
+    pub streams: BTreeMap<Option<u32>, StreamProgress>,
+}
+
+impl TableProgress {
+    /// Rows already in recorded parts, all streams together.
+    pub fn rows_in_parts(&self) -> u64 {
+        self.streams.values().map(|s| s.rows_in_parts).sum()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -60,12 +79,22 @@ pub struct ResumePoint {
 }
 
 fn part_number(path: &str) -> u64 {
-    // …/part-<run_id>-<n>.parquet
+    // …/part-<run_id>[-s<slice>]-<n>.parquet
     path.rsplit('-')
         .next()
         .and_then(|s| s.strip_suffix(".parquet"))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// The slice a `page` or `parquet` record belongs to (`None`: an unsliced table).
+fn slice_of(r: &Value) -> Option<u32> {
+    let v = if r["kind"] == "parquet" {
+        &r["pages"]["slice"]
+    } else {
+        &r["slice"]
+    };
+    v.as_u64().and_then(|n| u32::try_from(n).ok())
 }
 
 /// The last run, if it is unfinished and was started with `digest`.
@@ -94,21 +123,29 @@ pub fn find_resumable(records: &[Value], digest: &str) -> Option<ResumePoint> {
         return None;
     }
     let mut tables: BTreeMap<String, TableProgress> = BTreeMap::new();
-    let mut pages: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    let mut pages: BTreeMap<(String, Option<u32>), Vec<&Value>> = BTreeMap::new();
     for r in &mine {
         let Some(output) = r["output"].as_str() else {
             continue;
         };
         let t = tables.entry(output.to_string()).or_default();
         match r["kind"].as_str() {
-            Some("page") => pages.entry(output.to_string()).or_default().push(r),
+            Some("page") => pages
+                .entry((output.to_string(), slice_of(r)))
+                .or_default()
+                .push(r),
+            Some("slices") => {
+                t.slices = serde_json::from_value(r["plan"].clone()).ok();
+                t.server_count = t.slices.as_ref().and_then(|s| s.server_count);
+            }
             Some("parquet") => {
+                let s = t.streams.entry(slice_of(r)).or_default();
                 let last = r["pages"]["last"].as_u64().unwrap_or(0);
-                t.checkpoint_page = t.checkpoint_page.max(last);
-                t.last_part = t
+                s.checkpoint_page = s.checkpoint_page.max(last);
+                s.last_part = s
                     .last_part
                     .max(part_number(r["path"].as_str().unwrap_or("")));
-                t.rows_in_parts += r["rows"].as_u64().unwrap_or(0);
+                s.rows_in_parts += r["rows"].as_u64().unwrap_or(0);
                 if t.plan.is_none() {
                     t.plan = serde_json::from_value::<Vec<ColumnPlan>>(r["schema"].clone())
                         .ok()
@@ -119,19 +156,20 @@ pub fn find_resumable(records: &[Value], digest: &str) -> Option<ResumePoint> {
             _ => {}
         }
     }
-    for (output, recs) in pages {
+    for ((output, slice), recs) in pages {
         let t = tables.entry(output).or_default();
+        let s = t.streams.entry(slice).or_default();
         for r in recs {
             let page = r["page"].as_u64().unwrap_or(0);
             let cursor_out = r["cursor_out"].as_str().map(str::to_string);
             if let Some(c) = &cursor_out {
-                t.cursors.push(c.clone());
+                s.cursors.push(c.clone());
             }
-            if page == 1 {
+            if page == 1 && slice.is_none() {
                 t.server_count = r["server_count"].as_u64();
             }
-            if page == t.checkpoint_page {
-                t.checkpoint_cursor = cursor_out.clone();
+            if page == s.checkpoint_page {
+                s.checkpoint_cursor = cursor_out.clone();
             }
             let rec = RecordedPage {
                 page,
@@ -139,16 +177,16 @@ pub fn find_resumable(records: &[Value], digest: &str) -> Option<ResumePoint> {
                 sha256: r["sha256"].as_str().unwrap_or_default().to_string(),
                 cursor_out,
             };
-            if page > t.checkpoint_page {
-                t.replay.push(rec.clone());
+            if page > s.checkpoint_page {
+                s.replay.push(rec.clone());
             }
-            t.all_pages.push(rec);
+            s.all_pages.push(rec);
         }
-        t.replay.sort_by_key(|p| p.page);
-        t.all_pages.sort_by_key(|p| p.page);
+        s.replay.sort_by_key(|p| p.page);
+        s.all_pages.sort_by_key(|p| p.page);
         // Only a gap-free run of pages right after the checkpoint can be replayed.
-        let mut expect = t.checkpoint_page + 1;
-        t.replay.retain(|p| {
+        let mut expect = s.checkpoint_page + 1;
+        s.replay.retain(|p| {
             let keep = p.page == expect;
             if keep {
                 expect += 1;

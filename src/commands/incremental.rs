@@ -7,8 +7,6 @@
 //! each run's rows are new Parquet parts in the same dataset; the watermark moves only after
 //! the parts it covers are recorded; crash, resume and lock behave as in `harvest`.
 
-use anyhow::Context as _;
-
 use crate::cli::IncrementalArgs;
 use crate::config::resolve_incremental;
 use crate::printer::Printer;
@@ -20,9 +18,5 @@ pub fn run(args: &IncrementalArgs, printer: Printer) -> anyhow::Result<()> {
         printer.stdout(&format!("{}\n", serde_json::to_string_pretty(&states)?));
         return Ok(());
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(super::harvest::run_settings(settings, printer))
+    super::harvest::runtime()?.block_on(super::harvest::run_settings(settings, printer))
 }

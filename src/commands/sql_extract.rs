@@ -519,7 +519,7 @@ fn extract_one(
         run_id,
         obj(json!({"output": e.name, "rows": rows, "parts": closed.len(), "query": e.query})),
     )?;
-    super::harvest::supersede_parts(out, &table_rel, run_id, &e.name, manifest)?;
+    crate::pipeline::supersede_parts(out, &table_rel, run_id, &e.name, manifest)?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         "{}: {rows} rows, {} part(s), {:.1}s ({:.0} rows/s)",

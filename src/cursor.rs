@@ -1,0 +1,179 @@
+//! Cursor walkers: background tasks that follow one Datasette request's `next` tokens and hand
+//! each parsed page to the table pipeline over a bounded channel.
+//!
+//! Guarantees:
+//! - Fetching runs ahead of the writer by at most the channel's capacity, so the server is
+//!   already working on page N+1 while page N is being made durable, and memory stays bounded
+//!   (a few pages per cursor, never a table).
+//! - Pages of one cursor arrive in order; every page is numbered from the cursor's last
+//!   recorded page, and carries the URL and the cursor it was fetched with.
+//! - A token the cursor has followed before is reported after its page is delivered (the
+//!   writer records the page, then stops), so a pagination loop never runs on.
+//! - A walker stops on the first failure and reports it; nothing is written here. Dropping the
+//!   [`Walkers`] handle aborts every walker, so an abandoned request never outlives its run.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use url::Url;
+
+use crate::datasette::{self, BodyProblem, Flavor, Page, TableRequest};
+use crate::http::{Client, Fetched, HttpError, Verdict};
+
+/// Where a cursor starts: after its last recorded page.
+#[derive(Debug, Clone, Default)]
+pub struct Start {
+    /// The last page already recorded (0: none), so the next is `page + 1`.
+    pub page: u64,
+    /// The token to continue with (`None` with `page == 0`: the first page).
+    pub cursor: Option<String>,
+    /// Every token already followed, to keep the repeated-token guard across a resume.
+    pub seen: HashSet<String>,
+    /// Column names for bodies that do not list them (1.0 object rows).
+    pub columns: Option<Vec<String>>,
+}
+
+/// One fetched and parsed page.
+#[derive(Debug)]
+pub struct FetchedPage {
+    pub stream: usize,
+    pub page_no: u64,
+    pub url: Url,
+    pub cursor_in: Option<String>,
+    pub fetched: Fetched,
+    pub page: Page,
+}
+
+/// What a walker reports.
+#[derive(Debug)]
+pub enum Event {
+    Page(Box<FetchedPage>),
+    /// The walker stopped; `error` is an [`HttpError`] or a pagination problem.
+    Failed {
+        stream: usize,
+        page_no: u64,
+        error: anyhow::Error,
+    },
+}
+
+/// One cursor to walk.
+pub struct Walk {
+    pub stream: usize,
+    pub request: TableRequest,
+    pub flavor: Flavor,
+    /// True when the flavor came from `/-/versions.json`; otherwise the first reply decides.
+    pub flavor_known: bool,
+    pub start: Start,
+}
+
+/// The running walkers of one table; dropping it aborts them.
+pub struct Walkers {
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Walkers {
+    fn drop(&mut self) {
+        for h in &self.handles {
+            h.abort();
+        }
+    }
+}
+
+/// Start one walker per cursor. Pages arrive on the returned receiver; the channel holds at
+/// most `ahead` pages per walker.
+pub fn spawn(
+    client: &Arc<Client>,
+    walks: Vec<Walk>,
+    ahead: usize,
+) -> (Walkers, mpsc::Receiver<Event>) {
+    let (tx, rx) = mpsc::channel(ahead.max(1) * walks.len().max(1));
+    let handles = walks
+        .into_iter()
+        .map(|w| tokio::spawn(walk(Arc::clone(client), w, tx.clone())))
+        .collect();
+    (Walkers { handles }, rx)
+}
+
+async fn walk(client: Arc<Client>, w: Walk, tx: mpsc::Sender<Event>) {
+    let stream = w.stream;
+    if let Err((page_no, error)) = walk_pages(&client, w, &tx).await {
+        let _ = tx
+            .send(Event::Failed {
+                stream,
+                page_no,
+                error,
+            })
+            .await;
+    }
+}
+
+/// Follow the cursor to its end; `Err` names the page that failed and why.
+async fn walk_pages(
+    client: &Client,
+    w: Walk,
+    tx: &mpsc::Sender<Event>,
+) -> Result<(), (u64, anyhow::Error)> {
+    let Walk {
+        stream,
+        request,
+        mut flavor,
+        flavor_known,
+        start,
+    } = w;
+    let Start {
+        page: mut page_no,
+        mut cursor,
+        mut seen,
+        mut columns,
+    } = start;
+    loop {
+        page_no += 1;
+        let url = request.page_url(flavor, cursor.as_deref(), page_no == 1);
+        let known = columns.clone();
+        let result = client
+            .get(&url, |f| {
+                match datasette::parse_page(&f.body, known.as_deref()) {
+                    Ok(p) => Verdict::Accept(p),
+                    Err(BodyProblem::Truncated(why)) => Verdict::Retry(why),
+                    Err(BodyProblem::Wrong(why)) => Verdict::Reject(why),
+                }
+            })
+            .await;
+        let (fetched, page) = result.map_err(|e| (page_no, anyhow::Error::new::<HttpError>(e)))?;
+        if page_no == 1 && !flavor_known {
+            // An undetected server answered in its own shape: use its parameters from now on.
+            flavor = page.flavor;
+        }
+        if page.columns.is_some() {
+            columns.clone_from(&page.columns);
+        }
+        let next = page.next.clone();
+        let repeated = next.as_ref().is_some_and(|t| !seen.insert(t.clone()));
+        let msg = FetchedPage {
+            stream,
+            page_no,
+            url,
+            cursor_in: cursor.take(),
+            fetched,
+            page,
+        };
+        if tx.send(Event::Page(Box::new(msg))).await.is_err() {
+            return Ok(()); // the writer stopped
+        }
+        match next {
+            None => return Ok(()),
+            Some(tok) if repeated => {
+                return Err((
+                    page_no,
+                    anyhow::anyhow!(
+                        "the server sent the pagination token {tok:?} a second time (page {page_no}); following it would loop forever. \
+This is a known Datasette bug with some sort orders and primary keys; harvest with a different `sort` or filters"
+                    ),
+                ));
+            }
+            Some(tok) => cursor = Some(tok),
+        }
+    }
+}

@@ -1,0 +1,879 @@
+//! The table pipeline shared by `harvest` and `incremental`: pages come in (replayed from
+//! snapshots, or fetched by [`crate::cursor`] walkers), each becomes a durable snapshot and a
+//! manifest line, and its rows go to the table's Parquet sink.
+//!
+//! Guarantees (DESIGN.md crash-safety protocol):
+//! - Per page, the body is saved byte-for-byte and durable *before* its manifest line is
+//!   appended, and its rows reach a sink only after that line. All writing happens on one
+//!   task, in page order per cursor; fetching runs ahead on other threads (bounded), so a crash
+//!   loses at most the pages in flight, which were never recorded.
+//! - A Parquet part is recorded only once durable and visible; a checkpoint closes a stream's
+//!   open parts at a page boundary, so "pages up to N of this stream are in recorded parts".
+//! - A table is paged by one cursor, or with `--parallel N` by one cursor per disjoint key
+//!   range ([`crate::slices`]), each with its own snapshots (`…/<run_id>/slice-<k>/`), page
+//!   numbers, checkpoints and parts (`part-<run_id>-s<k>-<n>`). The slice plan is recorded
+//!   before the first page.
+//! - Resume: the pages a stream recorded after its last checkpoint are replayed from their
+//!   hash-checked snapshots and fetching continues from the last recorded cursor, so no
+//!   recorded page is fetched twice and every row lands once.
+//! - SIGINT/SIGTERM abandon the pages in flight, close and record the open parts (a clean
+//!   checkpoint) and stop with [`Interrupted`].
+//! - A completed table replaces the parts earlier runs wrote for it (`supersede` recorded
+//!   before anything is deleted); an incremental table instead adds parts and then moves its
+//!   watermark (pending → `table_end` → published).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+
+use crate::commands::harvest::{RunCtx, Totals, obj};
+use crate::config::TableSettings;
+use crate::cursor::{self, Event, FetchedPage, Start, Walk};
+use crate::datasette::{self, BodyProblem, Flavor, Page, TableRequest};
+use crate::error::{Interrupted, UsageError};
+use crate::fsutil::{
+    atomic_write, create_dir_all_durable, files_under, is_part_file, rel_path, sanitize_component,
+};
+use crate::http::HttpError;
+use crate::manifest::{Manifest, sha256_hex};
+use crate::parquet_sink::{ClosedPart, TableSink};
+use crate::planner::{TablePlan, plan_table, watermark_index};
+use crate::resume::{StreamProgress, TableProgress};
+use crate::slices::{Planned, SlicePlan};
+use crate::watermark::{Lookback, Mark, Tracker};
+
+/// Pages each walker may fetch ahead of the writer.
+const FETCH_AHEAD: usize = 2;
+
+/// One cursor of a table: the whole table, or one slice of a `--parallel` run.
+struct Stream {
+    slice: Option<u32>,
+    request: TableRequest,
+    raw_rel: String,
+    raw_dir: PathBuf,
+    sink: Option<TableSink>,
+    /// The last page taken (replayed or fetched and recorded); 0 before the first.
+    page_no: u64,
+    /// The token that continues after `page_no` (`None` once the last page was taken).
+    cursor: Option<String>,
+    seen: HashSet<String>,
+    first_page_since_checkpoint: u64,
+    last_part: u64,
+    /// Rows taken in this process, and parts closed.
+    rows: u64,
+    parts: u64,
+    fetched: u64,
+    replayed: u64,
+    progress: StreamProgress,
+}
+
+impl Stream {
+    /// True once the stream's last page was taken.
+    fn complete(&self) -> bool {
+        self.page_no > 0 && self.cursor.is_none()
+    }
+}
+
+/// One table being harvested.
+struct TableRun<'a> {
+    ctx: &'a RunCtx<'a>,
+    table: &'a TableSettings,
+    plan: Option<TablePlan>,
+    streams: Vec<Stream>,
+    slices: Option<SlicePlan>,
+    /// The server's row count for the whole request, when known.
+    server_count: Option<u64>,
+    /// Incremental: decides which rows are new, tracks the next watermark.
+    tracker: Option<Tracker>,
+    rows_before: u64,
+}
+
+impl<'a> TableRun<'a> {
+    fn rows(&self) -> u64 {
+        self.rows_before + self.streams.iter().map(|s| s.rows).sum::<u64>()
+    }
+
+    fn known_columns(&self) -> Option<Vec<String>> {
+        self.plan
+            .as_ref()
+            .map(|p| p.columns.iter().map(|c| c.name.clone()).collect())
+    }
+
+    /// Take one page of stream `si` whose snapshot and manifest line are durable.
+    /// `to_sink: false` only feeds the watermark tracker (pages already in recorded parts).
+    async fn accept(
+        &mut self,
+        si: usize,
+        page_no: u64,
+        page: &Page,
+        to_sink: bool,
+        manifest: &mut Manifest,
+        totals: &mut Totals,
+    ) -> anyhow::Result<()> {
+        if self.plan.is_none() {
+            // A sliced table's page counts only its slice; the plan holds the table's count.
+            let count = match &self.slices {
+                Some(s) => s.server_count,
+                None => page.count,
+            };
+            let p = plan_table(
+                self.ctx.client,
+                &self.ctx.source.base,
+                &self.ctx.source.database,
+                self.table,
+                page,
+                count,
+            )
+            .await?;
+            if p.is_view && self.table.sort.is_none() {
+                let w = format!(
+                    "{:?} is a view: Datasette pages views by offset with no guaranteed order, so rows can be skipped or repeated if the data changes during the harvest; set `sort` to a unique column",
+                    self.table.name
+                );
+                tracing::warn!("{w}");
+                totals.warnings.push(w);
+            }
+            self.set_plan(p)?;
+        }
+        let Some(plan) = self.plan.as_ref() else {
+            unreachable!("planned above")
+        };
+        if let Some(cols) = &page.columns
+            && (cols.len() != plan.columns.len()
+                || cols.iter().zip(&plan.columns).any(|(a, b)| *a != b.name))
+        {
+            bail!(
+                "page {page_no} has columns {:?}, but the table was planned with {:?}: the table changed during the harvest; rerun with --restart",
+                cols,
+                plan.columns.iter().map(|c| &c.name).collect::<Vec<_>>()
+            );
+        }
+        let rows: std::borrow::Cow<'_, [Vec<Value>]> = match self.tracker.as_mut() {
+            None => std::borrow::Cow::Borrowed(&page.rows),
+            Some(tracker) => {
+                let col = watermark_index(self.table, plan)?;
+                let mut kept = Vec::with_capacity(page.rows.len());
+                for r in &page.rows {
+                    if tracker.admit(r, col)? {
+                        kept.push(r.clone());
+                    }
+                }
+                std::borrow::Cow::Owned(kept)
+            }
+        };
+        if !to_sink {
+            return Ok(());
+        }
+        let stream = &mut self.streams[si];
+        let Some(sink) = stream.sink.as_mut() else {
+            unreachable!("a plan always comes with sinks")
+        };
+        sink.push_rows(&rows, page_no)?;
+        stream.rows += rows.len() as u64;
+        if sink.checkpoint_due() {
+            self.checkpoint(si, manifest)?;
+        }
+        Ok(())
+    }
+
+    fn set_plan(&mut self, p: TablePlan) -> anyhow::Result<()> {
+        // Open parts of all streams share the memory budget.
+        let n = self.streams.len().max(1);
+        let mut settings = self.ctx.settings.sink.clone();
+        settings.memory_budget /= n;
+        settings.max_open_parts = (settings.max_open_parts / n).max(1);
+        for s in &mut self.streams {
+            let tag = match s.slice {
+                None => self.ctx.run_id.to_string(),
+                Some(k) => format!("{}-s{k}", self.ctx.run_id),
+            };
+            let mut sink = TableSink::new(
+                &self.ctx.settings.out,
+                &self.table.output,
+                &tag,
+                &p.columns,
+                self.table.partition_by.as_deref(),
+                settings.clone(),
+            )?;
+            sink.continue_after_part(s.last_part);
+            s.sink = Some(sink);
+        }
+        self.plan = Some(p);
+        Ok(())
+    }
+
+    /// Close and record stream `si`'s open parts: all rows of its pages so far are durable.
+    fn checkpoint(&mut self, si: usize, manifest: &mut Manifest) -> anyhow::Result<()> {
+        let (Some(plan), stream) = (self.plan.as_ref(), &mut self.streams[si]) else {
+            return Ok(());
+        };
+        let Some(sink) = stream.sink.as_mut() else {
+            return Ok(());
+        };
+        let closed = sink.checkpoint()?;
+        record_parts(manifest, self.ctx, self.table, plan, stream, &closed)?;
+        stream.parts += closed.len() as u64;
+        stream.first_page_since_checkpoint = stream.page_no + 1;
+        Ok(())
+    }
+
+    fn checkpoint_all(&mut self, manifest: &mut Manifest) -> anyhow::Result<()> {
+        for si in 0..self.streams.len() {
+            self.checkpoint(si, manifest)?;
+        }
+        Ok(())
+    }
+
+    /// Make a fetched page durable (snapshot, then manifest line), then take its rows.
+    async fn record_fetched(
+        &mut self,
+        f: FetchedPage,
+        manifest: &mut Manifest,
+        totals: &mut Totals,
+    ) -> anyhow::Result<()> {
+        let ctx = self.ctx;
+        let source = ctx.source;
+        let FetchedPage {
+            stream: si,
+            page_no,
+            url,
+            cursor_in,
+            fetched,
+            page,
+        } = f;
+        let s = &mut self.streams[si];
+        debug_assert_eq!(page_no, s.page_no + 1, "walkers deliver pages in order");
+        let snap_name = format!("page-{page_no:06}.json");
+        let snap_rel = format!("{}/{snap_name}", s.raw_rel);
+        atomic_write(&s.raw_dir.join(&snap_name), &fetched.body)
+            .with_context(|| format!("cannot write the snapshot {snap_rel}"))?;
+        let mut rec = obj(json!({
+            "source": crate::http::display_url(&source.base),
+            "database": source.database,
+            "table": self.table.name,
+            "output": self.table.output,
+            "page": page_no,
+            "url": crate::http::display_url(&url),
+            "params": datasette::query_params(&url),
+            "status": fetched.status,
+            "sha256": sha256_hex(&fetched.body),
+            "bytes": fetched.body.len(),
+            "path": snap_rel,
+            "rows": page.rows.len(),
+            "cursor_in": cursor_in,
+            "cursor_out": page.next,
+            "fetched_at": fetched.fetched_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "attempts": fetched.attempts,
+            "elapsed_ms": fetched.elapsed_ms,
+        }));
+        if let Some(k) = s.slice {
+            rec.insert("slice".into(), json!(k));
+        }
+        for (k, v) in [
+            ("etag", &fetched.etag),
+            ("last_modified", &fetched.last_modified),
+            ("content_type", &fetched.content_type),
+        ] {
+            if let Some(v) = v {
+                rec.insert(k.into(), json!(v));
+            }
+        }
+        if page_no == 1
+            && s.slice.is_none()
+            && let Some(c) = page.count
+        {
+            rec.insert("server_count".into(), json!(c));
+            self.server_count = Some(c);
+        }
+        manifest.append("page", ctx.run_id, rec)?;
+        s.page_no = page_no;
+        s.cursor.clone_from(&page.next);
+        s.fetched += 1;
+        self.accept(si, page_no, &page, true, manifest, totals)
+            .await?;
+        totals.pages += 1;
+        Ok(())
+    }
+}
+
+/// Harvest one table of the run's current source.
+pub(crate) async fn harvest_table(
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    detected: Option<Flavor>,
+    mut progress: TableProgress,
+    manifest: &mut Manifest,
+    totals: &mut Totals,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let (settings, source) = (ctx.settings, ctx.source);
+    // Incremental: the stored watermark gives an inclusive lower bound; its window, the rows
+    // already written at the boundary.
+    let store = crate::watermark::Store::new(&settings.out);
+    let mut params = table.params.clone();
+    let mut tracker = None;
+    let mut prev_state = None;
+    if let Some(wm) = &table.watermark {
+        prev_state = store.load(&source.name, &table.output)?;
+        if let Some(st) = prev_state.as_ref().filter(|st| st.column != wm.column) {
+            return Err(UsageError::with_hint(
+                format!(
+                    "the stored watermark of {:?} is for column {:?}, not {:?}",
+                    table.output, st.column, wm.column
+                ),
+                "use the original column, or give this table another `output` name (a new dataset and watermark)",
+            )
+            .into());
+        }
+        let lookback = wm.lookback_parsed.clone().unwrap_or(Lookback::None);
+        let lower = match prev_state.as_ref().and_then(|s| Mark::from_json(&s.value)) {
+            Some(m) => Some(m.minus(&lookback)?.filter_text()),
+            None => wm.initial.clone(),
+        };
+        match &lower {
+            Some(l) => {
+                tracing::info!("{}: rows with {} >= {l:?}", table.output, wm.column);
+                params.push((format!("{}__gte", wm.column), l.clone()));
+            }
+            None => tracing::info!(
+                "{}: no stored watermark and no initial value: taking every row",
+                table.output
+            ),
+        }
+        tracker = Some(Tracker::new(
+            prev_state.as_ref(),
+            lookback,
+            wm.max_window_rows,
+        ));
+        if progress.streams.is_empty() {
+            remove_unfinished_parts(ctx, table, manifest)?;
+        }
+    }
+    let request = TableRequest {
+        base: source.base.clone(),
+        database: source.database.clone(),
+        table: table.name.clone(),
+        params,
+        page_size: table.page_size,
+        sort: table.sort.clone(),
+    };
+    let flavor = detected.unwrap_or(Flavor::V1);
+
+    // --parallel: the recorded slice plan of a resumed run, or a new one (recorded first).
+    let slices = match progress.slices.take() {
+        Some(p) => Some(p),
+        None if table.parallel > 1 && tracker.is_none() && progress.streams.is_empty() => {
+            match crate::slices::plan(ctx.client, &request, flavor, table.parallel).await? {
+                Planned::Split(plan) => {
+                    tracing::info!(
+                        "{}: {} cursors over {} from {} to {}",
+                        table.output,
+                        plan.slices.len(),
+                        plan.column,
+                        plan.min,
+                        plan.max
+                    );
+                    manifest.append(
+                        "slices",
+                        ctx.run_id,
+                        obj(json!({
+                            "source": crate::http::display_url(&source.base),
+                            "table": table.name,
+                            "output": table.output,
+                            "plan": plan,
+                        })),
+                    )?;
+                    Some(plan)
+                }
+                Planned::Sequential(why) => {
+                    let w = format!(
+                        "{}: --parallel {} not used, one cursor instead: {why}",
+                        table.output, table.parallel
+                    );
+                    tracing::warn!("{w}");
+                    totals.warnings.push(w);
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+
+    let raw_rel = format!(
+        "raw/{}/{}/{}",
+        sanitize_component(&source.name),
+        sanitize_component(&table.output),
+        ctx.run_id
+    );
+    let layout: Vec<Option<&crate::slices::Slice>> = match &slices {
+        None => vec![None],
+        Some(p) => p.slices.iter().map(Some).collect(),
+    };
+    let mut streams = Vec::with_capacity(layout.len());
+    for sl in layout {
+        let slice = sl.map(|s| s.index);
+        let sp = progress.streams.remove(&slice).unwrap_or_default();
+        let mut req = request.clone();
+        req.params
+            .extend(sl.iter().flat_map(|s| s.filters.iter().cloned()));
+        let rel = match slice {
+            None => raw_rel.clone(),
+            Some(k) => format!("{raw_rel}/slice-{k}"),
+        };
+        let dir = settings.out.join(&rel);
+        create_dir_all_durable(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        streams.push(Stream {
+            slice,
+            request: req,
+            raw_rel: rel,
+            raw_dir: dir,
+            sink: None,
+            page_no: sp.checkpoint_page,
+            cursor: sp.checkpoint_cursor.clone(),
+            seen: sp.cursors.iter().cloned().collect(),
+            first_page_since_checkpoint: sp.checkpoint_page + 1,
+            last_part: sp.last_part,
+            rows: 0,
+            parts: 0,
+            fetched: 0,
+            replayed: 0,
+            progress: sp,
+        });
+    }
+    let mut run = TableRun {
+        ctx,
+        table,
+        plan: None,
+        server_count: slices
+            .as_ref()
+            .map_or(progress.server_count, |s| s.server_count),
+        rows_before: progress.rows_in_parts(),
+        slices,
+        streams,
+        tracker,
+    };
+    if let Some(columns) = progress.plan.clone() {
+        run.set_plan(TablePlan {
+            columns,
+            is_view: false,
+            count: run.server_count,
+        })?;
+    }
+    let bar = crate::progress::Progress::rows(&table.output, ctx.quiet);
+    let mut signals = ctx.signals.clone();
+
+    // 1. Replay recorded pages after each stream's checkpoint from their snapshots
+    //    (incremental replays every recorded page, to rebuild its tracker; only those after
+    //    the checkpoint are new).
+    for si in 0..run.streams.len() {
+        let sp = &run.streams[si].progress;
+        let to_replay = if run.tracker.is_some() {
+            sp.all_pages.clone()
+        } else {
+            sp.replay.clone()
+        };
+        let checkpoint_page = sp.checkpoint_page;
+        for rp in &to_replay {
+            if let Some(sig) = *signals.borrow() {
+                run.checkpoint_all(manifest)?;
+                return Err(Interrupted { signal: sig }.into());
+            }
+            let body = std::fs::read(settings.out.join(&rp.path)).with_context(|| {
+                format!(
+                    "cannot read the snapshot {} to resume; rerun with --restart",
+                    rp.path
+                )
+            })?;
+            if sha256_hex(&body) != rp.sha256 {
+                bail!(
+                    "the snapshot {} no longer matches the sha256 its manifest line records, so it cannot be replayed; rerun with --restart",
+                    rp.path
+                );
+            }
+            let known = run.known_columns();
+            let page = match datasette::parse_page(&body, known.as_deref()) {
+                Ok(p) => p,
+                Err(BodyProblem::Truncated(w) | BodyProblem::Wrong(w)) => {
+                    bail!("the recorded snapshot {} is unusable: {w}", rp.path)
+                }
+            };
+            if rp.page == 1 && run.streams[si].slice.is_none() {
+                run.server_count = run.server_count.or(page.count);
+            }
+            let to_sink = rp.page > checkpoint_page;
+            if to_sink {
+                let s = &mut run.streams[si];
+                s.page_no = rp.page;
+                s.cursor.clone_from(&rp.cursor_out);
+                s.replayed += 1;
+            }
+            run.accept(si, rp.page, &page, to_sink, manifest, totals)
+                .await?;
+        }
+    }
+    let replayed: u64 = run.streams.iter().map(|s| s.replayed).sum();
+    if replayed > 0 {
+        tracing::info!(
+            "{}: replayed {replayed} recorded page(s) from snapshots",
+            table.output
+        );
+    }
+
+    // 2. Fetch the rest of every stream whose last recorded page was not its last page.
+    let known = run.known_columns();
+    let walks: Vec<Walk> = run
+        .streams
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.complete())
+        .map(|(i, s)| Walk {
+            stream: i,
+            request: s.request.clone(),
+            flavor,
+            flavor_known: detected.is_some(),
+            start: Start {
+                page: s.page_no,
+                cursor: s.cursor.clone(),
+                seen: s.seen.clone(),
+                columns: known.clone(),
+            },
+        })
+        .collect();
+    let mut open = walks.len();
+    let (walkers, mut rx) = cursor::spawn(ctx.client, walks, FETCH_AHEAD);
+    let mut taken = 0u64;
+    while open > 0 {
+        if let Some(sig) = *signals.borrow() {
+            // Abandon the pages in flight; everything taken so far is recorded.
+            drop(walkers);
+            run.checkpoint_all(manifest)?;
+            return Err(Interrupted { signal: sig }.into());
+        }
+        let event = tokio::select! {
+            biased;
+            Ok(()) = signals.changed() => continue,
+            e = rx.recv() => e,
+        };
+        match event {
+            None => bail!(
+                "the page fetchers of table {:?} stopped before it was complete; rerun to resume",
+                table.name
+            ),
+            Some(Event::Failed { page_no, error, .. }) => {
+                return Err(fetch_error(ctx, table, page_no, error));
+            }
+            Some(Event::Page(f)) => {
+                let si = f.stream;
+                run.record_fetched(*f, manifest, totals).await?;
+                if run.streams[si].complete() {
+                    open -= 1;
+                }
+                taken += 1;
+                bar.set(run.rows());
+                if taken.is_multiple_of(100) {
+                    tracing::info!(
+                        "{}: {taken} pages fetched, {} rows",
+                        table.output,
+                        run.rows()
+                    );
+                }
+            }
+        }
+    }
+    drop(walkers);
+    finish_table(run, manifest, totals, &store, prev_state, started)
+}
+
+/// Turn a walker's failure into the run's error, naming the likely cause.
+fn fetch_error(
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    page_no: u64,
+    error: anyhow::Error,
+) -> anyhow::Error {
+    match error.downcast_ref::<HttpError>().and_then(HttpError::status) {
+        Some(404) if page_no == 1 => anyhow::Error::new(UsageError::with_hint(
+            format!(
+                "table {:?} was not found in database {:?} at {} (HTTP 404)",
+                table.name,
+                ctx.source.database,
+                crate::http::display_url(&ctx.source.base)
+            ),
+            "check the table and database names (they are case-sensitive)",
+        )),
+        Some(400) => error.context(format!(
+            "the server refused the request; if the page size {} is above its max_returned_rows, lower --page-size",
+            table.page_size
+        )),
+        _ => error,
+    }
+}
+
+/// Close the table: final parts, the watermark (incremental), `table_end`, then supersede.
+fn finish_table(
+    mut run: TableRun<'_>,
+    manifest: &mut Manifest,
+    totals: &mut Totals,
+    store: &crate::watermark::Store,
+    prev_state: Option<crate::watermark::State>,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let (ctx, table) = (run.ctx, run.table);
+    let (settings, source) = (ctx.settings, ctx.source);
+    let Some(plan) = run.plan.take() else {
+        bail!(
+            "no page of table {:?} was recorded; rerun with --restart",
+            table.name
+        );
+    };
+    let count = plan.count.or(run.server_count);
+    let table_rel = format!("parquet/{}", sanitize_component(&table.output));
+    // One run writes at least one part (an empty table still gets its schema), but no more
+    // empty parts than that; later incremental runs without new rows add nothing.
+    let wrote_any = run
+        .streams
+        .iter()
+        .any(|s| s.last_part > 0 || s.parts > 0 || s.sink.as_ref().is_some_and(|k| !k.is_empty()));
+    let adds_to_dataset =
+        run.tracker.is_some() && dataset_has_parts(&settings.out.join(&table_rel));
+    let keep_empty = !wrote_any && !adds_to_dataset;
+    for (i, s) in run.streams.iter_mut().enumerate() {
+        let Some(mut sink) = s.sink.take() else {
+            unreachable!("a plan always comes with sinks")
+        };
+        if !(keep_empty && i == 0) {
+            sink.skip_empty_part();
+        }
+        let closed = sink.finish()?;
+        record_parts(manifest, ctx, table, &plan, s, &closed)?;
+        s.parts += closed.len() as u64;
+    }
+    let rows = run.rows();
+    let sum = |f: fn(&Stream) -> u64| run.streams.iter().map(f).sum::<u64>();
+    let (pages, fetched, replayed, parts) = (
+        sum(|s| s.page_no),
+        sum(|s| s.fetched),
+        sum(|s| s.replayed),
+        sum(|s| s.parts),
+    );
+    let mut end = obj(json!({
+        "source": crate::http::display_url(&source.base),
+        "table": table.name,
+        "output": table.output,
+        "pages": pages,
+        "rows": rows,
+        "server_count": count,
+        "replayed_pages": replayed,
+        "fetched_pages": fetched,
+    }));
+    if run.slices.is_some() {
+        end.insert("slices".into(), json!(run.streams.len()));
+    }
+    // Incremental: the new watermark is made durable (pending) after the parts it covers are
+    // recorded, committed by table_end, then published.
+    let committed = match (&table.watermark, &run.tracker) {
+        (Some(wm), Some(tracker)) => {
+            let base = prev_state
+                .clone()
+                .unwrap_or_else(|| crate::watermark::State {
+                    version: crate::watermark::STATE_VERSION,
+                    source: source.name.clone(),
+                    table: table.name.clone(),
+                    output: table.output.clone(),
+                    column: wm.column.clone(),
+                    value: Value::Null,
+                    window: vec![],
+                    set_by_run: None,
+                    updated_at: None,
+                    history: vec![],
+                });
+            let next = tracker.next_state(base, ctx.run_id, rows)?;
+            crate::failpoint("incremental:before-watermark");
+            store.write_pending(&next, ctx.run_id)?;
+            let before = prev_state.as_ref().map_or(Value::Null, |s| s.value.clone());
+            let wm_rec = json!({
+                "output": table.output,
+                "column": wm.column,
+                "before": before,
+                "after": next.value,
+                "skipped_duplicates": tracker.skipped_dupes,
+                "skipped_nulls": tracker.skipped_nulls,
+            });
+            end.insert("watermark".into(), wm_rec.clone());
+            totals.watermarks.push(wm_rec);
+            if tracker.skipped_nulls > 0 {
+                let w = format!(
+                    "{}: {} row(s) with a NULL {} cannot be harvested incrementally",
+                    table.output, tracker.skipped_nulls, wm.column
+                );
+                tracing::warn!("{w}");
+                totals.warnings.push(w);
+            }
+            true
+        }
+        _ => false,
+    };
+    manifest.append("table_end", ctx.run_id, end)?;
+    if committed {
+        crate::failpoint("incremental:before-publish");
+        store.publish(&source.name, &table.output, ctx.run_id)?;
+    }
+    totals.rows += rows;
+    totals.parts += parts;
+
+    // Incremental runs re-read boundary rows they skip as already written.
+    let skipped = run
+        .tracker
+        .as_ref()
+        .map_or(0, |t| t.skipped_dupes + t.skipped_nulls);
+    let fetched_rows = rows + skipped;
+    if let Some(expected) = count
+        && expected != fetched_rows
+    {
+        let w = format!(
+            "table {:?}: the server counted {expected} rows at the start but {fetched_rows} were received (the table changed during the run, or rows were lost to a pagination bug)",
+            table.name
+        );
+        tracing::warn!("{w}");
+        totals.warnings.push(w);
+    }
+    if !committed {
+        supersede_parts(
+            &settings.out,
+            &table_rel,
+            ctx.run_id,
+            &table.output,
+            manifest,
+        )?;
+    }
+    tracing::info!(
+        "{}: {rows} rows in {pages} pages ({fetched} fetched now, {replayed} replayed), {:.1}s",
+        table.output,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn record_parts(
+    manifest: &mut Manifest,
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    plan: &TablePlan,
+    stream: &Stream,
+    closed: &[ClosedPart],
+) -> anyhow::Result<()> {
+    let mut pages = json!({
+        "raw_run": ctx.run_id,
+        "first": stream.first_page_since_checkpoint,
+        "last": stream.page_no,
+    });
+    if let Some(k) = stream.slice {
+        pages["slice"] = json!(k);
+    }
+    for part in closed {
+        let mut rec = obj(json!({
+            "path": part.rel_path,
+            "sha256": part.sha256,
+            "bytes": part.bytes,
+            "rows": part.rows,
+            "source": crate::http::display_url(&ctx.source.base),
+            "table": table.name,
+            "output": table.output,
+            "pages": pages,
+            "schema": plan.columns,
+        }));
+        if let (Some(col), Some(v)) = (&table.partition_by, &part.partition) {
+            rec.insert("partition".into(), json!({ col: v }));
+        }
+        manifest.append("parquet", ctx.run_id, rec)?;
+    }
+    Ok(())
+}
+
+/// After a complete harvest of a table, the parts earlier runs wrote for the same dataset are
+/// stale: record their removal, then remove them, so readers see exactly one copy of each row.
+pub(crate) fn supersede_parts(
+    out: &Path,
+    table_rel: &str,
+    run_id: &str,
+    output: &str,
+    manifest: &mut Manifest,
+) -> anyhow::Result<()> {
+    let mine = format!("part-{run_id}-");
+    let mut stale: Vec<PathBuf> = files_under(&out.join(table_rel))?
+        .into_iter()
+        .filter(|p| {
+            is_part_file(p)
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&mine))
+        })
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    stale.sort();
+    let rels: Vec<String> = stale.iter().map(|p| rel_path(out, p)).collect();
+    manifest.append(
+        "supersede",
+        run_id,
+        obj(json!({ "output": output, "reason": "a newer complete harvest of the table replaces these parts", "paths": rels })),
+    )?;
+    for p in &stale {
+        std::fs::remove_file(p)
+            .with_context(|| format!("cannot remove the superseded part {}", p.display()))?;
+        if let Some(dir) = p.parent() {
+            let _ = crate::fsutil::fsync_dir(dir);
+            // Drop partition directories that are now empty.
+            if dir != out.join(table_rel)
+                && std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+            {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+    tracing::info!(
+        "{output}: replaced {} part(s) from earlier runs",
+        stale.len()
+    );
+    Ok(())
+}
+
+fn dataset_has_parts(dir: &Path) -> bool {
+    files_under(dir).is_ok_and(|files| files.iter().any(|p| is_part_file(p)))
+}
+
+/// Incremental datasets accumulate parts, so parts recorded by an earlier run that never
+/// finished this table (and is not being resumed) would duplicate rows: record, then remove.
+fn remove_unfinished_parts(
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    manifest: &mut Manifest,
+) -> anyhow::Result<()> {
+    let paths = crate::resume::unfinished_parts(ctx.history, &table.output, ctx.run_id);
+    let paths: Vec<String> = paths
+        .into_iter()
+        .filter(|p| ctx.settings.out.join(p).exists())
+        .collect();
+    if paths.is_empty() {
+        return Ok(());
+    }
+    manifest.append(
+        "supersede",
+        ctx.run_id,
+        obj(json!({ "output": table.output, "reason": "parts of an unfinished run that is not being resumed", "paths": paths })),
+    )?;
+    for p in &paths {
+        let full = ctx.settings.out.join(p);
+        std::fs::remove_file(&full).with_context(|| format!("cannot remove {}", full.display()))?;
+    }
+    tracing::warn!(
+        "{}: removed {} part(s) of an unfinished earlier run",
+        table.output,
+        paths.len()
+    );
+    Ok(())
+}
