@@ -89,6 +89,25 @@ pub fn slices_for(column: &str, cuts: &[i64], nulls: bool) -> Vec<Slice> {
     out
 }
 
+/// True when `plan`'s slices are exactly those [`slices_for`] makes from their own cut points:
+/// ascending cuts, neighbours sharing each cut, open at both ends, at most one NULL slice. Such
+/// slices select every row exactly once.
+pub fn is_partition(plan: &SlicePlan) -> bool {
+    let lt = format!("{}__lt", plan.column);
+    let isnull = (format!("{}__isnull", plan.column), "1".to_string());
+    let nulls = plan.slices.iter().any(|s| s.filters == [isnull.clone()]);
+    let mut cuts = Vec::new();
+    for s in &plan.slices {
+        if let Some((_, v)) = s.filters.iter().find(|(k, _)| *k == lt) {
+            match v.parse::<i64>() {
+                Ok(c) => cuts.push(c),
+                Err(_) => return false,
+            }
+        }
+    }
+    cuts.windows(2).all(|w| w[0] < w[1]) && slices_for(&plan.column, &cuts, nulls) == plan.slices
+}
+
 /// Ask the server for the key column and its range, then split the table `n` ways.
 pub async fn plan(
     client: &Client,
@@ -217,6 +236,24 @@ mod tests {
         assert_eq!(cut_points(5, 6, 3), vec![6]);
         assert!(cut_points(7, 7, 3).is_empty());
         assert_eq!(cut_points(i64::MIN, i64::MAX, 2), vec![0]);
+    }
+
+    #[test]
+    fn a_recorded_plan_is_checked_as_a_partition() {
+        let mut plan = SlicePlan {
+            column: "id".into(),
+            min: 1,
+            max: 9,
+            slices: slices_for("id", &[4, 7], false),
+            server_count: None,
+        };
+        assert!(is_partition(&plan));
+        // Overlap: the second slice starts below the first's end.
+        plan.slices[1].filters[0].1 = "3".into();
+        assert!(!is_partition(&plan));
+        plan.slices = slices_for("id", &[4, 7], false);
+        plan.slices.pop(); // no slice reaches above 7
+        assert!(!is_partition(&plan));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! (sha256 skipped with `--quick`), and each part's row count is read from its footer; files
 //! under `raw/` and `parquet/` that no record vouches for are orphans; per run and table the
 //! rows of the pages equal the rows of the parts (less rows an incremental run skipped as
-//! already written); one dataset's parts share one schema; a run without an `ok` `run_end`
+//! already written); a `--parallel` table's slice plan covers its key range exactly once and
+//! each of its pages carries its slice's filters; one dataset's parts share one schema; a run without an `ok` `run_end`
 //! is reported as unfinished, a kind distinct from corruption. Hashing streams files and
 //! uses every core. Exit 0 when clean, 3 when anything was found, 2 for usage errors.
 
@@ -37,7 +38,7 @@ pub struct Discrepancies(pub usize, pub &'static str, pub String);
 pub struct Finding {
     /// torn_line, malformed_line, unknown_version, seq_order, chain_break, missing_file,
     /// size_mismatch, hash_mismatch, row_count_mismatch, unreadable_parquet, schema_mismatch,
-    /// row_sum_mismatch, orphan_file, unfinished_run
+    /// row_sum_mismatch, slice_plan_invalid, slice_mismatch, orphan_file, unfinished_run
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -148,6 +149,7 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
         "parquet_rows",
         "schemas",
         "row_sums",
+        "slices",
         "runs",
     ];
     if !args.quick {
@@ -353,6 +355,74 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
                         key.1
                     ),
                 )
+            });
+        }
+    }
+
+    // 5b. `--parallel` tables: the slice plan is a partition of the key range, and every page
+    //     of the table in that run belongs to one of its slices and carries its filters.
+    let mut plans: HashMap<(String, String), crate::slices::SlicePlan> = HashMap::new();
+    for (lineno, r) in records.iter().filter(|(_, r)| in_scope(r)) {
+        if r["kind"] != "slices" {
+            continue;
+        }
+        let key = (
+            r["run_id"].as_str().unwrap_or("").to_string(),
+            r["output"].as_str().unwrap_or("").to_string(),
+        );
+        match serde_json::from_value::<crate::slices::SlicePlan>(r["plan"].clone()) {
+            Ok(p) if crate::slices::is_partition(&p) => {
+                plans.insert(key, p);
+            }
+            _ => report.add(Finding {
+                line: Some(*lineno),
+                run_id: Some(key.0),
+                ..finding(
+                    "slice_plan_invalid",
+                    format!(
+                        "dataset {:?}: the slice plan does not split the key range into disjoint ranges covering it exactly once",
+                        key.1
+                    ),
+                )
+            }),
+        }
+    }
+    for (lineno, r) in records
+        .iter()
+        .filter(|(_, r)| r["kind"] == "page" && in_scope(r))
+    {
+        let key = (
+            r["run_id"].as_str().unwrap_or("").to_string(),
+            r["output"].as_str().unwrap_or("").to_string(),
+        );
+        let problem = match (plans.get(&key), r.get("slice").map(Value::as_u64)) {
+            (None, None) => None,
+            (None, Some(_)) => Some(
+                "the page names a slice, but its run recorded no valid slice plan for the table"
+                    .to_string(),
+            ),
+            (Some(_), None | Some(None)) => {
+                Some("the table was split into slices, but the page names none".to_string())
+            }
+            (Some(p), Some(Some(k))) => match p.slices.iter().find(|s| u64::from(s.index) == k) {
+                None => Some(format!(
+                    "the page names slice {k}, which the plan does not have"
+                )),
+                Some(s) => s
+                    .filters
+                    .iter()
+                    .find(|(f, v)| r["params"][f.as_str()] != v.as_str())
+                    .map(|(f, v)| {
+                        format!("the page of slice {k} was not fetched with its filter {f}={v}")
+                    }),
+            },
+        };
+        if let Some(message) = problem {
+            report.add(Finding {
+                line: Some(*lineno),
+                run_id: Some(key.0),
+                path: r["path"].as_str().map(str::to_string),
+                ..finding("slice_mismatch", message)
             });
         }
     }

@@ -61,14 +61,36 @@ fn spawn_harvest(args: &[&str]) -> std::process::Child {
 
 #[test]
 fn kill_9_at_ten_seeded_moments_then_resume_exactly_once() {
+    let (seeds, kills) = kill_and_resume(1..=10, &[]);
+    assert!(
+        kills >= 8,
+        "most of {seeds} kills must land mid-run to test anything ({kills})"
+    );
+}
+
+#[test]
+fn kill_9_with_parallel_cursors_then_resume_exactly_once() {
+    let (seeds, kills) = kill_and_resume(11..=16, &["--parallel", "3"]);
+    assert!(
+        kills >= 4,
+        "most of {seeds} kills must land mid-run to test anything ({kills})"
+    );
+}
+
+/// SIGKILL a harvest once or twice per seed at a seeded moment, then run it to completion:
+/// the rows are exact, the chain intact, no recorded page was fetched again, no temp file is
+/// left, and a sliced table keeps the slice plan it recorded first. Returns (kills, kills
+/// that landed mid-run).
+fn kill_and_resume(seeds: std::ops::RangeInclusive<u64>, extra: &[&str]) -> (usize, usize) {
     let db = fixture_db(1);
     let ds = Datasette::start(V0_65, &db);
     let mut max_refetched = 0usize;
+    let mut kills = 0;
     let mut kills_mid_run = 0;
-    for seed in 1..=10u64 {
+    for seed in seeds {
         let mut rng = Rng::new(seed);
         let out = TempDir::new(&format!("kill{seed}"));
-        let args = [
+        let mut args = vec![
             "harvest",
             "-q",
             "--url",
@@ -84,6 +106,7 @@ fn kill_9_at_ten_seeded_moments_then_resume_exactly_once() {
             "--out",
             out.path().to_str().unwrap(),
         ];
+        args.extend(extra);
         // One or two kills per seed, then a run to completion.
         for _ in 0..=(seed % 2) {
             let mut child = spawn_harvest(&args);
@@ -95,6 +118,7 @@ fn kill_9_at_ten_seeded_moments_then_resume_exactly_once() {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
+            kills += 1;
             if child.try_wait().unwrap().is_none() {
                 kills_mid_run += 1;
             }
@@ -108,11 +132,12 @@ fn kill_9_at_ten_seeded_moments_then_resume_exactly_once() {
         assert_chain(out.path());
         // A recorded page is never fetched again: within a run, each page number is recorded once.
         let m = manifest(out.path());
-        let mut per_page: HashMap<(String, String, u64), usize> = HashMap::new();
+        let mut per_page: HashMap<(String, String, Option<u64>, u64), usize> = HashMap::new();
         for p in records(&m, "page") {
             let key = (
                 p["run_id"].as_str().unwrap().to_string(),
                 p["output"].as_str().unwrap().to_string(),
+                p["slice"].as_u64(),
                 p["page"].as_u64().unwrap(),
             );
             *per_page.entry(key).or_default() += 1;
@@ -131,14 +156,24 @@ fn kill_9_at_ten_seeded_moments_then_resume_exactly_once() {
                 f.display()
             );
         }
+        // A resumed sliced run reuses its recorded plan: one `slices` record per run and table.
+        let mut plans: HashMap<(String, String), usize> = HashMap::new();
+        for r in records(&m, "slices") {
+            let key = (
+                r["run_id"].as_str().unwrap().to_string(),
+                r["output"].as_str().unwrap().to_string(),
+            );
+            *plans.entry(key).or_default() += 1;
+        }
+        assert!(plans.values().all(|n| *n == 1), "seed {seed}: {plans:?}");
+        if extra.contains(&"--parallel") {
+            assert!(plans.len() >= 2, "seed {seed}: tables were not split");
+        }
     }
     eprintln!(
-        "kill test: 10 seeds, {kills_mid_run} kills landed mid-run, max re-fetched recorded pages: {max_refetched}"
+        "kill test {extra:?}: {kills} kills, {kills_mid_run} landed mid-run, max re-fetched recorded pages: {max_refetched}"
     );
-    assert!(
-        kills_mid_run >= 8,
-        "most kills must land mid-run to test anything ({kills_mid_run})"
-    );
+    (kills, kills_mid_run)
 }
 
 #[test]

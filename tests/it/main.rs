@@ -6,6 +6,7 @@ mod crash;
 mod fault_server;
 mod faults;
 mod incremental;
+mod parallel;
 mod real_datasette;
 mod sql_extract;
 mod verify;
