@@ -6,11 +6,16 @@ sql-extract cases (issue: "sql-extract ... fast and in bounded memory"):
   harvest - harvest sql-extract --output FILE.parquet (zstd)
   pandas  - read_sql_query(chunksize=25000) -> pyarrow.ParquetWriter (zstd)
   duckdb  - DuckDB 1.4.4 + sqlite extension: COPY (query over sqlite_scan) TO parquet (zstd)
-harvest cases ("Order Details" of the scale-1 fixture, page size 1000, local Datasette 0.65.5):
-  floor   - a minimal client that only follows `next` with the same query parameters, keeping nothing
-  harvest - harvest harvest --table "Order Details" into a fresh DIR
-  peer A  - requests session, sequential _next pagination, a JSON snapshot + manifest line per page,
-            rows accumulated into a pandas DataFrame and written to Parquet at the end
+harvest cases ("Order Details" of the scale-1 fixture, page size 1000, local Datasette 0.65.5 with
+default settings; "local" direct, and through examples/delay_proxy adding 20 ms to each request):
+  floor (rust)   - examples/http_floor: reqwest, follows `next` with harvest's query parameters,
+                   parses each body only to find `next`, keeps nothing (the strict floor)
+  floor (python) - the same with a requests session and json
+  harvest        - harvest harvest --table "Order Details" into a fresh DIR
+  harvest --parallel 3 - the same with three key-range cursors
+  peer A         - requests session, sequential _next pagination, a JSON snapshot + manifest line
+                   per page, rows accumulated into a pandas DataFrame and written to Parquet at the end
+Then harvest's peak RSS on the scale-10 fixture (one run each, sequential and --parallel 3).
 Wall time and peak RSS come from /usr/bin/time; the machine is shared, so medians matter.
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, glob, datetime
@@ -18,6 +23,8 @@ import argparse, json, os, statistics, subprocess, sys, tempfile, glob, datetime
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HARVEST = os.path.join(ROOT, "target/release/harvest")
 FLOOR = os.path.join(ROOT, "target/release/examples/sqlite_floor")
+HTTP_FLOOR_RS = os.path.join(ROOT, "target/release/examples/http_floor")
+DELAY_PROXY = os.path.join(ROOT, "target/release/examples/delay_proxy")
 
 CASES = [
     ("order lines", 'select * from "Order Details"', {}),
@@ -129,51 +136,99 @@ def tool_cmd(tool, db, sql, params, out):
     return [sys.executable, "-c", script, db, sql, json.dumps(params), out]
 
 
-def harvest_suite(a, work):
-    """Harvest throughput against a local Datasette 0.65.5 on the scale-1 fixture."""
-    import shutil, socket, time, urllib.request
-    db = os.path.abspath(os.path.join(work, "northwind-s1.db"))
-    if not os.path.exists(db):
-        subprocess.run([sys.executable, os.path.join(ROOT, "fixtures/generate.py"), "--out", db, "--scale", "1"], check=True)
+def start_datasette(db):
+    """A Datasette 0.65.5 (default settings) on a free loopback port; returns (process, port)."""
+    import socket, time, urllib.request
     s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
     ds = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "datasette"), "serve", db, "-h", "127.0.0.1",
                            "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    for _ in range(150):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/-/versions.json", timeout=1)
+            return ds, port
+        except OSError:
+            time.sleep(0.2)
+    ds.terminate()
+    sys.exit(f"Datasette did not start on {db}")
+
+
+def fixture(work, scale):
+    db = os.path.abspath(os.path.join(work, f"northwind-s{scale}.db"))
+    if not os.path.exists(db):
+        print(f"generating {db} ...", file=sys.stderr)
+        subprocess.run([sys.executable, os.path.join(ROOT, "fixtures/generate.py"), "--out", db, "--scale", str(scale)], check=True)
+    return db
+
+
+HARVEST_TOOLS = ["floor (rust)", "floor (python)", "harvest", "harvest --parallel 3", "peer A"]
+
+
+def harvest_cmd(tool, base, dbname, out):
+    table = "Order~20Details"
+    if tool == "floor (rust)":
+        return [HTTP_FLOOR_RS, f"{base}/{dbname}/{table}.json", "1000"]
+    if tool == "floor (python)":
+        return [sys.executable, "-c", HTTP_FLOOR, f"{base}/{dbname}", table]
+    if tool == "peer A":
+        return [sys.executable, "-c", PEER_A, f"{base}/{dbname}", table, out]
+    cmd = [HARVEST, "-q", "harvest", "--url", base, "--db", dbname, "--table", "Order Details", "--out", out]
+    if tool.endswith("--parallel 3"):
+        cmd += ["--parallel", "3"]
+    return cmd
+
+
+def harvest_suite(a, work):
+    """Harvest throughput against a local Datasette 0.65.5 on the scale-1 fixture, direct and
+    through a proxy that delays each request by 20 ms (a server across a network); then peak RSS
+    of harvest on the scale-10 fixture."""
+    import shutil
+    db = fixture(work, 1)
+    ds, port = start_datasette(db)
+    proxy = subprocess.Popen([DELAY_PROXY, str(port), str(a.delay_ms)], stdout=subprocess.PIPE, text=True)
+    proxy_port = int(proxy.stdout.readline())
+    cases = [("local", f"http://127.0.0.1:{port}"), (f"+{a.delay_ms} ms per request", f"http://127.0.0.1:{proxy_port}")]
+    out = os.path.join(work, "h-out")
+    results = {}
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(base + "/-/versions.json", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
-        dbname = "northwind-s1"
-        table = "Order~20Details"
-        results = {}
-        for rep in range(a.reps):
-            for tool in ["floor", "harvest", "peer A"]:
-                out = os.path.join(work, "h-out")
-                shutil.rmtree(out, ignore_errors=True)
-                if tool == "floor":
-                    cmd = [sys.executable, "-c", HTTP_FLOOR, f"{base}/{dbname}", table]
-                elif tool == "harvest":
-                    cmd = [HARVEST, "-q", "harvest", "--url", base, "--db", dbname, "--table", "Order Details", "--out", out]
-                else:
-                    cmd = [sys.executable, "-c", PEER_A, f"{base}/{dbname}", table, out]
-                secs, mib = timed(cmd)
-                results.setdefault(tool, []).append((secs, mib))
-                print(f"  harvest-suite {tool:8} rep {rep + 1}: {secs:6.2f}s {mib:7.1f} MiB", file=sys.stderr)
-        shutil.rmtree(os.path.join(work, "h-out"), ignore_errors=True)
+        for case, base in cases:
+            for rep in range(a.reps):
+                for tool in HARVEST_TOOLS:  # interleaved, so drift on a shared machine hits every tool alike
+                    shutil.rmtree(out, ignore_errors=True)
+                    secs, mib = timed(harvest_cmd(tool, base, "northwind-s1", out))
+                    results.setdefault((case, tool), []).append((secs, mib))
+                    print(f"  harvest-suite {case:22} {tool:22} rep {rep + 1}: {secs:6.2f}s {mib:7.1f} MiB", file=sys.stderr)
     finally:
+        proxy.terminate()
         ds.terminate()
-    print(f"\nharvest benchmark: Order Details, scale 1 (587,830 rows, 588 pages of 1000), local Datasette 0.65.5, "
-          f"{a.reps} reps, {datetime.date.today()} (`scripts/bench --suite harvest --reps {a.reps}`)\n")
-    print("| tool | median wall s | × floor | harvest ÷ tool | peak RSS MiB (max) |")
-    print("|---|---:|---:|---:|---:|")
-    floor = statistics.median(x for x, _ in results["floor"])
-    h = statistics.median(x for x, _ in results["harvest"])
-    for tool in ["floor", "harvest", "peer A"]:
-        med = statistics.median(x for x, _ in results[tool])
-        print(f"| {tool} | {med:.2f} | {med / floor:.2f} | {h / med:.2f} | {max(m for _, m in results[tool]):.0f} |")
+    rss10 = {}
+    if a.scale10_rss:
+        db10 = fixture(work, 10)
+        ds, port = start_datasette(db10)
+        try:
+            for tool in ["harvest", "harvest --parallel 3"]:
+                shutil.rmtree(out, ignore_errors=True)
+                rss10[tool] = timed(harvest_cmd(tool, f"http://127.0.0.1:{port}", "northwind-s10", out))
+                print(f"  harvest-suite scale 10 {tool:22}: {rss10[tool][0]:6.2f}s {rss10[tool][1]:7.1f} MiB", file=sys.stderr)
+        finally:
+            ds.terminate()
+    shutil.rmtree(out, ignore_errors=True)
+    print(f"\nharvest benchmark: Order Details, scale 1 (587,830 rows, 588 pages of 1000), local Datasette 0.65.5 "
+          f"(default settings), {a.reps} reps, {datetime.date.today()} "
+          f"(`scripts/bench --suite harvest --reps {a.reps}`)\n")
+    print("| case | tool | median wall s | × floor (rust) | × floor (python) | harvest ÷ tool | peak RSS MiB (max) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for case, _ in cases:
+        med = {t: statistics.median(x for x, _ in results[(case, t)]) for t in HARVEST_TOOLS}
+        for tool in HARVEST_TOOLS:
+            print(f"| {case} | {tool} | {med[tool]:.2f} | {med[tool] / med['floor (rust)']:.2f} | "
+                  f"{med[tool] / med['floor (python)']:.2f} | {med['harvest'] / med[tool]:.2f} | "
+                  f"{max(m for _, m in results[(case, tool)]):.0f} |")
+    if rss10:
+        print("\nscale 10 (5,909,926 rows, 5,910 pages), one run each:\n")
+        print("| tool | wall s | peak RSS MiB |")
+        print("|---|---:|---:|")
+        for tool, (secs, mib) in rss10.items():
+            print(f"| {tool} | {secs:.1f} | {mib:.0f} |")
 
 
 def main():
@@ -183,15 +238,15 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--scale", type=int, default=10)
     ap.add_argument("--tools", default="floor,harvest,duckdb,pandas")
+    ap.add_argument("--delay-ms", type=int, default=20, help="harvest suite: per-request delay of the 'remote' case")
+    ap.add_argument("--no-scale10-rss", dest="scale10_rss", action="store_false",
+                    help="harvest suite: skip the scale-10 peak-RSS runs")
     a = ap.parse_args()
     if a.suite in ("all", "harvest"):
         harvest_suite(a, a.work)
     if a.suite == "harvest":
         return
-    db = os.path.abspath(os.path.join(a.work, f"northwind-s{a.scale}.db"))
-    if not os.path.exists(db):
-        print(f"generating {db} ...", file=sys.stderr)
-        subprocess.run([sys.executable, os.path.join(ROOT, "fixtures/generate.py"), "--out", db, "--scale", str(a.scale)], check=True)
+    db = fixture(a.work, a.scale)
     tools = a.tools.split(",")
     results = {}
     with tempfile.TemporaryDirectory(dir=a.work) as tmp:

@@ -42,7 +42,7 @@ pub fn tilde_encode(name: &str) -> String {
 }
 
 /// One page as parsed from a response body.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Page {
     /// Column names, when the body carries them.
     pub columns: Option<Vec<String>>,

@@ -7,6 +7,8 @@
 //!   appended, and its rows reach a sink only after that line. All writing happens on one
 //!   task, in page order per cursor; fetching runs ahead on other threads (bounded), so a crash
 //!   loses at most the pages in flight, which were never recorded.
+//! - A table is planned ([`crate::planner`]) from a type probe made before its first page is
+//!   requested, plus that first page; checkpoints cover only pages whose rows are in the sink.
 //! - A Parquet part is recorded only once durable and visible; a checkpoint closes a stream's
 //!   open parts at a page boundary, so "pages up to N of this stream are in recorded parts".
 //! - A table is paged by one cursor, or with `--parallel N` by one cursor per disjoint key
@@ -40,8 +42,8 @@ use crate::fsutil::{
 use crate::http::HttpError;
 use crate::manifest::{Manifest, sha256_hex};
 use crate::parquet_sink::{ClosedPart, TableSink};
-use crate::planner::{TablePlan, plan_table, watermark_index};
-use crate::resume::{StreamProgress, TableProgress};
+use crate::planner::{Probe, TablePlan, plan_table, probe_table, watermark_index};
+use crate::resume::{RecordedPage, StreamProgress, TableProgress};
 use crate::slices::{Planned, SlicePlan};
 use crate::watermark::{Lookback, Mark, Tracker};
 
@@ -55,8 +57,10 @@ struct Stream {
     raw_rel: String,
     raw_dir: PathBuf,
     sink: Option<TableSink>,
-    /// The last page taken (replayed or fetched and recorded); 0 before the first.
+    /// The last page recorded (replayed, or fetched and recorded); 0 before the first.
     page_no: u64,
+    /// The last page whose rows are in the sink; checkpoints cover pages up to here.
+    taken: u64,
     /// The token that continues after `page_no` (`None` once the last page was taken).
     cursor: Option<String>,
     seen: HashSet<String>,
@@ -89,6 +93,8 @@ struct TableRun<'a> {
     /// Incremental: decides which rows are new, tracks the next watermark.
     tracker: Option<Tracker>,
     rows_before: u64,
+    /// What the SQL endpoint said about the table, for planning it on its first page.
+    probe: Probe,
 }
 
 impl<'a> TableRun<'a> {
@@ -104,7 +110,7 @@ impl<'a> TableRun<'a> {
 
     /// Take one page of stream `si` whose snapshot and manifest line are durable.
     /// `to_sink: false` only feeds the watermark tracker (pages already in recorded parts).
-    async fn accept(
+    fn accept(
         &mut self,
         si: usize,
         page_no: u64,
@@ -119,24 +125,8 @@ impl<'a> TableRun<'a> {
                 Some(s) => s.server_count,
                 None => page.count,
             };
-            let p = plan_table(
-                self.ctx.client,
-                &self.ctx.source.base,
-                &self.ctx.source.database,
-                self.table,
-                page,
-                count,
-            )
-            .await?;
-            if p.is_view && self.table.sort.is_none() {
-                let w = format!(
-                    "{:?} is a view: Datasette pages views by offset with no guaranteed order, so rows can be skipped or repeated if the data changes during the harvest; set `sort` to a unique column",
-                    self.table.name
-                );
-                tracing::warn!("{w}");
-                totals.warnings.push(w);
-            }
-            self.set_plan(p)?;
+            let p = plan_table(self.table, &self.probe, page, count)?;
+            self.install_plan(p, totals)?;
         }
         let Some(plan) = self.plan.as_ref() else {
             unreachable!("planned above")
@@ -173,10 +163,23 @@ impl<'a> TableRun<'a> {
         };
         sink.push_rows(&rows, page_no)?;
         stream.rows += rows.len() as u64;
+        stream.taken = page_no;
         if sink.checkpoint_due() {
             self.checkpoint(si, manifest)?;
         }
         Ok(())
+    }
+
+    fn install_plan(&mut self, p: TablePlan, totals: &mut Totals) -> anyhow::Result<()> {
+        if p.is_view && self.table.sort.is_none() {
+            let w = format!(
+                "{:?} is a view: Datasette pages views by offset with no guaranteed order, so rows can be skipped or repeated if the data changes during the harvest; set `sort` to a unique column",
+                self.table.name
+            );
+            tracing::warn!("{w}");
+            totals.warnings.push(w);
+        }
+        self.set_plan(p)
     }
 
     fn set_plan(&mut self, p: TablePlan) -> anyhow::Result<()> {
@@ -216,7 +219,7 @@ impl<'a> TableRun<'a> {
         let closed = sink.checkpoint()?;
         record_parts(manifest, self.ctx, self.table, plan, stream, &closed)?;
         stream.parts += closed.len() as u64;
-        stream.first_page_since_checkpoint = stream.page_no + 1;
+        stream.first_page_since_checkpoint = stream.taken + 1;
         Ok(())
     }
 
@@ -227,13 +230,13 @@ impl<'a> TableRun<'a> {
         Ok(())
     }
 
-    /// Make a fetched page durable (snapshot, then manifest line), then take its rows.
-    async fn record_fetched(
+    /// Make a fetched page durable: its snapshot, then its manifest line. Its rows are taken
+    /// next, by [`Self::accept`].
+    fn record_page(
         &mut self,
         f: FetchedPage,
         manifest: &mut Manifest,
-        totals: &mut Totals,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<(Recorded, Page)> {
         let ctx = self.ctx;
         let source = ctx.source;
         let FetchedPage {
@@ -288,14 +291,66 @@ impl<'a> TableRun<'a> {
             rec.insert("server_count".into(), json!(c));
             self.server_count = Some(c);
         }
+        let sha256 = rec["sha256"].as_str().unwrap_or_default().to_string();
         manifest.append("page", ctx.run_id, rec)?;
         s.page_no = page_no;
         s.cursor.clone_from(&page.next);
         s.fetched += 1;
-        self.accept(si, page_no, &page, true, manifest, totals)
-            .await?;
-        totals.pages += 1;
-        Ok(())
+        let recorded = Recorded {
+            stream: si,
+            page: RecordedPage {
+                page: page_no,
+                path: snap_rel,
+                sha256,
+                cursor_out: page.next.clone(),
+            },
+        };
+        Ok((recorded, page))
+    }
+
+    /// Take the rows of a page recorded earlier, from its hash-checked snapshot.
+    fn take_recorded(
+        &mut self,
+        si: usize,
+        rp: &RecordedPage,
+        to_sink: bool,
+        manifest: &mut Manifest,
+        totals: &mut Totals,
+    ) -> anyhow::Result<Page> {
+        let out = &self.ctx.settings.out;
+        let body = std::fs::read(out.join(&rp.path)).with_context(|| {
+            format!(
+                "cannot read the snapshot {} to take its rows; rerun with --restart if it is gone",
+                rp.path
+            )
+        })?;
+        if sha256_hex(&body) != rp.sha256 {
+            bail!(
+                "the snapshot {} no longer matches the sha256 its manifest line records, so its rows cannot be taken; rerun with --restart",
+                rp.path
+            );
+        }
+        let known = self.known_columns();
+        let page = match datasette::parse_page(&body, known.as_deref()) {
+            Ok(p) => p,
+            Err(BodyProblem::Truncated(w) | BodyProblem::Wrong(w)) => {
+                bail!("the recorded snapshot {} is unusable: {w}", rp.path)
+            }
+        };
+        self.accept(si, rp.page, &page, to_sink, manifest, totals)?;
+        Ok(page)
+    }
+}
+
+/// A page whose snapshot and manifest line are durable.
+struct Recorded {
+    stream: usize,
+    page: RecordedPage,
+}
+
+impl Recorded {
+    fn complete(&self) -> bool {
+        self.page.cursor_out.is_none()
     }
 }
 
@@ -432,6 +487,7 @@ pub(crate) async fn harvest_table(
             raw_dir: dir,
             sink: None,
             page_no: sp.checkpoint_page,
+            taken: sp.checkpoint_page,
             cursor: sp.checkpoint_cursor.clone(),
             seen: sp.cursors.iter().cloned().collect(),
             first_page_since_checkpoint: sp.checkpoint_page + 1,
@@ -454,7 +510,13 @@ pub(crate) async fn harvest_table(
         slices,
         streams,
         tracker,
+        probe: Probe::default(),
     };
+    // Planning: the type probe runs before any page is requested (alone, it fits the server's
+    // SQL time limit far more often); the first page completes the plan.
+    if progress.plan.is_none() {
+        run.probe = probe_table(ctx.client, &source.base, &source.database, table).await?;
+    }
     if let Some(columns) = progress.plan.clone() {
         run.set_plan(TablePlan {
             columns,
@@ -481,28 +543,6 @@ pub(crate) async fn harvest_table(
                 run.checkpoint_all(manifest)?;
                 return Err(Interrupted { signal: sig }.into());
             }
-            let body = std::fs::read(settings.out.join(&rp.path)).with_context(|| {
-                format!(
-                    "cannot read the snapshot {} to resume; rerun with --restart",
-                    rp.path
-                )
-            })?;
-            if sha256_hex(&body) != rp.sha256 {
-                bail!(
-                    "the snapshot {} no longer matches the sha256 its manifest line records, so it cannot be replayed; rerun with --restart",
-                    rp.path
-                );
-            }
-            let known = run.known_columns();
-            let page = match datasette::parse_page(&body, known.as_deref()) {
-                Ok(p) => p,
-                Err(BodyProblem::Truncated(w) | BodyProblem::Wrong(w)) => {
-                    bail!("the recorded snapshot {} is unusable: {w}", rp.path)
-                }
-            };
-            if rp.page == 1 && run.streams[si].slice.is_none() {
-                run.server_count = run.server_count.or(page.count);
-            }
             let to_sink = rp.page > checkpoint_page;
             if to_sink {
                 let s = &mut run.streams[si];
@@ -510,8 +550,10 @@ pub(crate) async fn harvest_table(
                 s.cursor.clone_from(&rp.cursor_out);
                 s.replayed += 1;
             }
-            run.accept(si, rp.page, &page, to_sink, manifest, totals)
-                .await?;
+            let page = run.take_recorded(si, rp, to_sink, manifest, totals)?;
+            if rp.page == 1 && run.streams[si].slice.is_none() {
+                run.server_count = run.server_count.or(page.count);
+            }
         }
     }
     let replayed: u64 = run.streams.iter().map(|s| s.replayed).sum();
@@ -566,11 +608,19 @@ pub(crate) async fn harvest_table(
                 return Err(fetch_error(ctx, table, page_no, error));
             }
             Some(Event::Page(f)) => {
-                let si = f.stream;
-                run.record_fetched(*f, manifest, totals).await?;
-                if run.streams[si].complete() {
+                let (recorded, page) = run.record_page(*f, manifest)?;
+                totals.pages += 1;
+                if recorded.complete() {
                     open -= 1;
                 }
+                run.accept(
+                    recorded.stream,
+                    recorded.page.page,
+                    &page,
+                    true,
+                    manifest,
+                    totals,
+                )?;
                 taken += 1;
                 bar.set(run.rows());
                 if taken.is_multiple_of(100) {
@@ -768,7 +818,7 @@ fn record_parts(
     let mut pages = json!({
         "raw_run": ctx.run_id,
         "first": stream.first_page_since_checkpoint,
-        "last": stream.page_no,
+        "last": stream.taken,
     });
     if let Some(k) = stream.slice {
         pages["slice"] = json!(k);

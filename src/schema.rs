@@ -83,6 +83,24 @@ impl Classes {
             Value::Object(_) | Value::Array(_) => self.blob = true,
         }
     }
+    /// The classes of a column from the smallest and largest non-NULL `typeof()` name (SQLite
+    /// orders them blob < integer < real < text). Classes between the two are unknown, which
+    /// changes the typing decision only for blob..text (blob+text is Blob, blob+number an
+    /// error): `None` then, and the caller asks whether any number is present.
+    pub fn from_range(lo: Option<&str>, hi: Option<&str>) -> Option<Classes> {
+        let mut c = Classes::default();
+        for name in [lo, hi].into_iter().flatten() {
+            match name {
+                "integer" => c.integer = true,
+                "real" => c.real = true,
+                "text" => c.text = true,
+                "blob" => c.blob = true,
+                _ => {}
+            }
+        }
+        (!(lo == Some("blob") && hi == Some("text"))).then_some(c)
+    }
+
     fn is_empty(&self) -> bool {
         !(self.integer || self.real || self.text || self.blob)
     }
@@ -582,6 +600,20 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn classes_from_the_typeof_range() {
+        let r = |lo: Option<&str>, hi: Option<&str>| Classes::from_range(lo, hi);
+        assert_eq!(r(None, None), Some(Classes::default()));
+        let c = r(Some("integer"), Some("real")).unwrap();
+        assert!(c.integer && c.real && !c.text && !c.blob);
+        let c = r(Some("text"), Some("text")).unwrap();
+        assert!(c.text && !c.integer);
+        // integer..text is an error whatever lies between; blob..text needs a second look.
+        let c = r(Some("integer"), Some("text")).unwrap();
+        assert!(c.integer && c.text);
+        assert_eq!(r(Some("blob"), Some("text")), None);
+    }
     use super::*;
     use serde_json::json;
 

@@ -357,3 +357,51 @@ print(json.dumps(res))
     );
     assert!(regions.contains(&"Québec".to_string()), "{regions:?}");
 }
+
+/// The type probe reads each column's range of storage classes; blobs mixed with text need a
+/// second look for numbers in between: blob + text is kept as Blob, while with a number among
+/// them it is a usage error naming the column and the override to use.
+#[test]
+fn v0_65_type_probe_tells_blob_and_text_from_blob_text_and_numbers() {
+    let tmp = TempDir::new("probe");
+    let db = tmp.path().join("probe.db");
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "create table bt (id INTEGER PRIMARY KEY, v);
+             insert into bt (v) values (x'00ff'), ('text'), (NULL), (x'01');
+             create table btn (id INTEGER PRIMARY KEY, v);
+             insert into btn (v) values (x'00ff'), (7), ('text');",
+        )
+        .unwrap();
+    }
+    let ds = Datasette::start(V0_65, &db);
+    let out = TempDir::new("probe-out");
+    let run = |table: &str| {
+        harvest(
+            &[
+                "harvest",
+                "--url",
+                &ds.url,
+                "--db",
+                &ds.db_name,
+                "--table",
+                table,
+                "--out",
+                out.path().to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    assert_exit(&run("bt"), 0);
+    let (_, types, _) = read_dataset(&out.path().join("parquet/bt"));
+    assert_eq!(types[1], arrow::datatypes::DataType::Binary);
+    assert_dataset_matches_table(out.path(), &db, "bt");
+    let o = run("btn");
+    assert_exit(&o, 2);
+    assert!(
+        stderr(&o).contains("column \"v\" holds both text and numbers"),
+        "{}",
+        stderr(&o)
+    );
+}
