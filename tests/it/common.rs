@@ -227,6 +227,15 @@ impl Drop for Datasette {
     }
 }
 
+/// A new SQLite database `name.db` in `dir`, made by running `sql`.
+pub fn make_db(dir: &TempDir, name: &str, sql: &str) -> PathBuf {
+    let db = dir.path().join(format!("{name}.db"));
+    rusqlite::Connection::open(&db)
+        .and_then(|c| c.execute_batch(sql))
+        .unwrap_or_else(|e| panic!("cannot make {}: {e}", db.display()));
+    db
+}
+
 /// A minimal blocking HTTP GET on loopback (for readiness checks).
 pub fn http_get(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};

@@ -157,29 +157,17 @@ fn v1_0_parallel_cursors_split_by_key_and_match_sqlite() {
 #[test]
 fn v0_65_parallel_keeps_null_and_real_keys_and_splits_rowid_tables() {
     let tmp = TempDir::new("oddkeys");
-    let db = tmp.path().join("oddkeys.db");
-    {
-        let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute_batch(
-            "create table odd (k INTEGER, v TEXT NOT NULL, PRIMARY KEY (k, v));
-             create table plain (x TEXT);",
-        )
-        .unwrap();
-        for k in 1..=300 {
-            c.execute("insert into odd values (?1, ?2)", (k, format!("r{k}")))
-                .unwrap();
-        }
-        c.execute("insert into odd values (2.5, 'half')", [])
-            .unwrap();
-        for n in 1..=5 {
-            c.execute("insert into odd values (NULL, ?1)", [format!("null{n}")])
-                .unwrap();
-        }
-        for i in 0..400 {
-            c.execute("insert into plain values (?1)", [format!("x{i}")])
-                .unwrap();
-        }
-    }
+    let db = make_db(
+        &tmp,
+        "oddkeys",
+        "create table odd (k INTEGER, v TEXT NOT NULL, PRIMARY KEY (k, v));
+         create table plain (x TEXT);
+         with recursive n(i) as (select 1 union all select i + 1 from n where i < 400)
+         insert into plain select 'x' || i from n;
+         insert into odd select rowid, 'r' || rowid from plain where rowid <= 300;
+         insert into odd values (2.5, 'half');
+         insert into odd select NULL, 'null' || rowid from plain where rowid <= 5;",
+    );
     let ds = Datasette::start(V0_65, &db);
     let out = TempDir::new("oddkeys-out");
     let o = harvest(

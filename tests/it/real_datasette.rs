@@ -364,17 +364,14 @@ print(json.dumps(res))
 #[test]
 fn v0_65_type_probe_tells_blob_and_text_from_blob_text_and_numbers() {
     let tmp = TempDir::new("probe");
-    let db = tmp.path().join("probe.db");
-    {
-        let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute_batch(
-            "create table bt (id INTEGER PRIMARY KEY, v);
-             insert into bt (v) values (x'00ff'), ('text'), (NULL), (x'01');
-             create table btn (id INTEGER PRIMARY KEY, v);
-             insert into btn (v) values (x'00ff'), (7), ('text');",
-        )
-        .unwrap();
-    }
+    let db = make_db(
+        &tmp,
+        "probe",
+        "create table bt (id INTEGER PRIMARY KEY, v);
+         insert into bt (v) values (x'00ff'), ('text'), (NULL), (x'01');
+         create table btn (id INTEGER PRIMARY KEY, v);
+         insert into btn (v) values (x'00ff'), (7), ('text');",
+    );
     let ds = Datasette::start(V0_65, &db);
     let out = TempDir::new("probe-out");
     let run = |table: &str| {
