@@ -4,7 +4,9 @@
 //! Guarantees:
 //! - Fetching runs ahead of the writer by at most the channel's capacity, so the server is
 //!   already working on page N+1 while page N is being made durable, and memory stays bounded
-//!   (a few pages per cursor, never a table).
+//!   (a few pages per cursor, never a table). A body is accepted once it is complete JSON of
+//!   the right shape with a readable `next` (a cut-off body is retried); its rows are built on
+//!   the blocking pool while the next request is already out.
 //! - Pages of one cursor arrive in order; every page is numbered from the cursor's last
 //!   recorded page, and carries the URL and the cursor it was fetched with.
 //! - A token the cursor has followed before is reported after its page is delivered (the
@@ -35,7 +37,8 @@ pub struct Start {
     pub columns: Option<Vec<String>>,
 }
 
-/// One fetched and parsed page.
+/// One fetched page: its body checked (complete JSON of the right shape, `next` read) and its
+/// rows being parsed on the blocking pool while the cursor already asks for the next page.
 #[derive(Debug)]
 pub struct FetchedPage {
     pub stream: usize,
@@ -43,7 +46,7 @@ pub struct FetchedPage {
     pub url: Url,
     pub cursor_in: Option<String>,
     pub fetched: Fetched,
-    pub page: Page,
+    pub parsed: JoinHandle<Result<Page, String>>,
 }
 
 /// What a walker reports.
@@ -131,25 +134,29 @@ async fn walk_pages(
     loop {
         page_no += 1;
         let url = request.page_url(flavor, cursor.as_deref(), page_no == 1);
-        let known = columns.clone();
         let result = client
-            .get(&url, |f| {
-                match datasette::parse_page(&f.body, known.as_deref()) {
-                    Ok(p) => Verdict::Accept(p),
-                    Err(BodyProblem::Truncated(why)) => Verdict::Retry(why),
-                    Err(BodyProblem::Wrong(why)) => Verdict::Reject(why),
-                }
+            .get(&url, |f| match datasette::scan_page(&f.body) {
+                Ok(h) => Verdict::Accept(h),
+                Err(BodyProblem::Truncated(why)) => Verdict::Retry(why),
+                Err(BodyProblem::Wrong(why)) => Verdict::Reject(why),
             })
             .await;
-        let (fetched, page) = result.map_err(|e| (page_no, anyhow::Error::new::<HttpError>(e)))?;
+        let (fetched, head) = result.map_err(|e| (page_no, anyhow::Error::new::<HttpError>(e)))?;
         if page_no == 1 && !flavor_known {
             // An undetected server answered in its own shape: use its parameters from now on.
-            flavor = page.flavor;
+            flavor = head.flavor;
         }
-        if page.columns.is_some() {
-            columns.clone_from(&page.columns);
+        if head.columns.is_some() {
+            columns.clone_from(&head.columns);
         }
-        let next = page.next.clone();
+        // Building the rows is the costly part of reading a page: do it off the cursor's path.
+        let (body, known) = (fetched.body.clone(), columns.clone());
+        let parsed = tokio::task::spawn_blocking(move || {
+            datasette::parse_page(&body, known.as_deref()).map_err(|p| match p {
+                BodyProblem::Truncated(w) | BodyProblem::Wrong(w) => w,
+            })
+        });
+        let next = head.next;
         let repeated = next.as_ref().is_some_and(|t| !seen.insert(t.clone()));
         let msg = FetchedPage {
             stream,
@@ -157,7 +164,7 @@ async fn walk_pages(
             url,
             cursor_in: cursor.take(),
             fetched,
-            page,
+            parsed,
         };
         if tx.send(Event::Page(Box::new(msg))).await.is_err() {
             return Ok(()); // the writer stopped

@@ -90,19 +90,9 @@ pub fn parse_page(body: &[u8], known_columns: Option<&[String]>) -> Result<Page,
         }
         Err(e) => return Err(BodyProblem::Wrong(describe_non_json(body, &e))),
     };
-    if raw.ok == Some(false) || raw.error.as_ref().is_some_and(|e| !e.is_null()) {
-        let msg = raw
-            .error
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| "ok: false".into());
-        return Err(BodyProblem::Wrong(format!(
-            "the server reported an error: {msg}"
-        )));
-    }
+    check_ok(raw.ok, raw.error)?;
     let Some(raw_rows) = raw.rows else {
-        return Err(BodyProblem::Wrong(
-            "the JSON has no \"rows\" array: this does not look like a Datasette table page".into(),
-        ));
+        return Err(no_rows());
     };
     let flavor = if raw.ok.is_some() {
         Flavor::V1
@@ -158,17 +148,7 @@ pub fn parse_page(body: &[u8], known_columns: Option<&[String]>) -> Result<Page,
             }
         }
     }
-    let next = match raw.next {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        Some(other) => {
-            return Err(BodyProblem::Wrong(format!(
-                "\"next\" is {} rather than a string",
-                json_kind(&other)
-            )));
-        }
-    };
+    let next = next_token(raw.next)?;
     let count = match (raw.count, raw.count_truncated) {
         (Some(c), Some(false) | None) => Some(c),
         (Some(_), Some(true)) => None,
@@ -183,6 +163,82 @@ pub fn parse_page(body: &[u8], known_columns: Option<&[String]>) -> Result<Page,
         is_view: raw.is_view,
         flavor,
     })
+}
+
+/// What the cursor needs from a page before its rows are parsed.
+#[derive(Debug, Clone)]
+pub struct PageHead {
+    pub next: Option<String>,
+    pub columns: Option<Vec<String>>,
+    pub flavor: Flavor,
+}
+
+#[derive(Deserialize)]
+struct RawHead {
+    ok: Option<bool>,
+    error: Option<Value>,
+    rows: Option<serde::de::IgnoredAny>,
+    columns: Option<Vec<String>>,
+    next: Option<Value>,
+}
+
+/// Check a table-page body the cheap way: complete, valid JSON of the right shape, skipping
+/// over the rows without building them, and read its `next` token. [`parse_page`] builds the
+/// rows later (and may still find a malformed row, which is never retryable).
+pub fn scan_page(body: &[u8]) -> Result<PageHead, BodyProblem> {
+    let raw: RawHead = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) if e.is_eof() => {
+            return Err(BodyProblem::Truncated(format!(
+                "the JSON body ends early after {} bytes ({e})",
+                body.len()
+            )));
+        }
+        Err(e) => return Err(BodyProblem::Wrong(describe_non_json(body, &e))),
+    };
+    check_ok(raw.ok, raw.error)?;
+    if raw.rows.is_none() {
+        return Err(no_rows());
+    }
+    Ok(PageHead {
+        next: next_token(raw.next)?,
+        columns: raw.columns,
+        flavor: if raw.ok.is_some() {
+            Flavor::V1
+        } else {
+            Flavor::V0
+        },
+    })
+}
+
+fn check_ok(ok: Option<bool>, error: Option<Value>) -> Result<(), BodyProblem> {
+    if ok == Some(false) || error.as_ref().is_some_and(|e| !e.is_null()) {
+        let msg = error
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "ok: false".into());
+        return Err(BodyProblem::Wrong(format!(
+            "the server reported an error: {msg}"
+        )));
+    }
+    Ok(())
+}
+
+fn no_rows() -> BodyProblem {
+    BodyProblem::Wrong(
+        "the JSON has no \"rows\" array: this does not look like a Datasette table page".into(),
+    )
+}
+
+fn next_token(next: Option<Value>) -> Result<Option<String>, BodyProblem> {
+    match next {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(BodyProblem::Wrong(format!(
+            "\"next\" is {} rather than a string",
+            json_kind(&other)
+        ))),
+    }
 }
 
 fn json_kind(v: &Value) -> &'static str {

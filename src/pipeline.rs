@@ -232,7 +232,7 @@ impl<'a> TableRun<'a> {
 
     /// Make a fetched page durable: its snapshot, then its manifest line. Its rows are taken
     /// next, by [`Self::accept`].
-    fn record_page(
+    async fn record_page(
         &mut self,
         f: FetchedPage,
         manifest: &mut Manifest,
@@ -245,8 +245,18 @@ impl<'a> TableRun<'a> {
             url,
             cursor_in,
             fetched,
-            page,
+            parsed,
         } = f;
+        // A page whose rows do not parse is refused before anything records it.
+        let page = parsed
+            .await
+            .context("the page parser stopped")?
+            .map_err(|why| {
+                anyhow::anyhow!(
+                    "unexpected response from {}: {why}",
+                    crate::http::display_url(&url)
+                )
+            })?;
         let s = &mut self.streams[si];
         debug_assert_eq!(page_no, s.page_no + 1, "walkers deliver pages in order");
         let snap_name = format!("page-{page_no:06}.json");
@@ -608,7 +618,7 @@ pub(crate) async fn harvest_table(
                 return Err(fetch_error(ctx, table, page_no, error));
             }
             Some(Event::Page(f)) => {
-                let (recorded, page) = run.record_page(*f, manifest)?;
+                let (recorded, page) = run.record_page(*f, manifest).await?;
                 totals.pages += 1;
                 if recorded.complete() {
                     open -= 1;
