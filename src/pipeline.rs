@@ -236,7 +236,7 @@ impl<'a> TableRun<'a> {
         &mut self,
         f: FetchedPage,
         manifest: &mut Manifest,
-    ) -> anyhow::Result<(Recorded, Page)> {
+    ) -> anyhow::Result<(usize, u64, Page)> {
         let ctx = self.ctx;
         let source = ctx.source;
         let FetchedPage {
@@ -301,25 +301,15 @@ impl<'a> TableRun<'a> {
             rec.insert("server_count".into(), json!(c));
             self.server_count = Some(c);
         }
-        let sha256 = rec["sha256"].as_str().unwrap_or_default().to_string();
         manifest.append("page", ctx.run_id, rec)?;
         s.page_no = page_no;
         s.cursor.clone_from(&page.next);
         s.fetched += 1;
-        let recorded = Recorded {
-            stream: si,
-            page: RecordedPage {
-                page: page_no,
-                path: snap_rel,
-                sha256,
-                cursor_out: page.next.clone(),
-            },
-        };
-        Ok((recorded, page))
+        Ok((si, page_no, page))
     }
 
-    /// Take the rows of a page recorded earlier, from its hash-checked snapshot.
-    fn take_recorded(
+    /// Replay a page an earlier process recorded: its rows, from its hash-checked snapshot.
+    fn replay(
         &mut self,
         si: usize,
         rp: &RecordedPage,
@@ -330,13 +320,13 @@ impl<'a> TableRun<'a> {
         let out = &self.ctx.settings.out;
         let body = std::fs::read(out.join(&rp.path)).with_context(|| {
             format!(
-                "cannot read the snapshot {} to take its rows; rerun with --restart if it is gone",
+                "cannot read the snapshot {} to resume; rerun with --restart",
                 rp.path
             )
         })?;
         if sha256_hex(&body) != rp.sha256 {
             bail!(
-                "the snapshot {} no longer matches the sha256 its manifest line records, so its rows cannot be taken; rerun with --restart",
+                "the snapshot {} no longer matches the sha256 its manifest line records, so it cannot be replayed; rerun with --restart",
                 rp.path
             );
         }
@@ -349,18 +339,6 @@ impl<'a> TableRun<'a> {
         };
         self.accept(si, rp.page, &page, to_sink, manifest, totals)?;
         Ok(page)
-    }
-}
-
-/// A page whose snapshot and manifest line are durable.
-struct Recorded {
-    stream: usize,
-    page: RecordedPage,
-}
-
-impl Recorded {
-    fn complete(&self) -> bool {
-        self.page.cursor_out.is_none()
     }
 }
 
@@ -560,7 +538,7 @@ pub(crate) async fn harvest_table(
                 s.cursor.clone_from(&rp.cursor_out);
                 s.replayed += 1;
             }
-            let page = run.take_recorded(si, rp, to_sink, manifest, totals)?;
+            let page = run.replay(si, rp, to_sink, manifest, totals)?;
             if rp.page == 1 && run.streams[si].slice.is_none() {
                 run.server_count = run.server_count.or(page.count);
             }
@@ -618,19 +596,12 @@ pub(crate) async fn harvest_table(
                 return Err(fetch_error(ctx, table, page_no, error));
             }
             Some(Event::Page(f)) => {
-                let (recorded, page) = run.record_page(*f, manifest).await?;
+                let (si, page_no, page) = run.record_page(*f, manifest).await?;
                 totals.pages += 1;
-                if recorded.complete() {
+                if run.streams[si].complete() {
                     open -= 1;
                 }
-                run.accept(
-                    recorded.stream,
-                    recorded.page.page,
-                    &page,
-                    true,
-                    manifest,
-                    totals,
-                )?;
+                run.accept(si, page_no, &page, true, manifest, totals)?;
                 taken += 1;
                 bar.set(run.rows());
                 if taken.is_multiple_of(100) {
