@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 use crate::datasette::{self, BodyProblem, Flavor, Page, TableRequest};
-use crate::http::{Client, Fetched, HttpError, Verdict};
+use crate::http::{Client, Fetched, HttpError};
 
 /// Where a cursor starts: after its last recorded page.
 #[derive(Debug, Clone, Default)]
@@ -135,11 +135,7 @@ async fn walk_pages(
         page_no += 1;
         let url = request.page_url(flavor, cursor.as_deref(), page_no == 1);
         let result = client
-            .get(&url, |f| match datasette::scan_page(&f.body) {
-                Ok(h) => Verdict::Accept(h),
-                Err(BodyProblem::Truncated(why)) => Verdict::Retry(why),
-                Err(BodyProblem::Wrong(why)) => Verdict::Reject(why),
-            })
+            .get(&url, |f| datasette::verdict(datasette::scan_page(&f.body)))
             .await;
         let (fetched, head) = result.map_err(|e| (page_no, anyhow::Error::new::<HttpError>(e)))?;
         if page_no == 1 && !flavor_known {
@@ -152,9 +148,7 @@ async fn walk_pages(
         // Building the rows is the costly part of reading a page: do it off the cursor's path.
         let (body, known) = (fetched.body.clone(), columns.clone());
         let parsed = tokio::task::spawn_blocking(move || {
-            datasette::parse_page(&body, known.as_deref()).map_err(|p| match p {
-                BodyProblem::Truncated(w) | BodyProblem::Wrong(w) => w,
-            })
+            datasette::parse_page(&body, known.as_deref()).map_err(BodyProblem::into_reason)
         });
         let next = head.next;
         let repeated = next.as_ref().is_some_and(|t| !seen.insert(t.clone()));

@@ -78,26 +78,30 @@ pub enum BodyProblem {
     Wrong(String),
 }
 
+impl BodyProblem {
+    /// What is wrong, whether or not a retry could help.
+    pub fn into_reason(self) -> String {
+        match self {
+            BodyProblem::Truncated(why) | BodyProblem::Wrong(why) => why,
+        }
+    }
+}
+
+/// How the HTTP client should treat a body that parsed to `r`: a cut-off body is retried.
+pub fn verdict<T>(r: Result<T, BodyProblem>) -> Verdict<T> {
+    match r {
+        Ok(v) => Verdict::Accept(v),
+        Err(BodyProblem::Truncated(why)) => Verdict::Retry(why),
+        Err(BodyProblem::Wrong(why)) => Verdict::Reject(why),
+    }
+}
+
 /// Parse a table-page body. `known_columns` orders object rows when the body lacks `columns`.
 pub fn parse_page(body: &[u8], known_columns: Option<&[String]>) -> Result<Page, BodyProblem> {
-    let raw: RawPage = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) if e.is_eof() => {
-            return Err(BodyProblem::Truncated(format!(
-                "the JSON body ends early after {} bytes ({e})",
-                body.len()
-            )));
-        }
-        Err(e) => return Err(BodyProblem::Wrong(describe_non_json(body, &e))),
-    };
-    check_ok(raw.ok, raw.error)?;
+    let raw: RawPage = decode(body)?;
+    let flavor = check_ok(raw.ok, raw.error)?;
     let Some(raw_rows) = raw.rows else {
         return Err(no_rows());
-    };
-    let flavor = if raw.ok.is_some() {
-        Flavor::V1
-    } else {
-        Flavor::V0
     };
     let columns = raw.columns.clone();
     let order: Option<&[String]> = columns.as_deref().or(known_columns);
@@ -186,32 +190,34 @@ struct RawHead {
 /// over the rows without building them, and read its `next` token. [`parse_page`] builds the
 /// rows later (and may still find a malformed row, which is never retryable).
 pub fn scan_page(body: &[u8]) -> Result<PageHead, BodyProblem> {
-    let raw: RawHead = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) if e.is_eof() => {
-            return Err(BodyProblem::Truncated(format!(
-                "the JSON body ends early after {} bytes ({e})",
-                body.len()
-            )));
-        }
-        Err(e) => return Err(BodyProblem::Wrong(describe_non_json(body, &e))),
-    };
-    check_ok(raw.ok, raw.error)?;
+    let raw: RawHead = decode(body)?;
+    let flavor = check_ok(raw.ok, raw.error)?;
     if raw.rows.is_none() {
         return Err(no_rows());
     }
     Ok(PageHead {
         next: next_token(raw.next)?,
         columns: raw.columns,
-        flavor: if raw.ok.is_some() {
-            Flavor::V1
-        } else {
-            Flavor::V0
-        },
+        flavor,
     })
 }
 
-fn check_ok(ok: Option<bool>, error: Option<Value>) -> Result<(), BodyProblem> {
+/// Deserialize a page body; a body cut off mid-JSON is [`BodyProblem::Truncated`].
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, BodyProblem> {
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_eof() {
+            BodyProblem::Truncated(format!(
+                "the JSON body ends early after {} bytes ({e})",
+                body.len()
+            ))
+        } else {
+            BodyProblem::Wrong(describe_non_json(body, &e))
+        }
+    })
+}
+
+/// Refuse a body that reports an error; otherwise its shape: 1.0 bodies carry `ok`.
+fn check_ok(ok: Option<bool>, error: Option<Value>) -> Result<Flavor, BodyProblem> {
     if ok == Some(false) || error.as_ref().is_some_and(|e| !e.is_null()) {
         let msg = error
             .map(|e| e.to_string())
@@ -220,7 +226,7 @@ fn check_ok(ok: Option<bool>, error: Option<Value>) -> Result<(), BodyProblem> {
             "the server reported an error: {msg}"
         )));
     }
-    Ok(())
+    Ok(if ok.is_some() { Flavor::V1 } else { Flavor::V0 })
 }
 
 fn no_rows() -> BodyProblem {

@@ -24,7 +24,6 @@
 //!   before anything is deleted); an incremental table instead adds parts and then moves its
 //!   watermark (pending → `table_end` → published).
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -34,7 +33,7 @@ use serde_json::{Value, json};
 use crate::commands::harvest::{RunCtx, Totals, obj};
 use crate::config::TableSettings;
 use crate::cursor::{self, Event, FetchedPage, Start, Walk};
-use crate::datasette::{self, BodyProblem, Flavor, Page, TableRequest};
+use crate::datasette::{self, Flavor, Page, TableRequest};
 use crate::error::{Interrupted, UsageError};
 use crate::fsutil::{
     atomic_write, create_dir_all_durable, files_under, is_part_file, rel_path, sanitize_component,
@@ -63,7 +62,6 @@ struct Stream {
     taken: u64,
     /// The token that continues after `page_no` (`None` once the last page was taken).
     cursor: Option<String>,
-    seen: HashSet<String>,
     first_page_since_checkpoint: u64,
     last_part: u64,
     /// Rows taken in this process, and parts closed.
@@ -331,12 +329,13 @@ impl<'a> TableRun<'a> {
             );
         }
         let known = self.known_columns();
-        let page = match datasette::parse_page(&body, known.as_deref()) {
-            Ok(p) => p,
-            Err(BodyProblem::Truncated(w) | BodyProblem::Wrong(w)) => {
-                bail!("the recorded snapshot {} is unusable: {w}", rp.path)
-            }
-        };
+        let page = datasette::parse_page(&body, known.as_deref()).map_err(|p| {
+            anyhow::anyhow!(
+                "the recorded snapshot {} is unusable: {}",
+                rp.path,
+                p.into_reason()
+            )
+        })?;
         self.accept(si, rp.page, &page, to_sink, manifest, totals)?;
         Ok(page)
     }
@@ -477,7 +476,6 @@ pub(crate) async fn harvest_table(
             page_no: sp.checkpoint_page,
             taken: sp.checkpoint_page,
             cursor: sp.checkpoint_cursor.clone(),
-            seen: sp.cursors.iter().cloned().collect(),
             first_page_since_checkpoint: sp.checkpoint_page + 1,
             last_part: sp.last_part,
             rows: 0,
@@ -567,7 +565,7 @@ pub(crate) async fn harvest_table(
             start: Start {
                 page: s.page_no,
                 cursor: s.cursor.clone(),
-                seen: s.seen.clone(),
+                seen: s.progress.cursors.iter().cloned().collect(),
                 columns: known.clone(),
             },
         })

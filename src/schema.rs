@@ -600,6 +600,8 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use serde_json::json;
 
     #[test]
     fn classes_from_the_typeof_range() {
@@ -614,8 +616,6 @@ mod tests {
         assert!(c.integer && c.text);
         assert_eq!(r(Some("blob"), Some("text")), None);
     }
-    use super::*;
-    use serde_json::json;
 
     fn classes(vals: &[Value]) -> Classes {
         let mut c = Classes::default();

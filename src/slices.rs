@@ -15,8 +15,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::datasette::{self, BodyProblem, Flavor, Page, TableRequest};
-use crate::http::{Client, Verdict};
+use crate::datasette::{self, Flavor, Page, TableRequest};
+use crate::http::Client;
 
 /// One slice: the filters that select its rows (added to the table's own filters).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,10 +216,8 @@ async fn fetch_one(
 ) -> anyhow::Result<Page> {
     let url = req.page_url(flavor, None, count);
     let (_, page) = client
-        .get(&url, |f| match datasette::parse_page(&f.body, None) {
-            Ok(p) => Verdict::Accept(p),
-            Err(BodyProblem::Truncated(why)) => Verdict::Retry(why),
-            Err(BodyProblem::Wrong(why)) => Verdict::Reject(why),
+        .get(&url, |f| {
+            datasette::verdict(datasette::parse_page(&f.body, None))
         })
         .await?;
     Ok(page)

@@ -8,9 +8,10 @@
 //! under `raw/` and `parquet/` that no record vouches for are orphans; per run and table the
 //! rows of the pages equal the rows of the parts (less rows an incremental run skipped as
 //! already written); a `--parallel` table's slice plan covers its key range exactly once and
-//! each of its pages carries its slice's filters; one dataset's parts share one schema; a run without an `ok` `run_end`
-//! is reported as unfinished, a kind distinct from corruption. Hashing streams files and
-//! uses every core. Exit 0 when clean, 3 when anything was found, 2 for usage errors.
+//! each of its pages carries its slice's filters; one dataset's parts share one schema; a run
+//! without an `ok` `run_end` is reported as unfinished, a kind distinct from corruption.
+//! Hashing streams files and uses every core. Exit 0 when clean, 3 when anything was found,
+//! 2 for usage errors.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -318,10 +319,7 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
     let mut skipped: HashMap<(String, String), u64> = HashMap::new();
     let mut ended: HashSet<(String, String)> = HashSet::new();
     for (_, r) in records.iter().filter(|(_, r)| in_scope(r)) {
-        let key = (
-            r["run_id"].as_str().unwrap_or("").to_string(),
-            r["output"].as_str().unwrap_or("").to_string(),
-        );
+        let key = run_and_output(r);
         match r["kind"].as_str() {
             Some("page") => *page_rows.entry(key).or_default() += r["rows"].as_u64().unwrap_or(0),
             Some("parquet") => {
@@ -366,10 +364,7 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
         if r["kind"] != "slices" {
             continue;
         }
-        let key = (
-            r["run_id"].as_str().unwrap_or("").to_string(),
-            r["output"].as_str().unwrap_or("").to_string(),
-        );
+        let key = run_and_output(r);
         match serde_json::from_value::<crate::slices::SlicePlan>(r["plan"].clone()) {
             Ok(p) if crate::slices::is_partition(&p) => {
                 plans.insert(key, p);
@@ -391,10 +386,7 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
         .iter()
         .filter(|(_, r)| r["kind"] == "page" && in_scope(r))
     {
-        let key = (
-            r["run_id"].as_str().unwrap_or("").to_string(),
-            r["output"].as_str().unwrap_or("").to_string(),
-        );
+        let key = run_and_output(r);
         let problem = match (plans.get(&key), r.get("slice").map(Value::as_u64)) {
             (None, None) => None,
             (None, Some(_)) => Some(
@@ -606,4 +598,12 @@ fn check_claim(
             )),
         }
     }
+}
+
+/// The (run, dataset) a record belongs to.
+fn run_and_output(r: &Value) -> (String, String) {
+    (
+        r["run_id"].as_str().unwrap_or("").to_string(),
+        r["output"].as_str().unwrap_or("").to_string(),
+    )
 }
