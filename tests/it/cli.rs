@@ -156,19 +156,12 @@ fn a_locked_output_directory_fails_fast_naming_the_holder() {
         .unwrap();
     f.lock().unwrap();
     std::fs::write(state.join("lock"), "pid 4242 since 2026-01-01T00:00:00Z").unwrap();
-    let o = harvest(
-        &[
-            "harvest",
-            "--url",
-            "http://127.0.0.1:9",
-            "--db",
-            "d",
-            "-t",
-            "t",
-            "--out",
-            d.path().to_str().unwrap(),
-        ],
-        &[],
+    let o = run_job(
+        "harvest",
+        "http://127.0.0.1:9",
+        "d",
+        d.path().to_str().unwrap(),
+        &["-t", "t"],
     );
     assert_exit(&o, 2);
     assert!(stderr(&o).contains("locked by pid 4242"), "{}", stderr(&o));

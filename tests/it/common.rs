@@ -290,6 +290,13 @@ pub fn harvest(args: &[&str], envs: &[(&str, &str)]) -> Output {
     cmd.output().expect("run harvest")
 }
 
+/// Run `harvest COMMAND --url URL --db DB --out OUT REST…`: one job against one server.
+pub fn run_job(command: &str, url: &str, db: &str, out: &str, rest: &[&str]) -> Output {
+    let mut args = vec![command, "--url", url, "--db", db, "--out", out];
+    args.extend_from_slice(rest);
+    harvest(&args, &[])
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

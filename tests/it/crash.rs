@@ -304,19 +304,12 @@ fn an_unwritable_output_directory_is_a_clean_error() {
     let file = d.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
     let server = FaultServer::start(Synthetic { rows: ROWS }, |_| None);
-    let o = harvest(
-        &[
-            "harvest",
-            "--url",
-            &server.url,
-            "--db",
-            "db",
-            "-t",
-            "items",
-            "--out",
-            file.join("out").to_str().unwrap(),
-        ],
-        &[],
+    let o = run_job(
+        "harvest",
+        &server.url,
+        "db",
+        file.join("out").to_str().unwrap(),
+        &["-t", "items"],
     );
     assert_exit(&o, 1);
     assert!(
@@ -331,23 +324,19 @@ fn hostile_table_and_partition_names_stay_inside_the_output_directory() {
     let server = FaultServer::start(Synthetic { rows: ROWS }, |_| None);
     let root = TempDir::new("hostile");
     let out = root.path().join("out");
-    let o = harvest(
+    let o = run_job(
+        "harvest",
+        &server.url,
+        "db",
+        out.to_str().unwrap(),
         &[
-            "harvest",
-            "--url",
-            &server.url,
-            "--db",
-            "db",
             "-t",
             "../evil",
             "--page-size",
             "100",
             "--partition-by",
             "category",
-            "--out",
-            out.to_str().unwrap(),
         ],
-        &[],
     );
     assert_exit(&o, 0);
     // Nothing was written next to DIR.
@@ -428,13 +417,12 @@ fn fault_soak_in_front_of_a_real_datasette() {
         Some(action)
     });
     let out = TempDir::new("soak");
-    let o = harvest(
+    let o = run_job(
+        "harvest",
+        &server.url,
+        &ds.db_name,
+        out.path().to_str().unwrap(),
         &[
-            "harvest",
-            "--url",
-            &server.url,
-            "--db",
-            &ds.db_name,
             "--table",
             "Order Details",
             "--table",
@@ -443,10 +431,7 @@ fn fault_soak_in_front_of_a_real_datasette() {
             "30",
             "--stall-timeout",
             "0.3",
-            "--out",
-            out.path().to_str().unwrap(),
         ],
-        &[],
     );
     assert_exit(&o, 0);
     assert_dataset_matches_table(out.path(), &db, "Order Details");

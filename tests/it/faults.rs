@@ -11,22 +11,15 @@ use crate::fault_server::*;
 pub const ROWS: u64 = 250; // 3 pages of 100
 
 pub fn run(server: &FaultServer, out: &TempDir, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
+    let mut rest = vec!["--table", "items", "--page-size", "100"];
+    rest.extend_from_slice(extra);
+    run_job(
         "harvest",
-        "--url",
         &server.url,
-        "--db",
         "db",
-        "--table",
-        "items",
-        "--page-size",
-        "100",
-        "--out",
-    ];
-    let out_s = out.path().to_str().unwrap().to_string();
-    args.push(&out_s);
-    args.extend_from_slice(extra);
-    harvest(&args, &[])
+        out.path().to_str().unwrap(),
+        &rest,
+    )
 }
 
 /// The harvested `items` equal the synthetic table exactly.
@@ -371,19 +364,12 @@ fn repeated_next_token_is_an_error_not_a_loop() {
 fn unknown_table_exits_2_naming_it() {
     let server = FaultServer::start(Synthetic { rows: ROWS }, |_| None);
     let out = TempDir::new("404");
-    let o = harvest(
-        &[
-            "harvest",
-            "--url",
-            &server.url,
-            "--db",
-            "db",
-            "--table",
-            "nope",
-            "--out",
-            out.path().to_str().unwrap(),
-        ],
-        &[],
+    let o = run_job(
+        "harvest",
+        &server.url,
+        "db",
+        out.path().to_str().unwrap(),
+        &["--table", "nope"],
     );
     assert_exit(&o, 2);
     assert!(

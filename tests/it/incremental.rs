@@ -20,22 +20,18 @@ fn max_order_date(db: &Path) -> String {
 }
 
 fn state(out: &Path) -> serde_json::Value {
-    let o = harvest(
+    let o = run_job(
+        "incremental",
+        "http://127.0.0.1:9",
+        "x",
+        out.to_str().unwrap(),
         &[
-            "incremental",
-            "--url",
-            "http://127.0.0.1:9",
-            "--db",
-            "x",
             "-t",
             "Orders",
             "--watermark-column",
             "OrderDate",
             "--show-state",
-            "--out",
-            out.to_str().unwrap(),
         ],
-        &[],
     );
     assert_exit(&o, 0);
     serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()[0].clone()
@@ -171,23 +167,19 @@ fn v1_0_integer_watermark_compares_as_integers() {
     let ds = Datasette::start(V1_0, &db);
     let out = dir.path().join("out");
     let run = || {
-        harvest(
+        run_job(
+            "incremental",
+            &ds.url,
+            &ds.db_name,
+            out.to_str().unwrap(),
             &[
-                "incremental",
-                "--url",
-                &ds.url,
-                "--db",
-                &ds.db_name,
                 "--table",
                 "Orders",
                 "--watermark-column",
                 "OrderID",
                 "--since",
                 "25000",
-                "--out",
-                out.to_str().unwrap(),
             ],
-            &[],
         )
     };
     assert_exit(&run(), 0);

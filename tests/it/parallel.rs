@@ -43,13 +43,12 @@ fn splits_tables_and_matches_sqlite(version: &str) {
     let ds = Datasette::start(version, &db);
     let out = TempDir::new("parallel");
     let dir = out.path().to_str().unwrap();
-    let o = harvest(
+    let o = run_job(
+        "harvest",
+        &ds.url,
+        &ds.db_name,
+        dir,
         &[
-            "harvest",
-            "--url",
-            &ds.url,
-            "--db",
-            &ds.db_name,
             "--table",
             "Order Details",
             "--table",
@@ -58,10 +57,7 @@ fn splits_tables_and_matches_sqlite(version: &str) {
             "Order Subtotals",
             "--parallel",
             "3",
-            "--out",
-            dir,
         ],
-        &[],
     );
     assert_exit(&o, 0);
     for t in ["Order Details", "Orders"] {
@@ -170,13 +166,12 @@ fn v0_65_parallel_keeps_null_and_real_keys_and_splits_rowid_tables() {
     );
     let ds = Datasette::start(V0_65, &db);
     let out = TempDir::new("oddkeys-out");
-    let o = harvest(
+    let o = run_job(
+        "harvest",
+        &ds.url,
+        &ds.db_name,
+        out.path().to_str().unwrap(),
         &[
-            "harvest",
-            "--url",
-            &ds.url,
-            "--db",
-            &ds.db_name,
             "--table",
             "odd",
             "--table",
@@ -185,10 +180,7 @@ fn v0_65_parallel_keeps_null_and_real_keys_and_splits_rowid_tables() {
             "20",
             "--parallel",
             "3",
-            "--out",
-            out.path().to_str().unwrap(),
         ],
-        &[],
     );
     assert_exit(&o, 0);
     assert_dataset_matches_table(out.path(), &db, "odd");

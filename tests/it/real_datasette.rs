@@ -226,21 +226,12 @@ fn v0_65_empty_result_is_a_valid_zero_row_parquet() {
     let db = fixture_db(1);
     let ds = Datasette::start(V0_65, &db);
     let out = TempDir::new("empty");
-    let o = harvest(
-        &[
-            "harvest",
-            "--url",
-            &ds.url,
-            "--db",
-            &ds.db_name,
-            "--table",
-            "Orders",
-            "--param",
-            "OrderID__lt=0",
-            "--out",
-            out.path().to_str().unwrap(),
-        ],
-        &[],
+    let o = run_job(
+        "harvest",
+        &ds.url,
+        &ds.db_name,
+        out.path().to_str().unwrap(),
+        &["--table", "Orders", "--param", "OrderID__lt=0"],
     );
     assert_exit(&o, 0);
     let (names, types, rows) = read_dataset(&out.path().join("parquet/Orders"));
@@ -260,13 +251,12 @@ fn v0_65_output_reads_in_pyarrow_duckdb_and_pandas() {
     let db = fixture_db(1);
     let ds = Datasette::start(V0_65, &db);
     let out = TempDir::new("readers");
-    let o = harvest(
+    let o = run_job(
+        "harvest",
+        &ds.url,
+        &ds.db_name,
+        out.path().to_str().unwrap(),
         &[
-            "harvest",
-            "--url",
-            &ds.url,
-            "--db",
-            &ds.db_name,
             "--table",
             "Orders",
             "--table",
@@ -275,10 +265,7 @@ fn v0_65_output_reads_in_pyarrow_duckdb_and_pandas() {
             "ShipRegion",
             "--part-rows",
             "200000",
-            "--out",
-            out.path().to_str().unwrap(),
         ],
-        &[],
     );
     // Order Details has no ShipRegion: partitioning applies to every command-line table.
     assert_exit(&o, 2);
@@ -375,19 +362,12 @@ fn v0_65_type_probe_tells_blob_and_text_from_blob_text_and_numbers() {
     let ds = Datasette::start(V0_65, &db);
     let out = TempDir::new("probe-out");
     let run = |table: &str| {
-        harvest(
-            &[
-                "harvest",
-                "--url",
-                &ds.url,
-                "--db",
-                &ds.db_name,
-                "--table",
-                table,
-                "--out",
-                out.path().to_str().unwrap(),
-            ],
-            &[],
+        run_job(
+            "harvest",
+            &ds.url,
+            &ds.db_name,
+            out.path().to_str().unwrap(),
+            &["--table", table],
         )
     };
     assert_exit(&run("bt"), 0);
