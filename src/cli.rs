@@ -256,9 +256,13 @@ pub struct HarvestArgs {
     #[arg(long, value_name = "SECS")]
     pub stall_timeout: Option<f64>,
 
-    /// Refuse response bodies larger than this. Default 268435456 (256 MiB).
+    /// Refuse response bodies larger than this (after decompression). Default 268435456 (256 MiB).
     #[arg(long, value_name = "BYTES")]
     pub max_body_bytes: Option<u64>,
+
+    /// Do not ask the server for compressed responses (gzip, br, zstd are asked for by default).
+    #[arg(long)]
+    pub no_compression: bool,
 
     /// Close the open Parquet parts (a checkpoint) every N rows. Default 1000000.
     #[arg(long, value_name = "N")]

@@ -67,6 +67,7 @@ pub struct HttpConfig {
     pub retry_budget_secs: Option<f64>,
     pub rate_limit: Option<String>,
     pub max_body_bytes: Option<u64>,
+    pub compression: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -152,6 +153,10 @@ pub struct TableSettings {
     pub output: String,
     pub params: Vec<(String, String)>,
     pub page_size: u32,
+    /// The page size was given (flag or config), not defaulted: a server limit below it is
+    /// an error rather than a reason to use smaller pages.
+    #[serde(skip)]
+    pub page_size_given: bool,
     pub partition_by: Option<String>,
     pub sort: Option<String>,
     pub types: BTreeMap<String, ColType>,
@@ -409,6 +414,9 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
     if let Some(v) = args.max_body_bytes.or(h.max_body_bytes) {
         http.max_body_bytes = v;
     }
+    // Compression changes only the bytes on the wire, never a snapshot, so it is left out of
+    // the described settings (and the config digest): a resumed run may toggle it.
+    http.compression = !args.no_compression && h.compression.unwrap_or(true);
 
     let mut sink = SinkSettings::default();
     if let Some(v) = args.part_rows.or(file.parquet.part_rows) {
@@ -474,6 +482,7 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
                 output: t.clone(),
                 params: params.clone(),
                 page_size: args.page_size.unwrap_or(DEFAULT_PAGE_SIZE),
+                page_size_given: args.page_size.is_some(),
                 partition_by: args.partition_by.clone(),
                 sort: args.sort.clone(),
                 types: types.clone(),
@@ -514,15 +523,13 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
                     .iter()
                     .map(|(k, v)| Ok((k.clone(), toml_scalar(k, v)?)))
                     .collect::<Result<Vec<_>, UsageError>>()?;
+                let page_size = args.page_size.or(t.page_size).or(s.page_size);
                 tables.push(TableSettings {
                     name: t.name.clone(),
                     output: t.output.clone().unwrap_or_else(|| t.name.clone()),
                     params,
-                    page_size: args
-                        .page_size
-                        .or(t.page_size)
-                        .or(s.page_size)
-                        .unwrap_or(DEFAULT_PAGE_SIZE),
+                    page_size: page_size.unwrap_or(DEFAULT_PAGE_SIZE),
+                    page_size_given: page_size.is_some(),
                     partition_by: t.partition_by.clone(),
                     sort: t.sort.clone(),
                     parallel: args.parallel.or(t.parallel).unwrap_or(1),

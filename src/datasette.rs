@@ -203,8 +203,21 @@ pub fn scan_page(body: &[u8]) -> Result<PageHead, BodyProblem> {
 }
 
 /// Deserialize a page body; a body cut off mid-JSON is [`BodyProblem::Truncated`].
+///
+/// Strict JSON first. Only if that fails and the body holds the bare tokens `Infinity`,
+/// `-Infinity` or `NaN` outside strings (what Datasette sends for ±Infinity when asked with
+/// `_json_infinity=on`) is it parsed again with each token replaced by a marker object that
+/// [`non_finite`] reads back; anything else invalid is reported as before.
 fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, BodyProblem> {
-    serde_json::from_slice(body).map_err(|e| {
+    let strict = serde_json::from_slice(body);
+    let result = match strict {
+        Err(e) if !e.is_eof() => match replace_non_finite_tokens(body) {
+            Some(rewritten) => serde_json::from_slice(&rewritten),
+            None => Err(e),
+        },
+        other => other,
+    };
+    result.map_err(|e| {
         if e.is_eof() {
             BodyProblem::Truncated(format!(
                 "the JSON body ends early after {} bytes ({e})",
@@ -214,6 +227,81 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, BodyProblem>
             BodyProblem::Wrong(describe_non_json(body, &e))
         }
     })
+}
+
+/// The key of the marker object that stands for a non-finite number in a parsed body.
+pub const NON_FINITE_KEY: &str = "$harvest_non_finite";
+
+/// The non-finite float a marker object stands for (`None` for any other value).
+pub fn non_finite(v: &Value) -> Option<f64> {
+    let Value::Object(m) = v else { return None };
+    if m.len() != 1 {
+        return None;
+    }
+    match m.get(NON_FINITE_KEY)?.as_str()? {
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        "NaN" => Some(f64::NAN),
+        _ => None,
+    }
+}
+
+/// `body` with every bare `Infinity`, `-Infinity` and `NaN` token outside strings replaced by a
+/// marker object; `None` when it has none. A token must stand where a value can (after `[`,
+/// `,` or `:`, and before a delimiter), so `"Infinity"` in a string or `Infinityx` is left as
+/// is, and the strict parser still rejects it.
+fn replace_non_finite_tokens(body: &[u8]) -> Option<Vec<u8>> {
+    const TOKENS: [&[u8]; 3] = [b"-Infinity", b"Infinity", b"NaN"];
+    let mut out: Option<Vec<u8>> = None;
+    let (mut i, mut copied) = (0, 0);
+    let mut in_string = false;
+    let mut last_significant = b' ';
+    while i < body.len() {
+        let b = body[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+            last_significant = b;
+            i += 1;
+            continue;
+        }
+        if matches!(last_significant, b'[' | b',' | b':')
+            && let Some(tok) = TOKENS.iter().find(|t| body[i..].starts_with(t))
+        {
+            let end = i + tok.len();
+            let delimited = body
+                .get(end)
+                .is_none_or(|c| matches!(c, b',' | b']' | b'}') || c.is_ascii_whitespace());
+            if delimited {
+                let o = out.get_or_insert_with(|| Vec::with_capacity(body.len() + 64));
+                o.extend_from_slice(&body[copied..i]);
+                o.extend_from_slice(b"{\"");
+                o.extend_from_slice(NON_FINITE_KEY.as_bytes());
+                o.extend_from_slice(b"\":\"");
+                o.extend_from_slice(tok);
+                o.extend_from_slice(b"\"}");
+                copied = end;
+                i = end;
+                last_significant = b'}';
+                continue;
+            }
+        }
+        if !b.is_ascii_whitespace() {
+            last_significant = b;
+        }
+        i += 1;
+    }
+    let mut o = out?;
+    o.extend_from_slice(&body[copied..]);
+    Some(o)
 }
 
 /// Refuse a body that reports an error; otherwise its shape: 1.0 bodies carry `ok`.
@@ -303,6 +391,8 @@ impl TableRequest {
                 q.append_pair(k, v);
             }
             q.append_pair("_size", &self.page_size.to_string());
+            // ±Infinity would otherwise arrive as null (see `replace_non_finite_tokens`).
+            q.append_pair("_json_infinity", "on");
             if let Some(s) = &self.sort {
                 q.append_pair("_sort", s);
             }
@@ -338,30 +428,36 @@ pub fn query_params(url: &Url) -> serde_json::Map<String, Value> {
     m
 }
 
-/// Ask `/-/versions.json` which API the server speaks. `None` when it will not say.
-pub async fn detect_flavor(
-    client: &Client,
-    base: &Url,
-) -> Result<Option<(Flavor, String)>, HttpError> {
+/// GET one of the server's `/-/NAME.json` documents; `Null` when it answers with an error
+/// status or something that is not JSON (an auth failure is still an error).
+async fn meta_json(client: &Client, base: &Url, name: &str) -> Result<Value, HttpError> {
     let mut url = base.clone();
     url.path_segments_mut()
         .expect("http(s) URLs have path segments")
         .pop_if_empty()
         .push("-")
-        .push("versions.json");
+        .push(name);
     let res = client
         .get(&url, |f| match serde_json::from_slice::<Value>(&f.body) {
             Ok(v) => Verdict::Accept(v),
-            Err(e) if e.is_eof() => Verdict::Retry("versions.json ended early".into()),
+            Err(e) if e.is_eof() => Verdict::Retry(format!("{name} ended early")),
             Err(_) => Verdict::Accept(Value::Null),
         })
         .await;
-    let v = match res {
-        Ok((_, v)) => v,
-        Err(e) if e.is_auth() => return Err(e),
-        Err(HttpError::Status { .. }) => return Ok(None),
-        Err(e) => return Err(e),
-    };
+    match res {
+        Ok((_, v)) => Ok(v),
+        Err(e) if e.is_auth() => Err(e),
+        Err(HttpError::Status { .. }) => Ok(Value::Null),
+        Err(e) => Err(e),
+    }
+}
+
+/// Ask `/-/versions.json` which API the server speaks. `None` when it will not say.
+pub async fn detect_flavor(
+    client: &Client,
+    base: &Url,
+) -> Result<Option<(Flavor, String)>, HttpError> {
+    let v = meta_json(client, base, "versions.json").await?;
     let Some(version) = v.pointer("/datasette/version").and_then(Value::as_str) else {
         return Ok(None);
     };
@@ -371,6 +467,16 @@ pub async fn detect_flavor(
         Flavor::V1
     };
     Ok(Some((flavor, version.to_string())))
+}
+
+/// The server's `max_returned_rows` (the largest `_size` it accepts), from `/-/settings.json`;
+/// `None` when it will not say.
+pub async fn max_returned_rows(client: &Client, base: &Url) -> Result<Option<u32>, HttpError> {
+    let v = meta_json(client, base, "settings.json").await?;
+    Ok(v.get("max_returned_rows")
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n > 0))
 }
 
 /// Run a read-only SQL query through the database's JSON endpoint; `None` if the server does
@@ -402,16 +508,14 @@ pub async fn sql_rows(
         truncated: Option<bool>,
     }
     let res = client
-        .get(&url, |f| {
-            match serde_json::from_slice::<SqlResult>(&f.body) {
-                Ok(r) => Verdict::Accept(r),
-                Err(e) if e.is_eof() => Verdict::Retry("SQL result ended early".into()),
-                Err(_) => Verdict::Accept(SqlResult {
-                    ok: Some(false),
-                    rows: None,
-                    truncated: None,
-                }),
-            }
+        .get(&url, |f| match decode::<SqlResult>(&f.body) {
+            Ok(r) => Verdict::Accept(r),
+            Err(BodyProblem::Truncated(_)) => Verdict::Retry("SQL result ended early".into()),
+            Err(BodyProblem::Wrong(_)) => Verdict::Accept(SqlResult {
+                ok: Some(false),
+                rows: None,
+                truncated: None,
+            }),
         })
         .await;
     match res {
@@ -423,6 +527,29 @@ pub async fn sql_rows(
         }
         Err(e) => Err(e),
     }
+}
+
+/// Whether the server sends ±Infinity as the bare tokens `Infinity`/`-Infinity` when asked
+/// with `_json_infinity=on` (every Datasette checked does; without it they arrive as `null`),
+/// from one tiny SQL query; `None` when the SQL endpoint will not say.
+pub async fn sends_infinity(
+    client: &Client,
+    base: &Url,
+    database: &str,
+) -> Result<Option<bool>, HttpError> {
+    let rows = sql_rows(
+        client,
+        base,
+        database,
+        "select 9e999 as inf",
+        &[("_json_infinity", "on")],
+    )
+    .await?;
+    Ok(rows
+        .as_ref()
+        .and_then(|r| r.first())
+        .and_then(|r| r.get("inf"))
+        .map(|v| non_finite(v) == Some(f64::INFINITY)))
 }
 
 #[cfg(test)]
@@ -453,11 +580,12 @@ mod tests {
         let u = t.page_url(Flavor::V0, Some("10248,5"), false);
         assert_eq!(
             u.as_str(),
-            "http://127.0.0.1:8001/north~20wind/Order~20Details.json?ShipCountry=USA+%26+co&_size=1000&_nocount=1&_nofacet=1&_nosuggest=1&_next=10248%2C5"
+            "http://127.0.0.1:8001/north~20wind/Order~20Details.json?ShipCountry=USA+%26+co&_size=1000&_json_infinity=on&_nocount=1&_nofacet=1&_nosuggest=1&_next=10248%2C5"
         );
         let u = t.page_url(Flavor::V1, None, true);
         assert!(
-            u.as_str().ends_with("_size=1000&_extra=columns%2Ccount"),
+            u.as_str()
+                .ends_with("_size=1000&_json_infinity=on&_extra=columns%2Ccount"),
             "{u}"
         );
     }
@@ -472,6 +600,42 @@ mod tests {
         assert_eq!(a.rows[1][0].as_i64(), Some(9007199254740993));
         assert_eq!((a.count, b.count), (Some(7), Some(7)));
         assert_eq!((a.flavor, b.flavor), (Flavor::V0, Flavor::V1));
+    }
+
+    #[test]
+    fn infinity_tokens_parse_outside_strings_only() {
+        let v0 = br#"{"rows":[[1,Infinity,"Infinity"],[2, -Infinity ,"x,NaN"],[3,NaN,"a\"Infinity"]],"columns":["id","x","t"],"next":null}"#;
+        let p = parse_page(v0, None).ok().unwrap();
+        let xs: Vec<f64> = p.rows.iter().map(|r| non_finite(&r[1]).unwrap()).collect();
+        assert_eq!(xs[..2], [f64::INFINITY, f64::NEG_INFINITY]);
+        assert!(xs[2].is_nan());
+        assert_eq!(p.rows[0][2], Value::String("Infinity".into()));
+        assert_eq!(p.rows[1][2], Value::String("x,NaN".into()));
+        assert_eq!(p.rows[2][2], Value::String("a\"Infinity".into()));
+        let v1 = br#"{"ok":true,"next":null,"columns":["id","x"],"rows":[{"id":1,"x":-Infinity}]}"#;
+        let p = parse_page(v1, None).ok().unwrap();
+        assert_eq!(non_finite(&p.rows[0][1]), Some(f64::NEG_INFINITY));
+        assert!(scan_page(v1).is_ok());
+        // A body that is invalid for any other reason is still refused, and a cut-off one is
+        // still retryable.
+        for bad in [
+            &br#"{"rows":[[1,Infinityx]],"columns":["a","b"]}"#[..],
+            br#"{"rows":[[1,Inf]],"columns":["a","b"]}"#,
+            br#"{"rows":[[1,Infinity,]],"columns":["a","b"]}"#,
+            br#"{"rows":[[1 Infinity]],"columns":["a","b"]}"#,
+            br#"{Infinity:[[1]]}"#,
+        ] {
+            assert!(
+                matches!(parse_page(bad, None), Err(BodyProblem::Wrong(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(matches!(
+            parse_page(br#"{"rows":[[1,Infinity],[2,"#, None),
+            Err(BodyProblem::Truncated(_))
+        ));
+        assert_eq!(non_finite(&serde_json::json!({"$base64": true})), None);
     }
 
     #[test]

@@ -18,12 +18,22 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// The directory that holds `path`: its parent, or `.` for a bare file name (`o.parquet`,
+/// whose `Path::parent()` is the empty path, which cannot be opened).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// Create `dir` and its parents, fsyncing each parent that gained a new entry.
 pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+    let parent = parent_dir(dir);
+    if parent != Path::new(".") {
         create_dir_all_durable(parent)?;
     }
     match fs::create_dir(dir) {
@@ -31,10 +41,7 @@ pub fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(e),
     }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fsync_dir(parent)?;
-    }
-    Ok(())
+    fsync_dir(parent)
 }
 
 fn temp_path_for(path: &Path) -> PathBuf {
@@ -81,10 +88,7 @@ impl AtomicFile {
         file.sync_all()?;
         drop(file);
         fs::rename(&self.temp, &self.dest)?;
-        if let Some(dir) = self.dest.parent() {
-            fsync_dir(dir)?;
-        }
-        Ok(())
+        fsync_dir(parent_dir(&self.dest))
     }
 }
 

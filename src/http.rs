@@ -23,6 +23,8 @@ use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap};
 use url::Url;
 
+use crate::content_encoding::{self, DecodeError};
+
 /// Credentials for a source. Values are secrets and are redacted everywhere.
 #[derive(Clone)]
 pub enum Auth {
@@ -72,6 +74,8 @@ pub struct HttpSettings {
     /// Client-side limit, requests per second.
     pub rate_limit: Option<f64>,
     pub max_body_bytes: u64,
+    /// Ask for compressed bodies (`Accept-Encoding`, see [`crate::content_encoding`]).
+    pub compression: bool,
     pub auth: Option<Auth>,
 }
 
@@ -87,6 +91,7 @@ impl Default for HttpSettings {
             backoff_cap: Duration::from_secs(60),
             rate_limit: None,
             max_body_bytes: 256 * 1024 * 1024,
+            compression: true,
             auth: None,
         }
     }
@@ -96,7 +101,12 @@ impl Default for HttpSettings {
 #[derive(Debug)]
 pub struct Fetched {
     pub status: u16,
+    /// The body the server meant: decoded when it was sent compressed.
     pub body: Vec<u8>,
+    /// The `Content-Encoding` the body crossed the wire in (`None`: as is).
+    pub content_encoding: Option<String>,
+    /// Bytes that crossed the wire for the body (its compressed size, when compressed).
+    pub wire_bytes: u64,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     pub content_type: Option<String>,
@@ -166,7 +176,9 @@ impl HttpError {
 pub struct HttpStats {
     pub requests: u64,
     pub retries: u64,
+    /// Body bytes as decoded, and as they crossed the wire.
     pub bytes: u64,
+    pub wire_bytes: u64,
 }
 
 struct State {
@@ -248,6 +260,7 @@ impl Client {
                         Verdict::Accept(v) => {
                             if let Ok(mut s) = self.state.lock() {
                                 s.stats.bytes += fetched.body.len() as u64;
+                                s.stats.wire_bytes += fetched.wire_bytes;
                             }
                             return Ok((fetched, v));
                         }
@@ -356,6 +369,9 @@ impl Client {
 
     async fn attempt_inner(&self, url: &Url, shown: &str) -> Result<Fetched, Failure> {
         let mut req = self.inner.get(url.clone());
+        if self.settings.compression {
+            req = req.header(header::ACCEPT_ENCODING, content_encoding::ACCEPT);
+        }
         match &self.settings.auth {
             Some(Auth::Bearer(t)) => req = req.bearer_auth(t),
             Some(Auth::Basic { user, password }) => req = req.basic_auth(user, Some(password)),
@@ -428,15 +444,57 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
+        let wire_bytes = body.len() as u64;
+        let encoding = header_str(header::CONTENT_ENCODING);
+        let encodings = content_encoding::parse(encoding.as_deref());
+        let body = if encodings.is_empty() {
+            body
+        } else {
+            self.decode_body(&encodings, body, shown)?
+        };
         Ok(Fetched {
             status: status.as_u16(),
             body,
+            content_encoding: (!encodings.is_empty()).then(|| encodings.join(", ")),
+            wire_bytes,
             etag: header_str(header::ETAG),
             last_modified: header_str(header::LAST_MODIFIED),
             content_type: header_str(header::CONTENT_TYPE),
             attempts: 0,
             elapsed_ms: 0,
             fetched_at,
+        })
+    }
+
+    /// The body the server meant, from one it sent compressed.
+    fn decode_body(
+        &self,
+        encodings: &[String],
+        wire: Vec<u8>,
+        shown: &str,
+    ) -> Result<Vec<u8>, Failure> {
+        let wire_len = wire.len();
+        content_encoding::decode(encodings, wire, self.settings.max_body_bytes).map_err(|e| {
+            match e {
+                DecodeError::TooLarge => Failure::Fatal(HttpError::BodyTooLarge {
+                    url: shown.to_string(),
+                    limit: self.settings.max_body_bytes,
+                }),
+                DecodeError::Unsupported(enc) => Failure::Fatal(HttpError::BadBody {
+                    url: shown.to_string(),
+                    reason: format!(
+                        "the body is in the content encoding {enc:?}, which harvest did not ask for (it accepts {}); rerun with --no-compression if a proxy adds it",
+                        content_encoding::ACCEPT
+                    ),
+                }),
+                DecodeError::Damaged(why) => Failure::Transient {
+                    reason: format!(
+                        "the {} body ({wire_len} bytes on the wire) does not decode: {why}",
+                        encodings.join(", ")
+                    ),
+                    retry_after: None,
+                },
+            }
         })
     }
 

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod content_encoding;
 pub mod cursor;
 pub mod datasette;
 pub mod error;

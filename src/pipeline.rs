@@ -41,7 +41,9 @@ use crate::fsutil::{
 use crate::http::HttpError;
 use crate::manifest::{Manifest, sha256_hex};
 use crate::parquet_sink::{ClosedPart, TableSink};
-use crate::planner::{Probe, TablePlan, plan_table, probe_table, watermark_index};
+use crate::planner::{
+    Probe, TablePlan, plan_table, probe_table, refuse_lost_infinities, watermark_index,
+};
 use crate::resume::{RecordedPage, StreamProgress, TableProgress};
 use crate::slices::{Planned, SlicePlan};
 use crate::watermark::{Lookback, Mark, Tracker};
@@ -64,8 +66,9 @@ struct Stream {
     cursor: Option<String>,
     first_page_since_checkpoint: u64,
     last_part: u64,
-    /// Rows taken in this process, and parts closed.
+    /// Rows taken in this process (replayed or fetched), of them replayed, and parts closed.
     rows: u64,
+    rows_replayed: u64,
     parts: u64,
     fetched: u64,
     replayed: u64,
@@ -93,6 +96,9 @@ struct TableRun<'a> {
     rows_before: u64,
     /// What the SQL endpoint said about the table, for planning it on its first page.
     probe: Probe,
+    /// Text columns that arrived holding U+FFFD: the rows received so far with one, and how
+    /// many rows of the table really hold one (`None`: the server would not say).
+    replacement_chars: std::collections::BTreeMap<String, (u64, Option<u64>)>,
 }
 
 impl<'a> TableRun<'a> {
@@ -283,18 +289,23 @@ impl<'a> TableRun<'a> {
         if let Some(k) = s.slice {
             rec.insert("slice".into(), json!(k));
         }
+        if fetched.content_encoding.is_some() {
+            rec.insert("wire_bytes".into(), json!(fetched.wire_bytes));
+        }
         for (k, v) in [
             ("etag", &fetched.etag),
             ("last_modified", &fetched.last_modified),
             ("content_type", &fetched.content_type),
+            ("content_encoding", &fetched.content_encoding),
         ] {
             if let Some(v) = v {
                 rec.insert(k.into(), json!(v));
             }
         }
+        // Page 1 records the row count to reconcile with (so a resumed run has it too).
         if page_no == 1
             && s.slice.is_none()
-            && let Some(c) = page.count
+            && let Some(c) = page.count.or_else(|| self.probe.table_count(self.table))
         {
             rec.insert("server_count".into(), json!(c));
             self.server_count = Some(c);
@@ -304,6 +315,72 @@ impl<'a> TableRun<'a> {
         s.cursor.clone_from(&page.next);
         s.fetched += 1;
         Ok((si, page_no, page))
+    }
+
+    /// Datasette decodes text that is not valid UTF-8 with replacement characters (U+FFFD), so
+    /// such text would be written changed. Text holding U+FFFD is therefore checked against
+    /// the database: a column where no stored value holds the bytes of U+FFFD stops the run
+    /// before the page's rows are taken; otherwise the rows received with one are counted and
+    /// compared with the stored ones at the table's end ([`Self::refuse_replaced_text`]).
+    async fn check_replacement_chars(
+        &mut self,
+        page_no: u64,
+        page: &Page,
+        totals: &mut Totals,
+    ) -> anyhow::Result<()> {
+        let Some(columns) = page.columns.clone().or_else(|| self.known_columns()) else {
+            return Ok(());
+        };
+        let mut hits = vec![0u64; columns.len()];
+        for row in &page.rows {
+            for (i, v) in row.iter().enumerate() {
+                if let Value::String(s) = v
+                    && s.contains('\u{FFFD}')
+                    && let Some(h) = hits.get_mut(i)
+                {
+                    *h += 1;
+                }
+            }
+        }
+        for (col, n) in columns.iter().zip(hits).filter(|(_, n)| *n > 0) {
+            if !self.replacement_chars.contains_key(col) {
+                let stored = crate::planner::count_replacement_chars(
+                    self.ctx.client,
+                    &self.ctx.source.base,
+                    &self.ctx.source.database,
+                    &self.table.name,
+                    col,
+                )
+                .await?;
+                if stored.is_none() {
+                    let w = format!(
+                        "{}: column {col:?} holds text with U+FFFD, which Datasette also puts in place of bytes that are not valid UTF-8, and the server's SQL endpoint is not available to tell the two apart",
+                        self.table.output
+                    );
+                    tracing::warn!("{w}");
+                    totals.warnings.push(w);
+                }
+                self.replacement_chars.insert(col.clone(), (0, stored));
+            }
+            let entry = self.replacement_chars.entry(col.clone()).or_default();
+            entry.0 += n;
+            if entry.1 == Some(0) {
+                bail!(replaced_text_error(self.table, col, Some(page_no)));
+            }
+        }
+        Ok(())
+    }
+
+    /// At the table's end: more rows arrived with U+FFFD than the database holds.
+    fn refuse_replaced_text(&self) -> anyhow::Result<()> {
+        for (col, (received, stored)) in &self.replacement_chars {
+            if let Some(stored) = stored
+                && received > stored
+            {
+                bail!(replaced_text_error(self.table, col, None));
+            }
+        }
+        Ok(())
     }
 
     /// Replay a page an earlier process recorded: its rows, from its hash-checked snapshot.
@@ -336,16 +413,28 @@ impl<'a> TableRun<'a> {
                 p.into_reason()
             )
         })?;
+        let before = self.streams[si].rows;
         self.accept(si, rp.page, &page, to_sink, manifest, totals)?;
+        let s = &mut self.streams[si];
+        s.rows_replayed += s.rows - before;
         Ok(page)
     }
+}
+
+/// What a run learned about its current source before its first table.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SourceFacts {
+    /// The JSON API, when `/-/versions.json` said.
+    pub flavor: Option<Flavor>,
+    /// Whether ±Infinity arrives as tokens when asked; `None` when the server would not say.
+    pub sends_infinity: Option<bool>,
 }
 
 /// Harvest one table of the run's current source.
 pub(crate) async fn harvest_table(
     ctx: &RunCtx<'_>,
     table: &TableSettings,
-    detected: Option<Flavor>,
+    facts: SourceFacts,
     mut progress: TableProgress,
     manifest: &mut Manifest,
     totals: &mut Totals,
@@ -402,6 +491,7 @@ pub(crate) async fn harvest_table(
         page_size: table.page_size,
         sort: table.sort.clone(),
     };
+    let detected = facts.flavor;
     let flavor = detected.unwrap_or(Flavor::V1);
 
     // --parallel: the recorded slice plan of a resumed run, or a new one (recorded first).
@@ -450,6 +540,9 @@ pub(crate) async fn harvest_table(
         sanitize_component(&table.output),
         ctx.run_id
     );
+    // Rows in parts that earlier processes of this run recorded (before the streams below
+    // take their progress out of `progress`).
+    let rows_before = progress.rows_in_parts();
     let layout: Vec<Option<&crate::slices::Slice>> = match &slices {
         None => vec![None],
         Some(p) => p.slices.iter().map(Some).collect(),
@@ -479,6 +572,7 @@ pub(crate) async fn harvest_table(
             first_page_since_checkpoint: sp.checkpoint_page + 1,
             last_part: sp.last_part,
             rows: 0,
+            rows_replayed: 0,
             parts: 0,
             fetched: 0,
             replayed: 0,
@@ -492,16 +586,26 @@ pub(crate) async fn harvest_table(
         server_count: slices
             .as_ref()
             .map_or(progress.server_count, |s| s.server_count),
-        rows_before: progress.rows_in_parts(),
+        rows_before,
         slices,
         streams,
         tracker,
         probe: Probe::default(),
+        replacement_chars: Default::default(),
     };
     // Planning: the type probe runs before any page is requested (alone, it fits the server's
     // SQL time limit far more often); the first page completes the plan.
     if progress.plan.is_none() {
-        run.probe = probe_table(ctx.client, &source.base, &source.database, table).await?;
+        let infinity_as_null = facts.sends_infinity == Some(false);
+        run.probe = probe_table(
+            ctx.client,
+            &source.base,
+            &source.database,
+            table,
+            infinity_as_null,
+        )
+        .await?;
+        refuse_lost_infinities(table, &run.probe)?;
     }
     if let Some(columns) = progress.plan.clone() {
         run.set_plan(TablePlan {
@@ -595,7 +699,8 @@ pub(crate) async fn harvest_table(
             }
             Some(Event::Page(f)) => {
                 let (si, page_no, page) = run.record_page(*f, manifest).await?;
-                totals.pages += 1;
+                run.check_replacement_chars(page_no, &page, totals).await?;
+                totals.fetched_pages += 1;
                 if run.streams[si].complete() {
                     open -= 1;
                 }
@@ -614,6 +719,19 @@ pub(crate) async fn harvest_table(
     }
     drop(walkers);
     finish_table(run, manifest, totals, &store, prev_state, started)
+}
+
+fn replaced_text_error(table: &TableSettings, col: &str, page: Option<u64>) -> String {
+    let at = page.map_or(String::new(), |p| format!(", page {p}"));
+    format!(
+        "table {:?}{at}, column {col:?}: text arrived with U+FFFD replacement characters that the database does not hold: the server replaced bytes that are not valid UTF-8, so the text it sends is not what is stored{}. Fix the text in the database, or read the file with `harvest sql-extract --type {col}=blob`, which keeps the exact bytes",
+        table.name,
+        if page.is_some() {
+            "; this page's rows were not written"
+        } else {
+            ""
+        }
+    )
 }
 
 /// Turn a walker's failure into the run's error, naming the likely cause.
@@ -652,6 +770,7 @@ fn finish_table(
 ) -> anyhow::Result<()> {
     let (ctx, table) = (run.ctx, run.table);
     let (settings, source) = (ctx.settings, ctx.source);
+    run.refuse_replaced_text()?;
     let Some(plan) = run.plan.take() else {
         bail!(
             "no page of table {:?} was recorded; rerun with --restart",
@@ -688,6 +807,11 @@ fn finish_table(
         sum(|s| s.replayed),
         sum(|s| s.parts),
     );
+    let rows_replayed = sum(|s| s.rows_replayed);
+    let rows_fetched = sum(|s| s.rows) - rows_replayed;
+    // `pages` and `rows` are the table's totals for the run, whichever process did the work;
+    // the other fields split them: fetched by this process, replayed by it from snapshots,
+    // and (the rest) taken by earlier processes of the same run.
     let mut end = obj(json!({
         "source": crate::http::display_url(&source.base),
         "table": table.name,
@@ -695,8 +819,12 @@ fn finish_table(
         "pages": pages,
         "rows": rows,
         "server_count": count,
-        "replayed_pages": replayed,
         "fetched_pages": fetched,
+        "replayed_pages": replayed,
+        "earlier_pages": pages - fetched - replayed,
+        "fetched_rows": rows_fetched,
+        "replayed_rows": rows_replayed,
+        "earlier_rows": run.rows_before,
     }));
     if run.slices.is_some() {
         end.insert("slices".into(), json!(run.streams.len()));
@@ -750,7 +878,7 @@ fn finish_table(
         crate::failpoint("incremental:before-publish");
         store.publish(&source.name, &table.output, ctx.run_id)?;
     }
-    totals.rows += rows;
+    totals.add_table(pages, rows, replayed);
     totals.parts += parts;
 
     // Incremental runs re-read boundary rows they skip as already written.
@@ -779,8 +907,9 @@ fn finish_table(
         )?;
     }
     tracing::info!(
-        "{}: {rows} rows in {pages} pages ({fetched} fetched now, {replayed} replayed), {:.1}s",
+        "{}: {rows} rows in {pages} pages ({fetched} fetched now, {replayed} replayed, {} by an earlier process), {:.1}s",
         table.output,
+        pages - fetched - replayed,
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -43,17 +43,34 @@ pub struct Probe {
     classes: BTreeMap<String, Classes>,
     /// `count(*)` of the whole table, from the same scan.
     rows: Option<u64>,
+    /// Columns holding ±Infinity, with how many: counted only for a server that would send
+    /// them as `null` (see [`datasette::sends_infinity`]), which makes them a reason to stop.
+    infinities: BTreeMap<String, u64>,
+}
+
+impl Probe {
+    /// The probe's `count(*)`, when it counts what the table's requests return: with no
+    /// filters, the watermark's included (the probe counts the whole table). The row count to reconcile with when the
+    /// first page has no exact count (Datasette 1.0 stops counting at 10,000).
+    pub fn table_count(&self, table: &TableSettings) -> Option<u64> {
+        let filtered =
+            table.watermark.is_some() || table.params.iter().any(|(k, _)| !k.starts_with('_'));
+        if filtered { None } else { self.rows }
+    }
 }
 
 /// Ask the SQL endpoint for declared types, view-ness and, in one scan, the storage classes
 /// each column holds: the smallest and largest non-NULL `typeof()` per column, 1.8x cheaper
 /// for SQLite than a flag per class and deciding the type the same way. (`nullif` rather than
 /// a FILTER clause, which SQLite before 3.30 lacks.)
+/// `infinity_as_null`: the server sends ±Infinity as `null` even when asked; then the columns
+/// that hold reals are also checked for ±Infinity (a second scan, on such servers only).
 pub async fn probe_table(
     client: &Client,
     base: &url::Url,
     database: &str,
     table: &TableSettings,
+    infinity_as_null: bool,
 ) -> anyhow::Result<Probe> {
     let mut probe = Probe::default();
     let sql =
@@ -63,7 +80,9 @@ pub async fn probe_table(
         client,
         base,
         database,
-        "select name, type from pragma_table_info(:t)",
+        // table_xinfo also lists generated columns (hidden 2 and 3); 1 is a virtual table's
+        // hidden column, which a table page does not show.
+        "select name, type from pragma_table_xinfo(:t) where hidden <> 1",
         &name,
     )
     .await?
@@ -157,7 +176,72 @@ pub async fn probe_table(
             }
         }
     }
+    if infinity_as_null {
+        let reals: Vec<&str> = probed
+            .iter()
+            .copied()
+            .filter(|c| probe.classes.get(*c).is_some_and(|cl| cl.real))
+            .collect();
+        if !reals.is_empty() {
+            let mut q = String::from("select count(*) as n");
+            for (i, c) in reals.iter().enumerate() {
+                q.push_str(&format!(
+                    ", sum({c} in (9e999, -9e999)) as i{i}",
+                    c = quote(c)
+                ));
+            }
+            q.push_str(&format!(" from {}", quote(&table.name)));
+            if let Some(row) = sql(q).await?.as_ref().and_then(|r| r.first()) {
+                for (i, c) in reals.iter().enumerate() {
+                    let n = row.get(&format!("i{i}")).and_then(Value::as_u64);
+                    if let Some(n) = n.filter(|n| *n > 0) {
+                        probe.infinities.insert(c.to_string(), n);
+                    }
+                }
+            }
+        }
+    }
     Ok(probe)
+}
+
+/// How many rows of `table` hold the bytes of U+FFFD in column `col` (so really hold the
+/// character, rather than bytes a server replaced with it); `None` when the server won't say.
+pub async fn count_replacement_chars(
+    client: &Client,
+    base: &url::Url,
+    database: &str,
+    table: &str,
+    col: &str,
+) -> anyhow::Result<Option<u64>> {
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let q = format!(
+        "select count(*) as n from {} where instr(cast({} as blob), x'efbfbd') > 0",
+        quote(table),
+        quote(col)
+    );
+    let rows = datasette::sql_rows(client, base, database, &q, &[]).await?;
+    Ok(rows
+        .as_ref()
+        .and_then(|r| r.first())
+        .and_then(|r| r.get("n"))
+        .and_then(Value::as_u64))
+}
+
+/// Stop before the first page when the server would turn ±Infinity into NULL.
+pub fn refuse_lost_infinities(table: &TableSettings, probe: &Probe) -> anyhow::Result<()> {
+    if probe.infinities.is_empty() {
+        return Ok(());
+    }
+    let cols: Vec<String> = probe
+        .infinities
+        .iter()
+        .map(|(c, n)| format!("{c:?} ({n})"))
+        .collect();
+    bail!(
+        "table {:?}: column(s) {} hold ±Infinity, but this server sends ±Infinity as null even when asked with _json_infinity=on, so they would become NULL; nothing was harvested. Use a Datasette that honours _json_infinity (0.65 and 1.0 do), or `harvest sql-extract` on the database file",
+        table.name,
+        cols.join(", ")
+    )
 }
 
 /// Decide the table's column types from the probe and the first page: overrides, then the
@@ -216,12 +300,7 @@ pub fn plan_table(
         tracing::debug!("{}.{name}: {:?} ({})", table.name, p.ty, p.reason);
         plans.push(p);
     }
-    // A row count to reconcile with: the first page's exact count, else the probe's when the
-    // request has no filters (the probe counts the whole table).
-    let count = count.or_else(|| {
-        let filtered = table.params.iter().any(|(k, _)| !k.starts_with('_'));
-        if filtered { None } else { probe.rows }
-    });
+    let count = count.or_else(|| probe.table_count(table));
     Ok(TablePlan {
         columns: plans,
         is_view: first.is_view.or(probe.is_view).unwrap_or(false),

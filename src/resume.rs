@@ -53,7 +53,7 @@ pub struct StreamProgress {
 #[derive(Debug, Clone, Default)]
 pub struct TableProgress {
     /// The table's final parts are recorded (`table_end`): nothing to do.
-    pub done: bool,
+    pub done: Option<TableDone>,
     /// The column plan recorded with the table's parts, if any part was recorded.
     pub plan: Option<Vec<ColumnPlan>>,
     /// The server's row count, recorded with page 1 (or with the slice plan).
@@ -69,6 +69,13 @@ impl TableProgress {
     pub fn rows_in_parts(&self) -> u64 {
         self.streams.values().map(|s| s.rows_in_parts).sum()
     }
+}
+
+/// A table the run already completed: the totals its `table_end` records.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TableDone {
+    pub pages: u64,
+    pub rows: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -152,7 +159,12 @@ pub fn find_resumable(records: &[Value], digest: &str) -> Option<ResumePoint> {
                         .map(|p| p.into_iter().map(ColumnPlan::restored).collect());
                 }
             }
-            Some("table_end") => t.done = true,
+            Some("table_end") => {
+                t.done = Some(TableDone {
+                    pages: r["pages"].as_u64().unwrap_or(0),
+                    rows: r["rows"].as_u64().unwrap_or(0),
+                });
+            }
             _ => {}
         }
     }

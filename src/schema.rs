@@ -80,6 +80,7 @@ impl Classes {
             Value::Number(n) if n.is_i64() || n.is_u64() => self.integer = true,
             Value::Number(_) => self.real = true,
             Value::String(_) => self.text = true,
+            v if crate::datasette::non_finite(v).is_some() => self.real = true,
             Value::Object(_) | Value::Array(_) => self.blob = true,
         }
     }
@@ -356,7 +357,7 @@ impl CellRef<'_> {
         match self {
             CellRef::Null => "NULL".into(),
             CellRef::Int(i) => i.to_string(),
-            CellRef::Real(f) => format!("{f:?}"),
+            CellRef::Real(f) => float_text(*f),
             CellRef::Text(t) => {
                 let s = String::from_utf8_lossy(t);
                 truncate_value(&Value::String(s.into_owned()))
@@ -399,7 +400,7 @@ impl BatchBuilder {
                 (ColBuilder::Float(b), CellRef::Real(f)) => b.append_value(f),
                 (ColBuilder::Text(b), CellRef::Text(t)) => b.append_value(utf8(t)),
                 (ColBuilder::Text(b), CellRef::Int(i)) => b.append_value(i.to_string()),
-                (ColBuilder::Text(b), CellRef::Real(f)) => b.append_value(format!("{f:?}")),
+                (ColBuilder::Text(b), CellRef::Real(f)) => b.append_value(float_text(f)),
                 (ColBuilder::Blob(b), CellRef::Blob(x) | CellRef::Text(x)) => b.append_value(x),
                 (ColBuilder::Date(b), CellRef::Text(t)) => b.append_option(parse_date(&utf8(t))),
                 (ColBuilder::Ts(b), CellRef::Text(t)) => b.append_option(parse_timestamp(&utf8(t))),
@@ -411,16 +412,21 @@ impl BatchBuilder {
     }
 }
 
-/// SQLite text is UTF-8 unless someone stored invalid bytes; those are replaced (and only
-/// those), which is the one lossy case, as any UTF-8 string type would force.
+/// SQLite text is UTF-8 unless someone stored other bytes; [`check_cell`] refuses those for
+/// every column type but `Binary` (a UTF-8 column cannot hold them unchanged), so this never
+/// replaces anything it is given.
 fn utf8(t: &[u8]) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(t)
 }
+
+const NOT_UTF8: &str = "is text whose bytes are not valid UTF-8, which a Parquet text column cannot hold unchanged (a `blob` override keeps the exact bytes)";
 
 fn check_cell(c: &CellRef<'_>, plan: &ColumnPlan) -> Result<(), &'static str> {
     use ColType as T;
     match (plan.ty, c) {
         (_, CellRef::Null) => Ok(()),
+        (T::Blob, CellRef::Blob(_) | CellRef::Text(_)) => Ok(()),
+        (_, CellRef::Text(t)) if std::str::from_utf8(t).is_err() => Err(NOT_UTF8),
         (T::Integer, CellRef::Int(_)) => Ok(()),
         (T::Integer, CellRef::Real(_)) => Err("is a real number in an integer column"),
         (T::Float, CellRef::Real(_)) => Ok(()),
@@ -433,7 +439,6 @@ fn check_cell(c: &CellRef<'_>, plan: &ColumnPlan) -> Result<(), &'static str> {
         }
         (T::Text, CellRef::Text(_)) => Ok(()),
         (T::Text, CellRef::Int(_) | CellRef::Real(_)) if plan.numbers_as_text => Ok(()),
-        (T::Blob, CellRef::Blob(_) | CellRef::Text(_)) => Ok(()),
         (T::Date, CellRef::Text(t)) => parse_date(&utf8(t))
             .map(|_| ())
             .ok_or("is not a date (YYYY-MM-DD, or with a 00:00:00 time)"),
@@ -490,11 +495,17 @@ fn convert(v: &Value, plan: &ColumnPlan) -> Result<Converted, &'static str> {
                     Converted::Float(Some(n.as_f64().ok_or("is not a finite number")?))
                 }
             }
-            _ => return Err("is not a number"),
+            v => match crate::datasette::non_finite(v) {
+                Some(f) => Converted::Float(Some(f)),
+                None => return Err("is not a number"),
+            },
         },
         T::Text => match v {
             Value::String(s) => Converted::Text(Some(s.clone())),
             Value::Number(n) if plan.numbers_as_text => Converted::Text(Some(n.to_string())),
+            v if plan.numbers_as_text && crate::datasette::non_finite(v).is_some() => {
+                Converted::Text(crate::datasette::non_finite(v).map(float_text))
+            }
             Value::Object(_) => return Err("is a blob in a text column"),
             _ => return Err("is not text"),
         },
@@ -540,7 +551,22 @@ fn hint_for(plan: &ColumnPlan) -> String {
     }
 }
 
+/// A float as text (under a `text` override): the shortest form that reads back exactly, and
+/// `Infinity`, `-Infinity`, `NaN` for the non-finite values (the tokens Datasette sends).
+pub fn float_text(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f.is_infinite() {
+        if f > 0.0 { "Infinity" } else { "-Infinity" }.into()
+    } else {
+        format!("{f:?}")
+    }
+}
+
 fn truncate_value(v: &Value) -> String {
+    if let Some(f) = crate::datasette::non_finite(v) {
+        return float_text(f);
+    }
     let s = v.to_string();
     if s.len() > 80 {
         let mut end = 77;

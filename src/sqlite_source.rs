@@ -87,6 +87,29 @@ pub fn open_readonly(path: &Path) -> Result<Connection, UsageError> {
     .map_err(|e| UsageError::new(format!("cannot open {} as SQLite: {e}", path.display())))
 }
 
+/// True when the statement's first keyword (after white space and comments) starts a query:
+/// `SELECT`, `WITH` or `VALUES`. Together with `Statement::readonly()` this refuses `ATTACH`,
+/// `DETACH`, `PRAGMA`, `BEGIN` and the like, which SQLite counts as read-only.
+pub fn is_query(sql: &str) -> bool {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix("--") {
+            rest = r.split_once('\n').map_or("", |(_, after)| after);
+        } else if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.split_once("*/").map_or("", |(_, after)| after);
+        } else {
+            break;
+        }
+    }
+    let word: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    matches!(word.as_str(), "select" | "with" | "values")
+}
+
 /// Bind `named` and `positional` to `stmt`, insisting that each parameter is used exactly once.
 pub fn bind(
     stmt: &mut rusqlite::Statement<'_>,
@@ -348,6 +371,32 @@ fn sql_error(e: rusqlite::Error) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_queries_count_as_queries() {
+        for q in [
+            "select 1",
+            "  SELECT 1",
+            "with x as (select 1) select * from x",
+            "values (1), (2)",
+            "-- note\n/* block */ select 1",
+            "/* a */\n  Values(1)",
+        ] {
+            assert!(is_query(q), "{q}");
+        }
+        for q in [
+            "ATTACH DATABASE 'x.db' AS x",
+            "detach x",
+            "pragma table_info(t)",
+            "begin",
+            "explain select 1",
+            "-- select 1",
+            "/* select 1",
+            "",
+        ] {
+            assert!(!is_query(q), "{q}");
+        }
+    }
 
     #[test]
     fn typed_params() {

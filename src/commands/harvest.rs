@@ -18,9 +18,10 @@ use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
 use crate::cli::HarvestArgs;
-use crate::config::{HarvestSettings, SourceSettings, resolve_harvest};
+use crate::config::{HarvestSettings, SourceSettings, TableSettings, resolve_harvest};
 use crate::datasette;
 use crate::error::Interrupted;
+use crate::error::UsageError;
 use crate::fsutil::{TEMP_SUFFIX, create_dir_all_durable, files_under};
 use crate::http::Client;
 use crate::lock::DirLock;
@@ -49,16 +50,31 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Totals for `run_end` and the summary line.
+/// Totals for `run_end` and the summary line. `pages` and `rows` are the totals of the tables
+/// this run completed, whichever process of the run did the work (as in their `table_end`
+/// records); `fetched_pages` counts the requests this process made, and `replayed_pages` the
+/// recorded pages it replayed from snapshots.
 #[derive(Default, Debug)]
 pub(crate) struct Totals {
     pub tables: u64,
     pub pages: u64,
     pub rows: u64,
+    pub fetched_pages: u64,
+    pub replayed_pages: u64,
     pub parts: u64,
     pub warnings: Vec<String>,
     /// Incremental runs: per table, the watermark before and after.
     pub watermarks: Vec<Value>,
+}
+
+impl Totals {
+    /// Count a completed table: its run totals, and the pages this process replayed.
+    pub fn add_table(&mut self, pages: u64, rows: u64, replayed: u64) {
+        self.tables += 1;
+        self.pages += pages;
+        self.rows += rows;
+        self.replayed_pages += replayed;
+    }
 }
 
 pub(crate) fn new_run_id() -> String {
@@ -156,7 +172,7 @@ pub(crate) async fn run_settings(
                 .flat_map(|t| t.streams.values())
                 .map(|s| s.replay.len())
                 .sum();
-            let done = r.tables.values().filter(|t| t.done).count();
+            let done = r.tables.values().filter(|t| t.done.is_some()).count();
             tracing::info!(
                 "resuming run {}: {done} table(s) already done, {replay} recorded page(s) to replay from snapshots",
                 r.run_id
@@ -194,7 +210,7 @@ pub(crate) async fn run_settings(
 
     let mut totals = Totals::default();
     let mut retries = 0u64;
-    let mut bytes = 0u64;
+    let (mut bytes, mut wire_bytes) = (0u64, 0u64);
     let mut result = Ok(());
     for source in &settings.sources {
         let mut http = settings.http.clone();
@@ -214,6 +230,7 @@ pub(crate) async fn run_settings(
         let st = client.stats();
         retries += st.retries;
         bytes += st.bytes;
+        wire_bytes += st.wire_bytes;
         if r.is_err() {
             result = r;
             break;
@@ -235,7 +252,10 @@ pub(crate) async fn run_settings(
                 "tables": totals.tables,
                 "pages": totals.pages,
                 "rows": totals.rows,
+                "fetched_pages": totals.fetched_pages,
+                "replayed_pages": totals.replayed_pages,
                 "bytes": bytes,
+                "wire_bytes": wire_bytes,
                 "parts": totals.parts,
                 "retries": retries,
                 "wall_ms": elapsed.as_millis() as u64,
@@ -245,8 +265,23 @@ pub(crate) async fn run_settings(
         })),
     )?;
     result?;
+    let resumed = if totals.pages == totals.fetched_pages {
+        String::new()
+    } else {
+        format!(
+            " ({} fetched now, {} replayed from snapshots, {} by an earlier process)",
+            totals.fetched_pages,
+            totals.replayed_pages,
+            totals.pages - totals.fetched_pages - totals.replayed_pages
+        )
+    };
+    let wire = if wire_bytes == bytes {
+        String::new()
+    } else {
+        format!(" ({:.1} MB on the wire)", wire_bytes as f64 / 1e6)
+    };
     printer.summary(&format!(
-        "harvested {} table(s): {} pages, {} rows, {:.1} MB, {} retries in {:.1}s -> {}",
+        "harvested {} table(s): {} pages{resumed}, {} rows, {:.1} MB{wire}, {} retries in {:.1}s -> {}",
         totals.tables,
         totals.pages,
         totals.rows,
@@ -319,20 +354,34 @@ async fn harvest_source(
             None
         }
     };
+    let sends_infinity =
+        datasette::sends_infinity(ctx.client, &source.base, &source.database).await?;
+    if sends_infinity == Some(false) {
+        tracing::warn!(
+            "source {:?}: the server sends ±Infinity as null even when asked (_json_infinity=on); tables holding them will be refused",
+            source.name
+        );
+    }
+    let facts = crate::pipeline::SourceFacts {
+        flavor,
+        sends_infinity,
+    };
+    let max_rows = datasette::max_returned_rows(ctx.client, &source.base).await?;
     for table in &source.tables {
+        let table = &fit_page_size(table, max_rows)?;
         let progress = ctx
             .resume
             .and_then(|r| r.tables.get(&table.output))
             .cloned();
-        if progress.as_ref().is_some_and(|p| p.done) {
+        if let Some(done) = progress.as_ref().and_then(|p| p.done) {
             tracing::info!("{}: already complete in the resumed run", table.output);
-            totals.tables += 1;
+            totals.add_table(done.pages, done.rows, 0);
             continue;
         }
         crate::pipeline::harvest_table(
             ctx,
             table,
-            flavor,
+            facts,
             progress.unwrap_or_default(),
             manifest,
             totals,
@@ -344,9 +393,33 @@ async fn harvest_source(
                 table.name, source.name
             )
         })?;
-        totals.tables += 1;
     }
     Ok(())
+}
+
+/// The table with a page size the server accepts: a defaulted one above the server's
+/// `max_returned_rows` becomes that limit (logged); a given one is a usage error.
+fn fit_page_size(table: &TableSettings, max_rows: Option<u32>) -> anyhow::Result<TableSettings> {
+    let mut t = table.clone();
+    let Some(max) = max_rows.filter(|m| *m < table.page_size) else {
+        return Ok(t);
+    };
+    if table.page_size_given {
+        return Err(UsageError::with_hint(
+            format!(
+                "table {:?}: the page size {} is above the server's max_returned_rows ({max})",
+                table.name, table.page_size
+            ),
+            format!("pass --page-size {max} or less (or leave it out to use the server's limit)"),
+        )
+        .into());
+    }
+    tracing::info!(
+        "{}: the server returns at most {max} rows per request (max_returned_rows); using pages of {max}",
+        table.output
+    );
+    t.page_size = max;
+    Ok(t)
 }
 
 pub(crate) fn obj(v: Value) -> Map<String, Value> {

@@ -22,7 +22,7 @@ use serde_json::json;
 use crate::cli::SqlExtractArgs;
 use crate::config::{load_config, parse_type_flags, parse_types, split_kv};
 use crate::error::UsageError;
-use crate::fsutil::{AtomicFile, create_dir_all_durable};
+use crate::fsutil::{AtomicFile, create_dir_all_durable, parent_dir};
 use crate::lock::DirLock;
 use crate::manifest::{Manifest, sha256_hex};
 use crate::parquet_sink::{ClosedPart, SinkSettings, TableSink, writer_properties};
@@ -264,17 +264,23 @@ fn prepare<'c>(
     conn: &'c rusqlite::Connection,
     e: &Extract,
 ) -> Result<rusqlite::Statement<'c>, UsageError> {
-    let mut stmt = conn.prepare(&e.query).map_err(|err| {
-        UsageError::with_hint(
+    let not_a_query = || {
+        UsageError::new(format!(
+            "extract {:?}: only a single read-only query is allowed (SELECT, WITH or VALUES)",
+            e.name
+        ))
+    };
+    let mut stmt = conn.prepare(&e.query).map_err(|err| match err {
+        rusqlite::Error::MultipleStatement => not_a_query(),
+        err => UsageError::with_hint(
             format!("extract {:?}: the SQL does not compile: {err}", e.name),
             "check the query against the database's tables and columns",
-        )
+        ),
     })?;
-    if !stmt.readonly() {
-        return Err(UsageError::new(format!(
-            "extract {:?}: only read-only queries are allowed (SELECT, WITH, VALUES)",
-            e.name
-        )));
+    // SQLite calls ATTACH, DETACH, BEGIN and many PRAGMAs "read-only" (they change no
+    // database file), so the statement must also be a query.
+    if !stmt.readonly() || !sqlite_source::is_query(&e.query) {
+        return Err(not_a_query());
     }
     sqlite_source::bind(&mut stmt, &e.named, &e.positional)?;
     Ok(stmt)
@@ -359,12 +365,11 @@ fn extract_to_file(
     quiet: bool,
 ) -> anyhow::Result<(u64, PathBuf)> {
     let path = e.output.clone().expect("file mode");
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        create_dir_all_durable(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    let dir = parent_dir(&path);
+    create_dir_all_durable(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let props = writer_properties(sink)?;
     let p2 = path.clone();
-    let (rows, _, ()) = run_pipeline(
+    let (rows, _, file) = run_pipeline(
         e,
         quiet,
         move |plans| {
@@ -380,12 +385,13 @@ fn extract_to_file(
             for (_, batch) in rx {
                 w.write(&batch).context("Parquet encoding failed")?;
             }
-            w.into_inner()
-                .context("cannot finish the Parquet file")?
-                .commit()?;
-            Ok(())
+            // Published only once the whole result was read (below): a query that fails
+            // part-way drops the temp file.
+            w.into_inner().context("cannot finish the Parquet file")
         },
     )?;
+    file.commit()
+        .with_context(|| format!("cannot publish {}", path.display()))?;
     Ok((rows, path))
 }
 
@@ -454,6 +460,31 @@ fn extract_to_dir(out: &Path, extracts: &[&Extract], settings: &Settings) -> any
     result.map(|()| total)
 }
 
+/// Parts an extract published while it streamed, not yet recorded in the manifest. Dropped
+/// unrecorded (the query failed part-way, or encoding did), they are removed at once, so no
+/// reader sees part of a result.
+struct Unrecorded {
+    out: PathBuf,
+    parts: Vec<ClosedPart>,
+}
+
+impl Unrecorded {
+    /// The parts, to be recorded now: from here on they are the caller's.
+    fn recorded(mut self) -> Vec<ClosedPart> {
+        std::mem::take(&mut self.parts)
+    }
+}
+
+impl Drop for Unrecorded {
+    fn drop(&mut self) {
+        for p in &self.parts {
+            if let Err(e) = std::fs::remove_file(self.out.join(&p.rel_path)) {
+                tracing::warn!("cannot remove the unrecorded part {}: {e}", p.rel_path);
+            }
+        }
+    }
+}
+
 fn extract_one(
     out: &Path,
     e: &Extract,
@@ -462,7 +493,8 @@ fn extract_one(
     manifest: &mut Manifest,
 ) -> anyhow::Result<(u64, u64)> {
     let started = Instant::now();
-    let (out2, name, run2, sink_settings, part_by) = (
+    let (out2, out3, name, run2, sink_settings, part_by) = (
+        out.to_path_buf(),
         out.to_path_buf(),
         e.name.clone(),
         run_id.to_string(),
@@ -482,20 +514,24 @@ fn extract_one(
                 sink_settings,
             )
         },
-        |mut sink: TableSink, rx| {
-            let mut closed: Vec<ClosedPart> = Vec::new();
+        move |mut sink: TableSink, rx| {
+            let mut closed = Unrecorded {
+                out: out3,
+                parts: Vec::new(),
+            };
             for (key, batch) in rx {
                 sink.write_batch(key, &batch)?;
                 if sink.checkpoint_due() {
-                    closed.extend(sink.checkpoint()?);
+                    closed.parts.extend(sink.checkpoint()?);
                 }
             }
             let rel = sink.table_rel().to_string();
-            closed.extend(sink.finish()?);
+            closed.parts.extend(sink.finish()?);
             Ok((closed, rel))
         },
     )
     .with_context(|| format!("extract {:?} from {}", e.name, e.db.display()))?;
+    let closed = closed.recorded();
     for part in &closed {
         let mut rec = obj(json!({
             "path": part.rel_path,

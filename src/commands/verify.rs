@@ -317,11 +317,16 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
     let mut page_rows: HashMap<(String, String), u64> = HashMap::new();
     let mut part_rows: HashMap<(String, String), u64> = HashMap::new();
     let mut skipped: HashMap<(String, String), u64> = HashMap::new();
-    let mut ended: HashSet<(String, String)> = HashSet::new();
+    // What each `table_end` claims: the rows in the run's parts (and, for paged tables, pages).
+    let mut ended: HashMap<(String, String), (Option<u64>, Option<u64>)> = HashMap::new();
+    let mut pages_of: HashMap<(String, String), u64> = HashMap::new();
     for (_, r) in records.iter().filter(|(_, r)| in_scope(r)) {
         let key = run_and_output(r);
         match r["kind"].as_str() {
-            Some("page") => *page_rows.entry(key).or_default() += r["rows"].as_u64().unwrap_or(0),
+            Some("page") => {
+                *pages_of.entry(key.clone()).or_default() += 1;
+                *page_rows.entry(key).or_default() += r["rows"].as_u64().unwrap_or(0)
+            }
             Some("parquet") => {
                 *part_rows.entry(key).or_default() += r["rows"].as_u64().unwrap_or(0)
             }
@@ -330,13 +335,44 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
                 *skipped.entry(key.clone()).or_default() +=
                     w["skipped_duplicates"].as_u64().unwrap_or(0)
                         + w["skipped_nulls"].as_u64().unwrap_or(0);
-                ended.insert(key);
+                ended.insert(key, (r["rows"].as_u64(), r["pages"].as_u64()));
             }
             _ => {}
         }
     }
+    for (key, (rows, pages)) in &ended {
+        let got = part_rows.get(key).copied().unwrap_or(0);
+        let recorded_pages = pages_of.get(key).copied().unwrap_or(0);
+        let claims = [
+            (*rows, got, "rows", "its parts hold"),
+            (
+                pages.filter(|_| recorded_pages > 0),
+                recorded_pages,
+                "pages",
+                "the manifest records",
+            ),
+        ];
+        for (claim, actual, what, holds) in claims {
+            if let Some(claim) = claim
+                && claim != actual
+            {
+                report.add(Finding {
+                    run_id: Some(key.0.clone()),
+                    expected: json!(claim),
+                    actual: json!(actual),
+                    ..finding(
+                        "row_sum_mismatch",
+                        format!(
+                            "dataset {:?}: table_end says {claim} {what} but {holds} {actual}",
+                            key.1
+                        ),
+                    )
+                });
+            }
+        }
+    }
     for (key, pages) in &page_rows {
-        if !ended.contains(key) {
+        if !ended.contains_key(key) {
             continue; // an unfinished table is reported with its run
         }
         let want = pages - skipped.get(key).copied().unwrap_or(0).min(*pages);

@@ -65,8 +65,17 @@ fn run_ok(cmd: &mut Command, what: &str) {
 
 /// The `datasette` executable of `version`, installing it into a cached venv when missing.
 pub fn datasette_bin(version: &str) -> PathBuf {
-    with_setup_lock(&format!("venv-{version}"), || {
-        let venv = cache_dir().join(format!("venv-datasette-{version}"));
+    datasette_bin_with(version, &[])
+}
+
+/// The same, with plugins from PyPI installed beside it (a venv of its own).
+pub fn datasette_bin_with(version: &str, plugins: &[&str]) -> PathBuf {
+    let tag = std::iter::once(version)
+        .chain(plugins.iter().copied())
+        .collect::<Vec<_>>()
+        .join("-");
+    with_setup_lock(&format!("venv-{tag}"), || {
+        let venv = cache_dir().join(format!("venv-datasette-{tag}"));
         let bin = venv.join("bin").join("datasette");
         let marker = venv.join(".installed");
         if marker.exists() && bin.exists() {
@@ -80,8 +89,9 @@ pub fn datasette_bin(version: &str) -> PathBuf {
         run_ok(
             Command::new(venv.join("bin").join("pip"))
                 .args(["install", "--quiet", "--disable-pip-version-check"])
-                .arg(format!("datasette=={version}")),
-            &format!("pip install datasette=={version}"),
+                .arg(format!("datasette=={version}"))
+                .args(plugins),
+            &format!("pip install datasette=={version} {}", plugins.join(" ")),
         );
         fs::write(&marker, version).expect("write venv marker");
         bin
@@ -173,7 +183,20 @@ pub struct Datasette {
 
 impl Datasette {
     pub fn start(version: &str, db: &Path) -> Datasette {
-        let bin = datasette_bin(version);
+        Self::start_with(version, db, &[])
+    }
+
+    /// Start with extra `--setting NAME VALUE` pairs (e.g. `("max_returned_rows", "100")`).
+    pub fn start_with(version: &str, db: &Path, settings: &[(&str, &str)]) -> Datasette {
+        Self::start_bin(datasette_bin(version), version, db, settings)
+    }
+
+    /// Start with PyPI plugins installed (e.g. `datasette-gzip`).
+    pub fn start_with_plugins(version: &str, db: &Path, plugins: &[&str]) -> Datasette {
+        Self::start_bin(datasette_bin_with(version, plugins), version, db, &[])
+    }
+
+    fn start_bin(bin: PathBuf, version: &str, db: &Path, settings: &[(&str, &str)]) -> Datasette {
         let db_name = db.file_stem().unwrap().to_string_lossy().into_owned();
         for _ in 0..5 {
             let port = free_port();
@@ -183,6 +206,7 @@ impl Datasette {
                 .arg(db)
                 .args(["-h", "127.0.0.1", "-p", &port.to_string()])
                 .args(["--setting", "sql_time_limit_ms", "10000"])
+                .args(settings.iter().flat_map(|(k, v)| ["--setting", k, v]))
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
@@ -327,11 +351,15 @@ pub fn real(f: f64) -> Cell {
     Cell::Real(f.to_bits())
 }
 
-/// All rows of a Parquet dataset directory (recursively, Hive partition values restored as
+/// All rows of a Parquet dataset directory or file (recursively, Hive partition values restored as
 /// text columns named by the directory), with its column names and Arrow types.
 pub fn read_dataset(dir: &Path) -> (Vec<String>, Vec<DataType>, Vec<Vec<Cell>>) {
     let mut files = vec![];
-    collect_parts(dir, &mut files);
+    if dir.is_file() {
+        files.push((dir.to_path_buf(), None));
+    } else {
+        collect_parts(dir, &mut files);
+    }
     files.sort();
     assert!(
         !files.is_empty(),

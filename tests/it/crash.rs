@@ -227,6 +227,44 @@ fn sigterm_checkpoints_exits_130_and_the_rerun_resumes() {
         table_end["fetched_pages"].as_u64().unwrap() as usize,
         total_pages - pages_before
     );
+    // Every count means one thing: `pages` and `rows` are the table's totals for the run;
+    // fetched now, replayed from snapshots and taken by the earlier process add up to them.
+    let n = |k: &str| table_end[k].as_u64().unwrap();
+    let rows_in_sqlite = read_sqlite(
+        &db,
+        "select OrderID from \"Order Details\"",
+        &[arrow::datatypes::DataType::Int64],
+    )
+    .len() as u64;
+    assert_eq!(n("rows"), rows_in_sqlite, "{table_end}");
+    assert_eq!(n("server_count"), rows_in_sqlite, "{table_end}");
+    assert_eq!(n("pages") as usize, total_pages, "{table_end}");
+    assert_eq!(
+        n("fetched_pages") + n("replayed_pages") + n("earlier_pages"),
+        n("pages")
+    );
+    assert_eq!(
+        n("fetched_rows") + n("replayed_rows") + n("earlier_rows"),
+        n("rows")
+    );
+    assert!(n("earlier_rows") >= checkpointed, "{table_end}");
+    let totals = &records(&m, "run_end")[1]["totals"];
+    assert_eq!(totals["rows"], rows_in_sqlite);
+    assert_eq!(totals["pages"].as_u64().unwrap() as usize, total_pages);
+    let summary = stderr(&o);
+    assert!(
+        summary.contains(&format!("{total_pages} pages ("))
+            && summary.contains(&format!("{rows_in_sqlite} rows")),
+        "{summary}"
+    );
+    assert!(
+        !summary.contains("counted"),
+        "no row-count mismatch warning: {summary}"
+    );
+    assert_exit(
+        &harvest(&["verify", "--out", out.path().to_str().unwrap()], &[]),
+        0,
+    );
     assert_chain(out.path());
 }
 

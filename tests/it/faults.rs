@@ -465,3 +465,79 @@ fn the_token_never_touches_disk_or_logs() {
         );
     }
 }
+
+/// Page 2 as the server would send it with `Content-Encoding: enc`, its body `encode`d.
+fn encoded_page2(req: &Request, enc: &str, encode: impl Fn(Vec<u8>) -> Vec<u8>) -> Action {
+    let plain = body_of(&Synthetic { rows: ROWS }.page(req));
+    Action::Respond {
+        status: 200,
+        headers: vec![
+            ("Content-Type".into(), "application/json".into()),
+            ("Content-Encoding".into(), enc.into()),
+        ],
+        body: encode(plain),
+    }
+}
+
+fn gzip(b: Vec<u8>) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(&b).unwrap();
+    e.finish().unwrap()
+}
+
+/// A gzip body cut short decodes to garbage-free nothing: it is retried like a body cut off
+/// mid-transfer, and the retry's decoded body is what the snapshot holds.
+#[test]
+fn a_damaged_gzip_body_is_retried_and_the_snapshot_is_decoded() {
+    let n = Arc::new(AtomicU32::new(0));
+    let server = FaultServer::start(Synthetic { rows: ROWS }, move |req| {
+        if req.path != "/db/items.json" || req.param("_next") != Some("100") {
+            return None;
+        }
+        let first = n.fetch_add(1, Ordering::SeqCst) == 0;
+        Some(encoded_page2(req, "gzip", |b| {
+            let z = gzip(b);
+            if first { z[..z.len() / 2].to_vec() } else { z }
+        }))
+    });
+    let out = TempDir::new("gzip-damaged");
+    let o = run(&server, &out, &[]);
+    assert_exit(&o, 0);
+    assert_items_complete(&out);
+    assert_eq!(page2_attempts(&out), 2);
+    assert!(stderr(&o).contains("does not decode"), "{}", stderr(&o));
+    let m = manifest(out.path());
+    let page2 = records(&m, "page")[1];
+    assert_eq!(page2["content_encoding"], "gzip");
+    let snapshot = std::fs::read(out.path().join(page2["path"].as_str().unwrap())).unwrap();
+    assert!(snapshot.starts_with(b"{\"database\""), "decoded JSON");
+    assert!(page2["wire_bytes"].as_u64() < page2["bytes"].as_u64());
+    // The request asked for compression; with --no-compression it does not.
+    let asked = |s: &FaultServer| {
+        s.requests()
+            .iter()
+            .all(|r| r.header("accept-encoding") == Some("gzip, br, zstd"))
+    };
+    assert!(asked(&server));
+}
+
+/// An encoding harvest did not ask for is refused by name (exit 1), never saved encoded.
+#[test]
+fn an_unrequested_content_encoding_is_refused() {
+    let server = FaultServer::start(Synthetic { rows: ROWS }, |req| {
+        (req.path == "/db/items.json" && req.param("_next") == Some("100"))
+            .then(|| encoded_page2(req, "compress", |b| b))
+    });
+    let out = TempDir::new("gzip-unknown");
+    let o = run(&server, &out, &["--no-compression"]);
+    assert_exit(&o, 1);
+    assert!(stderr(&o).contains("\"compress\""), "{}", stderr(&o));
+    assert!(
+        server
+            .requests()
+            .iter()
+            .all(|r| r.header("accept-encoding").is_none())
+    );
+    assert_eq!(records(&manifest(out.path()), "page").len(), 1);
+}

@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod compression;
 mod crash;
 mod fault_server;
 mod faults;
@@ -9,4 +10,5 @@ mod incremental;
 mod parallel;
 mod real_datasette;
 mod sql_extract;
+mod value_sweep;
 mod verify;

@@ -382,3 +382,54 @@ fn v0_65_type_probe_tells_blob_and_text_from_blob_text_and_numbers() {
         stderr(&o)
     );
 }
+
+/// A server whose `max_returned_rows` is below the default page size: harvest reads the limit
+/// from `/-/settings.json` and uses it; a page size the user gave above it stays an error.
+fn small_server_uses_its_largest_page(version: &str) {
+    let dir = TempDir::new("small-server");
+    let db = fixture_db(1);
+    let ds = Datasette::start_with(version, &db, &[("max_returned_rows", "70")]);
+    let out = dir.path().join("out");
+    let o = run_job(
+        "harvest",
+        &ds.url,
+        &ds.db_name,
+        out.to_str().unwrap(),
+        &["--table", "Products"],
+    );
+    assert_exit(&o, 0);
+    assert!(
+        stderr(&o).contains("at most 70 rows per request"),
+        "{}",
+        stderr(&o)
+    );
+    assert_dataset_matches_table(&out, &db, "Products");
+    let m = manifest(&out);
+    let pages = records(&m, "page");
+    assert!(pages.iter().all(|p| p["params"]["_size"] == "70"));
+    let rows: u64 = pages.iter().map(|p| p["rows"].as_u64().unwrap()).sum();
+    assert_eq!(pages.len() as u64, rows.div_ceil(70));
+    let o = run_job(
+        "harvest",
+        &ds.url,
+        &ds.db_name,
+        dir.path().join("explicit").to_str().unwrap(),
+        &["--table", "Products", "--page-size", "100"],
+    );
+    assert_exit(&o, 2);
+    assert!(
+        stderr(&o).contains("max_returned_rows (70)") && stderr(&o).contains("--page-size 70"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn v0_65_small_server_uses_its_largest_page() {
+    small_server_uses_its_largest_page(V0_65);
+}
+
+#[test]
+fn v1_0_small_server_uses_its_largest_page() {
+    small_server_uses_its_largest_page(V1_0);
+}

@@ -128,11 +128,49 @@ fn an_injection_attempt_is_just_a_value() {
         .query_row("select count(*) from Orders", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 16000);
-    // And a statement that writes is refused outright.
-    let o = extract(&db, &out, "w", "delete from Orders", &[]);
-    assert_exit(&o, 2);
-    assert!(stderr(&o).contains("read-only"), "{}", stderr(&o));
+    // And a statement that writes is refused outright, as are statements SQLite counts as
+    // read-only that are not queries (ATTACH would create a file, PRAGMA may change settings).
+    let attach = format!(
+        "ATTACH DATABASE '{}' AS x",
+        dir.path().join("x.db").display()
+    );
+    for sql in [
+        "delete from Orders",
+        attach.as_str(),
+        "detach database main",
+        "pragma journal_mode",
+        "select 1; delete from Orders",
+    ] {
+        let o = extract(&db, &out, "w", sql, &[]);
+        assert_exit(&o, 2);
+        assert!(stderr(&o).contains("read-only"), "{sql}: {}", stderr(&o));
+    }
+    assert!(!dir.path().join("x.db").exists(), "ATTACH created nothing");
     assert_eq!(file_sha(&db), before);
+}
+
+/// `--output o.parquet`, a bare file name as in the README, writes the file and exits 0.
+#[test]
+fn output_to_a_bare_file_name_in_the_working_directory() {
+    let dir = TempDir::new("sx-bare");
+    let db = fixture_db(1);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_harvest"))
+        .current_dir(dir.path())
+        .args(["sql-extract", "--db", db.to_str().unwrap()])
+        .args(["--query", "select 1 as a", "--output", "o.parquet"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let (names, _, rows) = read_dataset(&dir.path().join("o.parquet"));
+    assert_eq!(
+        (names, rows),
+        (vec!["a".to_string()], vec![vec![Cell::Int(1)]])
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["o.parquet"], "no temp file left behind");
 }
 
 #[test]
@@ -354,5 +392,43 @@ fn usage_errors_exit_2_with_a_clear_message() {
             && err.contains("2.5")
             && err.contains("float"),
         "{err}"
+    );
+}
+
+/// A query that fails part-way leaves nothing a reader would trust: parts published at
+/// earlier checkpoints are removed, and `--output` leaves no file.
+#[test]
+fn a_query_failing_part_way_leaves_no_parts_and_no_file() {
+    let dir = TempDir::new("sx-partway");
+    let db = fixture_db(1);
+    let out = dir.path().join("out");
+    // Typed Int64 from the first chunk of one row; the real in the fourth row does not fit.
+    let query = "select * from (values (1), (2), (3), (4.5), (5))";
+    let flags = ["--chunk-rows", "1", "--part-rows", "1"];
+    let o = extract(&db, &out, "partway", query, &flags);
+    assert_exit(&o, 1);
+    assert!(stderr(&o).contains("4.5"), "{}", stderr(&o));
+    let parts = out.join("parquet/partway");
+    assert!(
+        !parts.exists() || all_files(&parts).is_empty(),
+        "parts of a failed extract are visible: {:?}",
+        all_files(&parts)
+    );
+    let file = dir.path().join("partway.parquet");
+    let mut args = vec![
+        "sql-extract",
+        "--db",
+        db.to_str().unwrap(),
+        "--query",
+        query,
+    ];
+    args.extend(["--output", file.to_str().unwrap()]);
+    args.extend(flags);
+    assert_exit(&harvest(&args, &[]), 1);
+    assert!(!file.exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "only out/"
     );
 }
