@@ -16,6 +16,10 @@ default settings; "local" direct, and through examples/delay_proxy adding 20 ms 
   peer A         - requests session, sequential _next pagination, a JSON snapshot + manifest line
                    per page, rows accumulated into a pandas DataFrame and written to Parquet at the end
 Then harvest's peak RSS on the scale-10 fixture (one run each, sequential and --parallel 3).
+compression case (`--suite compression`): the same table from Datasette 0.65.5 with the
+datasette-gzip plugin (its own venv), through examples/delay_proxy adding 20 ms per request and
+capping responses at 50 Mbit/s: harvest (asks for gzip, br, zstd) against harvest
+--no-compression; wall time and the bytes on the wire (run_end totals.wire_bytes).
 Wall time and peak RSS come from /usr/bin/time; the machine is shared, so medians matter.
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, glob, datetime
@@ -136,11 +140,13 @@ def tool_cmd(tool, db, sql, params, out):
     return [sys.executable, "-c", script, db, sql, json.dumps(params), out]
 
 
-def start_datasette(db):
-    """A Datasette 0.65.5 (default settings) on a free loopback port; returns (process, port)."""
+def start_datasette(db, bindir=None):
+    """A Datasette 0.65.5 (default settings) on a free loopback port; returns (process, port).
+    `bindir`: the venv bin directory to run it from (default: this interpreter's)."""
     import socket, time, urllib.request
     s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
-    ds = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "datasette"), "serve", db, "-h", "127.0.0.1",
+    bindir = bindir or os.path.dirname(sys.executable)
+    ds = subprocess.Popen([os.path.join(bindir, "datasette"), "serve", db, "-h", "127.0.0.1",
                            "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(150):
         try:
@@ -177,6 +183,43 @@ def harvest_cmd(tool, base, dbname, out):
     return cmd
 
 
+def compression_suite(a, work):
+    """harvest with and without compression against Datasette + datasette-gzip behind a
+    delayed, bandwidth-capped proxy."""
+    import shutil
+    db = fixture(work, 1)
+    ds, port = start_datasette(db, os.path.join(work, "venv-gzip", "bin"))
+    proxy = subprocess.Popen([DELAY_PROXY, str(port), str(a.delay_ms), str(a.mbit)], stdout=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{int(proxy.stdout.readline())}"
+    out = os.path.join(work, "c-out")
+    tools = {"harvest (gzip, br, zstd)": [], "harvest --no-compression": ["--no-compression"]}
+    results = {}
+    try:
+        for rep in range(a.reps):
+            for tool, extra in tools.items():
+                shutil.rmtree(out, ignore_errors=True)
+                secs, mib = timed(harvest_cmd("harvest", base, "northwind-s1", out) + extra)
+                end = [json.loads(l) for l in open(os.path.join(out, "manifest.jsonl"))][-1]
+                wire, body = end["totals"]["wire_bytes"], end["totals"]["bytes"]
+                results.setdefault(tool, []).append((secs, wire, body))
+                print(f"  compression {tool:26} rep {rep + 1}: {secs:6.2f}s wire {wire / 1e6:7.1f} MB", file=sys.stderr)
+    finally:
+        proxy.terminate()
+        ds.terminate()
+        shutil.rmtree(out, ignore_errors=True)
+    print(f"\ncompression benchmark: Order Details, scale 1, Datasette 0.65.5 + datasette-gzip behind "
+          f"+{a.delay_ms} ms per request and {a.mbit:g} Mbit/s, {a.reps} reps, {datetime.date.today()} "
+          f"(`scripts/bench --suite compression --reps {a.reps}`)\n")
+    print("| tool | median wall s | MB on the wire | MB of JSON (snapshots) | wall ÷ uncompressed |")
+    print("|---|---:|---:|---:|---:|")
+    plain = statistics.median(x for x, _, _ in results["harvest --no-compression"])
+    for tool in tools:
+        med = statistics.median(x for x, _, _ in results[tool])
+        wire = statistics.median(w for _, w, _ in results[tool])
+        body = statistics.median(b for _, _, b in results[tool])
+        print(f"| {tool} | {med:.2f} | {wire / 1e6:.1f} | {body / 1e6:.1f} | {med / plain:.2f} |")
+
+
 def harvest_suite(a, work):
     """Harvest throughput against a local Datasette 0.65.5 on the scale-1 fixture, direct and
     through a proxy that delays each request by 20 ms (a server across a network); then peak RSS
@@ -187,12 +230,15 @@ def harvest_suite(a, work):
     proxy = subprocess.Popen([DELAY_PROXY, str(port), str(a.delay_ms)], stdout=subprocess.PIPE, text=True)
     proxy_port = int(proxy.stdout.readline())
     cases = [("local", f"http://127.0.0.1:{port}"), (f"+{a.delay_ms} ms per request", f"http://127.0.0.1:{proxy_port}")]
+    if a.local_only:
+        cases = cases[:1]
+    tools_run = [t for t in HARVEST_TOOLS if t in a.harvest_tools.split(",")]
     out = os.path.join(work, "h-out")
     results = {}
     try:
         for case, base in cases:
             for rep in range(a.reps):
-                for tool in HARVEST_TOOLS:  # interleaved, so drift on a shared machine hits every tool alike
+                for tool in tools_run:  # interleaved, so drift on a shared machine hits every tool alike
                     shutil.rmtree(out, ignore_errors=True)
                     secs, mib = timed(harvest_cmd(tool, base, "northwind-s1", out))
                     results.setdefault((case, tool), []).append((secs, mib))
@@ -218,8 +264,9 @@ def harvest_suite(a, work):
     print("| case | tool | median wall s | × floor (rust) | × floor (python) | harvest ÷ tool | peak RSS MiB (max) |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for case, _ in cases:
-        med = {t: statistics.median(x for x, _ in results[(case, t)]) for t in HARVEST_TOOLS}
-        for tool in HARVEST_TOOLS:
+        med = {t: statistics.median(x for x, _ in results[(case, t)]) for t in tools_run}
+        med.setdefault("floor (python)", float("nan"))
+        for tool in tools_run:
             print(f"| {case} | {tool} | {med[tool]:.2f} | {med[tool] / med['floor (rust)']:.2f} | "
                   f"{med[tool] / med['floor (python)']:.2f} | {med['harvest'] / med[tool]:.2f} | "
                   f"{max(m for _, m in results[(case, tool)]):.0f} |")
@@ -233,7 +280,11 @@ def harvest_suite(a, work):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--suite", default="all", choices=["all", "sql-extract", "harvest"])
+    ap.add_argument("--suite", default="all", choices=["all", "sql-extract", "harvest", "compression"])
+    ap.add_argument("--harvest-tools", default=",".join(HARVEST_TOOLS),
+                    help="harvest suite: which of the tools to run (comma-separated; must include 'floor (rust)' and 'harvest')")
+    ap.add_argument("--local-only", action="store_true", help="harvest suite: skip the delayed case")
+    ap.add_argument("--mbit", type=float, default=50, help="compression suite: bandwidth cap of the proxy")
     ap.add_argument("--work", default=".bench")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--scale", type=int, default=10)
@@ -244,7 +295,9 @@ def main():
     a = ap.parse_args()
     if a.suite in ("all", "harvest"):
         harvest_suite(a, a.work)
-    if a.suite == "harvest":
+    if a.suite in ("all", "compression"):
+        compression_suite(a, a.work)
+    if a.suite in ("harvest", "compression"):
         return
     db = fixture(a.work, a.scale)
     tools = a.tools.split(",")

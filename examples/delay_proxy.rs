@@ -1,9 +1,10 @@
 //! A TCP proxy that delays every chunk a client sends by a fixed time before passing it on,
 //! so a local server looks like one across a network (each HTTP request arrives that much
-//! later; responses flow back at once). Used by `scripts/bench` for its "remote" case.
-//! Usage: delay_proxy UPSTREAM_PORT DELAY_MS   (prints the port it listens on, then serves)
+//! later). Responses flow back at once, or paced to MBIT_PER_S per connection when given (a
+//! link of that bandwidth). Used by `scripts/bench` for its "remote" and compression cases.
+//! Usage: delay_proxy UPSTREAM_PORT DELAY_MS [MBIT_PER_S]   (prints its port, then serves)
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,6 +21,15 @@ async fn main() -> std::io::Result<()> {
         std::process::exit(2);
     };
     let delay = Duration::from_millis(ms);
+    // Bytes per second downstream; None: as fast as the loopback goes.
+    let rate: Option<f64> = match argv.next().map(|m| m.parse::<f64>()) {
+        None => None,
+        Some(Ok(mbit)) if mbit > 0.0 => Some(mbit * 1e6 / 8.0),
+        Some(_) => {
+            eprintln!("MBIT_PER_S must be a positive number");
+            std::process::exit(2);
+        }
+    };
     let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
     println!("{}", listener.local_addr()?.port());
     loop {
@@ -48,7 +58,24 @@ async fn main() -> std::io::Result<()> {
                 let _ = sw.shutdown().await;
             };
             let down = async move {
-                let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                let mut buf = vec![0u8; 16 * 1024];
+                // When the link is next free; idle time earns no credit (no bursts).
+                let mut free_at = Instant::now();
+                loop {
+                    match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if let Some(rate) = rate {
+                                free_at = free_at.max(Instant::now())
+                                    + Duration::from_secs_f64(n as f64 / rate);
+                                tokio::time::sleep_until(free_at.into()).await;
+                            }
+                            if cw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
                 let _ = cw.shutdown().await;
             };
             tokio::join!(up, down);

@@ -84,22 +84,28 @@ impl Classes {
             Value::Object(_) | Value::Array(_) => self.blob = true,
         }
     }
-    /// The classes of a column from the smallest and largest non-NULL `typeof()` name (SQLite
-    /// orders them blob < integer < real < text). Classes between the two are unknown, which
-    /// changes the typing decision only for blob..text (blob+text is Blob, blob+number an
-    /// error): `None` then, and the caller asks whether any number is present.
-    pub fn from_range(lo: Option<&str>, hi: Option<&str>) -> Option<Classes> {
-        let mut c = Classes::default();
-        for name in [lo, hi].into_iter().flatten() {
-            match name {
-                "integer" => c.integer = true,
-                "real" => c.real = true,
-                "text" => c.text = true,
-                "blob" => c.blob = true,
-                _ => {}
-            }
+    /// The classes of a column from three aggregates over it: `typeof(min(c))` and
+    /// `typeof(max(c))` (SQLite orders values numbers < text < blob, so the smallest says
+    /// whether any number is present and the largest whether any blob is) and `max(typeof(c))`
+    /// (names order blob < integer < null < real < text, so it says whether any text is
+    /// present, and else whether any real is). That decides the column's type exactly as the
+    /// full set of classes would: the only thing it can miss is a real beside text, where text
+    /// and numbers together are refused anyway. It is cheaper for SQLite than the smallest and
+    /// largest `typeof()` (measured 0.38–0.52 s against 0.65–0.72 s on 588k rows × 5 columns).
+    pub fn from_aggregates(
+        min_value: Option<&str>,
+        max_value: Option<&str>,
+        max_name: Option<&str>,
+    ) -> Classes {
+        let numeric = matches!(min_value, Some("integer" | "real"));
+        let named = |n: &str| [min_value, max_value, max_name].contains(&Some(n));
+        let real = named("real");
+        Classes {
+            integer: numeric && (!real || named("integer")),
+            real,
+            text: named("text"),
+            blob: max_value == Some("blob"),
         }
-        (!(lo == Some("blob") && hi == Some("text"))).then_some(c)
     }
 
     fn is_empty(&self) -> bool {
@@ -629,18 +635,55 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Every mix of storage classes in a real SQLite column gives the classes (or, where it
+    /// cannot tell them all, the same typing decision) that a full look at the values would.
     #[test]
-    fn classes_from_the_typeof_range() {
-        let r = |lo: Option<&str>, hi: Option<&str>| Classes::from_range(lo, hi);
-        assert_eq!(r(None, None), Some(Classes::default()));
-        let c = r(Some("integer"), Some("real")).unwrap();
-        assert!(c.integer && c.real && !c.text && !c.blob);
-        let c = r(Some("text"), Some("text")).unwrap();
-        assert!(c.text && !c.integer);
-        // integer..text is an error whatever lies between; blob..text needs a second look.
-        let c = r(Some("integer"), Some("text")).unwrap();
-        assert!(c.integer && c.text);
-        assert_eq!(r(Some("blob"), Some("text")), None);
+    fn classes_from_the_three_aggregates_decide_like_the_values() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let samples: [(&str, &str); 4] = [
+            ("integer", "7"),
+            ("real", "2.5"),
+            ("text", "'x'"),
+            ("blob", "x'00'"),
+        ];
+        for mask in 0u8..16 {
+            let chosen: Vec<_> = (0..4).filter(|i| mask & (1 << i) != 0).collect();
+            conn.execute_batch(
+                "drop table if exists t; create table t(c); insert into t values (null);",
+            )
+            .unwrap();
+            for &i in &chosen {
+                conn.execute_batch(&format!("insert into t values ({})", samples[i].1))
+                    .unwrap();
+            }
+            let (lo, hi, top): (Option<String>, Option<String>, Option<String>) = conn
+                .query_row(
+                    "select typeof(min(c)), typeof(max(c)), max(typeof(c)) from t",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .unwrap();
+            let got = Classes::from_aggregates(lo.as_deref(), hi.as_deref(), top.as_deref());
+            let want = Classes {
+                integer: mask & 1 != 0,
+                real: mask & 2 != 0,
+                text: mask & 4 != 0,
+                blob: mask & 8 != 0,
+            };
+            let decide = |c: Classes| {
+                plan_column("c", None, None, Some(c), Classes::default())
+                    .map(|p| p.ty)
+                    .map_err(|_| ())
+            };
+            assert_eq!(
+                decide(got),
+                decide(want),
+                "classes {chosen:?}: {got:?} vs {want:?}"
+            );
+            if !(want.text && want.real) {
+                assert_eq!(got.real, want.real, "{chosen:?}");
+            }
+        }
     }
 
     fn classes(vals: &[Value]) -> Classes {
