@@ -12,6 +12,7 @@ default settings; "local" direct, and through examples/delay_proxy adding 20 ms 
                    parses each body only to find `next`, keeps nothing (the strict floor)
   floor (python) - the same with a requests session and json
   harvest        - harvest harvest --table "Order Details" into a fresh DIR
+  harvest, types given - the same with every column's type given by --type (no type probe)
   harvest --parallel 3 - the same with three key-range cursors
   peer A         - requests session, sequential _next pagination, a JSON snapshot + manifest line
                    per page, rows accumulated into a pandas DataFrame and written to Parquet at the end
@@ -166,7 +167,10 @@ def fixture(work, scale):
     return db
 
 
-HARVEST_TOOLS = ["floor (rust)", "floor (python)", "harvest", "harvest --parallel 3", "peer A"]
+HARVEST_TOOLS = ["floor (rust)", "floor (python)", "harvest", "harvest, types given", "harvest --parallel 3", "peer A"]
+# Every column's type, so that harvest runs no type probe (the probe scans the whole table).
+TYPES_GIVEN = ["--type", "OrderID=integer", "--type", "ProductID=integer", "--type", "UnitPrice=float",
+               "--type", "Quantity=integer", "--type", "Discount=float"]
 
 
 def harvest_cmd(tool, base, dbname, out):
@@ -180,6 +184,8 @@ def harvest_cmd(tool, base, dbname, out):
     cmd = [HARVEST, "-q", "harvest", "--url", base, "--db", dbname, "--table", "Order Details", "--out", out]
     if tool.endswith("--parallel 3"):
         cmd += ["--parallel", "3"]
+    if tool.endswith("types given"):
+        cmd += TYPES_GIVEN
     return cmd
 
 
