@@ -321,6 +321,20 @@ pub fn run_job(command: &str, url: &str, db: &str, out: &str, rest: &[&str]) -> 
     harvest(&args, &[])
 }
 
+/// Run `harvest sql-extract --db DB --query QUERY --output FILE EXTRA…`.
+pub fn extract_to_file(db: &Path, query: &str, file: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "sql-extract",
+        "--db",
+        db.to_str().unwrap(),
+        "--query",
+        query,
+    ];
+    args.extend(["--output", file.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    harvest(&args, &[])
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

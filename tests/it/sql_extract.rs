@@ -415,16 +415,7 @@ fn a_query_failing_part_way_leaves_no_parts_and_no_file() {
         all_files(&parts)
     );
     let file = dir.path().join("partway.parquet");
-    let mut args = vec![
-        "sql-extract",
-        "--db",
-        db.to_str().unwrap(),
-        "--query",
-        query,
-    ];
-    args.extend(["--output", file.to_str().unwrap()]);
-    args.extend(flags);
-    assert_exit(&harvest(&args, &[]), 1);
+    assert_exit(&extract_to_file(&db, query, &file, &flags), 1);
     assert!(!file.exists());
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),

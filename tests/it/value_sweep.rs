@@ -4,7 +4,7 @@
 //! change: the table below says which, per case.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use crate::common::*;
 
@@ -73,19 +73,6 @@ fn compare(db: &Path, pairs: &[(String, String)]) {
     );
     assert!(o.status.success(), "pyarrow disagrees with SQLite:\n{said}");
     assert_eq!(said.matches("rows match").count(), pairs.len(), "{said}");
-}
-
-fn extract_to_file(db: &Path, query: &str, file: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "sql-extract",
-        "--db",
-        db.to_str().unwrap(),
-        "--query",
-        query,
-    ];
-    args.extend(["--output", file.to_str().unwrap()]);
-    args.extend_from_slice(extra);
-    harvest(&args, &[])
 }
 
 fn select_all(table: &str) -> String {
