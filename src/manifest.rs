@@ -115,6 +115,11 @@ impl Manifest {
         ))
     }
 
+    /// The `seq` the next record will get (it changes only when a record is appended).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// Append one record and fsync it. `fields` go after the common header.
     pub fn append(
         &mut self,

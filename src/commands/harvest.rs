@@ -368,26 +368,42 @@ async fn harvest_source(
     };
     let max_rows = datasette::max_returned_rows(ctx.client, &source.base).await?;
     for table in &source.tables {
-        let table = &fit_page_size(table, max_rows)?;
+        let mut table = fit_page_size(table, max_rows)?;
         let progress = ctx
             .resume
             .and_then(|r| r.tables.get(&table.output))
-            .cloned();
-        if let Some(done) = progress.as_ref().and_then(|p| p.done) {
+            .cloned()
+            .unwrap_or_default();
+        if let Some(done) = progress.done {
             tracing::info!("{}: already complete in the resumed run", table.output);
             totals.add_table(done.pages, done.rows, 0);
             continue;
         }
-        crate::pipeline::harvest_table(
-            ctx,
-            table,
-            facts,
-            progress.unwrap_or_default(),
-            manifest,
-            totals,
-        )
-        .await
-        .with_context(|| {
+        let fresh = progress.streams.is_empty() && progress.slices.is_none();
+        let seq_before = manifest.next_seq();
+        let mut result =
+            crate::pipeline::harvest_table(ctx, &table, facts, progress.clone(), manifest, totals)
+                .await;
+        // A server that would not show its settings names its limit when it refuses the first
+        // page; a defaulted page size then drops to it. (Only for a table that had recorded
+        // nothing, so the retry starts clean.)
+        if let Err(e) = &result
+            && fresh
+            && table.parallel <= 1
+            && !table.page_size_given
+            && let Some(limit) = refused_page_size(e).filter(|l| *l < table.page_size)
+            && manifest.next_seq() == seq_before
+        {
+            tracing::info!(
+                "{}: the server refused pages of {} and returns at most {limit} rows per request; using pages of {limit}",
+                table.output,
+                table.page_size
+            );
+            table.page_size = limit;
+            result = crate::pipeline::harvest_table(ctx, &table, facts, progress, manifest, totals)
+                .await;
+        }
+        result.with_context(|| {
             format!(
                 "harvesting table {:?} of source {:?}",
                 table.name, source.name
@@ -395,6 +411,24 @@ async fn harvest_source(
         })?;
     }
     Ok(())
+}
+
+/// The page size limit a server named when it refused a request with 400 (Datasette:
+/// `_size must be <= 1000`).
+fn refused_page_size(e: &anyhow::Error) -> Option<u32> {
+    e.chain()
+        .find_map(|c| match c.downcast_ref::<crate::http::HttpError>() {
+            Some(crate::http::HttpError::Status {
+                status: 400,
+                detail,
+                ..
+            }) => {
+                let rest = &detail[detail.find("_size must be <= ")? + "_size must be <= ".len()..];
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok().filter(|n| *n > 0)
+            }
+            _ => None,
+        })
 }
 
 /// The table with a page size the server accepts: a defaulted one above the server's

@@ -541,3 +541,44 @@ fn an_unrequested_content_encoding_is_refused() {
     );
     assert_eq!(records(&manifest(out.path()), "page").len(), 1);
 }
+
+/// A server that hides `/-/settings.json` but names its limit when it refuses a page: a
+/// defaulted page size drops to that limit; a given one stays an error naming it.
+#[test]
+fn a_page_size_refused_with_its_limit_drops_to_the_limit() {
+    let server = FaultServer::start(Synthetic { rows: ROWS }, |req| {
+        let size: u64 = req.param("_size").and_then(|s| s.parse().ok()).unwrap_or(0);
+        (req.path == "/db/items.json" && size > 100).then(|| {
+            json(
+                400,
+                r#"{"ok": false, "error": "_size must be <= 100", "status": 400}"#,
+            )
+        })
+    });
+    let out = TempDir::new("size-400");
+    let out_s = out.path().to_str().unwrap();
+    let o = run_job("harvest", &server.url, "db", out_s, &["--table", "items"]);
+    assert_exit(&o, 0);
+    assert!(
+        stderr(&o).contains("at most 100 rows per request"),
+        "{}",
+        stderr(&o)
+    );
+    assert_items_complete(&out);
+    assert_exit(&harvest(&["verify", "--out", out_s], &[]), 0);
+    let given = TempDir::new("size-400-given");
+    let rest = ["--table", "items", "--page-size", "200"];
+    let o = run_job(
+        "harvest",
+        &server.url,
+        "db",
+        given.path().to_str().unwrap(),
+        &rest,
+    );
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("_size must be <= 100") && stderr(&o).contains("--page-size"),
+        "{}",
+        stderr(&o)
+    );
+}
