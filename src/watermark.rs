@@ -262,6 +262,13 @@ impl Tracker {
 
     /// Decide whether a row is new (write it) or already written (skip it).
     pub fn admit(&mut self, row: &[Value], col: usize) -> anyhow::Result<bool> {
+        if let Some(f) = row.get(col).and_then(crate::datasette::non_finite) {
+            // Not a NULL to skip, and no value a stored watermark (JSON) can hold.
+            anyhow::bail!(
+                "a row's watermark value is {}, which cannot be a high-watermark; filter such rows out with a `params` filter on the table, or use another watermark column",
+                crate::schema::float_text(f)
+            );
+        }
         let Some(mark) = row.get(col).and_then(Mark::from_json) else {
             self.skipped_nulls += 1;
             return Ok(false);
@@ -544,6 +551,11 @@ mod tests {
         assert!(t.admit(&[json!(2), json!(7)], 1).unwrap());
         assert!(t.admit(&[json!(3), json!(7)], 1).unwrap());
         assert!(!t.admit(&[json!(4), Value::Null], 1).unwrap());
+        // ±Infinity is a value, not a NULL to skip, and cannot be stored as a watermark.
+        let inf = json!({ crate::datasette::NON_FINITE_KEY: "Infinity" });
+        let err = t.admit(&[json!(5), inf], 1).unwrap_err().to_string();
+        assert!(err.contains("Infinity"), "{err}");
+        assert_eq!(t.skipped_nulls, 1);
         let base = State {
             version: 1,
             source: "s".into(),
