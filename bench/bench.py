@@ -72,7 +72,7 @@ HTTP_FLOOR = r'''
 import sys, json, requests
 base, table = sys.argv[1], sys.argv[2]
 s = requests.Session()
-params = {"_size": "1000", "_nocount": "1", "_nofacet": "1", "_nosuggest": "1"}
+params = {"_size": "1000", "_json_infinity": "on", "_nocount": "1", "_nofacet": "1", "_nosuggest": "1"}
 nxt, pages = None, 0
 while True:
     p = dict(params)

@@ -23,6 +23,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     loop {
         let mut q = vec![
             ("_size", size.clone()),
+            // harvest sends it (±Infinity as values); it also spares Datasette a pass that
+            // turns ±Infinity into null in every row, so the floor must send it too.
+            ("_json_infinity", "on".into()),
             ("_nocount", "1".into()),
             ("_nofacet", "1".into()),
             ("_nosuggest", "1".into()),
