@@ -328,10 +328,8 @@ impl<'a> TableRun<'a> {
         page: &Page,
         totals: &mut Totals,
     ) -> anyhow::Result<()> {
-        let Some(columns) = page.columns.clone().or_else(|| self.known_columns()) else {
-            return Ok(());
-        };
-        let mut hits = vec![0u64; columns.len()];
+        let width = page.rows.first().map_or(0, Vec::len);
+        let mut hits = vec![0u64; width];
         for row in &page.rows {
             for (i, v) in row.iter().enumerate() {
                 if let Value::String(s) = v
@@ -342,6 +340,12 @@ impl<'a> TableRun<'a> {
                 }
             }
         }
+        if hits.iter().all(|n| *n == 0) {
+            return Ok(()); // the common case: no column names needed
+        }
+        let Some(columns) = page.columns.clone().or_else(|| self.known_columns()) else {
+            return Ok(());
+        };
         for (col, n) in columns.iter().zip(hits).filter(|(_, n)| *n > 0) {
             if !self.replacement_chars.contains_key(col) {
                 let stored = crate::planner::count_replacement_chars(

@@ -120,15 +120,9 @@ pub async fn probe_table(
         );
         return Ok(probe);
     }
-    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    let mut q = String::from("select count(*) as n");
-    for (i, c) in probed.iter().enumerate() {
-        q.push_str(&format!(
-            ", typeof(min({c})) as lo{i}, typeof(max({c})) as hi{i}, max(typeof({c})) as ty{i}",
-            c = quote(c)
-        ));
-    }
-    q.push_str(&format!(" from {}", quote(&table.name)));
+    let q = per_column_scan(&table.name, &probed, |i, c| {
+        format!("typeof(min({c})) as lo{i}, typeof(max({c})) as hi{i}, max(typeof({c})) as ty{i}")
+    });
     let answer = sql(q).await?;
     let Some(row) = answer.as_ref().and_then(|r| r.first()) else {
         tracing::info!(
@@ -153,14 +147,9 @@ pub async fn probe_table(
             .filter(|c| probe.classes.get(*c).is_some_and(|cl| cl.real))
             .collect();
         if !reals.is_empty() {
-            let mut q = String::from("select count(*) as n");
-            for (i, c) in reals.iter().enumerate() {
-                q.push_str(&format!(
-                    ", sum({c} in (9e999, -9e999)) as i{i}",
-                    c = quote(c)
-                ));
-            }
-            q.push_str(&format!(" from {}", quote(&table.name)));
+            let q = per_column_scan(&table.name, &reals, |i, c| {
+                format!("sum({c} in (9e999, -9e999)) as i{i}")
+            });
             if let Some(row) = sql(q).await?.as_ref().and_then(|r| r.first()) {
                 for (i, c) in reals.iter().enumerate() {
                     let n = row.get(&format!("i{i}")).and_then(Value::as_u64);
@@ -183,11 +172,10 @@ pub async fn count_replacement_chars(
     table: &str,
     col: &str,
 ) -> anyhow::Result<Option<u64>> {
-    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     let q = format!(
         "select count(*) as n from {} where instr(cast({} as blob), x'efbfbd') > 0",
-        quote(table),
-        quote(col)
+        quote_ident(table),
+        quote_ident(col)
     );
     let rows = datasette::sql_rows(client, base, database, &q, &[]).await?;
     Ok(rows
@@ -195,6 +183,22 @@ pub async fn count_replacement_chars(
         .and_then(|r| r.first())
         .and_then(|r| r.get("n"))
         .and_then(Value::as_u64))
+}
+
+/// An SQL identifier, quoted.
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// One scan of `table`: `count(*) as n`, then `each(i, quoted column)` for every column.
+fn per_column_scan(table: &str, columns: &[&str], each: impl Fn(usize, &str) -> String) -> String {
+    let mut q = String::from("select count(*) as n");
+    for (i, c) in columns.iter().enumerate() {
+        q.push_str(", ");
+        q.push_str(&each(i, &quote_ident(c)));
+    }
+    q.push_str(&format!(" from {}", quote_ident(table)));
+    q
 }
 
 /// Stop before the first page when the server would turn ±Infinity into NULL.
