@@ -82,9 +82,16 @@ pub struct ParquetConfig {
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     pub name: Option<String>,
+    /// `datasette` (the default) or `rest`.
+    pub kind: Option<String>,
     pub url: String,
-    pub database: String,
+    /// Datasette only: the database name in the URL.
+    pub database: Option<String>,
     pub auth: Option<AuthConfig>,
+    /// REST only: headers sent with every request (`${VAR}` values are read from the
+    /// environment and treated as secrets).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
     pub page_size: Option<u32>,
     #[serde(default, rename = "table")]
     pub tables: Vec<TableConfig>,
@@ -97,7 +104,31 @@ pub struct AuthConfig {
     pub user: Option<String>,
     pub password: Option<String>,
     pub header: Option<String>,
+    /// An API key sent as this query parameter (with `value`).
+    pub query: Option<String>,
     pub value: Option<String>,
+}
+
+/// `paginate = "link"`, or a table with the paginator's options.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PaginateConfig {
+    Name(String),
+    Table(PaginateTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaginateTable {
+    pub kind: String,
+    pub pointer: Option<String>,
+    pub param: Option<String>,
+    pub offset_param: Option<String>,
+    pub limit_param: Option<String>,
+    pub limit: Option<u64>,
+    pub start: Option<u64>,
+    pub total_pointer: Option<String>,
+    pub total_header: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +150,17 @@ pub struct TableConfig {
     pub watermark: Option<String>,
     pub initial: Option<toml::Value>,
     pub lookback: Option<toml::Value>,
+    /// REST only: the path under the source URL (default `/<name>`).
+    pub path: Option<String>,
+    /// REST only: JSON Pointer to the array of records.
+    pub records: Option<String>,
+    /// REST only: how the API pages.
+    pub paginate: Option<PaginateConfig>,
+    /// REST only: stop after this many pages.
+    pub max_pages: Option<u64>,
+    /// REST only: the fields that identify a record.
+    #[serde(default)]
+    pub primary_key: Vec<String>,
 }
 
 /// Everything `harvest harvest` needs, validated.
@@ -138,11 +180,21 @@ pub struct HarvestSettings {
     pub described: serde_json::Value,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Datasette,
+    Rest,
+}
+
 #[derive(Debug, Clone)]
 pub struct SourceSettings {
     pub name: String,
+    pub kind: SourceKind,
     pub base: Url,
+    /// The Datasette database (empty for a REST source).
     pub database: String,
+    /// REST: headers for every request (values may be secrets: never described).
+    pub headers: Vec<(String, String)>,
     pub auth: Option<Auth>,
     pub tables: Vec<TableSettings>,
 }
@@ -163,6 +215,8 @@ pub struct TableSettings {
     pub watermark: Option<WatermarkSettings>,
     /// Concurrent key-range cursors (`--parallel`); 1 pages the table with one cursor.
     pub parallel: u32,
+    /// A REST table's request and paging (`None` for a Datasette table).
+    pub rest: Option<crate::rest::RestTable>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -235,12 +289,16 @@ fn auth_from_config(a: &AuthConfig) -> Result<Option<Auth>, UsageError> {
             user: u.clone(),
             password: secret_from_ref("auth.password", p)?,
         })),
-        (None, None, None, Some(h), Some(v)) => Ok(Some(Auth::Header {
+        (None, None, None, Some(h), Some(v)) if a.query.is_none() => Ok(Some(Auth::Header {
             name: h.clone(),
             value: secret_from_ref("auth.value", v)?,
         })),
+        (None, None, None, None, Some(v)) if a.query.is_some() => Ok(Some(Auth::Query {
+            name: a.query.clone().unwrap_or_default(),
+            value: secret_from_ref("auth.value", v)?,
+        })),
         _ => Err(UsageError::with_hint(
-            "the [source.auth] table must be exactly one of: bearer; user + password; header + value",
+            "the [source.auth] table must be exactly one of: bearer; user + password; header + value; query + value",
             "e.g. auth = { bearer = \"${DATASETTE_TOKEN}\" }",
         )),
     }
@@ -368,6 +426,238 @@ fn toml_scalar(key: &str, v: &toml::Value) -> Result<String, UsageError> {
     })
 }
 
+fn source_kind(s: &SourceConfig) -> Result<SourceKind, UsageError> {
+    match s.kind.as_deref() {
+        None | Some("datasette") => Ok(SourceKind::Datasette),
+        Some("rest") => {
+            if s.database.is_some() {
+                return Err(UsageError::with_hint(
+                    "`database` is for Datasette sources, not kind = \"rest\"",
+                    "put the whole path of each table in its `path`",
+                ));
+            }
+            Ok(SourceKind::Rest)
+        }
+        Some(other) => Err(UsageError::with_hint(
+            format!("unknown source kind {other:?}"),
+            "use kind = \"datasette\" (the default) or kind = \"rest\"",
+        )),
+    }
+}
+
+/// A table's REST settings, checked: REST keys only on REST sources, Datasette-only keys
+/// refused on them, and a paginator with the options it needs.
+fn rest_table(
+    kind: SourceKind,
+    t: &TableConfig,
+) -> Result<Option<crate::rest::RestTable>, UsageError> {
+    let name = &t.name;
+    if kind == SourceKind::Datasette {
+        for (key, set) in [
+            ("path", t.path.is_some()),
+            ("records", t.records.is_some()),
+            ("paginate", t.paginate.is_some()),
+            ("max_pages", t.max_pages.is_some()),
+            ("primary_key", !t.primary_key.is_empty()),
+        ] {
+            if set {
+                return Err(UsageError::with_hint(
+                    format!("table {name:?}: `{key}` is for REST tables"),
+                    "set kind = \"rest\" on the source, or remove the key",
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    for (key, set) in [
+        ("page_size", t.page_size.is_some()),
+        ("sort", t.sort.is_some()),
+        ("parallel", t.parallel.is_some_and(|p| p > 1)),
+        ("watermark", t.watermark.is_some()),
+    ] {
+        if set {
+            return Err(UsageError::with_hint(
+                format!("table {name:?}: `{key}` is not available for REST tables"),
+                match key {
+                    "page_size" => {
+                        "set the API's own page-size parameter in `params` (e.g. params = { _limit = 100 }) or in `paginate`"
+                    }
+                    "parallel" => {
+                        "a REST table's pages are reachable only by following its paginator, so it is read with one cursor"
+                    }
+                    "watermark" => {
+                        "`incremental` does not read REST sources yet; harvest them in full"
+                    }
+                    _ => "pass the API's own sort parameter in `params`",
+                },
+            ));
+        }
+    }
+    if let Some(p) = &t.records
+        && !(p.is_empty() || p.starts_with('/'))
+    {
+        return Err(UsageError::with_hint(
+            format!("table {name:?}: records = {p:?} is not a JSON Pointer"),
+            "a JSON Pointer starts with / (e.g. \"/data\" or \"/result/items\"); \"\" is the body itself",
+        ));
+    }
+    let path = t.path.clone().unwrap_or_else(|| format!("/{name}"));
+    if path.contains('?') || path.contains("://") {
+        return Err(UsageError::with_hint(
+            format!("table {name:?}: path {path:?} must be a path under the source URL"),
+            "put query parameters in `params`, and the host in the source's `url`",
+        ));
+    }
+    Ok(Some(crate::rest::RestTable {
+        path,
+        records: t.records.clone(),
+        paginate: paginate(name, t.paginate.as_ref())?,
+        max_pages: match t.max_pages {
+            Some(0) => {
+                return Err(UsageError::new(format!(
+                    "table {name:?}: max_pages must be at least 1"
+                )));
+            }
+            other => other,
+        },
+        primary_key: t.primary_key.clone(),
+    }))
+}
+
+fn paginate(table: &str, c: Option<&PaginateConfig>) -> Result<crate::rest::Paginate, UsageError> {
+    use crate::rest::{Paginate, Total};
+    let kinds = "auto, link, next_url, cursor, offset, page_number, none";
+    let t = match c {
+        None => return Ok(Paginate::Auto),
+        Some(PaginateConfig::Name(n)) => {
+            return match n.as_str() {
+                "auto" => Ok(Paginate::Auto),
+                "link" => Ok(Paginate::Link),
+                "none" => Ok(Paginate::None),
+                "next_url" | "cursor" | "offset" | "page_number" => Err(UsageError::with_hint(
+                    format!("table {table:?}: paginate = {n:?} needs options"),
+                    match n.as_str() {
+                        "next_url" => {
+                            "e.g. paginate = { kind = \"next_url\", pointer = \"/links/next\" }"
+                        }
+                        "cursor" => {
+                            "e.g. paginate = { kind = \"cursor\", pointer = \"/meta/next_cursor\", param = \"cursor\" }"
+                        }
+                        "offset" => {
+                            "e.g. paginate = { kind = \"offset\", offset_param = \"offset\", limit_param = \"limit\", limit = 100 }"
+                        }
+                        _ => {
+                            "e.g. paginate = { kind = \"page_number\", param = \"page\", start = 1 }"
+                        }
+                    },
+                )),
+                other => Err(UsageError::with_hint(
+                    format!("table {table:?}: unknown paginator {other:?}"),
+                    format!("use one of: {kinds}"),
+                )),
+            };
+        }
+        Some(PaginateConfig::Table(t)) => t,
+    };
+    let need = |v: &Option<String>, key: &str| {
+        v.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
+            UsageError::new(format!(
+                "table {table:?}: paginate kind {:?} needs `{key}`",
+                t.kind
+            ))
+        })
+    };
+    let pointer = |v: String| {
+        if v.starts_with('/') {
+            Ok(v)
+        } else {
+            Err(UsageError::with_hint(
+                format!("table {table:?}: {v:?} in `paginate` is not a JSON Pointer"),
+                "a JSON Pointer starts with /, e.g. \"/meta/next\"",
+            ))
+        }
+    };
+    let total = |p: &Option<String>, h: &Option<String>| -> Result<Option<Total>, UsageError> {
+        match (p, h) {
+            (Some(p), None) => Ok(Some(Total::Pointer(pointer(p.clone())?))),
+            (None, Some(h)) => Ok(Some(Total::Header(h.clone()))),
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err(UsageError::new(format!(
+                "table {table:?}: give total_pointer or total_header, not both"
+            ))),
+        }
+    };
+    let allowed: &[&str] = match t.kind.as_str() {
+        "auto" | "link" | "none" => &[],
+        "next_url" => &["pointer"],
+        "cursor" => &["pointer", "param"],
+        "offset" => &[
+            "offset_param",
+            "limit_param",
+            "limit",
+            "start",
+            "total_pointer",
+            "total_header",
+        ],
+        "page_number" => &["param", "start", "total_pointer", "total_header"],
+        other => {
+            return Err(UsageError::with_hint(
+                format!("table {table:?}: unknown paginator {other:?}"),
+                format!("use one of: {kinds}"),
+            ));
+        }
+    };
+    for (key, set) in [
+        ("pointer", t.pointer.is_some()),
+        ("param", t.param.is_some()),
+        ("offset_param", t.offset_param.is_some()),
+        ("limit_param", t.limit_param.is_some()),
+        ("limit", t.limit.is_some()),
+        ("start", t.start.is_some()),
+        ("total_pointer", t.total_pointer.is_some()),
+        ("total_header", t.total_header.is_some()),
+    ] {
+        if set && !allowed.contains(&key) {
+            return Err(UsageError::new(format!(
+                "table {table:?}: paginate kind {:?} has no option `{key}`",
+                t.kind
+            )));
+        }
+    }
+    Ok(match t.kind.as_str() {
+        "auto" => Paginate::Auto,
+        "link" => Paginate::Link,
+        "none" => Paginate::None,
+        "next_url" => Paginate::NextUrl {
+            pointer: pointer(need(&t.pointer, "pointer")?)?,
+        },
+        "cursor" => Paginate::Cursor {
+            pointer: pointer(need(&t.pointer, "pointer")?)?,
+            param: need(&t.param, "param")?,
+        },
+        "offset" => Paginate::Offset {
+            offset_param: t.offset_param.clone().unwrap_or_else(|| "offset".into()),
+            limit_param: t.limit_param.clone().unwrap_or_else(|| "limit".into()),
+            limit: match t.limit {
+                Some(0) | None => {
+                    return Err(UsageError::with_hint(
+                        format!("table {table:?}: the offset paginator needs `limit` (at least 1)"),
+                        "set it to the page size the API allows, e.g. limit = 100",
+                    ));
+                }
+                Some(n) => n,
+            },
+            start: t.start.unwrap_or(0),
+            total: total(&t.total_pointer, &t.total_header)?,
+        },
+        _ => Paginate::PageNumber {
+            param: t.param.clone().unwrap_or_else(|| "page".into()),
+            start: t.start.unwrap_or(1),
+            total_pages: total(&t.total_pointer, &t.total_header)?,
+        },
+    })
+}
+
 /// The most concurrent cursors one table may use.
 pub const MAX_PARALLEL: u32 = 16;
 
@@ -441,6 +731,12 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
             [one] => Some(one),
             _ => None,
         };
+        if only.is_some_and(|s| s.kind.as_deref() == Some("rest")) {
+            return Err(UsageError::with_hint(
+                "--table is for Datasette sources; the config's source is kind = \"rest\"",
+                "list REST tables as [[source.table]] in the config and run without --table",
+            ));
+        }
         let url = args
             .url
             .clone()
@@ -454,7 +750,7 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
         let database = args
             .db
             .clone()
-            .or(only.map(|s| s.database.clone()))
+            .or(only.and_then(|s| s.database.clone()))
             .ok_or_else(|| {
                 UsageError::with_hint(
                     "no database name",
@@ -488,12 +784,15 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
                 types: types.clone(),
                 watermark: None,
                 parallel: args.parallel.unwrap_or(1),
+                rest: None,
             })
             .collect();
         sources.push(SourceSettings {
             name: args.source_name.clone().unwrap_or_else(|| database.clone()),
+            kind: SourceKind::Datasette,
             base: parse_url(&url, "--url")?,
             database,
+            headers: Vec::new(),
             auth,
             tables,
         });
@@ -510,7 +809,37 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
             ));
         }
         for s in &file.sources {
-            let database = args.db.clone().unwrap_or_else(|| s.database.clone());
+            let kind = source_kind(s)?;
+            if kind == SourceKind::Rest && (args.db.is_some() || args.page_size.is_some()) {
+                return Err(UsageError::with_hint(
+                    "--db and --page-size are for Datasette sources, and the config has a kind = \"rest\" source",
+                    "for a REST table, set its page size in `params` or `paginate`",
+                ));
+            }
+            let database = match kind {
+                SourceKind::Rest => String::new(),
+                SourceKind::Datasette => args.db.clone().or(s.database.clone()).ok_or_else(|| {
+                    UsageError::with_hint(
+                        format!(
+                            "source {:?} has no `database`",
+                            s.name.as_deref().unwrap_or(&s.url)
+                        ),
+                        "set `database = \"NAME\"` (the path segment after the host), or `kind = \"rest\"` for a JSON API that is not Datasette",
+                    )
+                })?,
+            };
+            let headers = s
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    let v = if v.starts_with("${") {
+                        secret_from_ref(&format!("headers.{k}"), v)?
+                    } else {
+                        v.clone()
+                    };
+                    Ok((k.clone(), v))
+                })
+                .collect::<Result<Vec<_>, UsageError>>()?;
             let auth = match (&flag_auth, &s.auth) {
                 (Some(a), _) => Some(a.clone()),
                 (None, Some(a)) => auth_from_config(a)?,
@@ -553,21 +882,27 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
                             max_window_rows: crate::watermark::DEFAULT_MAX_WINDOW_IDS,
                         }),
                     },
+                    rest: rest_table(kind, t)?,
                 });
             }
             if tables.is_empty() {
                 return Err(UsageError::with_hint(
                     format!(
                         "source {:?} lists no tables",
-                        s.name.as_deref().unwrap_or(&s.database)
+                        s.name.as_deref().unwrap_or(&s.url)
                     ),
                     "add [[source.table]] entries with a name",
                 ));
             }
             sources.push(SourceSettings {
-                name: s.name.clone().unwrap_or_else(|| database.clone()),
+                name: s.name.clone().unwrap_or_else(|| match kind {
+                    SourceKind::Datasette => database.clone(),
+                    SourceKind::Rest => s.url.clone(),
+                }),
+                kind,
                 base: parse_url(args.url.as_deref().unwrap_or(&s.url), "source url")?,
                 database,
+                headers,
                 auth,
                 tables,
             });
@@ -585,6 +920,12 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
                         t.name, t.parallel
                     ),
                     "a local Datasette runs 3 SQL threads; 2-4 cursors are usually enough",
+                ));
+            }
+            if t.rest.is_some() && t.parallel > 1 {
+                return Err(UsageError::with_hint(
+                    format!("--parallel cannot split the REST table {:?}", t.name),
+                    "a REST table's pages are reachable only by following its paginator, so it is read with one cursor; drop --parallel",
                 ));
             }
             if t.page_size == 0 {
@@ -646,7 +987,9 @@ fn describe(
         "sources": sources.iter().map(|s| serde_json::json!({
             "name": s.name,
             "url": crate::http::display_url(&s.base),
+            "kind": match s.kind { SourceKind::Datasette => "datasette", SourceKind::Rest => "rest" },
             "database": s.database,
+            "headers": s.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
             "auth": s.auth.as_ref().map(|a| format!("{a:?}")),
             "tables": s.tables,
         })).collect::<Vec<_>>(),
@@ -665,6 +1008,15 @@ pub fn resolve_incremental(
     }
     let mut settings = resolve_harvest(&args.harvest)?;
     settings.command = "incremental";
+    if let Some(s) = settings.sources.iter().find(|s| s.kind == SourceKind::Rest) {
+        return Err(UsageError::with_hint(
+            format!(
+                "`incremental` does not read REST sources yet (source {:?})",
+                s.name
+            ),
+            "harvest the REST tables with `harvest harvest`, which takes every record",
+        ));
+    }
     for s in &mut settings.sources {
         for t in &mut s.tables {
             // A config's `parallel` is for `harvest`; incremental pages in watermark order.

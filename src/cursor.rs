@@ -1,15 +1,15 @@
-//! Cursor walkers: background tasks that follow one Datasette request's `next` tokens and hand
-//! each parsed page to the table pipeline over a bounded channel.
+//! Cursor walkers: background tasks that follow one table's cursor (whatever [`Pager`] reads
+//! it) and hand each parsed page to the table pipeline over a bounded channel.
 //!
 //! Guarantees:
 //! - Fetching runs ahead of the writer by at most the channel's capacity, so the server is
 //!   already working on page N+1 while page N is being made durable, and memory stays bounded
-//!   (a few pages per cursor, never a table). A body is accepted once it is complete JSON of
-//!   the right shape with a readable `next` (a cut-off body is retried); its rows are built on
-//!   the blocking pool while the next request is already out.
+//!   (a few pages per cursor, never a table). A body is accepted once the pager's scan finds it
+//!   complete and of the right shape with a readable next cursor (a cut-off body is retried);
+//!   its rows are built on the blocking pool while the next request is already out.
 //! - Pages of one cursor arrive in order; every page is numbered from the cursor's last
 //!   recorded page, and carries the URL and the cursor it was fetched with.
-//! - A token the cursor has followed before is reported after its page is delivered (the
+//! - A cursor the walker has followed before is reported after its page is delivered (the
 //!   writer records the page, then stops), so a pagination loop never runs on.
 //! - A walker stops on the first failure and reports it; nothing is written here. Dropping the
 //!   [`Walkers`] handle aborts every walker, so an abandoned request never outlives its run.
@@ -21,8 +21,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use url::Url;
 
-use crate::datasette::{self, BodyProblem, Flavor, Page, TableRequest};
 use crate::http::{Client, Fetched, HttpError};
+use crate::source::{Page, Pager, verdict};
 
 /// Where a cursor starts: after its last recorded page.
 #[derive(Debug, Clone, Default)]
@@ -46,6 +46,8 @@ pub struct FetchedPage {
     pub url: Url,
     pub cursor_in: Option<String>,
     pub fetched: Fetched,
+    /// How the source paged (a REST source's resolved paginator), for the manifest.
+    pub paging: Option<serde_json::Value>,
     pub parsed: JoinHandle<Result<Page, String>>,
 }
 
@@ -64,10 +66,7 @@ pub enum Event {
 /// One cursor to walk.
 pub struct Walk {
     pub stream: usize,
-    pub request: TableRequest,
-    pub flavor: Flavor,
-    /// True when the flavor came from `/-/versions.json`; otherwise the first reply decides.
-    pub flavor_known: bool,
+    pub pager: Arc<dyn Pager>,
     pub start: Start,
 }
 
@@ -120,9 +119,7 @@ async fn walk_pages(
 ) -> Result<(), (u64, anyhow::Error)> {
     let Walk {
         stream,
-        request,
-        mut flavor,
-        flavor_known,
+        pager,
         start,
     } = w;
     let Start {
@@ -133,24 +130,23 @@ async fn walk_pages(
     } = start;
     loop {
         page_no += 1;
-        let url = request.page_url(flavor, cursor.as_deref(), page_no == 1);
+        let url = pager
+            .url(page_no, cursor.as_deref())
+            .map_err(|e| (page_no, e))?;
+        let known = columns.clone();
         let result = client
-            .get(&url, |f| datasette::verdict(datasette::scan_page(&f.body)))
+            .get(&url, |f| {
+                verdict(pager.scan(page_no, &url, f, known.as_deref()))
+            })
             .await;
-        let (fetched, head) = result.map_err(|e| (page_no, anyhow::Error::new::<HttpError>(e)))?;
-        if page_no == 1 && !flavor_known {
-            // An undetected server answered in its own shape: use its parameters from now on.
-            flavor = head.flavor;
-        }
-        if head.columns.is_some() {
-            columns.clone_from(&head.columns);
+        let (fetched, scanned) =
+            result.map_err(|e| (page_no, anyhow::Error::new::<HttpError>(e)))?;
+        if scanned.columns.is_some() {
+            columns.clone_from(&scanned.columns);
         }
         // Building the rows is the costly part of reading a page: do it off the cursor's path.
-        let (body, known) = (fetched.body.clone(), columns.clone());
-        let parsed = tokio::task::spawn_blocking(move || {
-            datasette::parse_page(&body, known.as_deref()).map_err(BodyProblem::into_reason)
-        });
-        let next = head.next;
+        let parsed = tokio::task::spawn_blocking(scanned.work);
+        let next = scanned.next;
         let repeated = next.as_ref().is_some_and(|t| !seen.insert(t.clone()));
         let msg = FetchedPage {
             stream,
@@ -158,6 +154,7 @@ async fn walk_pages(
             url,
             cursor_in: cursor.take(),
             fetched,
+            paging: scanned.paging,
             parsed,
         };
         if tx.send(Event::Page(Box::new(msg))).await.is_err() {
@@ -166,13 +163,7 @@ async fn walk_pages(
         match next {
             None => return Ok(()),
             Some(tok) if repeated => {
-                return Err((
-                    page_no,
-                    anyhow::anyhow!(
-                        "the server sent the pagination token {tok:?} a second time (page {page_no}); following it would loop forever. \
-This is a known Datasette bug with some sort orders and primary keys; harvest with a different `sort` or filters"
-                    ),
-                ));
+                return Err((page_no, anyhow::anyhow!(pager.repeated(&tok, page_no))));
             }
             Some(tok) => cursor = Some(tok),
         }

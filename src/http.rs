@@ -29,8 +29,19 @@ use crate::content_encoding::{self, DecodeError};
 #[derive(Clone)]
 pub enum Auth {
     Bearer(String),
-    Basic { user: String, password: String },
-    Header { name: String, value: String },
+    Basic {
+        user: String,
+        password: String,
+    },
+    Header {
+        name: String,
+        value: String,
+    },
+    /// An API key sent as a query parameter; added to each request, never to a recorded URL.
+    Query {
+        name: String,
+        value: String,
+    },
 }
 
 impl std::fmt::Debug for Auth {
@@ -39,6 +50,7 @@ impl std::fmt::Debug for Auth {
             Auth::Bearer(_) => f.write_str("Bearer([REDACTED])"),
             Auth::Basic { user, .. } => write!(f, "Basic({user}, [REDACTED])"),
             Auth::Header { name, .. } => write!(f, "Header({name}: [REDACTED])"),
+            Auth::Query { name, .. } => write!(f, "Query({name}=[REDACTED])"),
         }
     }
 }
@@ -54,7 +66,13 @@ impl Auth {
                     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
                 crate::redact::register(&b);
             }
-            Auth::Header { value, .. } => crate::redact::register(value),
+            Auth::Header { value, .. } | Auth::Query { value, .. } => {
+                crate::redact::register(value);
+                // As it appears in a URL's query, too.
+                let encoded: String =
+                    url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+                crate::redact::register(&encoded);
+            }
         }
     }
 }
@@ -77,6 +95,8 @@ pub struct HttpSettings {
     /// Ask for compressed bodies (`Accept-Encoding`, see [`crate::content_encoding`]).
     pub compression: bool,
     pub auth: Option<Auth>,
+    /// Headers sent with every request (a source's `headers`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Default for HttpSettings {
@@ -93,6 +113,7 @@ impl Default for HttpSettings {
             max_body_bytes: 256 * 1024 * 1024,
             compression: true,
             auth: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -110,6 +131,8 @@ pub struct Fetched {
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     pub content_type: Option<String>,
+    /// The response headers (paginators read `Link` and totals from them).
+    pub headers: HeaderMap,
     /// Attempts this response took, the successful one included.
     pub attempts: u32,
     pub elapsed_ms: u64,
@@ -368,7 +391,17 @@ impl Client {
     }
 
     async fn attempt_inner(&self, url: &Url, shown: &str) -> Result<Fetched, Failure> {
-        let mut req = self.inner.get(url.clone());
+        let mut req = match &self.settings.auth {
+            Some(Auth::Query { name, value }) => {
+                let mut u = url.clone();
+                u.query_pairs_mut().append_pair(name, value);
+                self.inner.get(u)
+            }
+            _ => self.inner.get(url.clone()),
+        };
+        for (k, v) in &self.settings.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
         if self.settings.compression {
             req = req.header(header::ACCEPT_ENCODING, content_encoding::ACCEPT);
         }
@@ -376,7 +409,7 @@ impl Client {
             Some(Auth::Bearer(t)) => req = req.bearer_auth(t),
             Some(Auth::Basic { user, password }) => req = req.basic_auth(user, Some(password)),
             Some(Auth::Header { name, value }) => req = req.header(name.as_str(), value.as_str()),
-            None => {}
+            Some(Auth::Query { .. }) | None => {}
         }
         let fetched_at = chrono::Utc::now();
         let mut resp = req.send().await.map_err(|e| Failure::Transient {
@@ -460,6 +493,7 @@ impl Client {
             etag: header_str(header::ETAG),
             last_modified: header_str(header::LAST_MODIFIED),
             content_type: header_str(header::CONTENT_TYPE),
+            headers,
             attempts: 0,
             elapsed_ms: 0,
             fetched_at,
@@ -578,6 +612,18 @@ pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
 fn snippet(b: &[u8]) -> String {
     let s = String::from_utf8_lossy(&b[..b.len().min(300)]);
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The query parameters of a URL, for the manifest (values redacted).
+pub fn query_params(url: &Url) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    for (k, v) in url.query_pairs() {
+        m.insert(
+            crate::redact::redact(&k).into_owned(),
+            serde_json::Value::String(crate::redact::redact(&v).into_owned()),
+        );
+    }
+    m
 }
 
 /// A URL as shown in logs and the manifest: no user-info, secrets masked.

@@ -19,9 +19,11 @@ pub mod planner;
 pub mod printer;
 pub mod progress;
 pub mod redact;
+pub mod rest;
 pub mod resume;
 pub mod schema;
 pub mod slices;
+pub mod source;
 pub mod sqlite_source;
 pub mod watermark;
 

@@ -25,6 +25,7 @@
 //!   watermark (pending → `table_end` → published).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
@@ -33,7 +34,7 @@ use serde_json::{Value, json};
 use crate::commands::harvest::{RunCtx, Totals, obj};
 use crate::config::TableSettings;
 use crate::cursor::{self, Event, FetchedPage, Start, Walk};
-use crate::datasette::{self, Flavor, Page, TableRequest};
+use crate::datasette::{self, DatasettePager, Flavor, TableRequest};
 use crate::error::{Interrupted, UsageError};
 use crate::fsutil::{
     atomic_write, create_dir_all_durable, files_under, is_part_file, rel_path, sanitize_component,
@@ -46,6 +47,7 @@ use crate::planner::{
 };
 use crate::resume::{RecordedPage, StreamProgress, TableProgress};
 use crate::slices::{Planned, SlicePlan};
+use crate::source::{Page, Pager};
 use crate::watermark::{Lookback, Mark, Tracker};
 
 /// Pages each walker may fetch ahead of the writer.
@@ -129,13 +131,23 @@ impl<'a> TableRun<'a> {
                 Some(s) => s.server_count,
                 None => page.count,
             };
-            let p = plan_table(self.table, &self.probe, page, count)?;
+            let p = match &self.table.rest {
+                Some(rest) => crate::rest::plan_table(self.table, rest, page)?,
+                None => plan_table(self.table, &self.probe, page, count)?,
+            };
             self.install_plan(p, totals)?;
         }
         let Some(plan) = self.plan.as_ref() else {
             unreachable!("planned above")
         };
-        if let Some(cols) = &page.columns
+        let aligned;
+        let page_rows: &[Vec<Value>] = if page.sparse {
+            aligned = crate::rest::align(page, &plan.columns, &self.table.output, page_no)?;
+            &aligned
+        } else {
+            &page.rows
+        };
+        if let Some(cols) = page.columns.as_ref().filter(|_| !page.sparse)
             && (cols.len() != plan.columns.len()
                 || cols.iter().zip(&plan.columns).any(|(a, b)| *a != b.name))
         {
@@ -146,11 +158,11 @@ impl<'a> TableRun<'a> {
             );
         }
         let rows: std::borrow::Cow<'_, [Vec<Value>]> = match self.tracker.as_mut() {
-            None => std::borrow::Cow::Borrowed(&page.rows),
+            None => std::borrow::Cow::Borrowed(page_rows),
             Some(tracker) => {
                 let col = watermark_index(self.table, plan)?;
-                let mut kept = Vec::with_capacity(page.rows.len());
-                for r in &page.rows {
+                let mut kept = Vec::with_capacity(page_rows.len());
+                for r in page_rows {
                     if tracker.admit(r, col)? {
                         kept.push(r.clone());
                     }
@@ -249,6 +261,7 @@ impl<'a> TableRun<'a> {
             url,
             cursor_in,
             fetched,
+            paging,
             parsed,
         } = f;
         // A page whose rows do not parse is refused before anything records it.
@@ -269,12 +282,11 @@ impl<'a> TableRun<'a> {
             .with_context(|| format!("cannot write the snapshot {snap_rel}"))?;
         let mut rec = obj(json!({
             "source": crate::http::display_url(&source.base),
-            "database": source.database,
             "table": self.table.name,
             "output": self.table.output,
             "page": page_no,
             "url": crate::http::display_url(&url),
-            "params": datasette::query_params(&url),
+            "params": crate::http::query_params(&url),
             "status": fetched.status,
             "sha256": sha256_hex(&fetched.body),
             "bytes": fetched.body.len(),
@@ -286,6 +298,12 @@ impl<'a> TableRun<'a> {
             "attempts": fetched.attempts,
             "elapsed_ms": fetched.elapsed_ms,
         }));
+        if self.table.rest.is_none() {
+            rec.insert("database".into(), json!(source.database));
+        }
+        if let Some(p) = paging {
+            rec.insert("paging".into(), p);
+        }
         if let Some(k) = s.slice {
             rec.insert("slice".into(), json!(k));
         }
@@ -328,6 +346,9 @@ impl<'a> TableRun<'a> {
         page: &Page,
         totals: &mut Totals,
     ) -> anyhow::Result<()> {
+        if self.table.rest.is_some() {
+            return Ok(()); // a REST body's U+FFFD is the API's own text
+        }
         let width = page.rows.first().map_or(0, Vec::len);
         let mut hits = vec![0u64; width];
         for row in &page.rows {
@@ -410,12 +431,13 @@ impl<'a> TableRun<'a> {
             );
         }
         let known = self.known_columns();
-        let page = datasette::parse_page(&body, known.as_deref()).map_err(|p| {
-            anyhow::anyhow!(
-                "the recorded snapshot {} is unusable: {}",
-                rp.path,
-                p.into_reason()
-            )
+        let parsed = match &self.table.rest {
+            Some(rest) => crate::rest::parse_snapshot(&body, rest.records.as_deref()),
+            None => datasette::parse_page(&body, known.as_deref())
+                .map_err(crate::source::BodyProblem::into_reason),
+        };
+        let page = parsed.map_err(|why| {
+            anyhow::anyhow!("the recorded snapshot {} is unusable: {why}", rp.path)
         })?;
         let before = self.streams[si].rows;
         self.accept(si, rp.page, &page, to_sink, manifest, totals)?;
@@ -599,7 +621,7 @@ pub(crate) async fn harvest_table(
     };
     // Planning: the type probe runs before any page is requested (alone, it fits the server's
     // SQL time limit far more often); the first page completes the plan.
-    if progress.plan.is_none() {
+    if progress.plan.is_none() && table.rest.is_none() {
         let infinity_as_null = facts.sends_infinity == Some(false);
         run.probe = probe_table(
             ctx.client,
@@ -667,9 +689,23 @@ pub(crate) async fn harvest_table(
         .filter(|(_, s)| !s.complete())
         .map(|(i, s)| Walk {
             stream: i,
-            request: s.request.clone(),
-            flavor,
-            flavor_known: detected.is_some(),
+            pager: match &table.rest {
+                Some(rest) => Arc::new(crate::rest::RestPager::new(
+                    &source.base,
+                    table,
+                    rest,
+                    s.progress.paging.clone(),
+                    match &source.auth {
+                        Some(crate::http::Auth::Query { name, .. }) => Some(name.clone()),
+                        _ => None,
+                    },
+                )) as Arc<dyn Pager>,
+                None => Arc::new(DatasettePager::new(
+                    s.request.clone(),
+                    flavor,
+                    detected.is_some(),
+                )),
+            },
             start: Start {
                 page: s.page_no,
                 cursor: s.cursor.clone(),
@@ -745,6 +781,35 @@ fn fetch_error(
     page_no: u64,
     error: anyhow::Error,
 ) -> anyhow::Error {
+    if let Some(rest) = &table.rest {
+        if let Some(HttpError::BadBody { url, reason }) = error.downcast_ref::<HttpError>()
+            && let Some(why) = reason.strip_prefix(crate::rest::CONFIG_PROBLEM)
+        {
+            return UsageError::with_hint(
+                format!("table {:?}: {url}: {why}", table.output),
+                "set `records` on the table to the JSON Pointer of the array of records",
+            )
+            .into();
+        }
+        return match error
+            .downcast_ref::<HttpError>()
+            .and_then(HttpError::status)
+        {
+            Some(404) if page_no == 1 => UsageError::with_hint(
+                format!(
+                    "table {:?}: {} answered 404 Not Found for its first page",
+                    table.output,
+                    crate::http::display_url(&ctx.source.base)
+                ),
+                format!(
+                    "check the source `url` and the table's `path` ({:?})",
+                    rest.path
+                ),
+            )
+            .into(),
+            _ => error.context(format!("table {:?}, page {page_no}", table.output)),
+        };
+    }
     match error.downcast_ref::<HttpError>().and_then(HttpError::status) {
         Some(404) if page_no == 1 => anyhow::Error::new(UsageError::with_hint(
             format!(

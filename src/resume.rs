@@ -47,6 +47,8 @@ pub struct StreamProgress {
     pub rows_in_parts: u64,
     /// Every cursor already followed (to keep the repeated-token guard across a resume).
     pub cursors: Vec<String>,
+    /// How a REST table paged, as its last recorded page says (the paginator `auto` chose).
+    pub paging: Option<crate::rest::Paginate>,
 }
 
 /// Where one table of an unfinished run stands.
@@ -179,6 +181,9 @@ pub fn find_resumable(records: &[Value], digest: &str) -> Option<ResumePoint> {
             }
             if page == 1 && slice.is_none() {
                 t.server_count = r["server_count"].as_u64();
+            }
+            if let Ok(p) = serde_json::from_value(r["paging"].clone()) {
+                s.paging = Some(p);
             }
             if page == s.checkpoint_page {
                 s.checkpoint_cursor = cursor_out.clone();

@@ -14,8 +14,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, Date32Builder, Float64Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -33,6 +33,8 @@ pub enum ColType {
     Blob,
     Date,
     Timestamp,
+    /// JSON `true`/`false` (REST sources); SQLite integers 0 and 1 under an override.
+    Boolean,
 }
 
 impl ColType {
@@ -45,11 +47,12 @@ impl ColType {
             "blob" | "binary" | "bytes" => ColType::Blob,
             "date" => ColType::Date,
             "timestamp" | "datetime" => ColType::Timestamp,
+            "boolean" | "bool" => ColType::Boolean,
             _ => return None,
         })
     }
 
-    pub const OVERRIDE_NAMES: &'static str = "integer, float, text, blob, date, timestamp";
+    pub const OVERRIDE_NAMES: &'static str = "integer, float, text, blob, date, timestamp, boolean";
 
     pub fn arrow(self) -> DataType {
         match self {
@@ -59,6 +62,7 @@ impl ColType {
             ColType::Blob => DataType::Binary,
             ColType::Date => DataType::Date32,
             ColType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            ColType::Boolean => DataType::Boolean,
         }
     }
 }
@@ -250,6 +254,7 @@ enum ColBuilder {
     Blob(BinaryBuilder),
     Date(Date32Builder),
     Ts(TimestampMicrosecondBuilder),
+    Bool(BooleanBuilder),
 }
 
 /// Accumulates rows into Arrow arrays of a fixed schema.
@@ -273,6 +278,7 @@ impl BatchBuilder {
                 ColType::Blob => ColBuilder::Blob(BinaryBuilder::new()),
                 ColType::Date => ColBuilder::Date(Date32Builder::new()),
                 ColType::Timestamp => ColBuilder::Ts(TimestampMicrosecondBuilder::new()),
+                ColType::Boolean => ColBuilder::Bool(BooleanBuilder::new()),
             })
             .collect();
         Self {
@@ -320,6 +326,7 @@ impl BatchBuilder {
                 (ColBuilder::Blob(b), Converted::Blob(x)) => b.append_option(x),
                 (ColBuilder::Date(b), Converted::Date(x)) => b.append_option(x),
                 (ColBuilder::Ts(b), Converted::Ts(x)) => b.append_option(x),
+                (ColBuilder::Bool(b), Converted::Bool(x)) => b.append_option(x),
                 _ => unreachable!("convert() returns the variant of the plan's type"),
             }
         }
@@ -340,6 +347,7 @@ impl BatchBuilder {
                     ColBuilder::Blob(b) => Arc::new(b.finish()),
                     ColBuilder::Date(b) => Arc::new(b.finish()),
                     ColBuilder::Ts(b) => Arc::new(b.finish()),
+                    ColBuilder::Bool(b) => Arc::new(b.finish()),
                 }
             })
             .collect();
@@ -401,6 +409,8 @@ impl BatchBuilder {
                 (ColBuilder::Blob(b), CellRef::Null) => b.append_null(),
                 (ColBuilder::Date(b), CellRef::Null) => b.append_null(),
                 (ColBuilder::Ts(b), CellRef::Null) => b.append_null(),
+                (ColBuilder::Bool(b), CellRef::Null) => b.append_null(),
+                (ColBuilder::Bool(b), CellRef::Int(i)) => b.append_value(i != 0),
                 (ColBuilder::Int(b), CellRef::Int(i)) => b.append_value(i),
                 (ColBuilder::Float(b), CellRef::Int(i)) => b.append_value(i as f64),
                 (ColBuilder::Float(b), CellRef::Real(f)) => b.append_value(f),
@@ -434,6 +444,8 @@ fn check_cell(c: &CellRef<'_>, plan: &ColumnPlan) -> Result<(), &'static str> {
         (T::Blob, CellRef::Blob(_) | CellRef::Text(_)) => Ok(()),
         (_, CellRef::Text(t)) if std::str::from_utf8(t).is_err() => Err(NOT_UTF8),
         (T::Integer, CellRef::Int(_)) => Ok(()),
+        (T::Boolean, CellRef::Int(0 | 1)) => Ok(()),
+        (T::Boolean, CellRef::Int(_)) => Err("is an integer other than 0 or 1 in a boolean column"),
         (T::Integer, CellRef::Real(_)) => Err("is a real number in an integer column"),
         (T::Float, CellRef::Real(_)) => Ok(()),
         (T::Float, CellRef::Int(i)) => {
@@ -464,6 +476,7 @@ enum Converted {
     Blob(Option<Vec<u8>>),
     Date(Option<i32>),
     Ts(Option<i64>),
+    Bool(Option<bool>),
 }
 
 fn convert(v: &Value, plan: &ColumnPlan) -> Result<Converted, &'static str> {
@@ -476,6 +489,7 @@ fn convert(v: &Value, plan: &ColumnPlan) -> Result<Converted, &'static str> {
             T::Blob => Converted::Blob(None),
             T::Date => Converted::Date(None),
             T::Timestamp => Converted::Ts(None),
+            T::Boolean => Converted::Bool(None),
         });
     }
     Ok(match plan.ty {
@@ -509,6 +523,7 @@ fn convert(v: &Value, plan: &ColumnPlan) -> Result<Converted, &'static str> {
         T::Text => match v {
             Value::String(s) => Converted::Text(Some(s.clone())),
             Value::Number(n) if plan.numbers_as_text => Converted::Text(Some(n.to_string())),
+            Value::Bool(b) if plan.numbers_as_text => Converted::Text(Some(b.to_string())),
             v if plan.numbers_as_text && crate::datasette::non_finite(v).is_some() => {
                 Converted::Text(crate::datasette::non_finite(v).map(float_text))
             }
@@ -540,6 +555,10 @@ fn convert(v: &Value, plan: &ColumnPlan) -> Result<Converted, &'static str> {
                 "is not a timestamp (YYYY-MM-DD, YYYY-MM-DD HH:MM:SS[.ffffff], or with a T)",
             )?)),
             _ => return Err("is not a timestamp string"),
+        },
+        T::Boolean => match v {
+            Value::Bool(b) => Converted::Bool(Some(*b)),
+            _ => return Err("is not a boolean"),
         },
     })
 }
@@ -623,9 +642,15 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     let s = s.trim();
     let t = match parse_naive_datetime(s) {
         Some(t) => t,
-        None => NaiveDate::parse_from_str(s, "%Y-%m-%d")
-            .ok()?
-            .and_hms_opt(0, 0, 0)?,
+        None => match NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            Ok(d) => d.and_hms_opt(0, 0, 0)?,
+            // RFC 3339 with `Z` or an offset (what JSON APIs send): the instant, in UTC.
+            Err(_) => {
+                return chrono::DateTime::parse_from_rfc3339(s)
+                    .ok()
+                    .map(|t| t.timestamp_micros());
+            }
+        },
     };
     Some(t.and_utc().timestamp_micros())
 }
@@ -637,6 +662,17 @@ mod tests {
 
     /// Every mix of storage classes in a real SQLite column gives the classes (or, where it
     /// cannot tell them all, the same typing decision) that a full look at the values would.
+    #[test]
+    fn rfc3339_timestamps_become_their_utc_instant() {
+        let z = parse_timestamp("2026-03-01T12:00:00Z").unwrap();
+        assert_eq!(z, parse_timestamp("2026-03-01 12:00:00").unwrap());
+        assert_eq!(
+            parse_timestamp("2026-03-01T14:00:00.5+02:00"),
+            Some(z + 500_000)
+        );
+        assert_eq!(parse_timestamp("2026-03-01T12:00:00 nonsense"), None);
+    }
+
     #[test]
     fn classes_from_the_three_aggregates_decide_like_the_values() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();

@@ -215,6 +215,7 @@ pub(crate) async fn run_settings(
     for source in &settings.sources {
         let mut http = settings.http.clone();
         http.auth = source.auth.clone();
+        http.headers = source.headers.clone();
         let client = Arc::new(Client::new(http)?);
         let ctx = RunCtx {
             settings: &settings,
@@ -337,6 +338,31 @@ async fn harvest_source(
     totals: &mut Totals,
 ) -> anyhow::Result<()> {
     let source = ctx.source;
+    if source.kind == crate::config::SourceKind::Rest {
+        tracing::info!(
+            "source {:?}: REST API at {}",
+            source.name,
+            crate::http::display_url(&source.base)
+        );
+        let facts = crate::pipeline::SourceFacts {
+            flavor: None,
+            sends_infinity: None,
+        };
+        for table in &source.tables {
+            let Some(progress) = unfinished(ctx, table, totals) else {
+                continue;
+            };
+            crate::pipeline::harvest_table(ctx, table, facts, progress, manifest, totals)
+                .await
+                .with_context(|| {
+                    format!(
+                        "harvesting table {:?} of source {:?}",
+                        table.output, source.name
+                    )
+                })?;
+        }
+        return Ok(());
+    }
     let flavor = match datasette::detect_flavor(ctx.client, &source.base).await? {
         Some((f, v)) => {
             tracing::info!(
@@ -369,16 +395,9 @@ async fn harvest_source(
     let max_rows = datasette::max_returned_rows(ctx.client, &source.base).await?;
     for table in &source.tables {
         let mut table = fit_page_size(table, max_rows)?;
-        let progress = ctx
-            .resume
-            .and_then(|r| r.tables.get(&table.output))
-            .cloned()
-            .unwrap_or_default();
-        if let Some(done) = progress.done {
-            tracing::info!("{}: already complete in the resumed run", table.output);
-            totals.add_table(done.pages, done.rows, 0);
+        let Some(progress) = unfinished(ctx, &table, totals) else {
             continue;
-        }
+        };
         let fresh = progress.streams.is_empty() && progress.slices.is_none();
         let seq_before = manifest.next_seq();
         let mut result =
@@ -411,6 +430,26 @@ async fn harvest_source(
         })?;
     }
     Ok(())
+}
+
+/// Where `table` stands in the resumed run (nothing recorded for a new run); `None` when the
+/// resumed run already completed it (its totals are counted).
+fn unfinished(
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    totals: &mut Totals,
+) -> Option<crate::resume::TableProgress> {
+    let progress = ctx
+        .resume
+        .and_then(|r| r.tables.get(&table.output))
+        .cloned()
+        .unwrap_or_default();
+    if let Some(done) = progress.done {
+        tracing::info!("{}: already complete in the resumed run", table.output);
+        totals.add_table(done.pages, done.rows, 0);
+        return None;
+    }
+    Some(progress)
 }
 
 /// The page size limit a server named when it refused a request with 400 (Datasette:

@@ -251,6 +251,98 @@ impl Drop for Datasette {
     }
 }
 
+/// The `json-server` (npm, 0.17.4) entry point, installed into a cached directory when missing.
+pub fn json_server_bin() -> PathBuf {
+    npm_bin("json-server", "0.17.4", "json-server")
+}
+
+/// `bin` of npm package `pkg@version`, installed once into the test cache.
+pub fn npm_bin(pkg: &str, version: &str, bin: &str) -> PathBuf {
+    with_setup_lock(&format!("npm-{pkg}"), || {
+        let dir = cache_dir().join(format!("npm-{pkg}-{version}"));
+        let exe = dir.join("node_modules").join(".bin").join(bin);
+        let marker = dir.join(".installed");
+        if marker.exists() && exe.exists() {
+            return exe;
+        }
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("npm dir");
+        fs::write(dir.join("package.json"), "{\"private\": true}").expect("package.json");
+        run_ok(
+            Command::new("npm")
+                .current_dir(&dir)
+                .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+                .arg(format!("{pkg}@{version}")),
+            &format!("npm install {pkg}@{version}"),
+        );
+        fs::write(&marker, version).expect("npm marker");
+        exe
+    })
+}
+
+/// A real json-server on a free loopback port serving a copy of `db_json`, killed on drop.
+pub struct JsonServer {
+    child: Child,
+    pub port: u16,
+    pub url: String,
+    _dir: TempDir,
+}
+
+impl JsonServer {
+    pub fn start(db_json: &serde_json::Value) -> JsonServer {
+        let bin = json_server_bin();
+        let dir = TempDir::new("json-server");
+        let db = dir.path().join("db.json");
+        fs::write(&db, serde_json::to_vec(db_json).unwrap()).unwrap();
+        for _ in 0..5 {
+            let port = free_port();
+            let log =
+                File::create(cache_dir().join(format!("json-server-{port}.log"))).expect("log");
+            let mut child = Command::new(&bin)
+                .arg(&db)
+                .args([
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--quiet",
+                ])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start json-server");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if http_get(port, "/db").is_some() {
+                    return JsonServer {
+                        child,
+                        port,
+                        url: format!("http://127.0.0.1:{port}"),
+                        _dir: dir,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!(
+            "json-server did not start; see the json-server-*.log files in {}",
+            cache_dir().display()
+        );
+    }
+}
+
+impl Drop for JsonServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A new SQLite database `name.db` in `dir`, made by running `sql`.
 pub fn make_db(dir: &TempDir, name: &str, sql: &str) -> PathBuf {
     let db = dir.path().join(format!("{name}.db"));
@@ -490,6 +582,7 @@ fn cell(a: &dyn Array, i: usize) -> Cell {
     }
     match a.data_type() {
         DataType::Int64 => Cell::Int(a.as_primitive::<Int64Type>().value(i)),
+        DataType::Boolean => Cell::Int(i64::from(a.as_boolean().value(i))),
         DataType::Float64 => real(a.as_primitive::<Float64Type>().value(i)),
         DataType::Utf8 => Cell::Text(a.as_string::<i32>().value(i).to_string()),
         DataType::Binary => Cell::Blob(a.as_binary::<i32>().value(i).to_vec()),

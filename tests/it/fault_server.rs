@@ -59,6 +59,8 @@ pub enum Action {
         upstream: String,
         then: Option<fn(Vec<u8>) -> Action>,
     },
+    /// Forward to `upstream` + `target` (a rewritten path and query) and relay the answer.
+    ProxyTo { upstream: String, target: String },
 }
 
 pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Action {
@@ -263,6 +265,9 @@ async fn serve(
     };
     log.lock().unwrap().push(req.clone());
     let mut action = handler(&req).unwrap_or_else(|| default_action(syn, &req));
+    if let Action::ProxyTo { upstream, target } = action {
+        action = proxy(&upstream, &target).await;
+    }
     if let Action::Proxy { upstream, then } = action {
         let real = proxy(&upstream, &target).await;
         action = match (then, real) {
@@ -308,7 +313,7 @@ async fn serve(
             sock.set_zero_linger()?;
             drop(sock);
         }
-        Action::Proxy { .. } => unreachable!("resolved above"),
+        Action::Proxy { .. } | Action::ProxyTo { .. } => unreachable!("resolved above"),
         Action::Stall { body, keep, pause } => {
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -338,10 +343,19 @@ async fn proxy(upstream: &str, target: &str) -> Action {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("application/json")
                 .to_string();
+            // Relay what paginators read, too.
+            let mut headers = vec![("Content-Type".to_string(), ct)];
+            for name in ["link", "x-total-count"] {
+                for v in r.headers().get_all(name) {
+                    if let Ok(v) = v.to_str() {
+                        headers.push((name.to_string(), v.to_string()));
+                    }
+                }
+            }
             match r.bytes().await {
                 Ok(b) => Action::Respond {
                     status,
-                    headers: vec![("Content-Type".into(), ct)],
+                    headers,
                     body: b.to_vec(),
                 },
                 Err(_) => Action::Reset,
@@ -357,6 +371,6 @@ pub fn body_of(a: &Action) -> Vec<u8> {
         Action::Respond { body, .. }
         | Action::Truncate { body, .. }
         | Action::Stall { body, .. } => body.clone(),
-        Action::Reset | Action::Proxy { .. } => vec![],
+        Action::Reset | Action::Proxy { .. } | Action::ProxyTo { .. } => vec![],
     }
 }

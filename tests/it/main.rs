@@ -9,6 +9,7 @@ mod faults;
 mod incremental;
 mod parallel;
 mod real_datasette;
+mod rest;
 mod sql_extract;
 mod value_sweep;
 mod verify;

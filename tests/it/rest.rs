@@ -1,0 +1,680 @@
+//! REST sources (`kind = "rest"`) against real servers nobody here wrote: json-server 0.17.4
+//! (npm) with a generated file of nested records, and Datasette read as a generic JSON API;
+//! the in-process fault server in front of them for retries, API keys, loops and bad bodies.
+//! Every dataset is compared value for value with what the server holds.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+use crate::fault_server::*;
+
+/// One generated record: nested objects, arrays, booleans, fractional numbers, a field that
+/// is mostly null, text that needs escaping.
+fn post(i: u64) -> Value {
+    json!({
+        "id": i,
+        "title": format!("post {i} «ü» \"quoted\" 🦀"),
+        "views": i * 7,
+        "score": i as f64 + 0.25,
+        "published": i.is_multiple_of(3),
+        "owner": {
+            "login": format!("user{}", i % 50),
+            "id": i % 50,
+            "site": { "name": format!("site {}", i % 7) }
+        },
+        "tags": (0..i % 3).map(|k| format!("t{k}")).collect::<Vec<_>>(),
+        "note": if i.is_multiple_of(7) { json!(format!("note {i}")) } else { Value::Null },
+    })
+}
+
+fn posts_db(n: u64) -> Value {
+    json!({ "posts": (1..=n).map(post).collect::<Vec<_>>() })
+}
+
+/// The row harvest must write for record `i`, by column name (independent of its code).
+fn expected_post(i: u64) -> BTreeMap<&'static str, Cell> {
+    let tags: Vec<String> = (0..i % 3).map(|k| format!("t{k}")).collect();
+    BTreeMap::from([
+        ("id", Cell::Int(i as i64)),
+        ("title", Cell::Text(format!("post {i} «ü» \"quoted\" 🦀"))),
+        ("views", Cell::Int(i as i64 * 7)),
+        ("score", real(i as f64 + 0.25)),
+        ("published", Cell::Int(i64::from(i.is_multiple_of(3)))),
+        ("owner__login", Cell::Text(format!("user{}", i % 50))),
+        ("owner__id", Cell::Int((i % 50) as i64)),
+        ("owner__site__name", Cell::Text(format!("site {}", i % 7))),
+        ("tags", Cell::Text(serde_json::to_string(&tags).unwrap())),
+        (
+            "note",
+            if i.is_multiple_of(7) {
+                Cell::Text(format!("note {i}"))
+            } else {
+                Cell::Null
+            },
+        ),
+    ])
+}
+
+/// The dataset holds exactly the records `ids`, each once, with every field.
+#[track_caller]
+fn assert_posts(out: &Path, dataset: &str, ids: impl IntoIterator<Item = u64>) {
+    let (names, types, got) = read_dataset(&out.join("parquet").join(dataset));
+    let mut want_names: Vec<&str> = expected_post(1).keys().copied().collect();
+    let mut got_names: Vec<&str> = names.iter().map(String::as_str).collect();
+    want_names.sort();
+    got_names.sort();
+    assert_eq!(got_names, want_names, "{dataset}: columns");
+    let ty = |n: &str| types[names.iter().position(|x| x == n).unwrap()].clone();
+    use arrow::datatypes::DataType as D;
+    assert_eq!(ty("id"), D::Int64);
+    assert_eq!(ty("score"), D::Float64);
+    assert_eq!(ty("published"), D::Boolean);
+    assert_eq!(ty("owner__login"), D::Utf8);
+    assert_eq!(ty("tags"), D::Utf8);
+    let want: Vec<Vec<Cell>> = ids
+        .into_iter()
+        .map(|i| {
+            let e = expected_post(i);
+            names.iter().map(|n| e[n.as_str()].clone()).collect()
+        })
+        .collect();
+    assert_same_rows(dataset, got, want);
+}
+
+fn write_config(dir: &Path, text: &str) -> String {
+    let p = dir.join("harvest.toml");
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// Forward `req` to `upstream` unchanged but for the query parameter `drop`.
+fn forward(upstream: &str, req: &Request, drop: &str) -> Action {
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(req.query.iter().filter(|(k, _)| k != drop))
+        .finish();
+    Action::ProxyTo {
+        upstream: upstream.to_string(),
+        target: format!("{}?{q}", req.path),
+    }
+}
+
+/// `harvest harvest --config CONFIG --out OUT` with `envs`.
+fn run_config(config: &str, out: &Path, envs: &[(&str, &str)]) -> std::process::Output {
+    harvest(
+        &[
+            "harvest",
+            "--config",
+            config,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        envs,
+    )
+}
+
+fn pages_of<'a>(m: &'a [Value], output: &str) -> Vec<&'a Value> {
+    records(m, "page")
+        .into_iter()
+        .filter(|p| p["output"] == output)
+        .collect()
+}
+
+#[test]
+fn json_server_every_paginator_gives_every_record_once() {
+    let n = 2500;
+    let js = JsonServer::start(&posts_db(n));
+    let work = TempDir::new("rest-paginators");
+    let out = work.path().join("out");
+    let config = write_config(
+        work.path(),
+        &format!(
+            r#"
+[[source]]
+name = "blog"
+kind = "rest"
+url = "{url}"
+headers = {{ Accept = "application/json" }}
+
+[[source.table]]
+name = "posts_link"
+path = "/posts"
+params = {{ _page = 1, _limit = 100 }}
+paginate = "link"
+primary_key = ["id"]
+
+[[source.table]]
+name = "posts_auto"
+path = "/posts"
+params = {{ _page = 1, _limit = 100 }}
+
+[[source.table]]
+name = "posts_offset"
+path = "/posts"
+paginate = {{ kind = "offset", offset_param = "_start", limit_param = "_limit", limit = 300, total_header = "X-Total-Count" }}
+
+[[source.table]]
+name = "posts_pages"
+path = "/posts"
+params = {{ _limit = 250 }}
+paginate = {{ kind = "page_number", param = "_page", start = 1 }}
+
+[[source.table]]
+name = "posts_none"
+path = "/posts"
+params = {{ "owner.id" = 3 }}
+paginate = "none"
+"#,
+            url = js.url
+        ),
+    );
+    let o = run_config(&config, &out, &[]);
+    assert_exit(&o, 0);
+    for d in ["posts_link", "posts_auto", "posts_offset", "posts_pages"] {
+        assert_posts(&out, d, 1..=n);
+    }
+    assert_posts(&out, "posts_none", (1..=n).filter(|i| i % 50 == 3));
+
+    let m = manifest(&out);
+    let link = pages_of(&m, "posts_link");
+    assert_eq!(link.len(), 25);
+    assert_eq!(link[0]["paging"]["kind"], "link");
+    assert_eq!(link[0]["server_count"], n);
+    assert!(link[0].get("database").is_none());
+    // auto found json-server's Link header, and recorded its choice with every page.
+    let auto = pages_of(&m, "posts_auto");
+    assert_eq!(auto.len(), 25);
+    assert!(auto.iter().all(|p| p["paging"]["kind"] == "link"));
+    // offset: 9 pages of up to 300; the total (2500) stops it without an empty page.
+    let offset = pages_of(&m, "posts_offset");
+    assert_eq!(offset.len(), 9);
+    assert_eq!(offset[8]["params"]["_start"], "2400");
+    // page numbers: 10 full pages, then the empty page that ends it.
+    let pages = pages_of(&m, "posts_pages");
+    assert_eq!(pages.len(), 11);
+    assert_eq!(pages[10]["rows"], 0);
+    assert_eq!(pages_of(&m, "posts_none").len(), 1);
+    // Each snapshot is the body byte for byte (its sha256 is recorded), and verify agrees.
+    for p in link {
+        let body = std::fs::read(out.join(p["path"].as_str().unwrap())).unwrap();
+        assert_eq!(
+            harvest::manifest::sha256_hex(&body),
+            p["sha256"].as_str().unwrap()
+        );
+    }
+    let v = harvest(&["verify", "--out", out.to_str().unwrap()], &[]);
+    assert_exit(&v, 0);
+
+    // Other readers find the nested fields by name.
+    let py = readers_python();
+    let script = r#"
+import sys, pyarrow.dataset as ds, duckdb, pandas as pd, glob
+d = sys.argv[1]
+t = ds.dataset(d, format="parquet").to_table()
+assert t.num_rows == 2500, t.num_rows
+assert str(t.schema.field("published").type) == "bool"
+con = duckdb.connect()
+n, logins, views = con.execute(f"select count(*), count(distinct owner__login), sum(views) from read_parquet('{d}/**/*.parquet')").fetchone()
+assert (n, logins, views) == (2500, 50, 7 * 2500 * 2501 // 2), (n, logins, views)
+df = pd.concat(pd.read_parquet(f) for f in glob.glob(f"{d}/**/*.parquet", recursive=True))
+assert len(df) == 2500 and df["owner__site__name"].nunique() == 7
+print("readers ok")
+"#;
+    let r = std::process::Command::new(py)
+        .args(["-c", script])
+        .arg(out.join("parquet").join("posts_link"))
+        .output()
+        .unwrap();
+    assert!(
+        r.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+}
+
+/// A table of values a JSON API must carry exactly: 64-bit integers, exponent-form reals,
+/// Unicode, NULL beside empty text.
+fn value_db(dir: &TempDir) -> std::path::PathBuf {
+    let mut sql = String::from(
+        "create table t (id integer primary key, big integer, r real, s text, flag integer);",
+    );
+    let bigs = [i64::MAX, i64::MIN, 9007199254740993, -1, 0];
+    for i in 1..=40i64 {
+        let big = bigs[(i % 5) as usize];
+        let r = [1e300, -2.5e-310, 0.1, 123.456][(i % 4) as usize];
+        let s = match i % 4 {
+            0 => "NULL".to_string(),
+            1 => "''".to_string(),
+            _ => format!("'row {i} 🦀 «ü»'"),
+        };
+        sql.push_str(&format!(
+            "insert into t values ({i}, {big}, {r:e}, {s}, {});",
+            i % 2
+        ));
+    }
+    make_db(dir, "vals", &sql)
+}
+
+#[test]
+fn datasette_read_as_a_plain_rest_api_matches_sqlite() {
+    let work = TempDir::new("rest-datasette");
+    let db = value_db(&work);
+    for version in [V0_65, V1_0] {
+        let ds = Datasette::start(version, &db);
+        let out = work.path().join(format!("out-{version}"));
+        // 0.65 answers arrays unless asked for objects; its page also carries `columns`,
+        // `primary_keys` and more arrays, so `records` must be named.
+        let (params, records) = if version == V0_65 {
+            ("{ _size = 7, _shape = \"objects\" }", "records = \"/rows\"")
+        } else {
+            ("{ _size = 7 }", "")
+        };
+        let config = write_config(
+            work.path(),
+            &format!(
+                r#"
+[[source]]
+kind = "rest"
+url = "{url}"
+
+[[source.table]]
+name = "t_link"
+path = "/vals/t.json"
+params = {params}
+{records}
+paginate = "link"
+
+[[source.table]]
+name = "t_next_url"
+path = "/vals/t.json"
+params = {params}
+{records}
+paginate = {{ kind = "next_url", pointer = "/next_url" }}
+
+[[source.table]]
+name = "t_cursor"
+path = "/vals/t.json"
+params = {params}
+{records}
+paginate = {{ kind = "cursor", pointer = "/next", param = "_next" }}
+"#,
+                url = ds.url
+            ),
+        );
+        let o = run_config(&config, &out, &[]);
+        assert_exit(&o, 0);
+        for d in ["t_link", "t_next_url", "t_cursor"] {
+            let (names, types, got) = read_dataset(&out.join("parquet").join(d));
+            let select = names
+                .iter()
+                .map(|n| quote(n))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let want = read_sqlite(&db, &format!("select {select} from t"), &types);
+            assert_same_rows(&format!("{version} {d}"), got, want);
+            assert_eq!(pages_of(&manifest(&out), d).len(), 6, "{version} {d}");
+        }
+        if version == V0_65 {
+            // Without `records`, the arrays of a 0.65 page are ambiguous: a config error
+            // naming the candidates, before anything is written.
+            let cfg = write_config(
+                work.path(),
+                &format!(
+                    "[[source]]\nkind = \"rest\"\nurl = \"{}\"\n[[source.table]]\nname = \"t\"\npath = \"/vals/t.json\"\nparams = {{ _shape = \"objects\" }}\n",
+                    ds.url
+                ),
+            );
+            let out2 = work.path().join("out-ambiguous");
+            let o = run_config(&cfg, &out2, &[]);
+            assert_exit(&o, 2);
+            let e = stderr(&o);
+            assert!(e.contains("\"/rows\"") && e.contains("\"/columns\""), "{e}");
+            assert!(!out2.join("parquet").exists());
+        }
+    }
+}
+
+/// SIGKILL a REST harvest at seeded moments, then let it finish: every record once, no
+/// recorded page fetched again, for a URL-following paginator and an offset one.
+#[test]
+fn kill_9_during_a_rest_harvest_then_resume_exactly_once() {
+    let n = 3000;
+    let js = JsonServer::start(&posts_db(n));
+    // Slow every page a little so that kills land mid-run.
+    let upstream = js.url.clone();
+    let proxy = FaultServer::start(Synthetic { rows: 0 }, move |req| {
+        std::thread::sleep(Duration::from_millis(8));
+        Some(forward(&upstream, req, ""))
+    });
+    let work = TempDir::new("rest-kill");
+    let config = write_config(
+        work.path(),
+        &format!(
+            r#"
+[[source]]
+kind = "rest"
+url = "{url}"
+
+[[source.table]]
+name = "by_link"
+path = "/posts"
+params = {{ _page = 1, _limit = 40 }}
+
+[[source.table]]
+name = "by_offset"
+path = "/posts"
+paginate = {{ kind = "offset", offset_param = "_start", limit_param = "_limit", limit = 40 }}
+"#,
+            url = proxy.url
+        ),
+    );
+    let mut landed = 0;
+    for seed in 1..=4u64 {
+        let out = work.path().join(format!("out{seed}"));
+        let args = [
+            "harvest",
+            "-q",
+            "--config",
+            &config,
+            "--part-rows",
+            "500",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        for k in 0..=(seed % 2) {
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_harvest"))
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let delay = Duration::from_millis(200 + (seed * 7919 + k * 104_729) % 1500);
+            let started = Instant::now();
+            while started.elapsed() < delay && child.try_wait().unwrap().is_none() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if child.try_wait().unwrap().is_none() {
+                landed += 1;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let o = harvest(&args, &[]);
+        assert_exit(&o, 0);
+        assert_posts(&out, "by_link", 1..=n);
+        assert_posts(&out, "by_offset", 1..=n);
+        let m = manifest(&out);
+        let mut per_page: HashMap<(String, String, u64), usize> = HashMap::new();
+        for p in records(&m, "page") {
+            let key = (
+                p["run_id"].as_str().unwrap().to_string(),
+                p["output"].as_str().unwrap().to_string(),
+                p["page"].as_u64().unwrap(),
+            );
+            *per_page.entry(key).or_default() += 1;
+        }
+        assert!(
+            per_page.values().all(|c| *c == 1),
+            "seed {seed}: a recorded page was fetched again"
+        );
+        assert_exit(
+            &harvest(&["verify", "--out", out.to_str().unwrap()], &[]),
+            0,
+        );
+    }
+    assert!(landed >= 3, "too few kills landed mid-run ({landed})");
+}
+
+/// The fault server in front of json-server: resets, 503s with Retry-After and cut-off
+/// bodies on REST pages are retried, and the records come out exact.
+#[test]
+fn rest_pages_are_retried_through_faults() {
+    let n = 600;
+    let js = JsonServer::start(&posts_db(n));
+    let upstream = js.url.clone();
+    let proxy = FaultServer::start(Synthetic { rows: 0 }, move |req| {
+        Some(match req.n % 5 {
+            1 => Action::Reset,
+            2 => Action::Respond {
+                status: 503,
+                headers: vec![("Retry-After".into(), "0".into())],
+                body: b"busy".to_vec(),
+            },
+            3 => Action::Truncate {
+                body: serde_json::to_vec(&posts_db(3)["posts"]).unwrap(),
+                keep: 40,
+            },
+            _ => forward(&upstream, req, ""),
+        })
+    });
+    let work = TempDir::new("rest-faults");
+    let out = work.path().join("out");
+    let config = write_config(
+        work.path(),
+        &format!(
+            "[[source]]\nkind = \"rest\"\nurl = \"{}\"\n[[source.table]]\nname = \"posts\"\npaginate = {{ kind = \"offset\", offset_param = \"_start\", limit_param = \"_limit\", limit = 50 }}\n",
+            proxy.url
+        ),
+    );
+    let o = run_config(&config, &out, &[("HARVEST_NO_RETRY_SLEEP", "1")]);
+    assert_exit(&o, 0);
+    assert_posts(&out, "posts", 1..=n);
+    let m = manifest(&out);
+    let end = records(&m, "run_end");
+    assert!(
+        end[0]["totals"]["retries"].as_u64().unwrap() >= 20,
+        "{}",
+        end[0]
+    );
+}
+
+/// An API key sent as a query parameter reaches the server on every request but no file the
+/// run writes, and no line it prints; a wrong key is exit 4 without the key in the message.
+#[test]
+fn an_api_key_in_the_query_never_reaches_disk_or_logs() {
+    const KEY: &str = "k3y/with+special&chars=ok";
+    let n = 300;
+    let js = JsonServer::start(&posts_db(n));
+    let upstream = js.url.clone();
+    let proxy = FaultServer::start(Synthetic { rows: 0 }, move |req| {
+        if req.param("api_key") != Some(KEY) {
+            return Some(json(401, r#"{"error": "bad key"}"#));
+        }
+        Some(forward(&upstream, req, "api_key"))
+    });
+    let work = TempDir::new("rest-key");
+    let out = work.path().join("out");
+    let config = write_config(
+        work.path(),
+        &format!(
+            "[[source]]\nkind = \"rest\"\nurl = \"{}\"\nauth = {{ query = \"api_key\", value = \"${{POSTS_KEY}}\" }}\n[[source.table]]\nname = \"posts\"\npaginate = {{ kind = \"offset\", offset_param = \"_start\", limit_param = \"_limit\", limit = 100 }}\n",
+            proxy.url
+        ),
+    );
+    let args = [
+        "harvest",
+        "-v",
+        "--config",
+        &config,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = harvest(&args, &[("POSTS_KEY", KEY)]);
+    assert_exit(&o, 0);
+    assert_posts(&out, "posts", 1..=n);
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .all(|r| r.param("api_key") == Some(KEY))
+    );
+    let encoded: String = url::form_urlencoded::byte_serialize(KEY.as_bytes()).collect();
+    let mut texts = vec![String::from_utf8_lossy(&o.stdout).into_owned(), stderr(&o)];
+    for f in all_files(&out) {
+        texts.push(String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned());
+    }
+    for t in &texts {
+        assert!(!t.contains(KEY) && !t.contains(&encoded), "the key leaked");
+    }
+    // A wrong key: exit 4, and the message does not carry it either.
+    let o = harvest(&args, &[("POSTS_KEY", "wrong-key-123")]);
+    assert_exit(&o, 4);
+    assert!(!stderr(&o).contains("wrong-key-123"), "{}", stderr(&o));
+}
+
+/// Loops, HTML, new fields and missing arrays are refused naming the URL and the fix;
+/// `max_pages` caps a table that never ends.
+#[test]
+fn loops_bad_bodies_and_new_fields_are_refused_clearly() {
+    let server = FaultServer::start(Synthetic { rows: 0 }, |req| {
+        let page: u64 = req.param("page").and_then(|p| p.parse().ok()).unwrap_or(1);
+        Some(match req.path.as_str() {
+            "/loop" => json(200, r#"{"items": [{"id": 1}], "next": "/loop?x=1"}"#),
+            "/endless" => json(
+                200,
+                format!(
+                    r#"{{"items": [{{"id": {page}}}], "next": "/endless?page={}"}}"#,
+                    page + 1
+                ),
+            ),
+            "/html" => Action::Respond {
+                status: 200,
+                headers: vec![("Content-Type".into(), "text/html".into())],
+                body: b"<html><body>Log in</body></html>".to_vec(),
+            },
+            "/late-field" => json(
+                200,
+                if page == 1 {
+                    r#"{"items": [{"id": 1}], "next": "/late-field?page=2"}"#.to_string()
+                } else {
+                    r#"{"items": [{"id": 2, "added": 5}], "next": null}"#.to_string()
+                },
+            ),
+            "/no-array" => json(200, r#"{"error": {"message": "quota"}}"#),
+            _ => json(404, "{}"),
+        })
+    });
+    let work = TempDir::new("rest-refusals");
+    let run = |path: &str, extra: &str| {
+        let out = work.path().join(format!("out{}", path.replace('/', "_")));
+        let config = write_config(
+            work.path(),
+            &format!(
+                "[[source]]\nkind = \"rest\"\nurl = \"{}\"\n[[source.table]]\nname = \"t\"\npath = \"{path}\"\n{extra}\n",
+                server.url
+            ),
+        );
+        let o = run_config(&config, &out, &[]);
+        (o, out)
+    };
+    let (o, _) = run("/loop", "");
+    assert_exit(&o, 1);
+    assert!(stderr(&o).contains("loop forever"), "{}", stderr(&o));
+    let (o, out) = run("/endless", "max_pages = 3");
+    assert_exit(&o, 0);
+    assert_eq!(read_dataset(&out.join("parquet").join("t")).2.len(), 3);
+    let (o, _) = run("/html", "");
+    assert_exit(&o, 1);
+    let e = stderr(&o);
+    assert!(e.contains("HTML") && e.contains("/html"), "{e}");
+    let (o, _) = run("/late-field", "");
+    assert_exit(&o, 1);
+    let e = stderr(&o);
+    assert!(
+        e.contains("\"added\"") && e.contains("page 2") && e.contains("types"),
+        "{e}"
+    );
+    // Declared up front, the late field is a column from the first page.
+    let (o, out) = run("/late-field", "types = { added = \"integer\" }");
+    assert_exit(&o, 0);
+    let (names, _, rows) = read_dataset(&out.join("parquet").join("t"));
+    assert_eq!(names, ["id", "added"]);
+    assert_same_rows(
+        "late",
+        rows,
+        vec![
+            vec![Cell::Int(1), Cell::Null],
+            vec![Cell::Int(2), Cell::Int(5)],
+        ],
+    );
+    let (o, _) = run("/no-array", "");
+    assert_exit(&o, 1);
+    assert!(stderr(&o).contains("\"error\""), "{}", stderr(&o));
+    let (o, _) = run("/missing", "");
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("404"), "{}", stderr(&o));
+}
+
+#[test]
+fn rest_config_mistakes_are_usage_errors() {
+    let work = TempDir::new("rest-config");
+    let out = work.path().join("out");
+    let cases = [
+        ("page_size = 10", "page_size"),
+        ("paginate = \"cursor\"", "needs options"),
+        (
+            "paginate = { kind = \"offset\", limit = 10, pointer = \"/x\" }",
+            "no option `pointer`",
+        ),
+        (
+            "paginate = { kind = \"next_url\", pointer = \"next\" }",
+            "JSON Pointer",
+        ),
+        ("paginate = \"sideways\"", "unknown paginator"),
+        ("records = \"data\"", "JSON Pointer"),
+        ("sort = \"id\"", "sort"),
+    ];
+    for (line, want) in cases {
+        let config = write_config(
+            work.path(),
+            &format!(
+                "[[source]]\nkind = \"rest\"\nurl = \"http://127.0.0.1:9\"\n[[source.table]]\nname = \"t\"\n{line}\n"
+            ),
+        );
+        let o = run_config(&config, &out, &[]);
+        assert_exit(&o, 2);
+        assert!(stderr(&o).contains(want), "{line}: {}", stderr(&o));
+    }
+    let config = write_config(
+        work.path(),
+        "[[source]]\nkind = \"rest\"\nurl = \"http://127.0.0.1:9\"\n[[source.table]]\nname = \"t\"\n",
+    );
+    let o = harvest(
+        &[
+            "harvest",
+            "--config",
+            &config,
+            "--parallel",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_exit(&o, 2);
+    let o = harvest(
+        &[
+            "incremental",
+            "--config",
+            &config,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("REST"), "{}", stderr(&o));
+    let config = write_config(
+        work.path(),
+        "[[source]]\nurl = \"http://127.0.0.1:9\"\ndatabase = \"d\"\n[[source.table]]\nname = \"t\"\npaginate = \"link\"\n",
+    );
+    let o = run_config(&config, &out, &[]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("for REST tables"), "{}", stderr(&o));
+}
