@@ -107,6 +107,23 @@ pub struct AuthConfig {
     /// An API key sent as this query parameter (with `value`).
     pub query: Option<String>,
     pub value: Option<String>,
+    /// An OAuth2 token endpoint (client credentials or password grant).
+    pub oauth2: Option<OAuth2Config>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Config {
+    pub token_url: String,
+    /// `client_credentials` (the default) or `password`.
+    pub grant: Option<String>,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Password grant: the resource owner's name and (`${VAR}`) password.
+    pub username: Option<String>,
+    pub password: Option<String>,
 }
 
 /// `paginate = "link"`, or a table with the paginator's options.
@@ -281,6 +298,22 @@ fn secret_from_env(var: &str, wanted_by: &str) -> Result<String, UsageError> {
 }
 
 fn auth_from_config(a: &AuthConfig) -> Result<Option<Auth>, UsageError> {
+    if let Some(o) = &a.oauth2 {
+        let others = [
+            &a.bearer,
+            &a.user,
+            &a.password,
+            &a.header,
+            &a.query,
+            &a.value,
+        ];
+        if others.iter().any(|v| v.is_some()) {
+            return Err(UsageError::new(
+                "[source.auth] with `oauth2` takes no other key: the token endpoint supplies the bearer token",
+            ));
+        }
+        return oauth2_from_config(o).map(Some);
+    }
     match (&a.bearer, &a.user, &a.password, &a.header, &a.value) {
         (Some(b), None, None, None, None) => {
             Ok(Some(Auth::Bearer(secret_from_ref("auth.bearer", b)?)))
@@ -298,10 +331,61 @@ fn auth_from_config(a: &AuthConfig) -> Result<Option<Auth>, UsageError> {
             value: secret_from_ref("auth.value", v)?,
         })),
         _ => Err(UsageError::with_hint(
-            "the [source.auth] table must be exactly one of: bearer; user + password; header + value; query + value",
+            "the [source.auth] table must be exactly one of: bearer; user + password; header + value; query + value; oauth2",
             "e.g. auth = { bearer = \"${DATASETTE_TOKEN}\" }",
         )),
     }
+}
+
+fn oauth2_from_config(o: &OAuth2Config) -> Result<Auth, UsageError> {
+    use crate::oauth2::{Grant, OAuth2};
+    let token_url = parse_url(&o.token_url, "auth.oauth2.token_url")?;
+    let client_secret = o
+        .client_secret
+        .as_deref()
+        .map(|s| secret_from_ref("auth.oauth2.client_secret", s))
+        .transpose()?;
+    let grant = match o.grant.as_deref().unwrap_or("client_credentials") {
+        "client_credentials" => {
+            if o.username.is_some() || o.password.is_some() {
+                return Err(UsageError::new(
+                    "auth.oauth2: `username`/`password` are for grant = \"password\"",
+                ));
+            }
+            if client_secret.is_none() {
+                return Err(UsageError::with_hint(
+                    "auth.oauth2: the client_credentials grant needs `client_secret`",
+                    "client_secret = \"${CLIENT_SECRET}\"",
+                ));
+            }
+            Grant::ClientCredentials
+        }
+        "password" => match (&o.username, &o.password) {
+            (Some(u), Some(p)) => Grant::Password {
+                username: u.clone(),
+                password: secret_from_ref("auth.oauth2.password", p)?,
+            },
+            _ => {
+                return Err(UsageError::with_hint(
+                    "auth.oauth2: the password grant needs `username` and `password`",
+                    "username = \"harvest\", password = \"${API_PASSWORD}\"",
+                ));
+            }
+        },
+        other => {
+            return Err(UsageError::with_hint(
+                format!("auth.oauth2: unknown grant {other:?}"),
+                "use grant = \"client_credentials\" (the default) or \"password\"",
+            ));
+        }
+    };
+    Ok(Auth::OAuth2(std::sync::Arc::new(OAuth2::new(
+        token_url,
+        grant,
+        o.client_id.clone(),
+        client_secret,
+        o.scopes.clone(),
+    ))))
 }
 
 fn auth_from_flags(args: &HarvestArgs) -> Result<Option<Auth>, UsageError> {

@@ -42,6 +42,8 @@ pub enum Auth {
         name: String,
         value: String,
     },
+    /// A bearer token from an OAuth2 token endpoint, fetched and renewed by the client.
+    OAuth2(std::sync::Arc<crate::oauth2::OAuth2>),
 }
 
 impl std::fmt::Debug for Auth {
@@ -51,6 +53,7 @@ impl std::fmt::Debug for Auth {
             Auth::Basic { user, .. } => write!(f, "Basic({user}, [REDACTED])"),
             Auth::Header { name, .. } => write!(f, "Header({name}: [REDACTED])"),
             Auth::Query { name, .. } => write!(f, "Query({name}=[REDACTED])"),
+            Auth::OAuth2(o) => write!(f, "{o:?}"),
         }
     }
 }
@@ -73,6 +76,8 @@ impl Auth {
                     url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
                 crate::redact::register(&encoded);
             }
+            // Registered when read from the environment, and each token when it arrives.
+            Auth::OAuth2(_) => {}
         }
     }
 }
@@ -150,7 +155,10 @@ pub enum Verdict<T> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("{url} answered {status}: the server rejected our credentials")]
+    #[error(
+        "{url} answered {status}: the server rejected our credentials{}",
+        with_colon(detail)
+    )]
     Auth {
         url: String,
         status: u16,
@@ -269,11 +277,31 @@ impl Client {
     ) -> Result<(Fetched, T), HttpError> {
         let shown = display_url(url);
         let mut attempt: u32 = 0;
+        // OAuth2: the token a request was refused with (401), renewed once per request.
+        let mut stale: Option<String> = None;
+        let mut renewed = false;
         loop {
             attempt += 1;
             self.wait_turn().await;
             let started = Instant::now();
-            let outcome = self.attempt(url, &shown).await;
+            let bearer = match self.oauth2_token(stale.as_deref()).await {
+                Ok(t) => t,
+                Err(f) => {
+                    self.settle_failure(f, attempt, started.elapsed(), &shown)
+                        .await?;
+                    continue;
+                }
+            };
+            let outcome = self.attempt(url, &shown, bearer.as_deref()).await;
+            if let Err(Failure::Fatal(HttpError::Auth { status: 401, .. })) = &outcome
+                && bearer.is_some()
+                && !renewed
+            {
+                tracing::warn!("{shown} refused the OAuth2 token (401): getting a new one");
+                renewed = true;
+                stale = bearer;
+                continue;
+            }
             let elapsed = started.elapsed();
             let failure = match outcome {
                 Ok(mut fetched) => {
@@ -299,38 +327,73 @@ impl Client {
                 }
                 Err(f) => f,
             };
-            let (reason, retry_after) = match failure {
-                Failure::Fatal(e) => return Err(e),
-                Failure::Transient {
-                    reason,
-                    retry_after,
-                } => (reason, retry_after),
-            };
-            let last_reason = reason;
-            let wait = self.backoff(attempt, retry_after);
-            let spent = {
-                let mut s = self.state.lock().map_err(|_| HttpError::Request {
-                    url: shown.clone(),
-                    reason: "internal lock poisoned".into(),
-                })?;
-                s.spent_retrying += elapsed + wait;
-                s.stats.retries += 1;
-                s.spent_retrying
-            };
-            if attempt >= self.settings.max_attempts || spent > self.settings.retry_budget {
-                return Err(HttpError::BudgetExhausted {
-                    url: shown,
-                    attempts: attempt,
-                    elapsed: spent,
-                    last: last_reason,
-                });
+            self.settle_failure(failure, attempt, elapsed, &shown)
+                .await?;
+        }
+    }
+
+    /// After a failed attempt: give up (`Err`) when the failure is fatal or the retry budget
+    /// is spent, else wait out the backoff.
+    async fn settle_failure(
+        &self,
+        failure: Failure,
+        attempt: u32,
+        elapsed: Duration,
+        shown: &str,
+    ) -> Result<(), HttpError> {
+        let (reason, retry_after) = match failure {
+            Failure::Fatal(e) => return Err(e),
+            Failure::Transient {
+                reason,
+                retry_after,
+            } => (reason, retry_after),
+        };
+        let last_reason = reason;
+        let wait = self.backoff(attempt, retry_after);
+        let spent = {
+            let mut s = self.state.lock().map_err(|_| HttpError::Request {
+                url: shown.to_string(),
+                reason: "internal lock poisoned".into(),
+            })?;
+            s.spent_retrying += elapsed + wait;
+            s.stats.retries += 1;
+            s.spent_retrying
+        };
+        if attempt >= self.settings.max_attempts || spent > self.settings.retry_budget {
+            return Err(HttpError::BudgetExhausted {
+                url: shown.to_string(),
+                attempts: attempt,
+                elapsed: spent,
+                last: last_reason,
+            });
+        }
+        tracing::warn!(
+            "attempt {attempt} of {} for {shown} failed: {last_reason}; retrying in {:.1}s",
+            self.settings.max_attempts,
+            wait.as_secs_f64()
+        );
+        self.sleep(wait).await;
+        Ok(())
+    }
+
+    /// The OAuth2 token for the next attempt (`None` without OAuth2).
+    async fn oauth2_token(&self, stale: Option<&str>) -> Result<Option<String>, Failure> {
+        let Some(Auth::OAuth2(o)) = &self.settings.auth else {
+            return Ok(None);
+        };
+        match o.token(&self.inner, stale).await {
+            Ok(t) => Ok(Some(t)),
+            Err(crate::oauth2::TokenError::Transient(reason)) => Err(Failure::Transient {
+                reason,
+                retry_after: None,
+            }),
+            Err(crate::oauth2::TokenError::Refused { status, detail }) => {
+                Err(Failure::Fatal(HttpError::Auth {
+                    url: display_url(&o.token_url),
+                    status,
+                    detail,
+                }))
             }
-            tracing::warn!(
-                "attempt {attempt} of {} for {shown} failed: {last_reason}; retrying in {:.1}s",
-                self.settings.max_attempts,
-                wait.as_secs_f64()
-            );
-            self.sleep(wait).await;
         }
     }
 
@@ -376,8 +439,13 @@ impl Client {
         }
     }
 
-    async fn attempt(&self, url: &Url, shown: &str) -> Result<Fetched, Failure> {
-        let fut = self.attempt_inner(url, shown);
+    async fn attempt(
+        &self,
+        url: &Url,
+        shown: &str,
+        bearer: Option<&str>,
+    ) -> Result<Fetched, Failure> {
+        let fut = self.attempt_inner(url, shown, bearer);
         match tokio::time::timeout(self.settings.request_timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(Failure::Transient {
@@ -390,7 +458,12 @@ impl Client {
         }
     }
 
-    async fn attempt_inner(&self, url: &Url, shown: &str) -> Result<Fetched, Failure> {
+    async fn attempt_inner(
+        &self,
+        url: &Url,
+        shown: &str,
+        bearer: Option<&str>,
+    ) -> Result<Fetched, Failure> {
         let mut req = match &self.settings.auth {
             Some(Auth::Query { name, value }) => {
                 let mut u = url.clone();
@@ -409,7 +482,10 @@ impl Client {
             Some(Auth::Bearer(t)) => req = req.bearer_auth(t),
             Some(Auth::Basic { user, password }) => req = req.basic_auth(user, Some(password)),
             Some(Auth::Header { name, value }) => req = req.header(name.as_str(), value.as_str()),
-            Some(Auth::Query { .. }) | None => {}
+            Some(Auth::Query { .. } | Auth::OAuth2(_)) | None => {}
+        }
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
         }
         let fetched_at = chrono::Utc::now();
         let mut resp = req.send().await.map_err(|e| Failure::Transient {
@@ -593,6 +669,15 @@ fn classify_status(status: StatusCode, headers: &HeaderMap, url: &str, detail: S
             status: code,
             detail: detail_sfx,
         }),
+    }
+}
+
+/// `" (detail)"`, or nothing for an empty detail.
+fn with_colon(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(" ({detail})")
     }
 }
 

@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod http;
 pub mod lock;
 pub mod manifest;
+pub mod oauth2;
 pub mod parquet_sink;
 pub mod pipeline;
 pub mod planner;

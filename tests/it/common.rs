@@ -343,6 +343,109 @@ impl Drop for JsonServer {
     }
 }
 
+/// A real OAuth2 token endpoint: oauth2-mock-server (npm, 9.3.0) started by
+/// `tests/it/oauth2_server.mjs`, which checks client credentials and sets the token lifetime.
+pub struct OAuthServer {
+    child: Child,
+    pub url: String,
+    /// Tokens issued so far.
+    pub issued: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl OAuthServer {
+    pub fn start(ttl_secs: u64, client: (&str, &str), user: (&str, &str)) -> OAuthServer {
+        use std::io::BufRead;
+        let bin = npm_bin("oauth2-mock-server", "9.3.0", "oauth2-mock-server");
+        let module = bin
+            .parent()
+            .and_then(Path::parent)
+            .unwrap()
+            .join("oauth2-mock-server/dist/index.mjs");
+        let mut child = Command::new("node")
+            .arg(repo_root().join("tests/it/oauth2_server.mjs"))
+            .arg(&module)
+            .arg(ttl_secs.to_string())
+            .args([client.0, client.1, user.0, user.1])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start oauth2-mock-server");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let port: u16 = lines
+            .next()
+            .and_then(Result::ok)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("oauth2-mock-server printed no port");
+        let issued = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = issued.clone();
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                if l.starts_with("issued") {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        OAuthServer {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            issued,
+        }
+    }
+
+    /// The signing keys (`/jwks`), as (kid, modulus, exponent) bytes.
+    pub fn keys(&self) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+        use base64::Engine as _;
+        let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
+        let raw = http_get(port, "/jwks").expect("GET /jwks");
+        let body = &raw[raw.find("\r\n\r\n").unwrap() + 4..];
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                (
+                    k["kid"].as_str().unwrap_or_default().to_string(),
+                    b64.decode(k["n"].as_str().unwrap()).unwrap(),
+                    b64.decode(k["e"].as_str().unwrap()).unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for OAuthServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The claims of an RS256 JWT whose signature one of `keys` verifies (`None` otherwise).
+pub fn verified_claims(
+    jwt: &str,
+    keys: &[(String, Vec<u8>, Vec<u8>)],
+) -> Option<serde_json::Value> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut parts = jwt.split('.');
+    let (h, p, sig) = (parts.next()?, parts.next()?, parts.next()?);
+    let sig = b64.decode(sig).ok()?;
+    let signed = format!("{h}.{p}");
+    let ok = keys.iter().any(|(_, n, e)| {
+        ring::signature::RsaPublicKeyComponents { n, e }
+            .verify(
+                &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                signed.as_bytes(),
+                &sig,
+            )
+            .is_ok()
+    });
+    ok.then(|| serde_json::from_slice(&b64.decode(p).ok()?).ok())
+        .flatten()
+}
+
 /// A new SQLite database `name.db` in `dir`, made by running `sql`.
 pub fn make_db(dir: &TempDir, name: &str, sql: &str) -> PathBuf {
     let db = dir.path().join(format!("{name}.db"));

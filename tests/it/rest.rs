@@ -678,3 +678,158 @@ fn rest_config_mistakes_are_usage_errors() {
     assert_exit(&o, 2);
     assert!(stderr(&o).contains("for REST tables"), "{}", stderr(&o));
 }
+
+/// A proxy in front of json-server that lets a request through only with a bearer token the
+/// OAuth2 server signed (RS256, checked against its `/jwks`), issued by it and not expired;
+/// `revoke_at`: the request number whose token is revoked from then on (answered 401).
+struct TokenGate {
+    proxy: FaultServer,
+    /// Every token presented, and how many requests were refused.
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn token_gate(oauth: &OAuthServer, upstream: &str, revoke_at: Option<u64>) -> TokenGate {
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex};
+    let keys = oauth.keys();
+    let issuer = oauth.url.clone();
+    let upstream = upstream.to_string();
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let revoked = Arc::new(Mutex::new(None::<String>));
+    let (seen2, refused2) = (seen.clone(), refused.clone());
+    let proxy = FaultServer::start(Synthetic { rows: 0 }, move |req| {
+        std::thread::sleep(Duration::from_millis(60));
+        let token = req
+            .header("authorization")
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .to_string();
+        seen2.lock().unwrap().push(token.clone());
+        if revoke_at == Some(req.n) {
+            *revoked.lock().unwrap() = Some(token.clone());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let valid = verified_claims(&token, &keys).is_some_and(|c| {
+            c["iss"] == issuer.as_str() && c["exp"].as_u64().is_some_and(|e| e > now)
+        }) && revoked.lock().unwrap().as_deref() != Some(token.as_str());
+        if !valid {
+            refused2.fetch_add(1, Ordering::SeqCst);
+            return Some(json(401, r#"{"error": "invalid_token"}"#));
+        }
+        Some(forward(&upstream, req, ""))
+    });
+    TokenGate {
+        proxy,
+        seen,
+        refused,
+    }
+}
+
+fn oauth_config(dir: &Path, api: &str, auth: &str) -> String {
+    write_config(
+        dir,
+        &format!(
+            "[[source]]\nkind = \"rest\"\nurl = \"{api}\"\nauth = {{ oauth2 = {{ {auth} }} }}\n[[source.table]]\nname = \"posts\"\npaginate = {{ kind = \"offset\", offset_param = \"_start\", limit_param = \"_limit\", limit = 10 }}\n"
+        ),
+    )
+}
+
+/// Client credentials: one token is fetched and reused, renewed before it expires (no request
+/// ever carries an expired token), renewed again when the API revokes it (401), and neither
+/// the secret nor any token reaches a file or a log line. A wrong secret is exit 4.
+#[test]
+fn oauth2_client_credentials_tokens_are_reused_renewed_and_never_written() {
+    use std::sync::atomic::Ordering;
+    const SECRET: &str = "client-s3cret/+&value";
+    let n = 600;
+    let js = JsonServer::start(&posts_db(n));
+    let oauth = OAuthServer::start(3, ("harvest-client", SECRET), ("", ""));
+    let gate = token_gate(&oauth, &js.url, Some(10));
+    let work = TempDir::new("rest-oauth2");
+    let out = work.path().join("out");
+    let config = oauth_config(
+        work.path(),
+        &gate.proxy.url,
+        &format!(
+            "token_url = \"{}/token\", client_id = \"harvest-client\", client_secret = \"${{CLIENT_SECRET}}\", scopes = [\"posts:read\", \"profile\"]",
+            oauth.url
+        ),
+    );
+    let o = run_config(&config, &out, &[("CLIENT_SECRET", SECRET)]);
+    assert_exit(&o, 0);
+    assert_posts(&out, "posts", 1..=n);
+    let seen = gate.seen.lock().unwrap().clone();
+    let issued = oauth.issued.load(Ordering::SeqCst);
+    let distinct: std::collections::HashSet<&String> = seen.iter().collect();
+    // 61 pages at 60 ms each take over 3.6 s: the token revoked at the 10th request is
+    // replaced, and the 3 s token after it is renewed (1 s early) before it runs out; far
+    // fewer tokens than requests.
+    assert!(
+        (3..=20).contains(&issued),
+        "{issued} tokens for {} requests",
+        seen.len()
+    );
+    assert_eq!(distinct.len() as u64, issued);
+    // One refusal: the revoked token, answered by a new one (never an expired token).
+    assert_eq!(gate.refused.load(Ordering::SeqCst), 1);
+    let encoded: String = url::form_urlencoded::byte_serialize(SECRET.as_bytes()).collect();
+    let mut texts = vec![String::from_utf8_lossy(&o.stdout).into_owned(), stderr(&o)];
+    for f in all_files(&out) {
+        texts.push(String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned());
+    }
+    for t in &texts {
+        assert!(
+            !t.contains(SECRET) && !t.contains(&encoded),
+            "the secret leaked"
+        );
+        for tok in &distinct {
+            assert!(!t.contains(tok.as_str()), "a token leaked");
+        }
+    }
+    // A wrong secret: the token endpoint refuses, exit 4, and the message says why.
+    let o = run_config(
+        &config,
+        &work.path().join("out2"),
+        &[("CLIENT_SECRET", "nope-123456")],
+    );
+    assert_exit(&o, 4);
+    let e = stderr(&o);
+    assert!(
+        e.contains("invalid_client") && !e.contains("nope-123456"),
+        "{e}"
+    );
+}
+
+/// The password grant for a public client (no secret): the user's password goes to the
+/// token endpoint only.
+#[test]
+fn oauth2_password_grant_reads_a_protected_api() {
+    const PASSWORD: &str = "correct horse battery";
+    let n = 120;
+    let js = JsonServer::start(&posts_db(n));
+    let oauth = OAuthServer::start(300, ("public-app", "unused"), ("ada", PASSWORD));
+    let gate = token_gate(&oauth, &js.url, None);
+    let work = TempDir::new("rest-oauth2-password");
+    let out = work.path().join("out");
+    let config = oauth_config(
+        work.path(),
+        &gate.proxy.url,
+        &format!(
+            "token_url = \"{}/token\", grant = \"password\", client_id = \"public-app\", username = \"ada\", password = \"${{API_PASSWORD}}\"",
+            oauth.url
+        ),
+    );
+    let o = run_config(&config, &out, &[("API_PASSWORD", PASSWORD)]);
+    assert_exit(&o, 0);
+    assert_posts(&out, "posts", 1..=n);
+    assert_eq!(oauth.issued.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(gate.refused.load(std::sync::atomic::Ordering::SeqCst), 0);
+    for f in all_files(&out) {
+        assert!(!String::from_utf8_lossy(&std::fs::read(&f).unwrap()).contains(PASSWORD));
+    }
+}
