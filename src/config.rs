@@ -178,6 +178,8 @@ pub struct TableConfig {
     /// REST only: the fields that identify a record.
     #[serde(default)]
     pub primary_key: Vec<String>,
+    /// REST only: strftime format of an instant in a `{watermark}` parameter.
+    pub watermark_format: Option<String>,
 }
 
 /// Everything `harvest harvest` needs, validated.
@@ -239,6 +241,8 @@ pub struct TableSettings {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct WatermarkSettings {
     pub column: String,
+    /// REST: how an instant is written into a `{watermark}` parameter (strftime).
+    pub format: Option<String>,
     pub initial: Option<String>,
     pub lookback: String,
     #[serde(skip)]
@@ -510,6 +514,18 @@ fn toml_scalar(key: &str, v: &toml::Value) -> Result<String, UsageError> {
     })
 }
 
+/// A REST watermark may be given as a JSON Pointer (`/meta/updated`): the flattened column.
+fn watermark_column(kind: SourceKind, raw: &str) -> String {
+    match (kind, raw.strip_prefix('/')) {
+        (SourceKind::Rest, Some(p)) => p
+            .split('/')
+            .map(|seg| seg.replace("~1", "/").replace("~0", "~"))
+            .collect::<Vec<_>>()
+            .join(crate::rest::NEST),
+        _ => raw.to_string(),
+    }
+}
+
 fn source_kind(s: &SourceConfig) -> Result<SourceKind, UsageError> {
     match s.kind.as_deref() {
         None | Some("datasette") => Ok(SourceKind::Datasette),
@@ -543,6 +559,7 @@ fn rest_table(
             ("paginate", t.paginate.is_some()),
             ("max_pages", t.max_pages.is_some()),
             ("primary_key", !t.primary_key.is_empty()),
+            ("watermark_format", t.watermark_format.is_some()),
         ] {
             if set {
                 return Err(UsageError::with_hint(
@@ -557,7 +574,6 @@ fn rest_table(
         ("page_size", t.page_size.is_some()),
         ("sort", t.sort.is_some()),
         ("parallel", t.parallel.is_some_and(|p| p > 1)),
-        ("watermark", t.watermark.is_some()),
     ] {
         if set {
             return Err(UsageError::with_hint(
@@ -568,9 +584,6 @@ fn rest_table(
                     }
                     "parallel" => {
                         "a REST table's pages are reachable only by following its paginator, so it is read with one cursor"
-                    }
-                    "watermark" => {
-                        "`incremental` does not read REST sources yet; harvest them in full"
                     }
                     _ => "pass the API's own sort parameter in `params`",
                 },
@@ -950,7 +963,8 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
                     watermark: match &t.watermark {
                         None => None,
                         Some(col) => Some(WatermarkSettings {
-                            column: col.clone(),
+                            column: watermark_column(kind, col),
+                            format: t.watermark_format.clone(),
                             initial: t
                                 .initial
                                 .as_ref()
@@ -1092,15 +1106,6 @@ pub fn resolve_incremental(
     }
     let mut settings = resolve_harvest(&args.harvest)?;
     settings.command = "incremental";
-    if let Some(s) = settings.sources.iter().find(|s| s.kind == SourceKind::Rest) {
-        return Err(UsageError::with_hint(
-            format!(
-                "`incremental` does not read REST sources yet (source {:?})",
-                s.name
-            ),
-            "harvest the REST tables with `harvest harvest`, which takes every record",
-        ));
-    }
     for s in &mut settings.sources {
         for t in &mut s.tables {
             // A config's `parallel` is for `harvest`; incremental pages in watermark order.
@@ -1109,6 +1114,7 @@ pub fn resolve_incremental(
             let mut wm = match (&t.watermark, from_flags) {
                 (Some(w), false) => w.clone(),
                 _ => WatermarkSettings {
+                    format: None,
                     column: args.watermark_column.clone().ok_or_else(|| {
                         UsageError::with_hint(
                             format!("table {:?} has no watermark column", t.name),
@@ -1147,7 +1153,11 @@ pub fn resolve_incremental(
                     t.name, wm.column
                 )));
             }
-            t.sort = Some(wm.column.clone());
+            // A REST API is read in its own order (the tracker needs none); Datasette pages in
+            // watermark order.
+            if t.rest.is_none() {
+                t.sort = Some(wm.column.clone());
+            }
             t.watermark = Some(wm);
         }
     }

@@ -486,25 +486,40 @@ pub(crate) async fn harvest_table(
             .into());
         }
         let lookback = wm.lookback_parsed.clone().unwrap_or(Lookback::None);
-        let lower = match prev_state.as_ref().and_then(|s| Mark::from_json(&s.value)) {
-            Some(m) => Some(m.minus(&lookback)?.filter_text()),
-            None => wm.initial.clone(),
-        };
-        match &lower {
-            Some(l) => {
-                tracing::info!("{}: rows with {} >= {l:?}", table.output, wm.column);
-                params.push((format!("{}__gte", wm.column), l.clone()));
+        // The bound as a typed value (REST compares rows with it) and as the text Datasette
+        // filters with (a configured initial value is sent as written).
+        let (lower, lower_text) = match prev_state.as_ref().and_then(|s| Mark::from_json(&s.value))
+        {
+            Some(m) => {
+                let l = m.minus(&lookback)?;
+                let text = l.filter_text();
+                (Some(l), Some(text))
             }
-            None => tracing::info!(
-                "{}: no stored watermark and no initial value: taking every row",
-                table.output
+            None => (
+                wm.initial.as_deref().map(crate::watermark::Mark::from_text),
+                wm.initial.clone(),
             ),
+        };
+        if table.rest.is_some() {
+            params = watermark_params(table, &params, lower.as_ref(), wm);
+        } else {
+            match lower_text {
+                Some(l) => {
+                    tracing::info!("{}: rows with {} >= {l:?}", table.output, wm.column);
+                    params.push((format!("{}__gte", wm.column), l));
+                }
+                None => tracing::info!(
+                    "{}: no stored watermark and no initial value: taking every row",
+                    table.output
+                ),
+            }
         }
-        tracker = Some(Tracker::new(
-            prev_state.as_ref(),
-            lookback,
-            wm.max_window_rows,
-        ));
+        let mut t = Tracker::new(prev_state.as_ref(), lookback, wm.max_window_rows);
+        if table.rest.is_some() {
+            // Whether or not the API filtered by the bound, rows below it are not written.
+            t.skip_below(lower);
+        }
+        tracker = Some(t);
         if progress.streams.is_empty() {
             remove_unfinished_parts(ctx, table, manifest)?;
         }
@@ -693,6 +708,7 @@ pub(crate) async fn harvest_table(
                 Some(rest) => Arc::new(crate::rest::RestPager::new(
                     &source.base,
                     table,
+                    &s.request.params,
                     rest,
                     s.progress.paging.clone(),
                     match &source.auth {
@@ -759,6 +775,53 @@ pub(crate) async fn harvest_table(
     }
     drop(walkers);
     finish_table(run, manifest, totals, &store, prev_state, started)
+}
+
+/// A REST table's parameters for an incremental run: `{watermark}` in a value becomes the
+/// lower bound (see [`Mark::param_text`]); without a bound (first run, no `initial`) such
+/// parameters are left out and every record is taken. Without such a parameter the API
+/// cannot filter: every page is read and only rows at or past the bound are written.
+fn watermark_params(
+    table: &TableSettings,
+    params: &[(String, String)],
+    lower: Option<&Mark>,
+    wm: &crate::config::WatermarkSettings,
+) -> Vec<(String, String)> {
+    const SLOT: &str = "{watermark}";
+    let slotted = params.iter().any(|(_, v)| v.contains(SLOT));
+    match lower {
+        Some(l) => {
+            let text = l.param_text(wm.format.as_deref());
+            if slotted {
+                tracing::info!(
+                    "{}: asking the API for records with {} >= {text:?}",
+                    table.output,
+                    wm.column
+                );
+            } else {
+                tracing::warn!(
+                    "{}: no parameter carries {SLOT}, so the API cannot filter: reading every page and writing only records with {} >= {text:?}",
+                    table.output,
+                    wm.column
+                );
+            }
+            params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.replace(SLOT, &text)))
+                .collect()
+        }
+        None => {
+            tracing::info!(
+                "{}: no stored watermark and no initial value: taking every record",
+                table.output
+            );
+            params
+                .iter()
+                .filter(|(_, v)| !v.contains(SLOT))
+                .cloned()
+                .collect()
+        }
+    }
 }
 
 fn replaced_text_error(table: &TableSettings, col: &str, page: Option<u64>) -> String {
@@ -927,6 +990,7 @@ fn finish_table(
                 "after": next.value,
                 "skipped_duplicates": tracker.skipped_dupes,
                 "skipped_nulls": tracker.skipped_nulls,
+                "skipped_below": tracker.skipped_below,
             });
             end.insert("watermark".into(), wm_rec.clone());
             totals.watermarks.push(wm_rec);
@@ -954,7 +1018,7 @@ fn finish_table(
     let skipped = run
         .tracker
         .as_ref()
-        .map_or(0, |t| t.skipped_dupes + t.skipped_nulls);
+        .map_or(0, |t| t.skipped_dupes + t.skipped_nulls + t.skipped_below);
     let fetched_rows = rows + skipped;
     if let Some(expected) = count
         && expected != fetched_rows

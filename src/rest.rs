@@ -626,12 +626,13 @@ impl RestPager {
     pub fn new(
         base: &Url,
         table: &TableSettings,
+        params: &[(String, String)],
         rest: &RestTable,
         resolved: Option<Paginate>,
         secret_param: Option<String>,
     ) -> Self {
         Self {
-            first: first_url(base, rest, &table.params),
+            first: first_url(base, rest, params),
             resolved: Mutex::new(resolved.unwrap_or_else(|| rest.paginate.clone())),
             rest: rest.clone(),
             secret_param,

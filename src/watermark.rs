@@ -54,6 +54,19 @@ impl Mark {
         }
     }
 
+    /// A configured value (`initial`): an integer, a real, an instant, or else text.
+    pub fn from_text(s: &str) -> Mark {
+        if let Ok(i) = s.trim().parse::<i64>() {
+            return Mark::Int(i);
+        }
+        if let Ok(f) = s.trim().parse::<f64>()
+            && f.is_finite()
+        {
+            return Mark::Real(f);
+        }
+        Mark::from_json(&Value::String(s.to_string())).unwrap_or(Mark::Text(s.to_string()))
+    }
+
     fn rank(&self) -> u8 {
         match self {
             Mark::Int(_) | Mark::Real(_) => 0,
@@ -101,6 +114,18 @@ impl Mark {
         }
     }
 
+    /// The text sent in a REST table's `{watermark}` parameter: numbers as they are, instants
+    /// with `format` (strftime) or else as RFC 3339 in UTC (`2026-01-05T10:00:00Z`).
+    pub fn param_text(&self, format: Option<&str>) -> String {
+        match self {
+            Mark::Time(t) => match format {
+                Some(f) => t.format(f).to_string(),
+                None => t.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string(),
+            },
+            other => other.filter_text(),
+        }
+    }
+
     /// `self - lookback`, or an error if the lookback does not fit the value's type.
     pub fn minus(&self, lookback: &Lookback) -> anyhow::Result<Mark> {
         Ok(match (self, lookback) {
@@ -117,13 +142,20 @@ impl Mark {
 }
 
 /// A date or datetime text (both formats) as an instant; midnight for a bare date.
+/// RFC 3339 with `Z` or an offset (as JSON APIs send) counts as its UTC instant.
 fn parse_time(s: &str) -> Option<NaiveDateTime> {
     let s = s.trim();
-    crate::schema::parse_naive_datetime(s).or_else(|| {
-        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-            .ok()
-            .and_then(|d| d.and_hms_opt(0, 0, 0))
-    })
+    crate::schema::parse_naive_datetime(s)
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })
+        .or_else(|| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|t| t.naive_utc())
+        })
 }
 
 /// How far behind the watermark to re-read.
@@ -216,8 +248,11 @@ pub struct Tracker {
     /// Window entries carried over from the previous state.
     carried: Vec<(Mark, String)>,
     max_ids: usize,
+    /// Rows below this bound are skipped (a source that cannot filter by the watermark).
+    lower: Option<Mark>,
     pub skipped_dupes: u64,
     pub skipped_nulls: u64,
+    pub skipped_below: u64,
 }
 
 /// A `Mark` usable as a BTreeMap key.
@@ -255,9 +290,16 @@ impl Tracker {
             window: BTreeMap::new(),
             carried,
             max_ids,
+            lower: None,
             skipped_dupes: 0,
             skipped_nulls: 0,
+            skipped_below: 0,
         }
+    }
+
+    /// Skip rows below `lower` here, for a source whose server does not filter by it.
+    pub fn skip_below(&mut self, lower: Option<Mark>) {
+        self.lower = lower;
     }
 
     /// Decide whether a row is new (write it) or already written (skip it).
@@ -273,6 +315,10 @@ impl Tracker {
             self.skipped_nulls += 1;
             return Ok(false);
         };
+        if self.lower.as_ref().is_some_and(|l| mark.order(l).is_lt()) {
+            self.skipped_below += 1;
+            return Ok(false);
+        }
         let id = row_id(row);
         if self.old_ids.contains(&id) {
             self.skipped_dupes += 1;

@@ -1,9 +1,11 @@
 //! `harvest incremental`: the `harvest` pipeline restricted to rows at or past each table's
 //! stored high-watermark (see [`crate::watermark`] for the store and its commit protocol).
 //!
-//! Guarantees: the lower bound is inclusive (`col__gte`) so rows sharing the watermark value
-//! are never missed, and rows already written inside the boundary window are skipped by
-//! identity, so none is written twice; pages are requested in watermark order (`_sort`);
+//! Guarantees: the lower bound is inclusive (`col__gte`, or a REST table's `{watermark}`
+//! parameter, which must mean `>=`) so rows sharing the watermark value are never missed,
+//! and rows already written inside the boundary window are skipped by identity, so none is
+//! written twice; Datasette pages are requested in watermark order (`_sort`), a REST API is
+//! read in its own order and rows below the bound are dropped here as well;
 //! each run's rows are new Parquet parts in the same dataset; the watermark moves only after
 //! the parts it covers are recorded; crash, resume and lock behave as in `harvest`.
 

@@ -313,7 +313,8 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
         }
     }
 
-    // 5. Per run and dataset: page rows (less rows skipped as already written) = part rows.
+    // 5. Per run and dataset: page rows (less rows skipped as already written, NULL, or below
+    //    the watermark where the API could not filter) = part rows.
     let mut page_rows: HashMap<(String, String), u64> = HashMap::new();
     let mut part_rows: HashMap<(String, String), u64> = HashMap::new();
     let mut skipped: HashMap<(String, String), u64> = HashMap::new();
@@ -334,7 +335,8 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
                 let w = &r["watermark"];
                 *skipped.entry(key.clone()).or_default() +=
                     w["skipped_duplicates"].as_u64().unwrap_or(0)
-                        + w["skipped_nulls"].as_u64().unwrap_or(0);
+                        + w["skipped_nulls"].as_u64().unwrap_or(0)
+                        + w["skipped_below"].as_u64().unwrap_or(0);
                 ended.insert(key, (r["rows"].as_u64(), r["pages"].as_u64()));
             }
             _ => {}

@@ -470,6 +470,25 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     buf.starts_with("HTTP/1.1 200").then_some(buf)
 }
 
+/// A minimal blocking HTTP request with a JSON body on loopback; the status code.
+pub fn http_send(port: u16, method: &str, path: &str, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A fresh, empty temp directory removed on drop.
 pub struct TempDir(pub PathBuf);
 

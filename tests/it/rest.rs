@@ -669,7 +669,7 @@ fn rest_config_mistakes_are_usage_errors() {
         &[],
     );
     assert_exit(&o, 2);
-    assert!(stderr(&o).contains("REST"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no watermark column"), "{}", stderr(&o));
     let config = write_config(
         work.path(),
         "[[source]]\nurl = \"http://127.0.0.1:9\"\ndatabase = \"d\"\n[[source.table]]\nname = \"t\"\npaginate = \"link\"\n",
@@ -832,4 +832,147 @@ fn oauth2_password_grant_reads_a_protected_api() {
     for f in all_files(&out) {
         assert!(!String::from_utf8_lossy(&std::fs::read(&f).unwrap()).contains(PASSWORD));
     }
+}
+
+fn stamp(minute: u64) -> String {
+    format!("2026-03-01T{:02}:{:02}:00Z", 8 + minute / 60, minute % 60)
+}
+
+/// Records 1..=300, two per minute.
+fn stamped() -> Vec<Value> {
+    (1..=300u64)
+        .map(|i| json!({"id": i, "title": format!("t{i}"), "updated_at": stamp(i.div_ceil(2))}))
+        .collect()
+}
+
+/// `incremental` over REST, with the bound sent as a parameter and without one: every new
+/// or changed record once, none twice at the boundary (ties at the old maximum are re-read
+/// and skipped by identity), and a run with nothing new adds nothing.
+#[test]
+fn incremental_over_rest_takes_each_new_record_once() {
+    // Two records per minute, so the maximum is shared by two records.
+    let js = JsonServer::start(&json!({ "posts": stamped() }));
+    let work = TempDir::new("rest-incremental");
+    let out = work.path().join("out");
+    let config = write_config(
+        work.path(),
+        &format!(
+            r#"
+[[source]]
+kind = "rest"
+url = "{url}"
+
+[[source.table]]
+name = "filtered"
+path = "/posts"
+params = {{ updated_at_gte = "{{watermark}}" }}
+watermark = "/updated_at"
+paginate = {{ kind = "offset", offset_param = "_start", limit_param = "_limit", limit = 40 }}
+
+[[source.table]]
+name = "unfiltered"
+path = "/posts"
+watermark = "updated_at"
+paginate = {{ kind = "offset", offset_param = "_start", limit_param = "_limit", limit = 40 }}
+"#,
+            url = js.url
+        ),
+    );
+    let run = || {
+        harvest(
+            &[
+                "incremental",
+                "--config",
+                &config,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let rows_of = |d: &str| {
+        let (names, _, rows) = read_dataset(&out.join("parquet").join(d));
+        assert_eq!(names, ["id", "title", "updated_at"]);
+        rows
+    };
+    let as_cells = |recs: &[Value]| -> Vec<Vec<Cell>> {
+        recs.iter()
+            .map(|r| {
+                vec![
+                    Cell::Int(r["id"].as_i64().unwrap()),
+                    Cell::Text(r["title"].as_str().unwrap().into()),
+                    Cell::Text(r["updated_at"].as_str().unwrap().into()),
+                ]
+            })
+            .collect()
+    };
+    let o = run();
+    assert_exit(&o, 0);
+    let mut want = as_cells(&stamped());
+    for d in ["filtered", "unfiltered"] {
+        assert_same_rows(d, rows_of(d), want.clone());
+    }
+
+    // 20 new records after the maximum, and 5 old ones changed (new versions).
+    let mut added = vec![];
+    for i in 301..=320u64 {
+        let r = json!({"id": i, "title": format!("t{i}"), "updated_at": stamp(200 + i)});
+        assert_eq!(http_send(js.port, "POST", "/posts", &r.to_string()), 201);
+        added.push(r);
+    }
+    for i in [3u64, 50, 120, 200, 298] {
+        let patch = json!({"title": format!("t{i} v2"), "updated_at": stamp(600 + i)});
+        assert_eq!(
+            http_send(js.port, "PATCH", &format!("/posts/{i}"), &patch.to_string()),
+            200
+        );
+        added.push(json!({"id": i, "title": format!("t{i} v2"), "updated_at": stamp(600 + i)}));
+    }
+    let o = run();
+    assert_exit(&o, 0);
+    assert!(
+        stderr(&o).contains("no parameter carries {watermark}"),
+        "{}",
+        stderr(&o)
+    );
+    want.extend(as_cells(&added));
+    for d in ["filtered", "unfiltered"] {
+        assert_same_rows(d, rows_of(d), want.clone());
+    }
+    let m = manifest(&out);
+    let ends: Vec<&Value> = records(&m, "table_end");
+    let second = |d: &str| {
+        ends.iter()
+            .filter(|e| e["output"] == d)
+            .nth(1)
+            .copied()
+            .unwrap()
+    };
+    // The two records at the old maximum came back (>= is inclusive) and were skipped.
+    assert_eq!(second("filtered")["watermark"]["skipped_duplicates"], 2);
+    assert_eq!(
+        second("filtered")["watermark"]["before"],
+        "2026-03-01 10:30:00"
+    );
+    assert_eq!(second("filtered")["rows"], 25);
+    // Without the parameter every record was read; those below the bound were dropped.
+    assert_eq!(second("unfiltered")["rows"], 25);
+    assert_eq!(second("unfiltered")["watermark"]["skipped_below"], 298 - 5);
+    // The API was asked for records at or past the old maximum.
+    let page1 = pages_of(&m, "filtered")
+        .into_iter()
+        .rfind(|p| p["page"] == 1)
+        .unwrap();
+    assert_eq!(page1["params"]["updated_at_gte"], "2026-03-01T10:30:00Z");
+
+    // Nothing new: nothing added.
+    let o = run();
+    assert_exit(&o, 0);
+    for d in ["filtered", "unfiltered"] {
+        assert_same_rows(d, rows_of(d), want.clone());
+    }
+    assert_exit(
+        &harvest(&["verify", "--out", out.to_str().unwrap()], &[]),
+        0,
+    );
 }
