@@ -21,6 +21,16 @@ compression case (`--suite compression`): the same table from Datasette 0.65.5 w
 datasette-gzip plugin (its own venv), through examples/delay_proxy adding 20 ms per request and
 capping responses at 50 Mbit/s: harvest (asks for gzip, br, zstd) against harvest
 --no-compression; wall time and the bytes on the wire (run_end totals.wire_bytes).
+rest cases (`--suite rest`): harvest as a REST client (`kind = "rest"`, `--no-compression`
+like the floors) against json-server 0.17.4 serving fixtures/generate_rest.py's nested events
+(`--rest-records`, default 300,000; `_page`/`_limit=1000`, Link headers), and against
+Datasette 0.65.5 read as a plain JSON API (Order Details, scale 1, `_shape=objects`, Link):
+  floor (rust)   - examples/rest_floor: follows Link rel="next", reads each body, parses nothing
+  floor (python) - the same with a requests session
+  harvest        - harvest harvest --config (a REST table, paginate = "link")
+  peer (python)  - requests following Link, a snapshot + manifest line per page, records
+                   flattened with pandas.json_normalize and written to Parquet at the end
+Then harvest's peak RSS on json-server with a third of the records, to show memory is flat.
 Wall time and peak RSS come from /usr/bin/time; the machine is shared, so medians matter.
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, glob, datetime
@@ -30,6 +40,7 @@ HARVEST = os.path.join(ROOT, "target/release/harvest")
 FLOOR = os.path.join(ROOT, "target/release/examples/sqlite_floor")
 HTTP_FLOOR_RS = os.path.join(ROOT, "target/release/examples/http_floor")
 DELAY_PROXY = os.path.join(ROOT, "target/release/examples/delay_proxy")
+REST_FLOOR = os.path.join(ROOT, "target/release/examples/rest_floor")
 
 CASES = [
     ("order lines", 'select * from "Order Details"', {}),
@@ -116,6 +127,152 @@ with open(os.path.join(out, "manifest.jsonl"), "a") as man:
             break
 pd.DataFrame(rows, columns=columns).to_parquet(os.path.join(out, "out.parquet"), compression="zstd")
 '''
+
+
+REST_FLOOR_PY = r'''
+import sys, requests
+s = requests.Session()
+s.headers["Accept-Encoding"] = "identity"
+url, pages = sys.argv[1], 0
+while url:
+    r = s.get(url)
+    r.raise_for_status()
+    _ = r.content
+    pages += 1
+    url = r.links.get("next", {}).get("url")
+print(pages)
+'''
+
+REST_PEER = r'''
+import sys, os, json, hashlib, datetime, requests, pandas as pd
+url, records_key, out = sys.argv[1], sys.argv[2], sys.argv[3]
+os.makedirs(os.path.join(out, "raw"), exist_ok=True)
+s = requests.Session()
+s.headers["Accept-Encoding"] = "identity"
+frames, page = [], 0
+with open(os.path.join(out, "manifest.jsonl"), "a") as man:
+    while url:
+        r = s.get(url)
+        r.raise_for_status()
+        page += 1
+        path = os.path.join(out, "raw", f"page-{page:06}.json")
+        with open(path, "wb") as f:
+            f.write(r.content)
+        body = r.json()
+        recs = body[records_key] if records_key else body
+        man.write(json.dumps({"page": page, "url": url, "path": path, "bytes": len(r.content),
+                              "sha256": hashlib.sha256(r.content).hexdigest(), "rows": len(recs),
+                              "fetched_at": datetime.datetime.utcnow().isoformat()}) + "\n")
+        frames.append(pd.json_normalize(recs, sep="__"))
+        url = r.links.get("next", {}).get("url")
+df = pd.concat(frames, ignore_index=True)
+for c in df.columns:  # arrays as JSON text, so each Parquet column has one type
+    if df[c].map(lambda v: isinstance(v, list)).any():
+        df[c] = df[c].map(json.dumps)
+df.to_parquet(os.path.join(out, "out.parquet"), compression="zstd")
+'''
+
+REST_TOOLS = ["floor (rust)", "floor (python)", "harvest", "peer (python)"]
+
+
+def start_json_server(work, records):
+    """json-server 0.17.4 (installed by scripts/bench) on generated events; (process, port)."""
+    import socket, time, urllib.request
+    db = os.path.abspath(os.path.join(work, f"events-{records}.json"))
+    if not os.path.exists(db):
+        print(f"generating {db} ...", file=sys.stderr)
+        subprocess.run([sys.executable, os.path.join(ROOT, "fixtures/generate_rest.py"), "--out", db,
+                        "--records", str(records)], check=True)
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    js = subprocess.Popen([os.path.join(work, "npm-json-server", "node_modules", ".bin", "json-server"), db,
+                           "--host", "127.0.0.1", "--port", str(port), "--quiet"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/events?_limit=1", timeout=1)
+            return js, port
+        except OSError:
+            time.sleep(0.2)
+    js.terminate()
+    sys.exit("json-server did not start")
+
+
+def rest_cmd(tool, case, work, out):
+    """The command for one tool on one REST case (start URL, records key, harvest table)."""
+    if tool == "floor (rust)":
+        return [REST_FLOOR, case["start"]]
+    if tool == "floor (python)":
+        return [sys.executable, "-c", REST_FLOOR_PY, case["start"]]
+    if tool == "peer (python)":
+        return [sys.executable, "-c", REST_PEER, case["start"], case["records_key"], out]
+    config = os.path.join(work, "rest-bench.toml")
+    with open(config, "w") as f:
+        f.write(case["config"])
+    return [HARVEST, "-q", "harvest", "--config", config, "--out", out, "--no-compression"]
+
+
+def json_server_case(port):
+    """json-server's events, 1000 per page, followed by its Link headers."""
+    return {
+        "start": f"http://127.0.0.1:{port}/events?_page=1&_limit=1000",
+        "records_key": "",
+        "config": f'''[[source]]\nkind = "rest"\nurl = "http://127.0.0.1:{port}"\n[[source.table]]\nname = "events"\n'''
+                  '''params = { _page = 1, _limit = 1000 }\npaginate = "link"\n''',
+    }
+
+
+def rest_suite(a, work):
+    import shutil
+    out = os.path.join(work, "r-out")
+    results, rss_small = {}, None
+    n = a.rest_records
+    js, jport = start_json_server(work, n)
+    db = fixture(work, 1)
+    ds, dport = start_datasette(db)
+    ds_params = "_size=1000&_shape=objects&_nocount=1&_nofacet=1&_nosuggest=1"
+    cases = [
+        (f"json-server, {n:,} events", json_server_case(jport)),
+        ("Datasette 0.65.5 as REST, Order Details (587,830 rows)", {
+            "start": f"http://127.0.0.1:{dport}/northwind-s1/Order~20Details.json?{ds_params}",
+            "records_key": "rows",
+            "config": f'''[[source]]\nkind = "rest"\nurl = "http://127.0.0.1:{dport}"\n[[source.table]]\nname = "order_details"\n'''
+                      '''path = "/northwind-s1/Order~20Details.json"\n'''
+                      '''params = { _size = 1000, _shape = "objects", _nocount = 1, _nofacet = 1, _nosuggest = 1 }\n'''
+                      '''records = "/rows"\npaginate = "link"\n''',
+        }),
+    ]
+    try:
+        for case, spec in cases:
+            for rep in range(a.reps):
+                for tool in REST_TOOLS:  # interleaved
+                    shutil.rmtree(out, ignore_errors=True)
+                    secs, mib = timed(rest_cmd(tool, spec, work, out))
+                    results.setdefault((case, tool), []).append((secs, mib))
+                    print(f"  rest-suite {case[:24]:24} {tool:15} rep {rep + 1}: {secs:6.2f}s {mib:7.1f} MiB", file=sys.stderr)
+    finally:
+        js.terminate()
+        ds.terminate()
+    small = n // 3
+    js, jport = start_json_server(work, small)
+    try:
+        shutil.rmtree(out, ignore_errors=True)
+        rss_small = timed(rest_cmd("harvest", json_server_case(jport), work, out))
+    finally:
+        js.terminate()
+        shutil.rmtree(out, ignore_errors=True)
+    print(f"\nREST benchmark, {a.reps} reps, {datetime.date.today()} (`scripts/bench --suite rest --reps {a.reps}`)\n")
+    print("| case | tool | median wall s | × floor (rust) | × floor (rust), paired | peak RSS MiB (max) |")
+    print("|---|---|---:|---:|---:|---:|")
+    for case, _ in cases:
+        floor = statistics.median(x for x, _ in results[(case, "floor (rust)")])
+        for tool in REST_TOOLS:
+            med = statistics.median(x for x, _ in results[(case, tool)])
+            paired = statistics.median(t / f for (t, _), (f, _) in
+                                       zip(results[(case, tool)], results[(case, "floor (rust)")]))
+            print(f"| {case} | {tool} | {med:.2f} | {med / floor:.2f} | {paired:.2f} | "
+                  f"{max(m for _, m in results[(case, tool)]):.0f} |")
+    big = max(m for _, m in results[(cases[0][0], "harvest")])
+    print(f"\nharvest peak RSS on json-server: {rss_small[1]:.0f} MiB with {small:,} events, {big:.0f} MiB with {n:,}.")
 
 
 def timed(cmd):
@@ -290,7 +447,8 @@ def harvest_suite(a, work):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--suite", default="all", choices=["all", "sql-extract", "harvest", "compression"])
+    ap.add_argument("--suite", default="all", choices=["all", "sql-extract", "harvest", "compression", "rest"])
+    ap.add_argument("--rest-records", type=int, default=300_000, help="rest suite: events served by json-server")
     ap.add_argument("--harvest-tools", default=",".join(HARVEST_TOOLS),
                     help="harvest suite: which of the tools to run (comma-separated; must include 'floor (rust)' and 'harvest')")
     ap.add_argument("--local-only", action="store_true", help="harvest suite: skip the delayed case")
@@ -307,7 +465,9 @@ def main():
         harvest_suite(a, a.work)
     if a.suite in ("all", "compression"):
         compression_suite(a, a.work)
-    if a.suite in ("harvest", "compression"):
+    if a.suite in ("all", "rest"):
+        rest_suite(a, a.work)
+    if a.suite in ("harvest", "compression", "rest"):
         return
     db = fixture(a.work, a.scale)
     tools = a.tools.split(",")

@@ -6,8 +6,9 @@
 //!   first page and logs and records the choice). So resume continues from the recorded URL,
 //!   and one guard stops a URL, cursor, offset or page number that repeats. `max_pages` caps a
 //!   table (the run says so).
-//! - Records come from a JSON Pointer (RFC 6901) or, when none is given, from the body itself
-//!   if it is an array, else from its only array-valued top-level field. Several candidates is
+//! - Records come from a JSON Pointer (RFC 6901; an object there is one record) or, when none
+//!   is given, from the body itself if it is an array, else from its only array-valued
+//!   top-level field. Several candidates is
 //!   a configuration error naming them; a body without the array is refused naming the URL and
 //!   what came back; a body cut off is retried.
 //! - Nested objects become columns joined with `__` (`owner__login`); arrays become JSON text;
@@ -470,6 +471,8 @@ pub fn select_records<'a>(
     if let Some(p) = pointer {
         return match body.pointer(p) {
             Some(Value::Array(a)) => Ok(a),
+            // An object named explicitly is one record (a single-resource endpoint).
+            Some(one @ Value::Object(_)) => Ok(std::slice::from_ref(one)),
             Some(other) => Err(BodyProblem::Wrong(format!(
                 "`records = {p:?}` points at {} rather than an array of records",
                 json_kind(other)
@@ -1056,7 +1059,11 @@ mod tests {
                 .len(),
             1
         );
-        assert!(select_records(&nested, Some("/result")).is_err());
+        assert_eq!(
+            select_records(&nested, Some("/result")).ok().unwrap().len(),
+            1
+        );
+        assert!(select_records(&nested, Some("/result/items/0")).is_err());
     }
 
     #[test]

@@ -343,6 +343,75 @@ impl Drop for JsonServer {
     }
 }
 
+/// A real httpbin (PyPI) under gunicorn, from a cached venv, on a free loopback port.
+pub struct HttpBin {
+    child: Child,
+    pub port: u16,
+    pub url: String,
+}
+
+impl HttpBin {
+    pub fn start() -> HttpBin {
+        let venv = with_setup_lock("venv-httpbin", || {
+            let venv = cache_dir().join("venv-httpbin");
+            let marker = venv.join(".installed");
+            if !(marker.exists() && venv.join("bin/gunicorn").exists()) {
+                let _ = fs::remove_dir_all(&venv);
+                run_ok(
+                    Command::new(python()).args(["-m", "venv"]).arg(&venv),
+                    "python3 -m venv",
+                );
+                run_ok(
+                    Command::new(venv.join("bin/pip")).args([
+                        "install",
+                        "--quiet",
+                        "--disable-pip-version-check",
+                        "httpbin==0.10.4",
+                        "gunicorn",
+                    ]),
+                    "pip install httpbin gunicorn",
+                );
+                fs::write(&marker, "ok").expect("venv marker");
+            }
+            venv
+        });
+        for _ in 0..5 {
+            let port = free_port();
+            let log = File::create(cache_dir().join(format!("httpbin-{port}.log"))).expect("log");
+            let mut child = Command::new(venv.join("bin/gunicorn"))
+                .args(["-b", &format!("127.0.0.1:{port}"), "-w", "2", "httpbin:app"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start httpbin");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if http_get(port, "/get").is_some() {
+                    return HttpBin {
+                        child,
+                        port,
+                        url: format!("http://127.0.0.1:{port}"),
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("httpbin did not start; see {}", cache_dir().display());
+    }
+}
+
+impl Drop for HttpBin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A real OAuth2 token endpoint: oauth2-mock-server (npm, 9.3.0) started by
 /// `tests/it/oauth2_server.mjs`, which checks client credentials and sets the token lifetime.
 pub struct OAuthServer {

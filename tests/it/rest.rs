@@ -976,3 +976,63 @@ paginate = {{ kind = "offset", offset_param = "_start", limit_param = "_limit", 
         0,
     );
 }
+
+/// httpbin (PyPI) as the API: basic and bearer auth accepted and refused (exit 4, nothing
+/// recorded), redirects followed with the final body snapshotted, a 503 retried until the
+/// budget is spent (exit 5), a 404 first page (exit 2), and a single-object endpoint read as
+/// one record.
+#[test]
+fn httpbin_auth_redirects_and_status_codes() {
+    const PASS: &str = "pa55-w0rd!";
+    let hb = HttpBin::start();
+    let work = TempDir::new("rest-httpbin");
+    let run = |tag: &str, auth: &str, path: &str, envs: &[(&str, &str)]| {
+        let out = work.path().join(format!("out-{tag}"));
+        let config = write_config(
+            work.path(),
+            &format!(
+                "[http]\nmax_attempts = 3\n[[source]]\nkind = \"rest\"\nurl = \"{}\"\n{auth}\n[[source.table]]\nname = \"t\"\npath = \"{path}\"\nrecords = \"\"\npaginate = \"none\"\n",
+                hb.url
+            ),
+        );
+        (run_config(&config, &out, envs), out)
+    };
+    let basic = "auth = { user = \"ada\", password = \"${HB_PASS}\" }";
+    // httpbin's /basic-auth/USER/PASSWORD names the expected password in its own path.
+    let path = format!("/basic-auth/ada/{PASS}");
+    let (o, out) = run("basic", basic, &path, &[("HB_PASS", PASS)]);
+    assert_exit(&o, 0);
+    let (names, _, rows) = read_dataset(&out.join("parquet").join("t"));
+    assert_eq!(names, ["authenticated", "user"]);
+    assert_eq!(rows, vec![vec![Cell::Int(1), Cell::Text("ada".into())]]);
+    // The password was in the URL: every recorded URL shows it redacted.
+    for f in all_files(&out) {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        assert!(!text.contains(PASS), "{}", f.display());
+    }
+    assert!(!stderr(&o).contains(PASS));
+    let (o, out) = run("basic-wrong", basic, &path, &[("HB_PASS", "not-it-000")]);
+    assert_exit(&o, 4);
+    assert!(records(&manifest(&out), "page").is_empty());
+
+    let bearer = "auth = { bearer = \"${HB_TOKEN}\" }";
+    let (o, _) = run("bearer", bearer, "/bearer", &[("HB_TOKEN", "tok-123456")]);
+    assert_exit(&o, 0);
+    let (o, _) = run("bearer-none", "", "/bearer", &[]);
+    assert_exit(&o, 4);
+
+    // Redirects are followed; the snapshot is the final body and the record its fields.
+    let (o, out) = run("redirect", "", "/redirect/3", &[]);
+    assert_exit(&o, 0);
+    let (names, _, rows) = read_dataset(&out.join("parquet").join("t"));
+    let url_col = names.iter().position(|n| n == "url").unwrap();
+    assert_eq!(rows[0][url_col], Cell::Text(format!("{}/get", hb.url)));
+    assert!(names.contains(&"headers__Host".to_string()), "{names:?}");
+
+    let (o, out) = run("503", "", "/status/503", &[]);
+    assert_exit(&o, 5);
+    assert!(records(&manifest(&out), "page").is_empty());
+    let (o, _) = run("404", "", "/status/404", &[]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("404"), "{}", stderr(&o));
+}
