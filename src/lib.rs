@@ -8,6 +8,7 @@ pub mod config;
 pub mod content_encoding;
 pub mod cursor;
 pub mod datasette;
+pub mod datasette_table;
 pub mod error;
 pub mod fsutil;
 pub mod http;

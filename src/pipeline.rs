@@ -7,8 +7,10 @@
 //!   appended, and its rows reach a sink only after that line. All writing happens on one
 //!   task, in page order per cursor; fetching runs ahead on other threads (bounded), so a crash
 //!   loses at most the pages in flight, which were never recorded.
-//! - A table is planned ([`crate::planner`]) from a type probe made before its first page is
-//!   requested, plus that first page; checkpoints cover only pages whose rows are in the sink.
+//! - The pipeline never names a source kind: it drives a [`TableSource`] (Datasette or REST)
+//!   that prepares the table before its first page is requested (Datasette: a type probe),
+//!   plans its columns with that first page, builds its cursors and parses its snapshots.
+//!   Checkpoints cover only pages whose rows are in the sink.
 //! - A Parquet part is recorded only once durable and visible; a checkpoint closes a stream's
 //!   open parts at a page boundary, so "pages up to N of this stream are in recorded parts".
 //! - A table is paged by one cursor, or with `--parallel N` by one cursor per disjoint key
@@ -25,7 +27,6 @@
 //!   watermark (pending → `table_end` → published).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
@@ -34,20 +35,16 @@ use serde_json::{Value, json};
 use crate::commands::harvest::{RunCtx, Totals, obj};
 use crate::config::TableSettings;
 use crate::cursor::{self, Event, FetchedPage, Start, Walk};
-use crate::datasette::{self, DatasettePager, Flavor, TableRequest};
 use crate::error::{Interrupted, UsageError};
 use crate::fsutil::{
     atomic_write, create_dir_all_durable, files_under, is_part_file, rel_path, sanitize_component,
 };
-use crate::http::HttpError;
 use crate::manifest::{Manifest, sha256_hex};
 use crate::parquet_sink::{ClosedPart, TableSink};
-use crate::planner::{
-    Probe, TablePlan, plan_table, probe_table, refuse_lost_infinities, watermark_index,
-};
+use crate::planner::{TablePlan, watermark_index};
 use crate::resume::{RecordedPage, StreamProgress, TableProgress};
 use crate::slices::{Planned, SlicePlan};
-use crate::source::{Page, Pager};
+use crate::source::{Page, TableSource};
 use crate::watermark::{Lookback, Mark, Tracker};
 
 /// Pages each walker may fetch ahead of the writer.
@@ -56,7 +53,8 @@ const FETCH_AHEAD: usize = 2;
 /// One cursor of a table: the whole table, or one slice of a `--parallel` run.
 struct Stream {
     slice: Option<u32>,
-    request: TableRequest,
+    /// The query parameters of the stream's requests (the table's, its slice's filters).
+    params: Vec<(String, String)>,
     raw_rel: String,
     raw_dir: PathBuf,
     sink: Option<TableSink>,
@@ -96,11 +94,8 @@ struct TableRun<'a> {
     /// Incremental: decides which rows are new, tracks the next watermark.
     tracker: Option<Tracker>,
     rows_before: u64,
-    /// What the SQL endpoint said about the table, for planning it on its first page.
-    probe: Probe,
-    /// Text columns that arrived holding U+FFFD: the rows received so far with one, and how
-    /// many rows of the table really hold one (`None`: the server would not say).
-    replacement_chars: std::collections::BTreeMap<String, (u64, Option<u64>)>,
+    /// The source kind's side of the table: planning, paging, parsing, checks.
+    src: TableSource,
 }
 
 impl<'a> TableRun<'a> {
@@ -131,10 +126,7 @@ impl<'a> TableRun<'a> {
                 Some(s) => s.server_count,
                 None => page.count,
             };
-            let p = match &self.table.rest {
-                Some(rest) => crate::rest::plan_table(self.table, rest, page)?,
-                None => plan_table(self.table, &self.probe, page, count)?,
-            };
+            let p = self.src.plan(page, count)?;
             self.install_plan(p, totals)?;
         }
         let Some(plan) = self.plan.as_ref() else {
@@ -142,7 +134,7 @@ impl<'a> TableRun<'a> {
         };
         let aligned;
         let page_rows: &[Vec<Value>] = if page.sparse {
-            aligned = crate::rest::align(page, &plan.columns, &self.table.output, page_no)?;
+            aligned = page.aligned(&plan.columns, &self.table.output, page_no)?;
             &aligned
         } else {
             &page.rows
@@ -298,7 +290,7 @@ impl<'a> TableRun<'a> {
             "attempts": fetched.attempts,
             "elapsed_ms": fetched.elapsed_ms,
         }));
-        if self.table.rest.is_none() {
+        if !source.database.is_empty() {
             rec.insert("database".into(), json!(source.database));
         }
         if let Some(p) = paging {
@@ -323,7 +315,7 @@ impl<'a> TableRun<'a> {
         // Page 1 records the row count to reconcile with (so a resumed run has it too).
         if page_no == 1
             && s.slice.is_none()
-            && let Some(c) = page.count.or_else(|| self.probe.table_count(self.table))
+            && let Some(c) = page.count.or_else(|| self.src.table_count())
         {
             rec.insert("server_count".into(), json!(c));
             self.server_count = Some(c);
@@ -333,79 +325,6 @@ impl<'a> TableRun<'a> {
         s.cursor.clone_from(&page.next);
         s.fetched += 1;
         Ok((si, page_no, page))
-    }
-
-    /// Datasette decodes text that is not valid UTF-8 with replacement characters (U+FFFD), so
-    /// such text would be written changed. Text holding U+FFFD is therefore checked against
-    /// the database: a column where no stored value holds the bytes of U+FFFD stops the run
-    /// before the page's rows are taken; otherwise the rows received with one are counted and
-    /// compared with the stored ones at the table's end ([`Self::refuse_replaced_text`]).
-    async fn check_replacement_chars(
-        &mut self,
-        page_no: u64,
-        page: &Page,
-        totals: &mut Totals,
-    ) -> anyhow::Result<()> {
-        if self.table.rest.is_some() {
-            return Ok(()); // a REST body's U+FFFD is the API's own text
-        }
-        let width = page.rows.first().map_or(0, Vec::len);
-        let mut hits = vec![0u64; width];
-        for row in &page.rows {
-            for (i, v) in row.iter().enumerate() {
-                if let Value::String(s) = v
-                    && s.contains('\u{FFFD}')
-                    && let Some(h) = hits.get_mut(i)
-                {
-                    *h += 1;
-                }
-            }
-        }
-        if hits.iter().all(|n| *n == 0) {
-            return Ok(()); // the common case: no column names needed
-        }
-        let Some(columns) = page.columns.clone().or_else(|| self.known_columns()) else {
-            return Ok(());
-        };
-        for (col, n) in columns.iter().zip(hits).filter(|(_, n)| *n > 0) {
-            if !self.replacement_chars.contains_key(col) {
-                let stored = crate::planner::count_replacement_chars(
-                    self.ctx.client,
-                    &self.ctx.source.base,
-                    &self.ctx.source.database,
-                    &self.table.name,
-                    col,
-                )
-                .await?;
-                if stored.is_none() {
-                    let w = format!(
-                        "{}: column {col:?} holds text with U+FFFD, which Datasette also puts in place of bytes that are not valid UTF-8, and the server's SQL endpoint is not available to tell the two apart",
-                        self.table.output
-                    );
-                    tracing::warn!("{w}");
-                    totals.warnings.push(w);
-                }
-                self.replacement_chars.insert(col.clone(), (0, stored));
-            }
-            let entry = self.replacement_chars.entry(col.clone()).or_default();
-            entry.0 += n;
-            if entry.1 == Some(0) {
-                bail!(replaced_text_error(self.table, col, Some(page_no)));
-            }
-        }
-        Ok(())
-    }
-
-    /// At the table's end: more rows arrived with U+FFFD than the database holds.
-    fn refuse_replaced_text(&self) -> anyhow::Result<()> {
-        for (col, (received, stored)) in &self.replacement_chars {
-            if let Some(stored) = stored
-                && received > stored
-            {
-                bail!(replaced_text_error(self.table, col, None));
-            }
-        }
-        Ok(())
     }
 
     /// Replay a page an earlier process recorded: its rows, from its hash-checked snapshot.
@@ -431,14 +350,12 @@ impl<'a> TableRun<'a> {
             );
         }
         let known = self.known_columns();
-        let parsed = match &self.table.rest {
-            Some(rest) => crate::rest::parse_snapshot(&body, rest.records.as_deref()),
-            None => datasette::parse_page(&body, known.as_deref())
-                .map_err(crate::source::BodyProblem::into_reason),
-        };
-        let page = parsed.map_err(|why| {
-            anyhow::anyhow!("the recorded snapshot {} is unusable: {why}", rp.path)
-        })?;
+        let page = self
+            .src
+            .parse_snapshot(&body, known.as_deref())
+            .map_err(|why| {
+                anyhow::anyhow!("the recorded snapshot {} is unusable: {why}", rp.path)
+            })?;
         let before = self.streams[si].rows;
         self.accept(si, rp.page, &page, to_sink, manifest, totals)?;
         let s = &mut self.streams[si];
@@ -447,20 +364,11 @@ impl<'a> TableRun<'a> {
     }
 }
 
-/// What a run learned about its current source before its first table.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct SourceFacts {
-    /// The JSON API, when `/-/versions.json` said.
-    pub flavor: Option<Flavor>,
-    /// Whether ±Infinity arrives as tokens when asked; `None` when the server would not say.
-    pub sends_infinity: Option<bool>,
-}
-
 /// Harvest one table of the run's current source.
 pub(crate) async fn harvest_table(
     ctx: &RunCtx<'_>,
     table: &TableSettings,
-    facts: SourceFacts,
+    src: TableSource,
     mut progress: TableProgress,
     manifest: &mut Manifest,
     totals: &mut Totals,
@@ -486,8 +394,8 @@ pub(crate) async fn harvest_table(
             .into());
         }
         let lookback = wm.lookback_parsed.clone().unwrap_or(Lookback::None);
-        // The bound as a typed value (REST compares rows with it) and as the text Datasette
-        // filters with (a configured initial value is sent as written).
+        // The bound as a typed value (compared with rows where the server may not filter) and
+        // as the configured text (a configured initial value is sent as written).
         let (lower, lower_text) = match prev_state.as_ref().and_then(|s| Mark::from_json(&s.value))
         {
             Some(m) => {
@@ -500,46 +408,21 @@ pub(crate) async fn harvest_table(
                 wm.initial.clone(),
             ),
         };
-        if table.rest.is_some() {
-            params = watermark_params(table, &params, lower.as_ref(), wm);
-        } else {
-            match lower_text {
-                Some(l) => {
-                    tracing::info!("{}: rows with {} >= {l:?}", table.output, wm.column);
-                    params.push((format!("{}__gte", wm.column), l));
-                }
-                None => tracing::info!(
-                    "{}: no stored watermark and no initial value: taking every row",
-                    table.output
-                ),
-            }
-        }
+        let bound = src.watermark_params(&mut params, lower, lower_text, wm);
         let mut t = Tracker::new(prev_state.as_ref(), lookback, wm.max_window_rows);
-        if table.rest.is_some() {
-            // Whether or not the API filtered by the bound, rows below it are not written.
-            t.skip_below(lower);
-        }
+        // Rows below the bound are not written, whether or not the server filtered them.
+        t.skip_below(bound);
         tracker = Some(t);
         if progress.streams.is_empty() {
             remove_unfinished_parts(ctx, table, manifest)?;
         }
     }
-    let request = TableRequest {
-        base: source.base.clone(),
-        database: source.database.clone(),
-        table: table.name.clone(),
-        params,
-        page_size: table.page_size,
-        sort: table.sort.clone(),
-    };
-    let detected = facts.flavor;
-    let flavor = detected.unwrap_or(Flavor::V1);
 
     // --parallel: the recorded slice plan of a resumed run, or a new one (recorded first).
     let slices = match progress.slices.take() {
         Some(p) => Some(p),
         None if table.parallel > 1 && tracker.is_none() && progress.streams.is_empty() => {
-            match crate::slices::plan(ctx.client, &request, flavor, table.parallel).await? {
+            match src.plan_slices(&params).await? {
                 Planned::Split(plan) => {
                     tracing::info!(
                         "{}: {} cursors over {} from {} to {}",
@@ -592,9 +475,8 @@ pub(crate) async fn harvest_table(
     for sl in layout {
         let slice = sl.map(|s| s.index);
         let sp = progress.streams.remove(&slice).unwrap_or_default();
-        let mut req = request.clone();
-        req.params
-            .extend(sl.iter().flat_map(|s| s.filters.iter().cloned()));
+        let mut stream_params = params.clone();
+        stream_params.extend(sl.iter().flat_map(|s| s.filters.iter().cloned()));
         let rel = match slice {
             None => raw_rel.clone(),
             Some(k) => format!("{raw_rel}/slice-{k}"),
@@ -603,7 +485,7 @@ pub(crate) async fn harvest_table(
         create_dir_all_durable(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         streams.push(Stream {
             slice,
-            request: req,
+            params: stream_params,
             raw_rel: rel,
             raw_dir: dir,
             sink: None,
@@ -631,22 +513,13 @@ pub(crate) async fn harvest_table(
         slices,
         streams,
         tracker,
-        probe: Probe::default(),
-        replacement_chars: Default::default(),
+        src,
     };
-    // Planning: the type probe runs before any page is requested (alone, it fits the server's
-    // SQL time limit far more often); the first page completes the plan.
-    if progress.plan.is_none() && table.rest.is_none() {
-        let infinity_as_null = facts.sends_infinity == Some(false);
-        run.probe = probe_table(
-            ctx.client,
-            &source.base,
-            &source.database,
-            table,
-            infinity_as_null,
-        )
-        .await?;
-        refuse_lost_infinities(table, &run.probe)?;
+    // Planning: the source prepares before any page is requested (Datasette's type probe,
+    // which alone fits the server's SQL time limit far more often); the first page completes
+    // the plan.
+    if progress.plan.is_none() {
+        run.src.prepare().await?;
     }
     if let Some(columns) = progress.plan.clone() {
         run.set_plan(TablePlan {
@@ -704,24 +577,7 @@ pub(crate) async fn harvest_table(
         .filter(|(_, s)| !s.complete())
         .map(|(i, s)| Walk {
             stream: i,
-            pager: match &table.rest {
-                Some(rest) => Arc::new(crate::rest::RestPager::new(
-                    &source.base,
-                    table,
-                    &s.request.params,
-                    rest,
-                    s.progress.paging.clone(),
-                    match &source.auth {
-                        Some(crate::http::Auth::Query { name, .. }) => Some(name.clone()),
-                        _ => None,
-                    },
-                )) as Arc<dyn Pager>,
-                None => Arc::new(DatasettePager::new(
-                    s.request.clone(),
-                    flavor,
-                    detected.is_some(),
-                )),
-            },
+            pager: run.src.pager(&s.params, s.progress.paging.as_ref()),
             start: Start {
                 page: s.page_no,
                 cursor: s.cursor.clone(),
@@ -751,11 +607,14 @@ pub(crate) async fn harvest_table(
                 table.name
             ),
             Some(Event::Failed { page_no, error, .. }) => {
-                return Err(fetch_error(ctx, table, page_no, error));
+                return Err(run.src.fetch_error(page_no, error));
             }
             Some(Event::Page(f)) => {
                 let (si, page_no, page) = run.record_page(*f, manifest).await?;
-                run.check_replacement_chars(page_no, &page, totals).await?;
+                let known = run.known_columns();
+                run.src
+                    .check_page(page_no, &page, known, &mut totals.warnings)
+                    .await?;
                 totals.fetched_pages += 1;
                 if run.streams[si].complete() {
                     open -= 1;
@@ -777,120 +636,6 @@ pub(crate) async fn harvest_table(
     finish_table(run, manifest, totals, &store, prev_state, started)
 }
 
-/// A REST table's parameters for an incremental run: `{watermark}` in a value becomes the
-/// lower bound (see [`Mark::param_text`]); without a bound (first run, no `initial`) such
-/// parameters are left out and every record is taken. Without such a parameter the API
-/// cannot filter: every page is read and only rows at or past the bound are written.
-fn watermark_params(
-    table: &TableSettings,
-    params: &[(String, String)],
-    lower: Option<&Mark>,
-    wm: &crate::config::WatermarkSettings,
-) -> Vec<(String, String)> {
-    const SLOT: &str = "{watermark}";
-    let slotted = params.iter().any(|(_, v)| v.contains(SLOT));
-    match lower {
-        Some(l) => {
-            let text = l.param_text(wm.format.as_deref());
-            if slotted {
-                tracing::info!(
-                    "{}: asking the API for records with {} >= {text:?}",
-                    table.output,
-                    wm.column
-                );
-            } else {
-                tracing::warn!(
-                    "{}: no parameter carries {SLOT}, so the API cannot filter: reading every page and writing only records with {} >= {text:?}",
-                    table.output,
-                    wm.column
-                );
-            }
-            params
-                .iter()
-                .map(|(k, v)| (k.clone(), v.replace(SLOT, &text)))
-                .collect()
-        }
-        None => {
-            tracing::info!(
-                "{}: no stored watermark and no initial value: taking every record",
-                table.output
-            );
-            params
-                .iter()
-                .filter(|(_, v)| !v.contains(SLOT))
-                .cloned()
-                .collect()
-        }
-    }
-}
-
-fn replaced_text_error(table: &TableSettings, col: &str, page: Option<u64>) -> String {
-    let at = page.map_or(String::new(), |p| format!(", page {p}"));
-    format!(
-        "table {:?}{at}, column {col:?}: text arrived with U+FFFD replacement characters that the database does not hold: the server replaced bytes that are not valid UTF-8, so the text it sends is not what is stored{}. Fix the text in the database, or read the file with `harvest sql-extract --type {col}=blob`, which keeps the exact bytes",
-        table.name,
-        if page.is_some() {
-            "; this page's rows were not written"
-        } else {
-            ""
-        }
-    )
-}
-
-/// Turn a walker's failure into the run's error, naming the likely cause.
-fn fetch_error(
-    ctx: &RunCtx<'_>,
-    table: &TableSettings,
-    page_no: u64,
-    error: anyhow::Error,
-) -> anyhow::Error {
-    if let Some(rest) = &table.rest {
-        if let Some(HttpError::BadBody { url, reason }) = error.downcast_ref::<HttpError>()
-            && let Some(why) = reason.strip_prefix(crate::rest::CONFIG_PROBLEM)
-        {
-            return UsageError::with_hint(
-                format!("table {:?}: {url}: {why}", table.output),
-                "set `records` on the table to the JSON Pointer of the array of records",
-            )
-            .into();
-        }
-        return match error
-            .downcast_ref::<HttpError>()
-            .and_then(HttpError::status)
-        {
-            Some(404) if page_no == 1 => UsageError::with_hint(
-                format!(
-                    "table {:?}: {} answered 404 Not Found for its first page",
-                    table.output,
-                    crate::http::display_url(&ctx.source.base)
-                ),
-                format!(
-                    "check the source `url` and the table's `path` ({:?})",
-                    rest.path
-                ),
-            )
-            .into(),
-            _ => error.context(format!("table {:?}, page {page_no}", table.output)),
-        };
-    }
-    match error.downcast_ref::<HttpError>().and_then(HttpError::status) {
-        Some(404) if page_no == 1 => anyhow::Error::new(UsageError::with_hint(
-            format!(
-                "table {:?} was not found in database {:?} at {} (HTTP 404)",
-                table.name,
-                ctx.source.database,
-                crate::http::display_url(&ctx.source.base)
-            ),
-            "check the table and database names (they are case-sensitive)",
-        )),
-        Some(400) => error.context(format!(
-            "the server refused the request; if the page size {} is above its max_returned_rows, lower --page-size",
-            table.page_size
-        )),
-        _ => error,
-    }
-}
-
 /// Close the table: final parts, the watermark (incremental), `table_end`, then supersede.
 fn finish_table(
     mut run: TableRun<'_>,
@@ -902,7 +647,7 @@ fn finish_table(
 ) -> anyhow::Result<()> {
     let (ctx, table) = (run.ctx, run.table);
     let (settings, source) = (ctx.settings, ctx.source);
-    run.refuse_replaced_text()?;
+    run.src.finish()?;
     let Some(plan) = run.plan.take() else {
         bail!(
             "no page of table {:?} was recorded; rerun with --restart",

@@ -742,6 +742,120 @@ impl Pager for RestPager {
     }
 }
 
+/// A REST table's side of the source seam ([`crate::source::TableSource`]).
+pub struct RestSource {
+    base: Url,
+    table: TableSettings,
+    rest: RestTable,
+    /// The query parameter that carries an API key (stripped from server-sent URLs).
+    secret_param: Option<String>,
+}
+
+impl RestSource {
+    pub fn new(base: &Url, table: &TableSettings, secret_param: Option<String>) -> Option<Self> {
+        Some(Self {
+            base: base.clone(),
+            rest: table.rest.clone()?,
+            table: table.clone(),
+            secret_param,
+        })
+    }
+
+    pub fn plan(&self, first: &Page) -> anyhow::Result<TablePlan> {
+        plan_table(&self.table, &self.rest, first)
+    }
+
+    /// A cursor for the table; `paging`: the paginator a resumed run recorded.
+    pub fn pager(&self, params: &[(String, String)], paging: Option<&Value>) -> RestPager {
+        let resolved = paging.and_then(|p| serde_json::from_value(p.clone()).ok());
+        RestPager::new(
+            &self.base,
+            &self.table,
+            params,
+            &self.rest,
+            resolved,
+            self.secret_param.clone(),
+        )
+    }
+
+    pub fn parse_snapshot(&self, body: &[u8]) -> Result<Page, String> {
+        parse_snapshot(body, self.rest.records.as_deref())
+    }
+
+    /// Incremental: `{watermark}` in a parameter value becomes the lower bound (see
+    /// [`crate::watermark::Mark::param_text`]); without a bound (first run, no `initial`)
+    /// such parameters are left out and every record is taken. Without such a parameter the
+    /// API cannot filter: every page is read, and the tracker writes only rows at or past
+    /// the bound.
+    pub fn watermark_params(
+        &self,
+        params: &mut Vec<(String, String)>,
+        lower: Option<&crate::watermark::Mark>,
+        wm: &crate::config::WatermarkSettings,
+    ) {
+        const SLOT: &str = "{watermark}";
+        let out = &self.table.output;
+        let slotted = params.iter().any(|(_, v)| v.contains(SLOT));
+        match lower {
+            Some(l) => {
+                let text = l.param_text(wm.format.as_deref());
+                if slotted {
+                    tracing::info!(
+                        "{out}: asking the API for records with {} >= {text:?}",
+                        wm.column
+                    );
+                } else {
+                    tracing::warn!(
+                        "{out}: no parameter carries {SLOT}, so the API cannot filter: reading every page and writing only records with {} >= {text:?}",
+                        wm.column
+                    );
+                }
+                for (_, v) in params.iter_mut() {
+                    *v = v.replace(SLOT, &text);
+                }
+            }
+            None => {
+                tracing::info!(
+                    "{out}: no stored watermark and no initial value: taking every record"
+                );
+                params.retain(|(_, v)| !v.contains(SLOT));
+            }
+        }
+    }
+
+    /// A fetch failure, naming the REST table's likely causes.
+    pub fn fetch_error(&self, page_no: u64, error: anyhow::Error) -> anyhow::Error {
+        use crate::http::HttpError;
+        let out = &self.table.output;
+        if let Some(HttpError::BadBody { url, reason }) = error.downcast_ref::<HttpError>()
+            && let Some(why) = reason.strip_prefix(CONFIG_PROBLEM)
+        {
+            return UsageError::with_hint(
+                format!("table {out:?}: {url}: {why}"),
+                "set `records` on the table to the JSON Pointer of the array of records",
+            )
+            .into();
+        }
+        match error
+            .downcast_ref::<HttpError>()
+            .and_then(HttpError::status)
+        {
+            Some(404) if page_no == 1 => UsageError::with_hint(
+                format!(
+                    "table {out:?}: {} answered 404 Not Found for its first page",
+                    crate::http::display_url(&self.base)
+                ),
+                format!(
+                    "check the source `url` and the table's `path` ({:?})",
+                    self.rest.path
+                ),
+            )
+            .into(),
+            _ => error.context(format!("table {out:?}, page {page_no}")),
+        }
+    }
+}
+
 /// The table's columns and types from its first page: the page's fields in order, then the
 /// fields declared in `types` that the page lacks. Per column: the override, else the JSON
 /// values on the first page (booleans, integers, numbers with a fraction, text).
@@ -832,53 +946,6 @@ pub fn plan_table(
         is_view: false,
         count: first.count,
     })
-}
-
-/// Rows of a sparse page in the planned column order. A field the plan lacks is an error
-/// naming it and the declaration that would keep it.
-pub fn align(
-    page: &Page,
-    plan: &[ColumnPlan],
-    table: &str,
-    page_no: u64,
-) -> anyhow::Result<Vec<Vec<Value>>> {
-    let cols = page.columns.as_deref().unwrap_or_default();
-    let mut map = Vec::with_capacity(cols.len());
-    for c in cols {
-        match plan.iter().position(|p| p.name == *c) {
-            Some(i) => map.push(i),
-            None => {
-                let example = page
-                    .rows
-                    .iter()
-                    .find_map(|r| r.get(map.len()).filter(|v| !v.is_null()))
-                    .map(|v| {
-                        let s = v.to_string();
-                        if s.chars().count() > 60 {
-                            format!("{}…", s.chars().take(57).collect::<String>())
-                        } else {
-                            s
-                        }
-                    })
-                    .unwrap_or_else(|| "null".into());
-                anyhow::bail!(
-                    "table {table:?}, page {page_no}: field {c:?} (e.g. {example}) is not in the table's schema, which was fixed from the first page; no row of this page was written. \
-Declare it so it is a column from the start, e.g. `types = {{ {c} = \"text\" }}` (or its type), and rerun"
-                );
-            }
-        }
-    }
-    Ok(page
-        .rows
-        .iter()
-        .map(|r| {
-            let mut out = vec![Value::Null; plan.len()];
-            for (v, &i) in r.iter().zip(&map) {
-                out[i] = v.clone();
-            }
-            out
-        })
-        .collect())
 }
 
 #[cfg(test)]

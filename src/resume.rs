@@ -47,8 +47,9 @@ pub struct StreamProgress {
     pub rows_in_parts: u64,
     /// Every cursor already followed (to keep the repeated-token guard across a resume).
     pub cursors: Vec<String>,
-    /// How a REST table paged, as its last recorded page says (the paginator `auto` chose).
-    pub paging: Option<crate::rest::Paginate>,
+    /// How the source paged, as its last recorded page says (a REST table: the paginator
+    /// `auto` chose); opaque here, read back by the source.
+    pub paging: Option<Value>,
 }
 
 /// Where one table of an unfinished run stands.
@@ -182,8 +183,8 @@ pub fn find_resumable(records: &[Value], digest: &str) -> Option<ResumePoint> {
             if page == 1 && slice.is_none() {
                 t.server_count = r["server_count"].as_u64();
             }
-            if let Ok(p) = serde_json::from_value(r["paging"].clone()) {
-                s.paging = Some(p);
+            if !r["paging"].is_null() {
+                s.paging = Some(r["paging"].clone());
             }
             if page == s.checkpoint_page {
                 s.checkpoint_cursor = cursor_out.clone();

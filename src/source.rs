@@ -1,18 +1,20 @@
 //! The source seam: what the table pipeline needs from any kind of server, so that it never
-//! names a Datasette or REST type (README §"Development: the source seam").
+//! names a Datasette or REST type (README §"Development").
 //!
-//! A source kind provides, per table:
-//! - a [`Pager`]: the URL of each page from the cursor the previous page left, a cheap check
-//!   of each fetched body (complete, the right shape, the next cursor read) and the work that
-//!   builds the page's rows, run off the fetch path;
-//! - a parser for recorded snapshots (resume replays pages with it, byte-identical input gives
-//!   identical rows);
-//! - planning of the table's Arrow schema from what it learned before the first page and the
-//!   first page itself (see [`crate::pipeline`]).
+//! Per table, a [`TableSource`] (Datasette: [`crate::datasette_table`]; REST: [`crate::rest`])
+//! prepares before the first page, plans the columns from the first page, builds cursors
+//! ([`Pager`]s), parses recorded snapshots, turns an incremental bound into request
+//! parameters, splits key ranges where it can, checks pages, and names likely causes of
+//! failures. A [`Pager`] gives the URL of each page from the cursor the previous page left,
+//! checks each fetched body cheaply (complete, the right shape, the next cursor read) and
+//! hands back the work that builds the page's rows, run off the fetch path.
 //!
 //! Guarantees: a cursor is an opaque string that continues a table after a page (a Datasette
 //! `_next` token, or a REST source's next URL); the pipeline records it with the page and
-//! refuses one that repeats, so every kind gets the same resume and loop guards.
+//! refuses one that repeats, so every kind gets the same resume and loop guards. A sparse
+//! page is aligned to the planned columns by name, and a field the plan lacks is refused.
+
+use std::sync::Arc;
 
 use serde_json::Value;
 use url::Url;
@@ -36,6 +38,56 @@ pub struct Page {
     /// pipeline aligns such rows to the table's planned columns by name, instead of
     /// requiring the same column list on every page.
     pub sparse: bool,
+}
+
+impl Page {
+    /// Rows of a sparse page in the planned column order. A field the plan lacks is an error
+    /// naming it and the declaration that would keep it.
+    pub fn aligned(
+        &self,
+        plan: &[crate::schema::ColumnPlan],
+        table: &str,
+        page_no: u64,
+    ) -> anyhow::Result<Vec<Vec<Value>>> {
+        let page = self;
+        let cols = page.columns.as_deref().unwrap_or_default();
+        let mut map = Vec::with_capacity(cols.len());
+        for c in cols {
+            match plan.iter().position(|p| p.name == *c) {
+                Some(i) => map.push(i),
+                None => {
+                    let example = page
+                        .rows
+                        .iter()
+                        .find_map(|r| r.get(map.len()).filter(|v| !v.is_null()))
+                        .map(|v| {
+                            let s = v.to_string();
+                            if s.chars().count() > 60 {
+                                format!("{}…", s.chars().take(57).collect::<String>())
+                            } else {
+                                s
+                            }
+                        })
+                        .unwrap_or_else(|| "null".into());
+                    anyhow::bail!(
+                        "table {table:?}, page {page_no}: field {c:?} (e.g. {example}) is not in the table's schema, which was fixed from the first page; no row of this page was written. \
+    Declare it so it is a column from the start, e.g. `types = {{ {c} = \"text\" }}` (or its type), and rerun"
+                    );
+                }
+            }
+        }
+        Ok(page
+            .rows
+            .iter()
+            .map(|r| {
+                let mut out = vec![Value::Null; plan.len()];
+                for (v, &i) in r.iter().zip(&map) {
+                    out[i] = v.clone();
+                }
+                out
+            })
+            .collect())
+    }
 }
 
 /// Why a body could not be used.
@@ -105,5 +157,125 @@ pub fn json_kind(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+/// One table of a source, as the pipeline drives it: each kind's implementation behind one
+/// set of calls, so the pipeline never names a kind.
+pub enum TableSource {
+    Datasette(Box<crate::datasette_table::DatasetteTable>),
+    Rest(Box<crate::rest::RestSource>),
+}
+
+impl TableSource {
+    /// Work before the first page is requested (Datasette: the type probe).
+    pub async fn prepare(&mut self) -> anyhow::Result<()> {
+        match self {
+            TableSource::Datasette(d) => d.prepare().await,
+            TableSource::Rest(_) => Ok(()),
+        }
+    }
+
+    /// The table's column plan from what was learned before and its first page.
+    pub fn plan(
+        &self,
+        first: &Page,
+        count: Option<u64>,
+    ) -> anyhow::Result<crate::planner::TablePlan> {
+        match self {
+            TableSource::Datasette(d) => d.plan(first, count),
+            TableSource::Rest(r) => r.plan(first),
+        }
+    }
+
+    /// The table's row count learned before the first page, if it counts the request.
+    pub fn table_count(&self) -> Option<u64> {
+        match self {
+            TableSource::Datasette(d) => d.table_count(),
+            TableSource::Rest(_) => None,
+        }
+    }
+
+    /// Incremental: the request parameters that ask for rows at or past the bound (`lower`
+    /// typed, and `lower_text` as configured). Returns the bound rows must also be checked
+    /// against here, for a source whose server may not filter by it.
+    pub fn watermark_params(
+        &self,
+        params: &mut Vec<(String, String)>,
+        lower: Option<crate::watermark::Mark>,
+        lower_text: Option<String>,
+        wm: &crate::config::WatermarkSettings,
+    ) -> Option<crate::watermark::Mark> {
+        match self {
+            TableSource::Datasette(d) => {
+                d.watermark_params(params, &wm.column, lower_text);
+                None
+            }
+            TableSource::Rest(r) => {
+                r.watermark_params(params, lower.as_ref(), wm);
+                lower
+            }
+        }
+    }
+
+    /// `--parallel`: disjoint key ranges, where the source can tell them.
+    pub async fn plan_slices(
+        &self,
+        params: &[(String, String)],
+    ) -> anyhow::Result<crate::slices::Planned> {
+        match self {
+            TableSource::Datasette(d) => d.plan_slices(params).await,
+            TableSource::Rest(_) => Ok(crate::slices::Planned::Sequential(
+                "a REST table is read by following its paginator".into(),
+            )),
+        }
+    }
+
+    /// A cursor over the table with `params`; `paging` as a resumed stream recorded it.
+    pub fn pager(&self, params: &[(String, String)], paging: Option<&Value>) -> Arc<dyn Pager> {
+        match self {
+            TableSource::Datasette(d) => d.pager(params),
+            TableSource::Rest(r) => Arc::new(r.pager(params, paging)),
+        }
+    }
+
+    /// The rows of a recorded snapshot.
+    pub fn parse_snapshot(&self, body: &[u8], known: Option<&[String]>) -> Result<Page, String> {
+        match self {
+            TableSource::Datasette(_) => {
+                crate::datasette_table::DatasetteTable::parse_snapshot(body, known)
+            }
+            TableSource::Rest(r) => r.parse_snapshot(body),
+        }
+    }
+
+    /// A check of a fetched page before its rows are taken (Datasette: U+FFFD).
+    pub async fn check_page(
+        &mut self,
+        page_no: u64,
+        page: &Page,
+        known: Option<Vec<String>>,
+        warnings: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
+        match self {
+            TableSource::Datasette(d) => d.check_page(page_no, page, known, warnings).await,
+            TableSource::Rest(_) => Ok(()),
+        }
+    }
+
+    /// Checks at the table's end, before its last parts are recorded.
+    pub fn finish(&self) -> anyhow::Result<()> {
+        match self {
+            TableSource::Datasette(d) => d.finish(),
+            TableSource::Rest(_) => Ok(()),
+        }
+    }
+
+    /// A fetch failure, with the kind's likely causes named.
+    pub fn fetch_error(&self, page_no: u64, error: anyhow::Error) -> anyhow::Error {
+        match self {
+            TableSource::Datasette(d) => d.fetch_error(page_no, error),
+            TableSource::Rest(r) => r.fetch_error(page_no, error),
+        }
     }
 }

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::cli::HarvestArgs;
 use crate::config::{HarvestSettings, SourceSettings, TableSettings, resolve_harvest};
 use crate::datasette;
+use crate::datasette_table::{DatasetteFacts, DatasetteTable};
 use crate::error::Interrupted;
 use crate::error::UsageError;
 use crate::fsutil::{TEMP_SUFFIX, create_dir_all_durable, files_under};
@@ -27,7 +28,9 @@ use crate::http::Client;
 use crate::lock::DirLock;
 use crate::manifest::Manifest;
 use crate::printer::Printer;
+use crate::rest::RestSource;
 use crate::resume::ResumePoint;
+use crate::source::TableSource;
 
 pub fn run(args: &HarvestArgs, printer: Printer) -> anyhow::Result<()> {
     let mut settings = resolve_harvest(args)?;
@@ -344,15 +347,22 @@ async fn harvest_source(
             source.name,
             crate::http::display_url(&source.base)
         );
-        let facts = crate::pipeline::SourceFacts {
-            flavor: None,
-            sends_infinity: None,
+        let secret_param = match &source.auth {
+            Some(crate::http::Auth::Query { name, .. }) => Some(name.clone()),
+            _ => None,
         };
         for table in &source.tables {
             let Some(progress) = unfinished(ctx, table, totals) else {
                 continue;
             };
-            crate::pipeline::harvest_table(ctx, table, facts, progress, manifest, totals)
+            let Some(rest) = RestSource::new(&source.base, table, secret_param.clone()) else {
+                anyhow::bail!(
+                    "table {:?} of a REST source has no REST settings",
+                    table.output
+                );
+            };
+            let src = TableSource::Rest(Box::new(rest));
+            crate::pipeline::harvest_table(ctx, table, src, progress, manifest, totals)
                 .await
                 .with_context(|| {
                     format!(
@@ -388,9 +398,18 @@ async fn harvest_source(
             source.name
         );
     }
-    let facts = crate::pipeline::SourceFacts {
+    let facts = DatasetteFacts {
         flavor,
         sends_infinity,
+    };
+    let table_source = |table: &TableSettings| {
+        TableSource::Datasette(Box::new(DatasetteTable::new(
+            ctx.client,
+            &source.base,
+            &source.database,
+            table,
+            facts,
+        )))
     };
     let max_rows = datasette::max_returned_rows(ctx.client, &source.base).await?;
     for table in &source.tables {
@@ -400,9 +419,15 @@ async fn harvest_source(
         };
         let fresh = progress.streams.is_empty() && progress.slices.is_none();
         let seq_before = manifest.next_seq();
-        let mut result =
-            crate::pipeline::harvest_table(ctx, &table, facts, progress.clone(), manifest, totals)
-                .await;
+        let mut result = crate::pipeline::harvest_table(
+            ctx,
+            &table,
+            table_source(&table),
+            progress.clone(),
+            manifest,
+            totals,
+        )
+        .await;
         // A server that would not show its settings names its limit when it refuses the first
         // page; a defaulted page size then drops to it. (Only for a table that had recorded
         // nothing, so the retry starts clean.)
@@ -419,8 +444,9 @@ async fn harvest_source(
                 table.page_size
             );
             table.page_size = limit;
-            result = crate::pipeline::harvest_table(ctx, &table, facts, progress, manifest, totals)
-                .await;
+            let src = table_source(&table);
+            result =
+                crate::pipeline::harvest_table(ctx, &table, src, progress, manifest, totals).await;
         }
         result.with_context(|| {
             format!(

@@ -234,6 +234,15 @@ print("readers ok")
         String::from_utf8_lossy(&r.stdout),
         String::from_utf8_lossy(&r.stderr)
     );
+
+    // Tampering with a REST snapshot is caught like any other.
+    let snap = out.join(pages_of(&m, "posts_offset")[3]["path"].as_str().unwrap());
+    let mut bytes = std::fs::read(&snap).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&snap, bytes).unwrap();
+    let v = harvest(&["verify", "--out", out.to_str().unwrap()], &[]);
+    assert_exit(&v, 3);
+    assert!(stderr(&v).contains("page-000004"), "{}", stderr(&v));
 }
 
 /// A table of values a JSON API must carry exactly: 64-bit integers, exponent-form reals,
@@ -714,8 +723,10 @@ fn token_gate(oauth: &OAuthServer, upstream: &str, revoke_at: Option<u64>) -> To
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
+        // One second of leeway for clock skew, as APIs allow: a token sent just before its
+        // expiry may arrive just after it on a loaded machine.
         let valid = verified_claims(&token, &keys).is_some_and(|c| {
-            c["iss"] == issuer.as_str() && c["exp"].as_u64().is_some_and(|e| e > now)
+            c["iss"] == issuer.as_str() && c["exp"].as_u64().is_some_and(|e| e + 1 > now)
         }) && revoked.lock().unwrap().as_deref() != Some(token.as_str());
         if !valid {
             refused2.fetch_add(1, Ordering::SeqCst);
