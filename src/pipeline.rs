@@ -133,7 +133,11 @@ impl<'a> TableRun<'a> {
             unreachable!("planned above")
         };
         let aligned;
-        let page_rows: &[Vec<Value>] = if page.sparse {
+        let same_columns = page.columns.as_ref().is_some_and(|cols| {
+            cols.len() == plan.columns.len()
+                && cols.iter().zip(&plan.columns).all(|(a, b)| *a == b.name)
+        });
+        let page_rows: &[Vec<Value>] = if page.sparse && !same_columns {
             aligned = page.aligned(&plan.columns, &self.table.output, page_no)?;
             &aligned
         } else {

@@ -302,14 +302,17 @@ fn looks_like_url(s: &str) -> bool {
         || s.starts_with('?')
 }
 
+/// A JSON Pointer lookup into a response body.
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<Value>;
+
 /// `auto`: the paginator the first page's response shows.
-pub fn detect(headers: &HeaderMap, body: &Value) -> Paginate {
+pub fn detect(headers: &HeaderMap, body: Lookup<'_>) -> Paginate {
     if has_links(headers) {
         return Paginate::Link;
     }
     for p in NEXT_URL_POINTERS {
-        if body
-            .pointer(p)
+        if body(p)
+            .as_ref()
             .and_then(Value::as_str)
             .is_some_and(looks_like_url)
         {
@@ -319,7 +322,7 @@ pub fn detect(headers: &HeaderMap, body: &Value) -> Paginate {
         }
     }
     for p in CURSOR_POINTERS {
-        if token(body.pointer(p)).ok().flatten().is_some() {
+        if token(body(p).as_ref()).ok().flatten().is_some() {
             return Paginate::Cursor {
                 pointer: p.to_string(),
                 param: "cursor".into(),
@@ -340,7 +343,7 @@ fn token(v: Option<&Value>) -> Result<Option<String>, String> {
     }
 }
 
-fn total(t: &Total, headers: &HeaderMap, body: &Value) -> Result<Option<u64>, String> {
+fn total(t: &Total, headers: &HeaderMap, body: Lookup<'_>) -> Result<Option<u64>, String> {
     match t {
         Total::Header(h) => match headers.get(h.as_str()) {
             None => Ok(None),
@@ -351,7 +354,7 @@ fn total(t: &Total, headers: &HeaderMap, body: &Value) -> Result<Option<u64>, St
                 .map(Some)
                 .ok_or_else(|| format!("the {h} header {v:?} is not a count")),
         },
-        Total::Pointer(p) => match body.pointer(p) {
+        Total::Pointer(p) => match body(p) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => v
                 .as_u64()
@@ -368,27 +371,27 @@ pub fn next_url(
     p: &Paginate,
     url: &Url,
     headers: &HeaderMap,
-    body: &Value,
+    body: Lookup<'_>,
     records: usize,
 ) -> Result<Option<Url>, String> {
     let n = records as u64;
     match p {
         Paginate::Auto | Paginate::None => Ok(None),
         Paginate::Link => link_next(headers, url),
-        Paginate::NextUrl { pointer } => match body.pointer(pointer) {
+        Paginate::NextUrl { pointer } => match body(pointer) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.is_empty() => Ok(None),
             Some(Value::String(s)) => url
-                .join(s)
+                .join(&s)
                 .map(Some)
                 .map_err(|e| format!("the next URL {s:?} at {pointer} is invalid: {e}")),
             Some(other) => Err(format!(
                 "the next URL at {pointer} is {} rather than a string",
-                json_kind(other)
+                json_kind(&other)
             )),
         },
         Paginate::Cursor { pointer, param } => {
-            let tok = token(body.pointer(pointer))
+            let tok = token(body(pointer).as_ref())
                 .map_err(|why| format!("the cursor at {pointer} {why}"))?;
             Ok(tok.map(|t| {
                 let mut u = url.clone();
@@ -460,6 +463,133 @@ pub fn decode(body: &[u8]) -> Result<Value, BodyProblem> {
                 ))
             }
         }
+    })
+}
+
+/// A body checked the cheap way: complete, valid JSON whose top-level fields are kept as raw
+/// slices, so the records are counted without being built and a paginator's pointer parses
+/// only the field it points into.
+pub struct View<'a> {
+    top: Top<'a>,
+}
+
+enum Top<'a> {
+    Array(usize),
+    Object(BTreeMap<String, &'a serde_json::value::RawValue>),
+    Other(Value),
+}
+
+impl<'a> View<'a> {
+    pub fn new(body: &'a [u8]) -> Result<View<'a>, BodyProblem> {
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        let top = match first {
+            Some(b'[') => Top::Array(
+                serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(body)
+                    .map_err(|e| json_problem(body, &e))?
+                    .len(),
+            ),
+            Some(b'{') => {
+                Top::Object(serde_json::from_slice(body).map_err(|e| json_problem(body, &e))?)
+            }
+            _ => Top::Other(decode(body)?),
+        };
+        Ok(View { top })
+    }
+
+    /// The value at a JSON Pointer into the body.
+    pub fn pointer(&self, p: &str) -> Option<Value> {
+        let m = match &self.top {
+            Top::Object(m) => m,
+            Top::Other(v) => return v.pointer(p).cloned(),
+            Top::Array(_) => return None,
+        };
+        let rest = p.strip_prefix('/')?;
+        let (head, tail) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let raw = m.get(&head.replace("~1", "/").replace("~0", "~"))?;
+        let v: Value = serde_json::from_str(raw.get()).ok()?;
+        if tail.is_empty() {
+            Some(v)
+        } else {
+            v.pointer(tail).cloned()
+        }
+    }
+
+    /// How many records the body holds, by the rules of [`select_records`] (and with its
+    /// refusals).
+    pub fn count_records(&self, pointer: Option<&str>) -> Result<usize, BodyProblem> {
+        let count = |raw: &serde_json::value::RawValue| {
+            serde_json::from_str::<Vec<serde::de::IgnoredAny>>(raw.get())
+                .map(|v| v.len())
+                .map_err(|e| BodyProblem::Wrong(e.to_string()))
+        };
+        let field = pointer
+            .and_then(|p| p.strip_prefix('/'))
+            .filter(|k| !k.is_empty() && !k.contains('/'));
+        match (&self.top, pointer, field) {
+            (Top::Array(n), None | Some(""), _) => Ok(*n),
+            (Top::Object(m), Some(_), Some(k)) => {
+                match m.get(&k.replace("~1", "/").replace("~0", "~")) {
+                    Some(raw) if raw.get().starts_with('[') => count(raw),
+                    _ => self.full_count(pointer),
+                }
+            }
+            (Top::Object(m), None, _) => {
+                let mut arrays = m.values().filter(|r| r.get().starts_with('['));
+                match (arrays.next(), arrays.next()) {
+                    (Some(raw), None) => count(raw),
+                    _ => self.full_count(pointer),
+                }
+            }
+            _ => self.full_count(pointer),
+        }
+    }
+
+    /// The rare shapes (records nested deeper, and every refusal with its message).
+    fn full_count(&self, pointer: Option<&str>) -> Result<usize, BodyProblem> {
+        let whole = match &self.top {
+            Top::Array(n) => return Ok(*n),
+            Top::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, r)| {
+                        (
+                            k.clone(),
+                            serde_json::from_str(r.get()).unwrap_or(Value::Null),
+                        )
+                    })
+                    .collect(),
+            ),
+            Top::Other(v) => v.clone(),
+        };
+        select_records(&whole, pointer).map(<[Value]>::len)
+    }
+}
+
+/// A body serde could not read, described as [`decode`] would.
+fn json_problem(body: &[u8], e: &serde_json::Error) -> BodyProblem {
+    match decode(body) {
+        Err(p) => p,
+        Ok(_) => BodyProblem::Wrong(format!("the body could not be read: {e}")),
+    }
+}
+
+/// The records of `body`, owned (by the rules of [`select_records`]).
+pub fn take_records(body: Value, pointer: Option<&str>) -> Result<Vec<Value>, BodyProblem> {
+    select_records(&body, pointer)?;
+    let mut body = body;
+    let target = match pointer {
+        Some(p) => body.pointer_mut(p),
+        None => match &mut body {
+            Value::Object(m) => m.values_mut().find(|v| v.is_array()),
+            whole => Some(whole),
+        },
+    };
+    Ok(match target.map(Value::take) {
+        Some(Value::Array(a)) => a,
+        Some(one @ Value::Object(_)) => vec![one],
+        _ => Vec::new(),
     })
 }
 
@@ -539,12 +669,12 @@ fn describe_fields(body: &Value) -> String {
 /// One record as `(column, value)` pairs: nested objects flattened with [`NEST`], arrays as
 /// JSON text, a record that is not an object as the column `value`. Two fields that flatten
 /// to the same column name are refused.
-pub fn flatten(record: &Value) -> Result<Vec<(String, Value)>, String> {
+pub fn flatten(record: Value) -> Result<Vec<(String, Value)>, String> {
     let mut out = Vec::new();
     match record {
         Value::Object(m) => flatten_into("", m, &mut out),
         Value::Array(_) => out.push(("value".into(), Value::String(record.to_string()))),
-        scalar => out.push(("value".into(), scalar.clone())),
+        scalar => out.push(("value".into(), scalar)),
     }
     let mut seen = HashSet::with_capacity(out.len());
     for (k, _) in &out {
@@ -557,28 +687,28 @@ pub fn flatten(record: &Value) -> Result<Vec<(String, Value)>, String> {
     Ok(out)
 }
 
-fn flatten_into(prefix: &str, m: &Map<String, Value>, out: &mut Vec<(String, Value)>) {
+fn flatten_into(prefix: &str, m: Map<String, Value>, out: &mut Vec<(String, Value)>) {
     for (k, v) in m {
         let name = if prefix.is_empty() {
-            k.clone()
+            k
         } else {
             format!("{prefix}{NEST}{k}")
         };
         match v {
             Value::Object(inner) => flatten_into(&name, inner, out),
             Value::Array(_) => out.push((name, Value::String(v.to_string()))),
-            scalar => out.push((name, scalar.clone())),
+            scalar => out.push((name, scalar)),
         }
     }
 }
 
 /// A page of records as rows: the columns are the fields this page holds, in first-seen
 /// order, each row with NULL where its record lacks a field.
-pub fn records_page(records: &[Value]) -> Result<Page, String> {
+pub fn records_page(records: Vec<Value>) -> Result<Page, String> {
     let mut columns: Vec<String> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut flat = Vec::with_capacity(records.len());
-    for (i, r) in records.iter().enumerate() {
+    for (i, r) in records.into_iter().enumerate() {
         let pairs = flatten(r).map_err(|why| format!("record {}: {why}", i + 1))?;
         for (k, _) in &pairs {
             if !index.contains_key(k) {
@@ -609,8 +739,7 @@ pub fn records_page(records: &[Value]) -> Result<Page, String> {
 /// A recorded REST snapshot's rows (resume replays pages with this).
 pub fn parse_snapshot(body: &[u8], records: Option<&str>) -> Result<Page, String> {
     let v = decode(body).map_err(BodyProblem::into_reason)?;
-    let recs = select_records(&v, records).map_err(BodyProblem::into_reason)?;
-    records_page(recs)
+    records_page(take_records(v, records).map_err(BodyProblem::into_reason)?)
 }
 
 /// One REST table as a [`Pager`].
@@ -671,11 +800,12 @@ impl Pager for RestPager {
         fetched: &Fetched,
         _known: Option<&[String]>,
     ) -> Result<Scanned, BodyProblem> {
-        let body = decode(&fetched.body)?;
-        let n = select_records(&body, self.rest.records.as_deref())?.len();
+        let view = View::new(&fetched.body)?;
+        let n = view.count_records(self.rest.records.as_deref())?;
+        let lookup = |ptr: &str| view.pointer(ptr);
         let mut p = self.paginator();
         if p == Paginate::Auto {
-            p = detect(&fetched.headers, &body);
+            p = detect(&fetched.headers, &lookup);
             let note = match &p {
                 Paginate::None => format!(
                     "{}: paginate = \"auto\" found no Link header, next URL or cursor on the first page: taking one page (set `paginate` if the API pages differently)",
@@ -696,7 +826,8 @@ impl Pager for RestPager {
                 *r = p.clone();
             }
         }
-        let mut next = next_url(&p, url, &fetched.headers, &body, n).map_err(BodyProblem::Wrong)?;
+        let mut next =
+            next_url(&p, url, &fetched.headers, &lookup, n).map_err(BodyProblem::Wrong)?;
         if let (Some(u), Some(secret)) = (next.as_mut(), &self.secret_param) {
             remove_param(u, secret);
         }
@@ -716,6 +847,7 @@ impl Pager for RestPager {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.trim().parse::<u64>().ok());
         let pointer = self.rest.records.clone();
+        let body = fetched.body.clone();
         let next = next.map(|u| u.to_string());
         let cursor = next.clone();
         Ok(Scanned {
@@ -723,9 +855,7 @@ impl Pager for RestPager {
             columns: None,
             paging: Some(json!(p)),
             work: Box::new(move || {
-                let recs =
-                    select_records(&body, pointer.as_deref()).map_err(BodyProblem::into_reason)?;
-                let mut page = records_page(recs)?;
+                let mut page = parse_snapshot(&body, pointer.as_deref())?;
                 page.count = count;
                 page.next = cursor;
                 Ok(page)
@@ -953,6 +1083,20 @@ mod tests {
     use super::*;
     use reqwest::header::{HeaderValue, LINK};
 
+    fn nx(
+        p: &Paginate,
+        u: &Url,
+        h: &HeaderMap,
+        body: &Value,
+        n: usize,
+    ) -> Result<Option<Url>, String> {
+        next_url(p, u, h, &|q: &str| body.pointer(q).cloned(), n)
+    }
+
+    fn dt(h: &HeaderMap, body: &Value) -> Paginate {
+        detect(h, &|q: &str| body.pointer(q).cloned())
+    }
+
     fn url(s: &str) -> Url {
         Url::parse(s).unwrap()
     }
@@ -1001,7 +1145,7 @@ mod tests {
         let h = HeaderMap::new();
         let body = json!({"links": {"next": "/v1/items?limit=2&after=5"}});
         assert_eq!(
-            next_url(&p, &u, &h, &body, 2).unwrap().unwrap().as_str(),
+            nx(&p, &u, &h, &body, 2).unwrap().unwrap().as_str(),
             "http://h/v1/items?limit=2&after=5"
         );
         for end in [
@@ -1009,24 +1153,24 @@ mod tests {
             json!({}),
             json!({"links": {"next": ""}}),
         ] {
-            assert_eq!(next_url(&p, &u, &h, &end, 2).unwrap(), None);
+            assert_eq!(nx(&p, &u, &h, &end, 2).unwrap(), None);
         }
-        assert!(next_url(&p, &u, &h, &json!({"links": {"next": 5}}), 2).is_err());
+        assert!(nx(&p, &u, &h, &json!({"links": {"next": 5}}), 2).is_err());
         let c = Paginate::Cursor {
             pointer: "/meta/cursor".into(),
             param: "after".into(),
         };
         let body = json!({"meta": {"cursor": "abc=="}});
-        let n = next_url(&c, &u, &h, &body, 2).unwrap().unwrap();
+        let n = nx(&c, &u, &h, &body, 2).unwrap().unwrap();
         assert_eq!(param_value(&n, "after").as_deref(), Some("abc=="));
         // The token replaces the previous one rather than adding a second parameter.
-        let n2 = next_url(&c, &n, &h, &json!({"meta": {"cursor": 7}}), 2)
+        let n2 = nx(&c, &n, &h, &json!({"meta": {"cursor": 7}}), 2)
             .unwrap()
             .unwrap();
         assert_eq!(n2.query_pairs().filter(|(k, _)| k == "after").count(), 1);
         assert_eq!(param_value(&n2, "after").as_deref(), Some("7"));
         assert_eq!(
-            next_url(&c, &u, &h, &json!({"meta": {"cursor": null}}), 2).unwrap(),
+            nx(&c, &u, &h, &json!({"meta": {"cursor": null}}), 2).unwrap(),
             None
         );
     }
@@ -1042,16 +1186,16 @@ mod tests {
         };
         let u = url("http://h/posts?_start=20&_limit=10");
         let none = HeaderMap::new();
-        let n = next_url(&p, &u, &none, &json!([]), 10).unwrap().unwrap();
+        let n = nx(&p, &u, &none, &json!([]), 10).unwrap().unwrap();
         assert_eq!(param_value(&n, "_start").as_deref(), Some("30"));
-        assert_eq!(next_url(&p, &u, &none, &json!([]), 9).unwrap(), None);
-        assert_eq!(next_url(&p, &u, &none, &json!([]), 0).unwrap(), None);
+        assert_eq!(nx(&p, &u, &none, &json!([]), 9).unwrap(), None);
+        assert_eq!(nx(&p, &u, &none, &json!([]), 0).unwrap(), None);
         let h = headers(&[("x-total-count", "30")]);
-        assert_eq!(next_url(&p, &u, &h, &json!([]), 10).unwrap(), None);
+        assert_eq!(nx(&p, &u, &h, &json!([]), 10).unwrap(), None);
         let h = headers(&[("x-total-count", "31")]);
-        assert!(next_url(&p, &u, &h, &json!([]), 10).unwrap().is_some());
+        assert!(nx(&p, &u, &h, &json!([]), 10).unwrap().is_some());
         let bad = headers(&[("x-total-count", "many")]);
-        assert!(next_url(&p, &u, &bad, &json!([]), 10).is_err());
+        assert!(nx(&p, &u, &bad, &json!([]), 10).is_err());
     }
 
     #[test]
@@ -1062,31 +1206,25 @@ mod tests {
             total_pages: Some(Total::Pointer("/total_pages".into())),
         };
         let u = url("http://h/items?page=2");
-        let n = next_url(&p, &u, &HeaderMap::new(), &json!({"total_pages": 3}), 5)
+        let n = nx(&p, &u, &HeaderMap::new(), &json!({"total_pages": 3}), 5)
             .unwrap()
             .unwrap();
         assert_eq!(param_value(&n, "page").as_deref(), Some("3"));
         let last = url("http://h/items?page=3");
         let body = json!({"total_pages": 3});
-        assert_eq!(
-            next_url(&p, &last, &HeaderMap::new(), &body, 5).unwrap(),
-            None
-        );
-        assert_eq!(
-            next_url(&p, &u, &HeaderMap::new(), &json!({}), 0).unwrap(),
-            None
-        );
+        assert_eq!(nx(&p, &last, &HeaderMap::new(), &body, 5).unwrap(), None);
+        assert_eq!(nx(&p, &u, &HeaderMap::new(), &json!({}), 0).unwrap(), None);
     }
 
     #[test]
     fn auto_prefers_link_then_next_url_then_cursor() {
         let body = json!({"next": "/x?page=2", "next_cursor": "c"});
         assert_eq!(
-            detect(&headers(&[("link", "<x>; rel=next")]), &body),
+            dt(&headers(&[("link", "<x>; rel=next")]), &body),
             Paginate::Link
         );
         assert_eq!(
-            detect(&HeaderMap::new(), &body),
+            dt(&HeaderMap::new(), &body),
             Paginate::NextUrl {
                 pointer: "/next".into()
             }
@@ -1094,13 +1232,55 @@ mod tests {
         // Datasette's `next` is a token, not a URL: not a next URL.
         let body = json!({"next": "3", "meta": {"next_cursor": "c"}});
         assert_eq!(
-            detect(&HeaderMap::new(), &body),
+            dt(&HeaderMap::new(), &body),
             Paginate::Cursor {
                 pointer: "/meta/next_cursor".into(),
                 param: "cursor".into()
             }
         );
-        assert_eq!(detect(&HeaderMap::new(), &json!([1])), Paginate::None);
+        assert_eq!(dt(&HeaderMap::new(), &json!([1])), Paginate::None);
+    }
+
+    /// The cheap view counts what the full parse selects, and refuses what it refuses.
+    #[test]
+    fn the_view_agrees_with_the_full_parse() {
+        let bodies = [
+            (r#"[{"a": 1}, {"a": 2}]"#, None),
+            (
+                r#" {"data": [1, 2, 3], "meta": {"next": "/x?p=2", "n": 3}}"#,
+                None,
+            ),
+            (
+                r#"{"data": [1, 2, 3], "meta": {"next": "/x?p=2"}}"#,
+                Some("/data"),
+            ),
+            (r#"{"result": {"items": [1]}}"#, Some("/result/items")),
+            (r#"{"result": {"items": [1]}}"#, Some("/result")),
+            (r#"{"a~b": [1, 2]}"#, Some("/a~0b")),
+        ];
+        for (body, pointer) in bodies {
+            let full: Value = serde_json::from_str(body).unwrap();
+            let view = View::new(body.as_bytes()).ok().unwrap();
+            assert_eq!(
+                view.count_records(pointer).ok(),
+                select_records(&full, pointer).ok().map(<[Value]>::len),
+                "{body}"
+            );
+            for p in ["/meta/next", "/meta", "/data/1", "/nothing"] {
+                assert_eq!(view.pointer(p), full.pointer(p).cloned(), "{body} {p}");
+            }
+        }
+        let two = View::new(br#"{"a": [1], "b": []}"#).ok().unwrap();
+        let why = two.count_records(None).err().unwrap().into_reason();
+        assert!(why.starts_with(CONFIG_PROBLEM), "{why}");
+        assert!(matches!(
+            View::new(br#"{"a": [1, 2"#),
+            Err(BodyProblem::Truncated(_))
+        ));
+        assert!(matches!(
+            View::new(b"<html>nope</html>"),
+            Err(BodyProblem::Wrong(w)) if w.contains("HTML")
+        ));
     }
 
     #[test]
@@ -1140,7 +1320,7 @@ mod tests {
                 {"id": 2, "extra": true}]"#,
         )
         .unwrap();
-        let page = records_page(body.as_array().unwrap()).unwrap();
+        let page = records_page(body.as_array().unwrap().clone()).unwrap();
         let cols = page.columns.clone().unwrap();
         assert_eq!(
             cols,
@@ -1151,7 +1331,7 @@ mod tests {
         assert_eq!(page.rows[1][1], Value::Null);
         assert_eq!(page.rows[1][4], json!(true));
         let clash = json!({"a": {"b": 1}, "a__b": 2});
-        assert!(flatten(&clash).is_err());
+        assert!(flatten(clash).is_err());
     }
 
     #[test]
