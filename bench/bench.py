@@ -226,7 +226,8 @@ def rest_suite(a, work):
     out = os.path.join(work, "r-out")
     results, rss_small = {}, None
     n = a.rest_records
-    js, jport = start_json_server(work, n)
+    wanted = a.rest_cases.split(",")
+    js, jport = start_json_server(work, n) if "json-server" in wanted else (None, 0)
     db = fixture(work, 1)
     ds, dport = start_datasette(db)
     ds_params = "_size=1000&_shape=objects&_nocount=1&_nofacet=1&_nosuggest=1"
@@ -241,6 +242,7 @@ def rest_suite(a, work):
                       '''records = "/rows"\npaginate = "link"\n''',
         }),
     ]
+    cases = [c for c, key in zip(cases, ["json-server", "datasette"]) if key in wanted]
     try:
         for case, spec in cases:
             for rep in range(a.reps):
@@ -250,16 +252,19 @@ def rest_suite(a, work):
                     results.setdefault((case, tool), []).append((secs, mib))
                     print(f"  rest-suite {case[:24]:24} {tool:15} rep {rep + 1}: {secs:6.2f}s {mib:7.1f} MiB", file=sys.stderr)
     finally:
-        js.terminate()
+        if js:
+            js.terminate()
         ds.terminate()
+    with_js = any(c.startswith("json-server") for c, _ in cases)
     small = n // 3
-    js, jport = start_json_server(work, small)
-    try:
-        shutil.rmtree(out, ignore_errors=True)
-        rss_small = timed(rest_cmd("harvest", json_server_case(jport), work, out))
-    finally:
-        js.terminate()
-        shutil.rmtree(out, ignore_errors=True)
+    if with_js:  # memory as the record count grows: one more run with a third of the events
+        js, jport = start_json_server(work, small)
+        try:
+            shutil.rmtree(out, ignore_errors=True)
+            rss_small = timed(rest_cmd("harvest", json_server_case(jport), work, out))
+        finally:
+            js.terminate()
+            shutil.rmtree(out, ignore_errors=True)
     print(f"\nREST benchmark, {a.reps} reps, {datetime.date.today()} (`scripts/bench --suite rest --reps {a.reps}`)\n")
     print("| case | tool | median wall s | × floor (rust) | × floor (rust), paired | peak RSS MiB (max) |")
     print("|---|---|---:|---:|---:|---:|")
@@ -271,8 +276,9 @@ def rest_suite(a, work):
                                        zip(results[(case, tool)], results[(case, "floor (rust)")]))
             print(f"| {case} | {tool} | {med:.2f} | {med / floor:.2f} | {paired:.2f} | "
                   f"{max(m for _, m in results[(case, tool)]):.0f} |")
-    big = max(m for _, m in results[(cases[0][0], "harvest")])
-    print(f"\nharvest peak RSS on json-server: {rss_small[1]:.0f} MiB with {small:,} events, {big:.0f} MiB with {n:,}.")
+    if rss_small:
+        big = max(m for _, m in results[(cases[0][0], "harvest")])
+        print(f"\nharvest peak RSS on json-server: {rss_small[1]:.0f} MiB with {small:,} events, {big:.0f} MiB with {n:,}.")
 
 
 def timed(cmd):
@@ -449,6 +455,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--suite", default="all", choices=["all", "sql-extract", "harvest", "compression", "rest"])
     ap.add_argument("--rest-records", type=int, default=300_000, help="rest suite: events served by json-server")
+    ap.add_argument("--rest-cases", default="json-server,datasette", help="rest suite: which cases to run")
     ap.add_argument("--harvest-tools", default=",".join(HARVEST_TOOLS),
                     help="harvest suite: which of the tools to run (comma-separated; must include 'floor (rust)' and 'harvest')")
     ap.add_argument("--local-only", action="store_true", help="harvest suite: skip the delayed case")

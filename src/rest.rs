@@ -676,6 +676,10 @@ pub fn flatten(record: Value) -> Result<Vec<(String, Value)>, String> {
         Value::Array(_) => out.push(("value".into(), Value::String(record.to_string()))),
         scalar => out.push(("value".into(), scalar)),
     }
+    // Two fields can only meet in one column name through the separator.
+    if !out.iter().any(|(k, _)| k.contains(NEST)) {
+        return Ok(out);
+    }
     let mut seen = HashSet::with_capacity(out.len());
     for (k, _) in &out {
         if !seen.insert(k.as_str()) {
@@ -707,27 +711,30 @@ fn flatten_into(prefix: &str, m: Map<String, Value>, out: &mut Vec<(String, Valu
 pub fn records_page(records: Vec<Value>) -> Result<Page, String> {
     let mut columns: Vec<String> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
-    let mut flat = Vec::with_capacity(records.len());
+    let mut rows: Vec<Vec<Value>> = Vec::with_capacity(records.len());
     for (i, r) in records.into_iter().enumerate() {
         let pairs = flatten(r).map_err(|why| format!("record {}: {why}", i + 1))?;
+        // The common case: the same fields in the same order as the columns so far.
+        if pairs.len() == columns.len() && pairs.iter().zip(&columns).all(|((k, _), c)| k == c) {
+            rows.push(pairs.into_iter().map(|(_, v)| v).collect());
+            continue;
+        }
         for (k, _) in &pairs {
             if !index.contains_key(k) {
                 index.insert(k.clone(), columns.len());
                 columns.push(k.clone());
             }
         }
-        flat.push(pairs);
+        let mut row = vec![Value::Null; columns.len()];
+        for (k, v) in pairs {
+            row[index[&k]] = v;
+        }
+        rows.push(row);
     }
-    let rows = flat
-        .into_iter()
-        .map(|pairs| {
-            let mut row = vec![Value::Null; columns.len()];
-            for (k, v) in pairs {
-                row[index[&k]] = v;
-            }
-            row
-        })
-        .collect();
+    // Columns are only ever appended: earlier rows get NULL for the later ones.
+    for row in &mut rows {
+        row.resize(columns.len(), Value::Null);
+    }
     Ok(Page {
         columns: Some(columns),
         rows,
