@@ -541,6 +541,13 @@ impl<'a> View<'a> {
         }
     }
 
+    /// Where [`Self::records_slice`] lies in the body, as byte offsets.
+    fn records_range(&self, pointer: Option<&str>) -> Option<(usize, usize)> {
+        let raw = self.records_slice(pointer)?;
+        let start = (raw.as_ptr() as usize).checked_sub(self.body.as_ptr() as usize)?;
+        (start + raw.len() <= self.body.len()).then_some((start, start + raw.len()))
+    }
+
     /// How many records the body holds, by the rules of [`select_records`] (and with its
     /// refusals).
     pub fn count_records(&self, pointer: Option<&str>) -> Result<usize, BodyProblem> {
@@ -789,12 +796,21 @@ fn pairs_page(records: Vec<Vec<(String, Value)>>) -> Result<Page, String> {
 
 /// A recorded REST snapshot's rows (resume replays pages with this).
 pub fn parse_snapshot(body: &[u8], records: Option<&str>) -> Result<Page, String> {
-    // The common shapes are read straight into flattened records, fields in the API's order;
-    // anything else (or anything that fails there) takes the general path with its messages.
-    if let Some(flat) = View::new(body)
-        .ok()
-        .and_then(|v| v.records_slice(records))
-        .and_then(|raw| serde_json::from_str::<Vec<FlatRecord>>(raw).ok())
+    let range = View::new(body).ok().and_then(|v| v.records_range(records));
+    parse_records(body, records, range)
+}
+
+/// The page of `body`, whose array of records lies at byte `range` when a [`View`] found it:
+/// the common shapes are read straight into flattened records, fields in the API's order;
+/// anything else (or anything that fails there) takes the general path with its messages.
+fn parse_records(
+    body: &[u8],
+    records: Option<&str>,
+    range: Option<(usize, usize)>,
+) -> Result<Page, String> {
+    if let Some(flat) = range
+        .and_then(|(a, b)| body.get(a..b))
+        .and_then(|raw| serde_json::from_slice::<Vec<FlatRecord>>(raw).ok())
         && flat.iter().all(|r| distinct_names(&r.0))
     {
         return pairs_page(flat.into_iter().map(|r| r.0).collect());
@@ -970,7 +986,9 @@ impl Pager for RestPager {
         _known: Option<&[String]>,
     ) -> Result<Scanned, BodyProblem> {
         let view = View::new(&fetched.body)?;
-        let n = view.count_records(self.rest.records.as_deref())?;
+        let pointer = self.rest.records.as_deref();
+        // Where the records are, for the common shapes (no pass over them).
+        let range = view.records_range(pointer);
         let lookup = |ptr: &str| view.pointer(ptr);
         let mut p = self.paginator();
         if p == Paginate::Auto {
@@ -995,6 +1013,15 @@ impl Pager for RestPager {
                 *r = p.clone();
             }
         }
+        // Counting the records is a pass over them: only where the paginator needs the count,
+        // or the shape is unusual (where it also refuses a body without its records).
+        let n = if range.is_none()
+            || matches!(p, Paginate::Offset { .. } | Paginate::PageNumber { .. })
+        {
+            view.count_records(pointer)?
+        } else {
+            0
+        };
         let mut next =
             next_url(&p, url, &fetched.headers, &lookup, n).map_err(BodyProblem::Wrong)?;
         if let (Some(u), Some(secret)) = (next.as_mut(), &self.secret_param) {
@@ -1024,7 +1051,7 @@ impl Pager for RestPager {
             columns: None,
             paging: Some(json!(p)),
             work: Box::new(move || {
-                let mut page = parse_snapshot(&body, pointer.as_deref())?;
+                let mut page = parse_records(&body, pointer.as_deref(), range)?;
                 page.count = count;
                 page.next = cursor;
                 Ok(page)
