@@ -322,8 +322,8 @@ impl BatchBuilder {
             match (b, c) {
                 (ColBuilder::Int(b), Converted::Int(x)) => b.append_option(x),
                 (ColBuilder::Float(b), Converted::Float(x)) => b.append_option(x),
-                (ColBuilder::Text(b), Converted::Text(x)) => b.append_option(x),
-                (ColBuilder::Blob(b), Converted::Blob(x)) => b.append_option(x),
+                (ColBuilder::Text(b), Converted::Text(x)) => b.append_option(x.as_deref()),
+                (ColBuilder::Blob(b), Converted::Blob(x)) => b.append_option(x.as_deref()),
                 (ColBuilder::Date(b), Converted::Date(x)) => b.append_option(x),
                 (ColBuilder::Ts(b), Converted::Ts(x)) => b.append_option(x),
                 (ColBuilder::Bool(b), Converted::Bool(x)) => b.append_option(x),
@@ -469,17 +469,18 @@ fn check_cell(c: &CellRef<'_>, plan: &ColumnPlan) -> Result<(), &'static str> {
     }
 }
 
-enum Converted {
+/// A value ready for its column; text and bytes borrow from the row where they can.
+enum Converted<'a> {
     Int(Option<i64>),
     Float(Option<f64>),
-    Text(Option<String>),
-    Blob(Option<Vec<u8>>),
+    Text(Option<std::borrow::Cow<'a, str>>),
+    Blob(Option<std::borrow::Cow<'a, [u8]>>),
     Date(Option<i32>),
     Ts(Option<i64>),
     Bool(Option<bool>),
 }
 
-fn convert(v: &Value, plan: &ColumnPlan) -> Result<Converted, &'static str> {
+fn convert<'a>(v: &'a Value, plan: &ColumnPlan) -> Result<Converted<'a>, &'static str> {
     use ColType as T;
     if v.is_null() {
         return Ok(match plan.ty {
@@ -521,17 +522,17 @@ fn convert(v: &Value, plan: &ColumnPlan) -> Result<Converted, &'static str> {
             },
         },
         T::Text => match v {
-            Value::String(s) => Converted::Text(Some(s.clone())),
-            Value::Number(n) if plan.numbers_as_text => Converted::Text(Some(n.to_string())),
-            Value::Bool(b) if plan.numbers_as_text => Converted::Text(Some(b.to_string())),
+            Value::String(s) => Converted::Text(Some(s.as_str().into())),
+            Value::Number(n) if plan.numbers_as_text => Converted::Text(Some(n.to_string().into())),
+            Value::Bool(b) if plan.numbers_as_text => Converted::Text(Some(b.to_string().into())),
             v if plan.numbers_as_text && crate::datasette::non_finite(v).is_some() => {
-                Converted::Text(crate::datasette::non_finite(v).map(float_text))
+                Converted::Text(crate::datasette::non_finite(v).map(|f| float_text(f).into()))
             }
             Value::Object(_) => return Err("is a blob in a text column"),
             _ => return Err("is not text"),
         },
         T::Blob => match v {
-            Value::String(s) => Converted::Blob(Some(s.as_bytes().to_vec())),
+            Value::String(s) => Converted::Blob(Some(s.as_bytes().into())),
             Value::Object(m) if m.get("$base64") == Some(&Value::Bool(true)) => {
                 let enc = m
                     .get("encoded")
@@ -540,7 +541,7 @@ fn convert(v: &Value, plan: &ColumnPlan) -> Result<Converted, &'static str> {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(enc)
                     .map_err(|_| "is a $base64 blob that does not decode")?;
-                Converted::Blob(Some(bytes))
+                Converted::Blob(Some(bytes.into()))
             }
             _ => return Err("is not a blob"),
         },
