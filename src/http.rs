@@ -246,6 +246,11 @@ impl Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let inner = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
+            // Node (json-server) and uvicorn (Datasette) close idle keep-alive connections
+            // after 5 s; reusing one the server is closing fails the request ("connection
+            // closed before message completed", resets), so idle ones are dropped sooner.
+            .pool_idle_timeout(Duration::from_secs(4))
+            .pool_max_idle_per_host(8)
             .user_agent(concat!("harvest/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| HttpError::Request {
