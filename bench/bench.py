@@ -177,7 +177,7 @@ REST_TOOLS = ["floor (rust)", "floor (python)", "harvest", "peer (python)"]
 
 def start_json_server(work, records):
     """json-server 0.17.4 (installed by scripts/bench) on generated events; (process, port)."""
-    import socket, time, urllib.request
+    import socket
     db = os.path.abspath(os.path.join(work, f"events-{records}.json"))
     if not os.path.exists(db):
         print(f"generating {db} ...", file=sys.stderr)
@@ -187,14 +187,7 @@ def start_json_server(work, records):
     js = subprocess.Popen([os.path.join(work, "npm-json-server", "node_modules", ".bin", "json-server"), db,
                            "--host", "127.0.0.1", "--port", str(port), "--quiet"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/events?_limit=1", timeout=1)
-            return js, port
-        except OSError:
-            time.sleep(0.2)
-    js.terminate()
-    sys.exit("json-server did not start")
+    return wait_ready(js, f"http://127.0.0.1:{port}/events?_limit=1", 300, "json-server"), port
 
 
 def rest_cmd(tool, case, work, out):
@@ -304,22 +297,28 @@ def tool_cmd(tool, db, sql, params, out):
     return [sys.executable, "-c", script, db, sql, json.dumps(params), out]
 
 
+def wait_ready(proc, url, tries, what):
+    """`proc` once `url` answers (tries every 0.2 s); stop the run if it never does."""
+    import time, urllib.request
+    for _ in range(tries):
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.terminate()
+    sys.exit(f"{what} did not start")
+
+
 def start_datasette(db, bindir=None):
     """A Datasette 0.65.5 (default settings) on a free loopback port; returns (process, port).
     `bindir`: the venv bin directory to run it from (default: this interpreter's)."""
-    import socket, time, urllib.request
+    import socket
     s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
     bindir = bindir or os.path.dirname(sys.executable)
     ds = subprocess.Popen([os.path.join(bindir, "datasette"), "serve", db, "-h", "127.0.0.1",
                            "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(150):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/-/versions.json", timeout=1)
-            return ds, port
-        except OSError:
-            time.sleep(0.2)
-    ds.terminate()
-    sys.exit(f"Datasette did not start on {db}")
+    return wait_ready(ds, f"http://127.0.0.1:{port}/-/versions.json", 150, f"Datasette on {db}"), port
 
 
 def fixture(work, scale):

@@ -280,6 +280,36 @@ pub fn npm_bin(pkg: &str, version: &str, bin: &str) -> PathBuf {
     })
 }
 
+/// Start the server `command(port)` builds on a free loopback port, its stderr in
+/// `<name>-<port>.log` in the cache, until `GET ready` answers 200 (five ports, 60 s each).
+fn serve_on_free_port(name: &str, ready: &str, command: impl Fn(u16) -> Command) -> (Child, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let log = File::create(cache_dir().join(format!("{name}-{port}.log"))).expect("log");
+        let mut child = command(port)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if http_get(port, ready).is_some() {
+                return (child, port);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!(
+        "{name} did not start; see the {name}-*.log files in {}",
+        cache_dir().display()
+    );
+}
+
 /// A real json-server on a free loopback port serving a copy of `db_json`, killed on drop.
 pub struct JsonServer {
     child: Child,
@@ -294,45 +324,23 @@ impl JsonServer {
         let dir = TempDir::new("json-server");
         let db = dir.path().join("db.json");
         fs::write(&db, serde_json::to_vec(db_json).unwrap()).unwrap();
-        for _ in 0..5 {
-            let port = free_port();
-            let log =
-                File::create(cache_dir().join(format!("json-server-{port}.log"))).expect("log");
-            let mut child = Command::new(&bin)
-                .arg(&db)
-                .args([
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    &port.to_string(),
-                    "--quiet",
-                ])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start json-server");
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if http_get(port, "/db").is_some() {
-                    return JsonServer {
-                        child,
-                        port,
-                        url: format!("http://127.0.0.1:{port}"),
-                        _dir: dir,
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        let (child, port) = serve_on_free_port("json-server", "/db", |port| {
+            let mut cmd = Command::new(&bin);
+            cmd.arg(&db).args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--quiet",
+            ]);
+            cmd
+        });
+        JsonServer {
+            child,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
         }
-        panic!(
-            "json-server did not start; see the json-server-*.log files in {}",
-            cache_dir().display()
-        );
     }
 }
 
@@ -375,33 +383,16 @@ impl HttpBin {
             }
             venv
         });
-        for _ in 0..5 {
-            let port = free_port();
-            let log = File::create(cache_dir().join(format!("httpbin-{port}.log"))).expect("log");
-            let mut child = Command::new(venv.join("bin/gunicorn"))
-                .args(["-b", &format!("127.0.0.1:{port}"), "-w", "2", "httpbin:app"])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start httpbin");
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if http_get(port, "/get").is_some() {
-                    return HttpBin {
-                        child,
-                        port,
-                        url: format!("http://127.0.0.1:{port}"),
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        let (child, port) = serve_on_free_port("httpbin", "/get", |port| {
+            let mut cmd = Command::new(venv.join("bin/gunicorn"));
+            cmd.args(["-b", &format!("127.0.0.1:{port}"), "-w", "2", "httpbin:app"]);
+            cmd
+        });
+        HttpBin {
+            child,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
         }
-        panic!("httpbin did not start; see {}", cache_dir().display());
     }
 }
 
