@@ -102,6 +102,31 @@ fn forward(upstream: &str, req: &Request, drop: &str) -> Action {
     }
 }
 
+/// No secret, plain or URL-encoded, is in the run's stdout, stderr, or any file under `out`.
+#[track_caller]
+fn assert_nowhere(o: &std::process::Output, out: &Path, secrets: &[&str]) {
+    let mut texts = vec![
+        (
+            "stdout".to_string(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        ),
+        ("stderr".to_string(), stderr(o)),
+    ];
+    for f in all_files(out) {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        texts.push((f.display().to_string(), text));
+    }
+    for secret in secrets {
+        let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        for (what, t) in &texts {
+            assert!(
+                !t.contains(secret) && !t.contains(&encoded),
+                "a secret leaked into {what}"
+            );
+        }
+    }
+}
+
 /// `harvest harvest --config CONFIG --out OUT` with `envs`.
 fn run_config(config: &str, out: &Path, envs: &[(&str, &str)]) -> std::process::Output {
     harvest(
@@ -523,14 +548,7 @@ fn an_api_key_in_the_query_never_reaches_disk_or_logs() {
             .iter()
             .all(|r| r.param("api_key") == Some(KEY))
     );
-    let encoded: String = url::form_urlencoded::byte_serialize(KEY.as_bytes()).collect();
-    let mut texts = vec![String::from_utf8_lossy(&o.stdout).into_owned(), stderr(&o)];
-    for f in all_files(&out) {
-        texts.push(String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned());
-    }
-    for t in &texts {
-        assert!(!t.contains(KEY) && !t.contains(&encoded), "the key leaked");
-    }
+    assert_nowhere(&o, &out, &[KEY]);
     // A wrong key: exit 4, and the message does not carry it either.
     let o = harvest(&args, &[("POSTS_KEY", "wrong-key-123")]);
     assert_exit(&o, 4);
@@ -788,20 +806,8 @@ fn oauth2_client_credentials_tokens_are_reused_renewed_and_never_written() {
     assert_eq!(distinct.len() as u64, issued);
     // One refusal: the revoked token, answered by a new one (never an expired token).
     assert_eq!(gate.refused.load(Ordering::SeqCst), 1);
-    let encoded: String = url::form_urlencoded::byte_serialize(SECRET.as_bytes()).collect();
-    let mut texts = vec![String::from_utf8_lossy(&o.stdout).into_owned(), stderr(&o)];
-    for f in all_files(&out) {
-        texts.push(String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned());
-    }
-    for t in &texts {
-        assert!(
-            !t.contains(SECRET) && !t.contains(&encoded),
-            "the secret leaked"
-        );
-        for tok in &distinct {
-            assert!(!t.contains(tok.as_str()), "a token leaked");
-        }
-    }
+    let tokens: Vec<&str> = distinct.iter().map(|t| t.as_str()).collect();
+    assert_nowhere(&o, &out, &[&[SECRET][..], &tokens].concat());
     // A wrong secret: the token endpoint refuses, exit 4, and the message says why.
     let o = run_config(
         &config,
@@ -840,9 +846,7 @@ fn oauth2_password_grant_reads_a_protected_api() {
     assert_posts(&out, "posts", 1..=n);
     assert_eq!(oauth.issued.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(gate.refused.load(std::sync::atomic::Ordering::SeqCst), 0);
-    for f in all_files(&out) {
-        assert!(!String::from_utf8_lossy(&std::fs::read(&f).unwrap()).contains(PASSWORD));
-    }
+    assert_nowhere(&o, &out, &[PASSWORD]);
 }
 
 fn stamp(minute: u64) -> String {
@@ -1017,11 +1021,7 @@ fn httpbin_auth_redirects_and_status_codes() {
     assert_eq!(names, ["authenticated", "user"]);
     assert_eq!(rows, vec![vec![Cell::Int(1), Cell::Text("ada".into())]]);
     // The password was in the URL: every recorded URL shows it redacted.
-    for f in all_files(&out) {
-        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
-        assert!(!text.contains(PASS), "{}", f.display());
-    }
-    assert!(!stderr(&o).contains(PASS));
+    assert_nowhere(&o, &out, &[PASS]);
     let (o, out) = run("basic-wrong", basic, &path, &[("HB_PASS", "not-it-000")]);
     assert_exit(&o, 4);
     assert!(records(&manifest(&out), "page").is_empty());
