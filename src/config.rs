@@ -180,6 +180,40 @@ pub struct TableConfig {
     pub primary_key: Vec<String>,
     /// REST only: strftime format of an instant in a `{watermark}` parameter.
     pub watermark_format: Option<String>,
+    /// REST only: one request per input row (a row-driven table).
+    pub for_each: Option<ForEachConfig>,
+    /// Row-driven: GET (the default), POST, PUT, PATCH or DELETE.
+    pub method: Option<String>,
+    /// Row-driven: the JSON body template (`{Column}` placeholders keep their type).
+    pub body: Option<toml::Value>,
+    /// Row-driven: request headers (templates).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Row-driven: requests in flight.
+    pub concurrency: Option<u32>,
+    /// Row-driven: send each request's id in this header (e.g. `Idempotency-Key`).
+    pub request_id_header: Option<String>,
+    /// Row-driven: error statuses recorded as responses instead of failing the run.
+    pub record_status: Option<Vec<u16>>,
+}
+
+/// `for_each`: where a row-driven table's input rows come from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForEachConfig {
+    /// A SQLite database (with `query` and optional `params`).
+    pub sqlite: Option<PathBuf>,
+    pub query: Option<String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, toml::Value>,
+    /// A Parquet file or dataset directory (with optional `columns`).
+    pub parquet: Option<PathBuf>,
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// A table of the same source listed earlier (with `fields`: column → JSON Pointer).
+    pub table: Option<String>,
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
 }
 
 /// Everything `harvest harvest` needs, validated.
@@ -236,6 +270,8 @@ pub struct TableSettings {
     pub parallel: u32,
     /// A REST table's request and paging (`None` for a Datasette table).
     pub rest: Option<crate::rest::RestTable>,
+    /// A row-driven table's input and request templates.
+    pub rows: Option<crate::row_driven::RowDriven>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -560,6 +596,13 @@ fn rest_table(
             ("max_pages", t.max_pages.is_some()),
             ("primary_key", !t.primary_key.is_empty()),
             ("watermark_format", t.watermark_format.is_some()),
+            ("for_each", t.for_each.is_some()),
+            ("method", t.method.is_some()),
+            ("body", t.body.is_some()),
+            ("headers", !t.headers.is_empty()),
+            ("concurrency", t.concurrency.is_some()),
+            ("request_id_header", t.request_id_header.is_some()),
+            ("record_status", t.record_status.is_some()),
         ] {
             if set {
                 return Err(UsageError::with_hint(
@@ -605,10 +648,18 @@ fn rest_table(
             "put query parameters in `params`, and the host in the source's `url`",
         ));
     }
+    let row_driven = t.for_each.is_some();
     Ok(Some(crate::rest::RestTable {
         path,
-        records: t.records.clone(),
-        paginate: paginate(name, t.paginate.as_ref())?,
+        // A row-driven response is usually one object or one array: the body itself.
+        records: match (&t.records, row_driven) {
+            (None, true) => Some(String::new()),
+            (r, _) => r.clone(),
+        },
+        paginate: match (&t.paginate, row_driven) {
+            (None, true) => crate::rest::Paginate::None,
+            (p, _) => paginate(name, p.as_ref())?,
+        },
         max_pages: match t.max_pages {
             Some(0) => {
                 return Err(UsageError::new(format!(
@@ -882,6 +933,7 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
                 watermark: None,
                 parallel: args.parallel.unwrap_or(1),
                 rest: None,
+                rows: None,
             })
             .collect();
         sources.push(SourceSettings {
@@ -981,6 +1033,7 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
                         }),
                     },
                     rest: rest_table(kind, t)?,
+                    rows: crate::row_driven::RowDriven::from_config(kind == SourceKind::Rest, t, &s.tables)?,
                 });
             }
             if tables.is_empty() {

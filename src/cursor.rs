@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 use crate::http::{Client, Fetched, HttpError};
-use crate::source::{Page, Pager, verdict};
+use crate::source::{Page, Pager, Scanned, verdict};
 
 /// Where a cursor starts: after its last recorded page.
 #[derive(Debug, Clone, Default)]
@@ -68,6 +68,34 @@ pub struct Walk {
     pub stream: usize,
     pub pager: Arc<dyn Pager>,
     pub start: Start,
+    /// How to send each request (`None`: a plain GET).
+    pub shape: Option<Arc<Shape>>,
+}
+
+/// A row-driven request's method, headers, body and kept statuses, the same for every page
+/// of one input row.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub method: reqwest::Method,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    /// Non-2xx statuses recorded as responses (see [`crate::http::Request::keep`]).
+    pub keep: Vec<u16>,
+    /// Send each request's id (see [`request_id`]) in this header.
+    pub id_header: Option<String>,
+}
+
+/// The request id: the sha256 (hex) of the method, a newline, the URL as sent (without a
+/// query-parameter API key), a newline, and the body bytes (none for a request without one).
+pub fn request_id(method: &reqwest::Method, url: &Url, body: Option<&[u8]>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(method.as_str().as_bytes());
+    h.update(b"\n");
+    h.update(url.as_str().as_bytes());
+    h.update(b"\n");
+    h.update(body.unwrap_or_default());
+    crate::manifest::hex(&h.finalize())
 }
 
 /// The running walkers of one table; dropping it aborts them.
@@ -81,6 +109,13 @@ impl Drop for Walkers {
             h.abort();
         }
     }
+}
+
+/// Start one walker with a channel of its own holding at most `ahead` pages.
+pub fn spawn_one(client: &Arc<Client>, w: Walk, ahead: usize) -> (Walkers, mpsc::Receiver<Event>) {
+    let (tx, rx) = mpsc::channel(ahead.max(1));
+    let handles = vec![tokio::spawn(walk(Arc::clone(client), w, tx))];
+    (Walkers { handles }, rx)
 }
 
 /// Start one walker per cursor. Pages arrive on the returned receiver; the channel holds at
@@ -121,6 +156,7 @@ async fn walk_pages(
         stream,
         pager,
         start,
+        shape,
     } = w;
     let Start {
         page: mut page_no,
@@ -134,11 +170,39 @@ async fn walk_pages(
             .url(page_no, cursor.as_deref())
             .map_err(|e| (page_no, e))?;
         let known = columns.clone();
-        let result = client
-            .get(&url, |f| {
+        let validate = |f: &Fetched| {
+            if (200..300).contains(&f.status) {
                 verdict(pager.scan(page_no, &url, f, known.as_deref()))
-            })
-            .await;
+            } else {
+                // A kept error status (a row-driven 404): recorded as it came, no rows, last.
+                crate::http::Verdict::Accept(Scanned {
+                    next: None,
+                    columns: None,
+                    paging: None,
+                    work: Box::new(|| Ok(Page::default())),
+                })
+            }
+        };
+        let result = match &shape {
+            None => client.get(&url, validate).await,
+            Some(sh) => {
+                let mut headers = sh.headers.clone();
+                if let Some(name) = &sh.id_header {
+                    headers.push((
+                        name.clone(),
+                        request_id(&sh.method, &url, sh.body.as_deref()),
+                    ));
+                }
+                let req = crate::http::Request {
+                    method: sh.method.clone(),
+                    url: &url,
+                    headers: &headers,
+                    body: sh.body.as_deref(),
+                    keep: &sh.keep,
+                };
+                client.send(&req, validate).await
+            }
+        };
         let (fetched, scanned) =
             result.map_err(|e| (page_no, anyhow::Error::new::<HttpError>(e)))?;
         if scanned.columns.is_some() {

@@ -123,6 +123,33 @@ impl Default for HttpSettings {
     }
 }
 
+/// One request to send: a GET of a URL, or any method with headers and a JSON body.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    pub method: reqwest::Method,
+    pub url: &'a Url,
+    /// Sent after the source's own headers.
+    pub headers: &'a [(String, String)],
+    /// A JSON body (sent with `Content-Type: application/json`).
+    pub body: Option<&'a [u8]>,
+    /// Non-2xx statuses whose responses are returned (body read in full) instead of failing,
+    /// e.g. 404 for a row-driven table that records missing ids. Never 401/403 or a retried
+    /// status (the config refuses those).
+    pub keep: &'a [u16],
+}
+
+impl<'a> Request<'a> {
+    pub fn get(url: &'a Url) -> Self {
+        Self {
+            method: reqwest::Method::GET,
+            url,
+            headers: &[],
+            body: None,
+            keep: &[],
+        }
+    }
+}
+
 /// A response body received in full, with what the manifest records about it.
 #[derive(Debug)]
 pub struct Fetched {
@@ -280,6 +307,17 @@ impl Client {
         url: &Url,
         validate: impl Fn(&Fetched) -> Verdict<T>,
     ) -> Result<(Fetched, T), HttpError> {
+        self.send(&Request::get(url), validate).await
+    }
+
+    /// Send `req`, retrying transient failures, and hand each 2xx body (and each body with a
+    /// status in `req.keep`) to `validate`.
+    pub async fn send<T>(
+        &self,
+        req: &Request<'_>,
+        validate: impl Fn(&Fetched) -> Verdict<T>,
+    ) -> Result<(Fetched, T), HttpError> {
+        let url = req.url;
         let shown = display_url(url);
         let mut attempt: u32 = 0;
         // OAuth2: the token a request was refused with (401), renewed once per request.
@@ -297,7 +335,7 @@ impl Client {
                     continue;
                 }
             };
-            let outcome = self.attempt(url, &shown, bearer.as_deref()).await;
+            let outcome = self.attempt(req, &shown, bearer.as_deref()).await;
             if let Err(Failure::Fatal(HttpError::Auth { status: 401, .. })) = &outcome
                 && bearer.is_some()
                 && !renewed
@@ -446,11 +484,11 @@ impl Client {
 
     async fn attempt(
         &self,
-        url: &Url,
+        req: &Request<'_>,
         shown: &str,
         bearer: Option<&str>,
     ) -> Result<Fetched, Failure> {
-        let fut = self.attempt_inner(url, shown, bearer);
+        let fut = self.attempt_inner(req, shown, bearer);
         match tokio::time::timeout(self.settings.request_timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(Failure::Transient {
@@ -465,20 +503,29 @@ impl Client {
 
     async fn attempt_inner(
         &self,
-        url: &Url,
+        request: &Request<'_>,
         shown: &str,
         bearer: Option<&str>,
     ) -> Result<Fetched, Failure> {
-        let mut req = match &self.settings.auth {
+        let url = match &self.settings.auth {
             Some(Auth::Query { name, value }) => {
-                let mut u = url.clone();
+                let mut u = request.url.clone();
                 u.query_pairs_mut().append_pair(name, value);
-                self.inner.get(u)
+                u
             }
-            _ => self.inner.get(url.clone()),
+            _ => request.url.clone(),
         };
+        let mut req = self.inner.request(request.method.clone(), url);
         for (k, v) in &self.settings.headers {
             req = req.header(k.as_str(), v.as_str());
+        }
+        for (k, v) in request.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        if let Some(body) = request.body {
+            req = req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.to_vec());
         }
         if self.settings.compression {
             req = req.header(header::ACCEPT_ENCODING, content_encoding::ACCEPT);
@@ -500,7 +547,7 @@ impl Client {
         let status = resp.status();
         let headers = resp.headers().clone();
         self.note_quota(&headers);
-        if !status.is_success() {
+        if !status.is_success() && !request.keep.contains(&status.as_u16()) {
             // Read a little of the body for the error message; ignore failures doing so.
             let detail = match tokio::time::timeout(self.settings.stall_timeout, resp.chunk()).await
             {

@@ -160,20 +160,33 @@ impl Manifest {
     }
 }
 
-/// Read every parseable record (for resume, supersede and verify-like checks).
+/// Read every parseable record (for resume, supersede and verify-like checks). The
+/// per-request entries of row-driven batches (`requests`) are left out, so memory stays
+/// proportional to pages and parts, not to requests; [`for_each_record`] streams them.
 pub fn read_records(dir: &Path) -> anyhow::Result<Vec<Value>> {
+    let mut out = vec![];
+    for_each_record(dir, |mut v| {
+        if let Some(m) = v.as_object_mut() {
+            m.remove("requests");
+        }
+        out.push(v);
+    })?;
+    Ok(out)
+}
+
+/// Hand every parseable record to `f`, one line at a time.
+pub fn for_each_record(dir: &Path, mut f: impl FnMut(Value)) -> anyhow::Result<()> {
     let path = dir.join(FILE_NAME);
     let Ok(file) = File::open(&path) else {
-        return Ok(vec![]);
+        return Ok(());
     };
-    let mut out = vec![];
     for line in BufReader::new(file).split(b'\n') {
         let line = line?;
         if let Ok(v) = serde_json::from_slice::<Value>(&line) {
-            out.push(v);
+            f(v);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -588,6 +588,7 @@ pub(crate) async fn harvest_table(
                 seen: s.progress.cursors.iter().cloned().collect(),
                 columns: known.clone(),
             },
+            shape: None,
         })
         .collect();
     let mut open = walks.len();

@@ -107,11 +107,22 @@ pub struct RestTable {
 /// The first page's URL: the source URL's path joined with the table's path, then the
 /// table's parameters and the paginator's starting position.
 pub fn first_url(base: &Url, rest: &RestTable, params: &[(String, String)]) -> Url {
+    first_url_at(base, &rest.path, rest, params)
+}
+
+/// [`first_url`] with another path (a row-driven table's path, filled from an input row,
+/// its values already percent-encoded).
+pub fn first_url_at(
+    base: &Url,
+    table_path: &str,
+    rest: &RestTable,
+    params: &[(String, String)],
+) -> Url {
     let mut url = base.clone();
     let path = format!(
         "{}/{}",
         base.path().trim_end_matches('/'),
-        rest.path.trim_start_matches('/')
+        table_path.trim_start_matches('/')
     );
     url.set_path(&path);
     url.set_query(None);
@@ -936,6 +947,8 @@ pub struct RestPager {
     /// The query parameter that carries an API key: never part of a recorded URL.
     secret_param: Option<String>,
     table: String,
+    /// A row-driven request's pager (one per input row).
+    per_row: bool,
 }
 
 impl RestPager {
@@ -954,6 +967,25 @@ impl RestPager {
             rest: rest.clone(),
             secret_param,
             table: table.output.clone(),
+            per_row: false,
+        }
+    }
+
+    /// A pager whose first page is `first` (a row-driven request's URL).
+    pub fn starting_at(
+        first: Url,
+        output: &str,
+        rest: &RestTable,
+        resolved: Option<Paginate>,
+        secret_param: Option<String>,
+    ) -> Self {
+        Self {
+            first,
+            resolved: Mutex::new(resolved.unwrap_or_else(|| rest.paginate.clone())),
+            rest: rest.clone(),
+            secret_param,
+            table: output.to_string(),
+            per_row: true,
         }
     }
 
@@ -1004,7 +1036,10 @@ impl Pager for RestPager {
                     serde_json::to_string(other).unwrap_or_default()
                 ),
             };
-            if p == Paginate::None {
+            if self.per_row {
+                // One pager per input row: the choice is in every batch entry, not the log.
+                tracing::debug!("{note}");
+            } else if p == Paginate::None {
                 tracing::warn!("{note}");
             } else {
                 tracing::info!("{note}");

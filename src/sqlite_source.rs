@@ -34,6 +34,22 @@ pub enum Param {
 }
 
 impl Param {
+    /// A TOML value as a parameter: integers and floats keep their type, booleans are 0/1,
+    /// strings may carry a type prefix (see [`Param::parse`]).
+    pub fn from_toml(key: &str, v: &toml::Value) -> Result<Param, UsageError> {
+        Ok(match v {
+            toml::Value::Integer(i) => Param::Int(*i),
+            toml::Value::Float(f) => Param::Real(*f),
+            toml::Value::Boolean(b) => Param::Int(i64::from(*b)),
+            toml::Value::String(s) => Param::parse(s)?,
+            _ => {
+                return Err(UsageError::new(format!(
+                    "parameter {key:?} must be a string, number or boolean"
+                )));
+            }
+        })
+    }
+
     /// `int:5`, `integer:5`, `real:1.5`, `float:1.5`, `text:…`, `null`; anything else is text.
     pub fn parse(raw: &str) -> Result<Param, UsageError> {
         let bad =

@@ -67,17 +67,7 @@ struct Settings {
 }
 
 fn toml_param(key: &str, v: &toml::Value) -> Result<Param, UsageError> {
-    Ok(match v {
-        toml::Value::Integer(i) => Param::Int(*i),
-        toml::Value::Float(f) => Param::Real(*f),
-        toml::Value::Boolean(b) => Param::Int(i64::from(*b)),
-        toml::Value::String(s) => Param::parse(s)?,
-        _ => {
-            return Err(UsageError::new(format!(
-                "parameter {key:?} must be a string, number or boolean"
-            )));
-        }
-    })
+    Param::from_toml(key, v)
 }
 
 fn read_query(query: Option<&str>, file: Option<&Path>) -> Result<String, UsageError> {
