@@ -1033,7 +1033,11 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
                         }),
                     },
                     rest: rest_table(kind, t)?,
-                    rows: crate::row_driven::RowDriven::from_config(kind == SourceKind::Rest, t, &s.tables)?,
+                    rows: crate::row_driven::RowDriven::from_config(
+                        kind == SourceKind::Rest,
+                        t,
+                        &s.tables,
+                    )?,
                 });
             }
             if tables.is_empty() {

@@ -109,7 +109,15 @@ pub async fn open(spec: &InputSpec, out: &Path, run_id: &str) -> anyhow::Result<
                 table,
                 records,
                 fields,
-            } => read_parent(&out, &run_id, table, records.as_deref(), fields, &mut ready, &tx),
+            } => read_parent(
+                &out,
+                &run_id,
+                table,
+                records.as_deref(),
+                fields,
+                &mut ready,
+                &tx,
+            ),
         };
         if let Err(e) = r {
             match ready.take() {
@@ -261,17 +269,13 @@ fn hive_values(root: &Path, file: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-fn read_parquet(
-    path: &Path,
-    wanted: &[String],
-    ready: &mut Ready,
-    tx: &Tx,
-) -> anyhow::Result<()> {
+fn read_parquet(path: &Path, wanted: &[String], ready: &mut Ready, tx: &Tx) -> anyhow::Result<()> {
     use parquet::arrow::ProjectionMask;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let files = parquet_files(path)?;
     let open = |f: &Path| -> anyhow::Result<ParquetRecordBatchReaderBuilder<std::fs::File>> {
-        let file = std::fs::File::open(f).with_context(|| format!("cannot open {}", f.display()))?;
+        let file =
+            std::fs::File::open(f).with_context(|| format!("cannot open {}", f.display()))?;
         ParquetRecordBatchReaderBuilder::try_new(file)
             .with_context(|| format!("{} is not a readable Parquet file", f.display()))
     };
@@ -299,10 +303,7 @@ fn read_parquet(
         for c in wanted {
             if !file_cols.contains(c) && !first_hive.iter().any(|(k, _)| k == c) {
                 return Err(UsageError::with_hint(
-                    format!(
-                        "for_each: {} has no column {c:?}",
-                        files[0].display()
-                    ),
+                    format!("for_each: {} has no column {c:?}", files[0].display()),
                     format!("its columns are: {}", file_cols.join(", ")),
                 )
                 .into());
@@ -321,7 +322,10 @@ fn read_parquet(
             .filter_map(|c| schema.index_of(c).ok())
             .collect();
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-        let reader = builder.with_projection(mask).with_batch_size(1024).build()?;
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(1024)
+            .build()?;
         for batch in reader {
             let batch = batch.with_context(|| format!("cannot read {}", f.display()))?;
             let arrays: Vec<Option<&dyn Array>> = columns
@@ -416,7 +420,11 @@ fn arrow_json(a: &dyn Array, i: usize) -> Result<Value, String> {
 }
 
 /// The pages the parent table recorded in run `run_id`: (page, snapshot path, sha256).
-fn parent_pages(out: &Path, run_id: &str, table: &str) -> anyhow::Result<Vec<(u64, String, String)>> {
+fn parent_pages(
+    out: &Path,
+    run_id: &str,
+    table: &str,
+) -> anyhow::Result<Vec<(u64, String, String)>> {
     let mut pages = Vec::new();
     crate::manifest::for_each_record(out, |r| {
         if r["kind"] == "page" && r["run_id"] == run_id && r["output"] == table {

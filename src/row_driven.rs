@@ -42,8 +42,8 @@ use crate::inputs::{InputSpec, Inputs};
 use crate::manifest::{Manifest, sha256_hex};
 use crate::parquet_sink::{ClosedPart, TableSink};
 use crate::planner::TablePlan;
-use crate::resume::TableProgress;
 use crate::rest::{Paginate, RestPager, RestTable};
+use crate::resume::TableProgress;
 use crate::schema::ColType;
 use crate::source::Page;
 use crate::template::{BodyTemplate, Row, Template};
@@ -78,7 +78,9 @@ fn toml_to_json(v: &toml::Value) -> Value {
     match v {
         toml::Value::String(s) => Value::String(s.clone()),
         toml::Value::Integer(i) => Value::from(*i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        toml::Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+        }
         toml::Value::Boolean(b) => Value::Bool(*b),
         toml::Value::Datetime(d) => Value::String(d.to_string()),
         toml::Value::Array(a) => Value::Array(a.iter().map(toml_to_json).collect()),
@@ -110,14 +112,21 @@ impl RowDriven {
             ] {
                 if set && rest_source {
                     return Err(UsageError::with_hint(
-                        format!("table {name:?}: `{key}` is for row-driven tables (with `for_each`)"),
+                        format!(
+                            "table {name:?}: `{key}` is for row-driven tables (with `for_each`)"
+                        ),
                         "add `for_each` to send one request per input row, or put shared headers on the source",
                     ));
                 }
             }
             return Ok(None);
         };
-        let bad = |what: String, hint: &str| Err(UsageError::with_hint(format!("table {name:?}: {what}"), hint));
+        let bad = |what: String, hint: &str| {
+            Err(UsageError::with_hint(
+                format!("table {name:?}: {what}"),
+                hint,
+            ))
+        };
         if t.watermark.is_some() {
             return bad(
                 "a row-driven table (`for_each`) cannot have a `watermark`".into(),
@@ -125,17 +134,30 @@ impl RowDriven {
             );
         }
         let input = input_spec(name, fe, tables)?;
-        let method = t.method.clone().unwrap_or_else(|| "GET".into()).to_ascii_uppercase();
+        let method = t
+            .method
+            .clone()
+            .unwrap_or_else(|| "GET".into())
+            .to_ascii_uppercase();
         if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
-            return bad(format!("method {method:?} is not supported"), "use GET, POST, PUT, PATCH or DELETE");
+            return bad(
+                format!("method {method:?} is not supported"),
+                "use GET, POST, PUT, PATCH or DELETE",
+            );
         }
         let body = t.body.as_ref().map(toml_to_json);
         if body.is_some() && (method == "GET" || method == "DELETE") {
-            return bad(format!("a {method} request has no body"), "set method = \"POST\" (or PUT/PATCH) to send `body`");
+            return bad(
+                format!("a {method} request has no body"),
+                "set method = \"POST\" (or PUT/PATCH) to send `body`",
+            );
         }
         let concurrency = t.concurrency.unwrap_or(1);
         if concurrency == 0 || concurrency > MAX_CONCURRENCY {
-            return bad(format!("concurrency = {concurrency} is outside 1..={MAX_CONCURRENCY}"), "8 to 32 is plenty for most APIs; use [http] rate_limit to stay under a quota");
+            return bad(
+                format!("concurrency = {concurrency} is outside 1..={MAX_CONCURRENCY}"),
+                "8 to 32 is plenty for most APIs; use [http] rate_limit to stay under a quota",
+            );
         }
         let record_status = t.record_status.clone().unwrap_or_else(|| vec![404]);
         for s in &record_status {
@@ -149,7 +171,11 @@ impl RowDriven {
         let me = Self {
             input,
             method,
-            headers: t.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            headers: t
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             body,
             concurrency,
             request_id_header: t.request_id_header.clone(),
@@ -158,7 +184,12 @@ impl RowDriven {
         // Templates parse now; their placeholders are checked against the input's columns
         // when it opens, before any request.
         let path = t.path.clone().unwrap_or_else(|| format!("/{name}"));
-        me.templates(&path, &[]).map_err(|why| UsageError::with_hint(format!("table {name:?}: {why}"), "placeholders are `{Column}`; write `{{` and `}}` for literal braces"))?;
+        me.templates(&path, &[]).map_err(|why| {
+            UsageError::with_hint(
+                format!("table {name:?}: {why}"),
+                "placeholders are `{Column}`; write `{{` and `}}` for literal braces",
+            )
+        })?;
         Ok(Some(me))
     }
 
@@ -185,8 +216,16 @@ impl RowDriven {
     }
 }
 
-fn input_spec(name: &str, fe: &ForEachConfig, tables: &[TableConfig]) -> Result<InputSpec, UsageError> {
-    let kinds = [fe.sqlite.is_some(), fe.parquet.is_some(), fe.table.is_some()];
+fn input_spec(
+    name: &str,
+    fe: &ForEachConfig,
+    tables: &[TableConfig],
+) -> Result<InputSpec, UsageError> {
+    let kinds = [
+        fe.sqlite.is_some(),
+        fe.parquet.is_some(),
+        fe.table.is_some(),
+    ];
     if kinds.iter().filter(|k| **k).count() != 1 {
         return Err(UsageError::with_hint(
             format!("table {name:?}: for_each needs exactly one of `sqlite`, `parquet` or `table`"),
@@ -194,10 +233,19 @@ fn input_spec(name: &str, fe: &ForEachConfig, tables: &[TableConfig]) -> Result<
         ));
     }
     let misplaced = |key: &str, belongs: &str| {
-        Err(UsageError::new(format!("table {name:?}: for_each.{key} goes with `{belongs}`")))
+        Err(UsageError::new(format!(
+            "table {name:?}: for_each.{key} goes with `{belongs}`"
+        )))
     };
     if fe.sqlite.is_none() && (fe.query.is_some() || !fe.params.is_empty()) {
-        return misplaced(if fe.query.is_some() { "query" } else { "params" }, "sqlite");
+        return misplaced(
+            if fe.query.is_some() {
+                "query"
+            } else {
+                "params"
+            },
+            "sqlite",
+        );
     }
     if fe.parquet.is_none() && !fe.columns.is_empty() {
         return misplaced("columns", "parquet");
@@ -207,24 +255,36 @@ fn input_spec(name: &str, fe: &ForEachConfig, tables: &[TableConfig]) -> Result<
     }
     if let Some(db) = &fe.sqlite {
         let query = fe.query.clone().ok_or_else(|| {
-            UsageError::with_hint(format!("table {name:?}: for_each.sqlite needs a `query`"), "e.g. query = \"select id from customers\"")
+            UsageError::with_hint(
+                format!("table {name:?}: for_each.sqlite needs a `query`"),
+                "e.g. query = \"select id from customers\"",
+            )
         })?;
         let params = fe
             .params
             .iter()
             .map(|(k, v)| Ok((k.clone(), crate::sqlite_source::Param::from_toml(k, v)?)))
             .collect::<Result<_, UsageError>>()?;
-        return Ok(InputSpec::Sqlite { db: db.clone(), query, params });
+        return Ok(InputSpec::Sqlite {
+            db: db.clone(),
+            query,
+            params,
+        });
     }
     if let Some(path) = &fe.parquet {
-        return Ok(InputSpec::Parquet { path: path.clone(), columns: fe.columns.clone() });
+        return Ok(InputSpec::Parquet {
+            path: path.clone(),
+            columns: fe.columns.clone(),
+        });
     }
     let parent = fe.table.clone().unwrap_or_default();
     let pos = tables.iter().position(|t| t.name == parent);
     let me = tables.iter().position(|t| t.name == name);
     let Some(p) = pos.filter(|p| me.is_some_and(|m| *p < m)) else {
         return Err(UsageError::with_hint(
-            format!("table {name:?}: for_each.table = {parent:?} is not a table listed before it in this source"),
+            format!(
+                "table {name:?}: for_each.table = {parent:?} is not a table listed before it in this source"
+            ),
             "list the parent table first in the same [[source]]; it is harvested first and its records feed this table",
         ));
     };
@@ -252,7 +312,11 @@ fn input_spec(name: &str, fe: &ForEachConfig, tables: &[TableConfig]) -> Result<
     Ok(InputSpec::Parent {
         table: pt.output.clone().unwrap_or_else(|| pt.name.clone()),
         records: pt.records.clone(),
-        fields: fe.fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        fields: fe
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     })
 }
 
@@ -266,7 +330,8 @@ struct Templates {
 
 impl Templates {
     fn slots(&self) -> Vec<(String, &str)> {
-        let mut out: Vec<(String, &str)> = self.path.slots().map(|s| ("path".to_string(), s)).collect();
+        let mut out: Vec<(String, &str)> =
+            self.path.slots().map(|s| ("path".to_string(), s)).collect();
         for (k, t) in &self.params {
             out.extend(t.slots().map(|s| (format!("params.{k}"), s)));
         }
@@ -335,8 +400,21 @@ impl Requests {
 
     /// Start the requests of one input row: from its first page, or (resume) after page
     /// `after` whose recorded next URL is `next`.
-    fn start(&self, client: &Arc<Client>, b: &Built, after: u64, next: Option<String>, paging: Option<Paginate>) -> (Walkers, tokio::sync::mpsc::Receiver<Event>) {
-        let pager = RestPager::starting_at(b.url.clone(), &self.output, &self.rest, paging, self.secret_param.clone());
+    fn start(
+        &self,
+        client: &Arc<Client>,
+        b: &Built,
+        after: u64,
+        next: Option<String>,
+        paging: Option<Paginate>,
+    ) -> (Walkers, tokio::sync::mpsc::Receiver<Event>) {
+        let pager = RestPager::starting_at(
+            b.url.clone(),
+            &self.output,
+            &self.rest,
+            paging,
+            self.secret_param.clone(),
+        );
         let walk = Walk {
             stream: 0,
             pager: Arc::new(pager),
@@ -393,13 +471,24 @@ struct Counts {
     statuses: BTreeMap<u16, u64>,
 }
 
+/// An input whose last recorded page has a next page.
+struct Partial {
+    /// The id of the input's first request.
+    input_id: String,
+    key: Map<String, Value>,
+    /// The input's last recorded page (its own numbering).
+    n: u64,
+    next: String,
+    paging: Option<Value>,
+}
+
 /// What an earlier process of this run recorded for the table, read from the manifest.
 #[derive(Default)]
 struct Recorded {
     /// Inputs whose last page is recorded.
     done: HashSet<u128>,
-    /// An input cut off between two of its pages: (input id, key, last page n, next URL, paging).
-    partial: Option<(String, Map<String, Value>, u64, String, Option<Value>)>,
+    /// An input cut off between two of its pages.
+    partial: Option<Partial>,
     /// Entries of the batches after the checkpoint (batch number → entries).
     batches: BTreeMap<u64, Vec<Value>>,
     /// Entries recorded, and per status.
@@ -409,7 +498,7 @@ struct Recorded {
 
 fn recorded(ctx: &RunCtx<'_>, output: &str, checkpoint: u64) -> anyhow::Result<Recorded> {
     let mut r = Recorded::default();
-    let mut open: BTreeMap<String, (Map<String, Value>, u64, String, Option<Value>)> = BTreeMap::new();
+    let mut open: BTreeMap<String, Partial> = BTreeMap::new();
     crate::manifest::for_each_record(&ctx.settings.out, |v| {
         if v["kind"] != "page" || v["run_id"] != ctx.run_id || v["output"] != output {
             return;
@@ -420,17 +509,20 @@ fn recorded(ctx: &RunCtx<'_>, output: &str, checkpoint: u64) -> anyhow::Result<R
             let id = e["id"].as_str().unwrap_or_default().to_string();
             let input = e["input"].as_str().map_or(id.clone(), str::to_string);
             r.responses += 1;
-            *r.statuses.entry(e["status"].as_u64().unwrap_or(0) as u16).or_default() += 1;
+            *r.statuses
+                .entry(e["status"].as_u64().unwrap_or(0) as u16)
+                .or_default() += 1;
             match e["next"].as_str() {
                 Some(next) => {
                     open.insert(
-                        input,
-                        (
-                            e["key"].as_object().cloned().unwrap_or_default(),
-                            e["n"].as_u64().unwrap_or(1),
-                            next.to_string(),
-                            e.get("paging").cloned(),
-                        ),
+                        input.clone(),
+                        Partial {
+                            input_id: input,
+                            key: e["key"].as_object().cloned().unwrap_or_default(),
+                            n: e["n"].as_u64().unwrap_or(1),
+                            next: next.to_string(),
+                            paging: e.get("paging").cloned(),
+                        },
                     );
                 }
                 None => {
@@ -443,9 +535,9 @@ fn recorded(ctx: &RunCtx<'_>, output: &str, checkpoint: u64) -> anyhow::Result<R
             r.batches.insert(batch, entries);
         }
     })?;
-    r.partial = open.into_iter().next().map(|(id, (k, n, next, p))| (id, k, n, next, p));
-    if let Some((id, ..)) = &r.partial {
-        r.done.insert(short_id(id));
+    r.partial = open.into_values().next();
+    if let Some(p) = &r.partial {
+        r.done.insert(short_id(&p.input_id));
     }
     Ok(r)
 }
@@ -478,17 +570,36 @@ struct RowRun<'a> {
 impl RowRun<'_> {
     fn meta_columns(&self) -> Vec<String> {
         let mut cols = vec![REQUEST_ID.to_string(), STATUS.to_string()];
-        cols.extend(self.input_columns.iter().map(|c| format!("{INPUT_PREFIX}{c}")));
+        cols.extend(
+            self.input_columns
+                .iter()
+                .map(|c| format!("{INPUT_PREFIX}{c}")),
+        );
         cols
     }
 
     /// One response as a sparse page: the meta columns, then its records' fields.
-    fn response_page(&self, id: &str, status: u16, key: &Map<String, Value>, page: Page) -> anyhow::Result<Page> {
+    fn response_page(
+        &self,
+        id: &str,
+        status: u16,
+        key: &Map<String, Value>,
+        page: Page,
+    ) -> anyhow::Result<Page> {
         let mut meta = vec![Value::String(id.to_string()), Value::from(status)];
-        meta.extend(self.input_columns.iter().map(|c| key.get(c).cloned().unwrap_or(Value::Null)));
+        meta.extend(
+            self.input_columns
+                .iter()
+                .map(|c| key.get(c).cloned().unwrap_or(Value::Null)),
+        );
         let mut columns = self.meta_columns();
         if !(200..300).contains(&status) {
-            return Ok(Page { columns: Some(columns), rows: vec![meta], sparse: true, ..Page::default() });
+            return Ok(Page {
+                columns: Some(columns),
+                rows: vec![meta],
+                sparse: true,
+                ..Page::default()
+            });
         }
         let fields = page.columns.unwrap_or_default();
         if let Some(clash) = fields.iter().find(|f| columns.contains(f)) {
@@ -507,19 +618,35 @@ impl RowRun<'_> {
                 row
             })
             .collect();
-        Ok(Page { columns: Some(columns), rows, sparse: true, ..Page::default() })
+        Ok(Page {
+            columns: Some(columns),
+            rows,
+            sparse: true,
+            ..Page::default()
+        })
     }
 
     /// Take one response's page: plan with the first one holding records, then to the sink.
     fn take(&mut self, batch: u64, page: Page) -> anyhow::Result<()> {
         if self.plan.is_none() {
-            let has_fields = page.columns.as_ref().is_some_and(|c| c.len() > 2 + self.input_columns.len()) && !page.rows.is_empty();
+            let has_fields = page
+                .columns
+                .as_ref()
+                .is_some_and(|c| c.len() > 2 + self.input_columns.len())
+                && !page.rows.is_empty();
             if !has_fields && self.unplanned_rows < MAX_UNPLANNED_ROWS {
                 self.unplanned_rows += page.rows.len();
                 self.unplanned.push((batch, page));
                 return Ok(());
             }
-            let first = if has_fields { page.clone() } else { self.unplanned.first().map(|(_, p)| p.clone()).unwrap_or_else(|| page.clone()) };
+            let first = if has_fields {
+                page.clone()
+            } else {
+                self.unplanned
+                    .first()
+                    .map(|(_, p)| p.clone())
+                    .unwrap_or_else(|| page.clone())
+            };
             self.install_plan(&first)?;
             for (b, p) in std::mem::take(&mut self.unplanned) {
                 self.push(b, &p)?;
@@ -585,15 +712,23 @@ impl RowRun<'_> {
         if !self.unplanned.is_empty() {
             return Ok(());
         }
-        let Some(sink) = self.sink.as_mut() else { return Ok(()) };
+        let Some(sink) = self.sink.as_mut() else {
+            return Ok(());
+        };
         let closed = sink.checkpoint()?;
         self.record_parts(manifest, &closed)?;
         self.first_since_checkpoint = self.taken + 1;
         Ok(())
     }
 
-    fn record_parts(&mut self, manifest: &mut Manifest, closed: &[ClosedPart]) -> anyhow::Result<()> {
-        let Some(plan) = self.plan.as_ref() else { return Ok(()) };
+    fn record_parts(
+        &mut self,
+        manifest: &mut Manifest,
+        closed: &[ClosedPart],
+    ) -> anyhow::Result<()> {
+        let Some(plan) = self.plan.as_ref() else {
+            return Ok(());
+        };
         for part in closed {
             let mut rec = obj(json!({
                 "path": part.rel_path,
@@ -616,16 +751,27 @@ impl RowRun<'_> {
     }
 
     /// Record a batch of responses: the snapshot, then the manifest line; then their rows.
-    async fn record_batch(&mut self, batch: Vec<Response>, manifest: &mut Manifest) -> anyhow::Result<()> {
+    async fn record_batch(
+        &mut self,
+        batch: Vec<Response>,
+        manifest: &mut Manifest,
+    ) -> anyhow::Result<()> {
         let batch_no = self.batch_no + 1;
         let mut bytes = Vec::new();
         let mut entries = Vec::with_capacity(batch.len());
         let mut pages = Vec::with_capacity(batch.len());
         for r in batch {
             let f = r.f;
-            let page = f.parsed.await.context("the response parser stopped")?.map_err(|why| {
-                anyhow::anyhow!("unexpected response from {}: {why}", crate::http::display_url(&f.url))
-            })?;
+            let page = f
+                .parsed
+                .await
+                .context("the response parser stopped")?
+                .map_err(|why| {
+                    anyhow::anyhow!(
+                        "unexpected response from {}: {why}",
+                        crate::http::display_url(&f.url)
+                    )
+                })?;
             let status = f.fetched.status;
             let id = r.id;
             let rows_page = self.response_page(&id, status, &r.key, page.clone())?;
@@ -663,7 +809,8 @@ impl RowRun<'_> {
         }
         let name = format!("batch-{batch_no:06}.raw");
         let rel = format!("{}/{name}", self.raw_rel);
-        atomic_write(&self.raw_dir.join(&name), &bytes).with_context(|| format!("cannot write the snapshot {rel}"))?;
+        atomic_write(&self.raw_dir.join(&name), &bytes)
+            .with_context(|| format!("cannot write the snapshot {rel}"))?;
         crate::failpoint("rows:after-snapshot");
         let rows: usize = pages.iter().map(|p| p.rows.len()).sum();
         manifest.append(
@@ -684,6 +831,7 @@ impl RowRun<'_> {
                 "requests": entries,
             })),
         )?;
+        crate::failpoint("rows:after-batch");
         self.batch_no = batch_no;
         self.fetched_batches += 1;
         for p in pages {
@@ -791,7 +939,10 @@ pub(crate) async fn harvest_rows(
     // 1. Batches recorded after the last checkpoint: their rows again, from the snapshots.
     for rp in &sp.replay {
         let body = std::fs::read(ctx.settings.out.join(&rp.path)).with_context(|| {
-            format!("cannot read the snapshot {} to resume; rerun with --restart", rp.path)
+            format!(
+                "cannot read the snapshot {} to resume; rerun with --restart",
+                rp.path
+            )
         })?;
         if sha256_hex(&body) != rp.sha256 {
             bail!(
@@ -805,7 +956,10 @@ pub(crate) async fn harvest_rows(
                 e["bytes"].as_u64().unwrap_or(0) as usize,
             );
             let Some(slice) = body.get(off..off + len) else {
-                bail!("the snapshot {} is shorter than its manifest line says; rerun with --restart", rp.path);
+                bail!(
+                    "the snapshot {} is shorter than its manifest line says; rerun with --restart",
+                    rp.path
+                );
             };
             let status = e["status"].as_u64().unwrap_or(0) as u16;
             let page = if (200..300).contains(&status) {
@@ -837,7 +991,14 @@ pub(crate) async fn harvest_rows(
     let mut jobs: VecDeque<Job> = VecDeque::new();
     let mut earlier: HashSet<u128> = rec.done;
     let mut seen: HashSet<u128> = HashSet::new();
-    if let Some((id, key, n, next, paging)) = rec.partial {
+    if let Some(Partial {
+        input_id: id,
+        key,
+        n,
+        next,
+        paging,
+    }) = rec.partial
+    {
         // An input cut off between two of its pages: continue it from its next URL.
         let values: Vec<Value> = run
             .input_columns
@@ -874,9 +1035,10 @@ pub(crate) async fn harvest_rows(
             return Err(Interrupted { signal: sig }.into());
         }
         while !inputs_done && jobs.len() < concurrency {
-            let Some(values) = inputs.next().await.with_context(|| {
-                format!("table {out_name:?}: reading {}", rd.input.describe())
-            })?
+            let Some(values) = inputs
+                .next()
+                .await
+                .with_context(|| format!("table {out_name:?}: reading {}", rd.input.describe()))?
             else {
                 inputs_done = true;
                 break;
@@ -943,8 +1105,14 @@ pub(crate) async fn harvest_rows(
 
 /// Take what the head job reported: a page joins the batch; the end of its pages retires it;
 /// a failure stops the table.
-fn take_event(event: Option<Event>, jobs: &mut VecDeque<Job>, batch: &mut Vec<Response>) -> anyhow::Result<()> {
-    let Some(job) = jobs.front_mut() else { return Ok(()) };
+fn take_event(
+    event: Option<Event>,
+    jobs: &mut VecDeque<Job>,
+    batch: &mut Vec<Response>,
+) -> anyhow::Result<()> {
+    let Some(job) = jobs.front_mut() else {
+        return Ok(());
+    };
     match event {
         None => {
             jobs.pop_front();
@@ -971,14 +1139,23 @@ fn take_event(event: Option<Event>, jobs: &mut VecDeque<Job>, batch: &mut Vec<Re
 
 /// Close the table: the plan if no response had records, final parts, `table_end`, then
 /// supersede earlier runs' parts.
-fn finish(mut run: RowRun<'_>, manifest: &mut Manifest, totals: &mut Totals, started: Instant) -> anyhow::Result<()> {
+fn finish(
+    mut run: RowRun<'_>,
+    manifest: &mut Manifest,
+    totals: &mut Totals,
+    started: Instant,
+) -> anyhow::Result<()> {
     let (ctx, table) = (run.ctx, run.table);
     if run.plan.is_none() {
-        let first = run.unplanned.first().map(|(_, p)| p.clone()).unwrap_or_else(|| Page {
-            columns: Some(run.meta_columns()),
-            sparse: true,
-            ..Page::default()
-        });
+        let first = run
+            .unplanned
+            .first()
+            .map(|(_, p)| p.clone())
+            .unwrap_or_else(|| Page {
+                columns: Some(run.meta_columns()),
+                sparse: true,
+                ..Page::default()
+            });
         run.install_plan(&first)?;
         for (b, p) in std::mem::take(&mut run.unplanned) {
             run.push(b, &p)?;
@@ -996,8 +1173,17 @@ fn finish(mut run: RowRun<'_>, manifest: &mut Manifest, totals: &mut Totals, sta
     let rows = run.rows_before + run.rows;
     let pages = run.batch_no;
     let c = &run.counts;
-    let statuses: Map<String, Value> = c.statuses.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-    let recorded_errors: u64 = c.statuses.iter().filter(|(s, _)| !(200..300).contains(*s)).map(|(_, n)| n).sum();
+    let statuses: Map<String, Value> = c
+        .statuses
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let recorded_errors: u64 = c
+        .statuses
+        .iter()
+        .filter(|(s, _)| !(200..300).contains(*s))
+        .map(|(_, n)| n)
+        .sum();
     manifest.append(
         "table_end",
         ctx.run_id,
@@ -1027,7 +1213,12 @@ fn finish(mut run: RowRun<'_>, manifest: &mut Manifest, totals: &mut Totals, sta
         let w = format!(
             "{}: {recorded_errors} request(s) answered with a recorded error status ({}); their rows have only {REQUEST_ID}, {STATUS} and the input",
             table.output,
-            c.statuses.iter().filter(|(s, _)| !(200..300).contains(*s)).map(|(s, n)| format!("{n}× {s}")).collect::<Vec<_>>().join(", ")
+            c.statuses
+                .iter()
+                .filter(|(s, _)| !(200..300).contains(*s))
+                .map(|(s, n)| format!("{n}× {s}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         tracing::warn!("{w}");
         totals.warnings.push(w);
@@ -1041,7 +1232,13 @@ fn finish(mut run: RowRun<'_>, manifest: &mut Manifest, totals: &mut Totals, sta
         totals.warnings.push(w);
     }
     let table_rel = format!("parquet/{}", sanitize_component(&table.output));
-    crate::pipeline::supersede_parts(&ctx.settings.out, &table_rel, ctx.run_id, &table.output, manifest)?;
+    crate::pipeline::supersede_parts(
+        &ctx.settings.out,
+        &table_rel,
+        ctx.run_id,
+        &table.output,
+        manifest,
+    )?;
     tracing::info!(
         "{}: {} responses to {} input rows, {rows} rows in {pages} batches ({} fetched now, {} replayed), {:.1}s",
         table.output,

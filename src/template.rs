@@ -259,17 +259,31 @@ mod tests {
 
     #[test]
     fn bad_templates_and_nulls_are_refused() {
-        assert!(Template::parse("/a/{id").unwrap_err().contains("never closed"));
-        assert!(Template::parse("/a/}").unwrap_err().contains("closes nothing"));
+        assert!(
+            Template::parse("/a/{id")
+                .unwrap_err()
+                .contains("never closed")
+        );
+        assert!(
+            Template::parse("/a/}")
+                .unwrap_err()
+                .contains("closes nothing")
+        );
         assert!(Template::parse("/a/{}").is_err());
         let (c, v) = row();
         let r = Row {
             columns: &c,
             values: &v,
         };
-        let e = Template::parse("/x/{gone}").unwrap().fill(&r, true).unwrap_err();
+        let e = Template::parse("/x/{gone}")
+            .unwrap()
+            .fill(&r, true)
+            .unwrap_err();
         assert!(e.contains("NULL"), "{e}");
-        let e = Template::parse("/x/{nope}").unwrap().fill(&r, true).unwrap_err();
+        let e = Template::parse("/x/{nope}")
+            .unwrap()
+            .fill(&r, true)
+            .unwrap_err();
         assert!(e.contains("no column \"nope\""), "{e}");
     }
 }

@@ -8,7 +8,10 @@
 //! under `raw/` and `parquet/` that no record vouches for are orphans; per run and table the
 //! rows of the pages equal the rows of the parts (less rows an incremental run skipped as
 //! already written); a `--parallel` table's slice plan covers its key range exactly once and
-//! each of its pages carries its slice's filters; one dataset's parts share one schema; a run
+//! each of its pages carries its slice's filters; a row-driven batch's responses tile its
+//! snapshot with their recorded hashes, request ids are unique per run and dataset, and the
+//! live parts' `_request_id` values are exactly the recorded ids with their row counts; one
+//! dataset's parts share one schema; a run
 //! without an `ok` `run_end` is reported as unfinished, a kind distinct from corruption.
 //! Hashing streams files and uses every core. Exit 0 when clean, 3 when anything was found,
 //! 2 for usage errors.
@@ -39,7 +42,8 @@ pub struct Discrepancies(pub usize, pub &'static str, pub String);
 pub struct Finding {
     /// torn_line, malformed_line, unknown_version, seq_order, chain_break, missing_file,
     /// size_mismatch, hash_mismatch, row_count_mismatch, unreadable_parquet, schema_mismatch,
-    /// row_sum_mismatch, slice_plan_invalid, slice_mismatch, orphan_file, unfinished_run
+    /// row_sum_mismatch, slice_plan_invalid, slice_mismatch, request_mismatch,
+    /// request_id_mismatch, orphan_file, unfinished_run
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -151,13 +155,16 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
         "schemas",
         "row_sums",
         "slices",
+        "request_ids",
         "runs",
     ];
     if !args.quick {
         checks.push("sha256");
     }
 
-    // 1. The manifest, line by line.
+    // 1. The manifest, line by line (a row-driven batch's entries checked as they come, then
+    //    dropped, so memory follows pages, not requests).
+    let mut requests = RequestIds::default();
     let mut records: Vec<(u64, Value)> = Vec::new();
     let mut prev: Option<String> = None;
     let mut last_seq: Option<u64> = None;
@@ -216,6 +223,10 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
             }),
         }
         prev = Some(sha256_hex(body));
+        let mut v = v;
+        if let Some(Value::Array(entries)) = v.as_object_mut().and_then(|m| m.remove("requests")) {
+            requests.check_batch(out, lineno, &v, &entries, args.quick, &report);
+        }
         records.push((lineno, v));
     }
 
@@ -457,6 +468,50 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
         }
     }
 
+    // 5c. Row-driven tables: the rows of each run's live parts carry exactly the request ids
+    //     (and as many rows per id) as its batches record.
+    for ((run_id, output), want) in &requests.rows {
+        let parts: Vec<&FileClaim> = claims
+            .iter()
+            .filter(|c| c.run_id == *run_id && c.parquet.as_ref().is_some_and(|(_, o)| o == output))
+            .collect();
+        if parts.is_empty() || !in_scope(&json!({ "run_id": run_id })) {
+            continue; // superseded by a later run, or out of scope
+        }
+        let mut got: HashMap<u128, u64> = HashMap::new();
+        let mut unreadable = None;
+        for c in &parts {
+            if let Err(e) = count_request_ids(&out.join(&c.rel), &mut got) {
+                unreadable = Some(format!("{}: {e}", c.rel));
+                break;
+            }
+        }
+        let mismatch = if let Some(e) = unreadable {
+            Some(format!(
+                "cannot read the {} column: {e}",
+                crate::row_driven::REQUEST_ID
+            ))
+        } else if got != *want {
+            let missing = want.keys().filter(|k| !got.contains_key(k)).count();
+            let unknown = got.keys().filter(|k| !want.contains_key(k)).count();
+            let differ = want
+                .iter()
+                .filter(|(k, n)| got.get(k).is_some_and(|g| g != *n))
+                .count();
+            Some(format!(
+                "{missing} recorded request id(s) have no rows, {unknown} id(s) in the rows were never recorded, {differ} id(s) have another number of rows than recorded"
+            ))
+        } else {
+            None
+        };
+        if let Some(m) = mismatch {
+            report.add(Finding {
+                run_id: Some(run_id.clone()),
+                ..finding("request_id_mismatch", format!("dataset {output:?}: {m}"))
+            });
+        }
+    }
+
     // 6. Runs: every run_start needs a final `ok` run_end.
     let mut last_end: BTreeMap<String, Value> = BTreeMap::new();
     let mut started: Vec<String> = vec![];
@@ -543,6 +598,118 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
         )
         .into())
     }
+}
+
+/// Row-driven batches: each entry's place in its snapshot, its hash, the uniqueness of its
+/// request id, and (for the Parquet check) the rows recorded per id. Ids are kept as their
+/// first 16 bytes.
+#[derive(Default)]
+struct RequestIds {
+    /// Per (run, dataset): rows recorded per request id (ids with rows only).
+    rows: HashMap<(String, String), HashMap<u128, u64>>,
+    /// Per (run, dataset): every request id seen.
+    seen: HashMap<(String, String), HashSet<u128>>,
+}
+
+fn short_id(hex: &str) -> Option<u128> {
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u128::from_str_radix(&hex[..32], 16).ok())
+        .flatten()
+}
+
+impl RequestIds {
+    fn check_batch(
+        &mut self,
+        out: &Path,
+        lineno: u64,
+        r: &Value,
+        entries: &[Value],
+        quick: bool,
+        report: &Report,
+    ) {
+        let key = run_and_output(r);
+        let path = r["path"].as_str().unwrap_or_default().to_string();
+        let bad = |m: String| Finding {
+            line: Some(lineno),
+            path: Some(path.clone()),
+            run_id: Some(key.0.clone()),
+            ..finding("request_mismatch", m)
+        };
+        let body = if quick {
+            None
+        } else {
+            std::fs::read(out.join(&path)).ok()
+        };
+        let (mut offset, mut rows) = (0u64, 0u64);
+        for (i, e) in entries.iter().enumerate() {
+            let (off, len) = (e["offset"].as_u64(), e["bytes"].as_u64());
+            if off != Some(offset) || len.is_none() {
+                report.add(bad(format!(
+                    "response {} of the batch does not start where the previous one ends (offset {offset})",
+                    i + 1
+                )));
+                return;
+            }
+            let len = len.unwrap_or(0);
+            if let Some(b) = &body {
+                let slice = b.get(offset as usize..(offset + len) as usize);
+                if slice.map(sha256_hex).as_deref() != e["sha256"].as_str() {
+                    report.add(bad(format!(
+                        "response {} ({} bytes at offset {offset}) does not match its recorded sha256",
+                        i + 1,
+                        len
+                    )));
+                }
+            }
+            offset += len;
+            let n = e["rows"].as_u64().unwrap_or(0);
+            rows += n;
+            let Some(id) = e["id"].as_str().and_then(short_id) else {
+                report.add(bad(format!("response {} has no valid request id", i + 1)));
+                continue;
+            };
+            if !self.seen.entry(key.clone()).or_default().insert(id) {
+                report.add(bad(format!(
+                    "request id {} is recorded twice in run {} of dataset {:?}",
+                    e["id"].as_str().unwrap_or_default(),
+                    key.0,
+                    key.1
+                )));
+            }
+            if n > 0 {
+                *self
+                    .rows
+                    .entry(key.clone())
+                    .or_default()
+                    .entry(id)
+                    .or_default() += n;
+            }
+        }
+        if Some(offset) != r["bytes"].as_u64() || Some(rows) != r["rows"].as_u64() {
+            report.add(bad(format!(
+                "the batch's responses add up to {offset} bytes and {rows} rows, but the line records {} and {}",
+                r["bytes"], r["rows"]
+            )));
+        }
+    }
+}
+
+/// Count the `_request_id` values of one part.
+fn count_request_ids(p: &Path, counts: &mut HashMap<u128, u64>) -> anyhow::Result<()> {
+    use arrow::array::AsArray;
+    let f = std::fs::File::open(p)?;
+    let b = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)?;
+    let idx = b.schema().index_of(crate::row_driven::REQUEST_ID)?;
+    let mask = parquet::arrow::ProjectionMask::roots(b.parquet_schema(), [idx]);
+    for batch in b.with_projection(mask).build()? {
+        let batch = batch?;
+        let col = batch.column(0).as_string::<i32>();
+        for v in col.iter() {
+            let id = v.and_then(short_id).unwrap_or(0);
+            *counts.entry(id).or_default() += 1;
+        }
+    }
+    Ok(())
 }
 
 fn check_claim(

@@ -10,6 +10,7 @@ mod incremental;
 mod parallel;
 mod real_datasette;
 mod rest;
+mod row_driven;
 mod sql_extract;
 mod value_sweep;
 mod verify;

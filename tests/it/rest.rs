@@ -85,14 +85,14 @@ fn assert_posts(out: &Path, dataset: &str, ids: impl IntoIterator<Item = u64>) {
     assert_same_rows(dataset, got, want);
 }
 
-fn write_config(dir: &Path, text: &str) -> String {
+pub(crate) fn write_config(dir: &Path, text: &str) -> String {
     let p = dir.join("harvest.toml");
     std::fs::write(&p, text).unwrap();
     p.to_str().unwrap().to_string()
 }
 
 /// Forward `req` to `upstream` unchanged but for the query parameter `drop`.
-fn forward(upstream: &str, req: &Request, drop: &str) -> Action {
+pub(crate) fn forward(upstream: &str, req: &Request, drop: &str) -> Action {
     let q = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(req.query.iter().filter(|(k, _)| k != drop))
         .finish();
@@ -104,7 +104,7 @@ fn forward(upstream: &str, req: &Request, drop: &str) -> Action {
 
 /// No secret, plain or URL-encoded, is in the run's stdout, stderr, or any file under `out`.
 #[track_caller]
-fn assert_nowhere(o: &std::process::Output, out: &Path, secrets: &[&str]) {
+pub(crate) fn assert_nowhere(o: &std::process::Output, out: &Path, secrets: &[&str]) {
     let mut texts = vec![
         (
             "stdout".to_string(),
@@ -128,7 +128,7 @@ fn assert_nowhere(o: &std::process::Output, out: &Path, secrets: &[&str]) {
 }
 
 /// `harvest harvest --config CONFIG --out OUT` with `envs`.
-fn run_config(config: &str, out: &Path, envs: &[(&str, &str)]) -> std::process::Output {
+pub(crate) fn run_config(config: &str, out: &Path, envs: &[(&str, &str)]) -> std::process::Output {
     harvest(
         &[
             "harvest",
