@@ -31,6 +31,15 @@ Datasette 0.65.5 read as a plain JSON API (Order Details, scale 1, `_shape=objec
   peer (python)  - requests following Link, a snapshot + manifest line per page, records
                    flattened with pandas.json_normalize and written to Parquet at the end
 Then harvest's peak RSS on json-server with a third of the records, to show memory is flat.
+rows cases (`--suite rows`): row-driven requests, one GET /items/{id} per row of a SQLite table
+(`--rows-inputs`, default 20,000 ids) against examples/item_server (a one-thread keep-alive
+HTTP/1.1 server answering small JSON objects), at concurrency 1, 8 and 32:
+  harvest        - a `for_each` table (sqlite input), snapshots, manifest, Parquet
+  aiohttp        - Python asyncio + aiohttp 3, N workers over one connection pool, reading the
+                   ids from SQLite, parsing each body, rows kept in memory and written to Parquet
+                   (pyarrow) at the end; no snapshots or manifest
+Then harvest's peak RSS at concurrency 32 for each count in `--rows-rss` (default 100,000,
+300,000 and 1,000,000 input rows), to show memory stays flat as the input grows.
 Wall time and peak RSS come from /usr/bin/time; the machine is shared, so medians matter.
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, glob, datetime
@@ -173,6 +182,124 @@ df.to_parquet(os.path.join(out, "out.parquet"), compression="zstd")
 '''
 
 REST_TOOLS = ["floor (rust)", "floor (python)", "harvest", "peer (python)"]
+
+ITEM_SERVER = os.path.join(ROOT, "target/release/examples/item_server")
+
+ROWS_PEER = r'''
+import sys, asyncio, sqlite3, json, aiohttp, pyarrow as pa, pyarrow.parquet as pq
+db, base, conc, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+
+def flat(rec, prefix=""):
+    o = {}
+    for k, v in rec.items():
+        if isinstance(v, dict):
+            o.update(flat(v, prefix + k + "__"))
+        elif isinstance(v, list):
+            o[prefix + k] = json.dumps(v)
+        else:
+            o[prefix + k] = v
+    return o
+
+async def main():
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    q = asyncio.Queue(maxsize=conc * 4)
+    rows = []
+    async def worker(session):
+        while True:
+            i = await q.get()
+            if i is None:
+                return
+            async with session.get(f"{base}/items/{i}") as r:
+                rec = json.loads(await r.read())
+                rec = flat(rec)
+                rec["_input__id"] = i
+                rec["_status"] = r.status
+                rows.append(rec)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as s:
+        ws = [asyncio.create_task(worker(s)) for _ in range(conc)]
+        for (i,) in con.execute("select id from ids"):
+            await q.put(i)
+        for _ in ws:
+            await q.put(None)
+        await asyncio.gather(*ws)
+    pq.write_table(pa.Table.from_pylist(rows), out + "/out.parquet", compression="zstd")
+
+asyncio.run(main())
+'''
+
+
+def ids_db(work, n):
+    """A SQLite table `ids` of 1..=n, made once."""
+    import sqlite3
+    db = os.path.abspath(os.path.join(work, f"ids-{n}.db"))
+    if not os.path.exists(db):
+        con = sqlite3.connect(db + ".tmp")
+        con.execute("create table ids(id integer primary key)")
+        con.executemany("insert into ids values (?)", ((i,) for i in range(1, n + 1)))
+        con.commit(); con.close()
+        os.replace(db + ".tmp", db)
+    return db
+
+
+def rows_cmd(tool, db, port, conc, work, out):
+    if tool == "aiohttp":
+        os.makedirs(out, exist_ok=True)
+        return [sys.executable, "-c", ROWS_PEER, db, f"http://127.0.0.1:{port}", str(conc), out]
+    config = os.path.join(work, "rows-bench.toml")
+    with open(config, "w") as f:
+        f.write(f'''[[source]]\nkind = "rest"\nurl = "http://127.0.0.1:{port}"\n[[source.table]]\nname = "items"\n'''
+                f'''path = "/items/{{id}}"\nfor_each = {{ sqlite = "{db}", query = "select id from ids" }}\n'''
+                f'''concurrency = {conc}\n''')
+    return [HARVEST, "-q", "harvest", "--config", config, "--out", out, "--no-compression"]
+
+
+def rows_suite(a, work):
+    import shutil
+    out = os.path.join(work, "rows-out")
+    n = a.rows_inputs
+    db = ids_db(work, n)
+    srv = subprocess.Popen([ITEM_SERVER, "0"], stdout=subprocess.PIPE, text=True)
+    port = int(srv.stdout.readline())
+    results = {}
+    concs = [1, 8, 32]
+    tools = ["harvest", "aiohttp"]
+    rss = []
+    try:
+        for rep in range(a.reps):
+            for conc in concs:
+                for tool in tools:  # interleaved
+                    shutil.rmtree(out, ignore_errors=True)
+                    secs, mib = timed(rows_cmd(tool, db, port, conc, work, out))
+                    results.setdefault((conc, tool), []).append((secs, mib))
+                    print(f"  rows-suite c={conc:<3} {tool:8} rep {rep + 1}: {secs:6.2f}s {n / secs:8.0f} req/s {mib:7.1f} MiB",
+                          file=sys.stderr)
+        for big in [int(x) for x in a.rows_rss.split(",") if x]:
+            dbb = ids_db(work, big)
+            shutil.rmtree(out, ignore_errors=True)
+            secs, mib = timed(rows_cmd("harvest", dbb, port, 32, work, out))
+            manifest_mb = os.path.getsize(os.path.join(out, "manifest.jsonl")) / 1e6
+            rss.append((big, secs, mib, manifest_mb))
+            print(f"  rows-suite rss {big:>9,} inputs: {secs:6.1f}s {mib:7.1f} MiB", file=sys.stderr)
+    finally:
+        srv.terminate()
+        shutil.rmtree(out, ignore_errors=True)
+    print(f"\nRow-driven benchmark, {n:,} GET requests, {a.reps} reps, {datetime.date.today()} "
+          f"(`scripts/bench --suite rows --reps {a.reps}`)\n")
+    print("| concurrency | tool | median wall s | requests/s | harvest ÷ aiohttp requests/s (paired median) | peak RSS MiB (max) |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for conc in concs:
+        for tool in tools:
+            med = statistics.median(x for x, _ in results[(conc, tool)])
+            paired = statistics.median(p / h for (h, _), (p, _) in
+                                       zip(results[(conc, "harvest")], results[(conc, "aiohttp")]))
+            ratio = f"{paired:.2f}" if tool == "harvest" else ""
+            print(f"| {conc} | {tool} | {med:.2f} | {n / med:,.0f} | {ratio} | "
+                  f"{max(m for _, m in results[(conc, tool)]):.0f} |")
+    if rss:
+        print("\n| input rows (concurrency 32) | wall s | requests/s | peak RSS MiB | manifest MB |")
+        print("|---:|---:|---:|---:|---:|")
+        for big, secs, mib, mmb in rss:
+            print(f"| {big:,} | {secs:.1f} | {big / secs:,.0f} | {mib:.0f} | {mmb:.0f} |")
 
 
 def start_json_server(work, records):
@@ -452,7 +579,10 @@ def harvest_suite(a, work):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--suite", default="all", choices=["all", "sql-extract", "harvest", "compression", "rest"])
+    ap.add_argument("--suite", default="all", choices=["all", "sql-extract", "harvest", "compression", "rest", "rows"])
+    ap.add_argument("--rows-inputs", type=int, default=20_000, help="rows suite: input rows (requests) per run")
+    ap.add_argument("--rows-rss", default="100000,300000,1000000",
+                    help="rows suite: input counts for the peak-RSS runs (comma-separated; empty to skip)")
     ap.add_argument("--rest-records", type=int, default=300_000, help="rest suite: events served by json-server")
     ap.add_argument("--rest-cases", default="json-server,datasette", help="rest suite: which cases to run")
     ap.add_argument("--harvest-tools", default=",".join(HARVEST_TOOLS),
@@ -473,7 +603,9 @@ def main():
         compression_suite(a, a.work)
     if a.suite in ("all", "rest"):
         rest_suite(a, a.work)
-    if a.suite in ("harvest", "compression", "rest"):
+    if a.suite in ("all", "rows"):
+        rows_suite(a, a.work)
+    if a.suite in ("harvest", "compression", "rest", "rows"):
         return
     db = fixture(a.work, a.scale)
     tools = a.tools.split(",")
