@@ -83,6 +83,8 @@ pub struct Shape {
     pub keep: Vec<u16>,
     /// Send each request's id (see [`request_id`]) in this header.
     pub id_header: Option<String>,
+    /// Requests in flight across all inputs: each request (with its retries) holds a permit.
+    pub permits: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// The request id: the sha256 (hex) of the method, a newline, the URL as sent (without a
@@ -199,6 +201,10 @@ async fn walk_pages(
                     headers: &headers,
                     body: sh.body.as_deref(),
                     keep: &sh.keep,
+                };
+                let _permit = match &sh.permits {
+                    Some(p) => Some(p.acquire().await.map_err(|e| (page_no, e.into()))?),
+                    None => None,
                 };
                 client.send(&req, validate).await
             }

@@ -8,11 +8,13 @@
 //! - Each request has a deterministic id ([`crate::cursor::request_id`]: sha256 of method,
 //!   URL and body). An input row whose first request id was already taken in this run (a
 //!   duplicate input, or one recorded before a crash) is not sent again.
-//! - At most `concurrency` input rows are sent and not yet recorded. Responses are recorded
-//!   in input order: every response that is ready is written, byte-exact, into one batch
-//!   snapshot (`batch-NNNNNN.raw`, the bodies back to back), then one manifest `page` line
-//!   lists each response (request id, input key, URL, status, offset, bytes, sha256, rows),
-//!   then the rows go to Parquet. Only then are new requests sent.
+//! - At most `concurrency` requests are in flight. Responses are recorded in input order:
+//!   every response that is ready is written, byte-exact, into one batch snapshot
+//!   (`batch-NNNNNN.raw`, the bodies back to back), then one manifest `page` line lists each
+//!   response (request id, input key, URL, status, offset, bytes, sha256, rows), then the rows
+//!   go to Parquet. For a method other than GET, only then are more inputs sent, so at most
+//!   `concurrency` of them are ever sent and not recorded; GET reads up to
+//!   [`GET_READ_AHEAD`] responses ahead of the writer (repeating a GET only reads again).
 //! - Exactly once in the output: a resumed run replays the batches after the last checkpoint
 //!   from their snapshots and skips every input whose requests are all recorded; an input
 //!   cut off between two pages of its own pagination continues from its recorded next URL.
@@ -21,8 +23,9 @@
 //! - Rows carry `_request_id`, `_status` and the input row as `_input__<column>`. A kept
 //!   error status (`record_status`, 404 by default) gives one row with the input and
 //!   status and no response fields; 401/403 stay fatal (exit 4), the retry budget exit 5.
-//! - The set of taken input ids is kept as 16-byte prefixes of the ids (about 32 bytes per
-//!   input in a hash set); nothing else grows with the input.
+//! - The set of taken input ids is kept as 16-byte prefixes of the ids in a hash set of
+//!   17-byte slots (19–39 bytes per input, about 36 at a million); nothing else grows with
+//!   the input.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -59,6 +62,10 @@ const FETCH_AHEAD: usize = 1;
 /// Rows of responses held before the table's columns are known (no response with records
 /// yet); past this the plan is made from the input columns and `types` alone.
 const MAX_UNPLANNED_ROWS: usize = 10_000;
+/// GET responses that may wait for the writer beyond the requests in flight, so the next
+/// requests go out while a batch is made durable (a GET repeated after a crash only reads
+/// again). Other methods wait: at most `concurrency` inputs are ever sent and not recorded.
+const GET_READ_AHEAD: usize = 256;
 /// The most requests in flight a table may ask for.
 pub const MAX_CONCURRENCY: u32 = 256;
 
@@ -362,6 +369,8 @@ struct Requests {
     keep: Vec<u16>,
     id_header: Option<String>,
     secret_param: Option<String>,
+    /// Requests in flight, across inputs.
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Requests {
@@ -394,6 +403,7 @@ impl Requests {
                 body,
                 keep: self.keep.clone(),
                 id_header: self.id_header.clone(),
+                permits: Some(Arc::clone(&self.permits)),
             }),
         })
     }
@@ -876,11 +886,20 @@ pub(crate) async fn harvest_rows(
         Some(crate::http::Auth::Query { name, .. }) => Some(name.clone()),
         _ => None,
     };
+    let concurrency = rd.concurrency.max(1) as usize;
+    let method: reqwest::Method = rd.method.parse().unwrap_or(reqwest::Method::GET);
+    // Inputs sent and not yet recorded: in flight, plus (GET only) answered and waiting.
+    let window = if method == reqwest::Method::GET {
+        concurrency + GET_READ_AHEAD
+    } else {
+        concurrency
+    };
     let requests = Requests {
+        permits: Arc::new(tokio::sync::Semaphore::new(concurrency)),
         base: ctx.source.base.clone(),
         rest: rest.clone(),
         output: out_name.clone(),
-        method: rd.method.parse().unwrap_or(reqwest::Method::GET),
+        method,
         templates,
         keep: rd.record_status.clone(),
         id_header: rd.request_id_header.clone(),
@@ -986,8 +1005,7 @@ pub(crate) async fn harvest_rows(
         );
     }
 
-    // 2. The rest of the inputs, `concurrency` at a time, recorded in input order.
-    let concurrency = rd.concurrency.max(1) as usize;
+    // 2. The rest of the inputs, `concurrency` in flight, recorded in input order.
     let mut jobs: VecDeque<Job> = VecDeque::new();
     let mut earlier: HashSet<u128> = rec.done;
     let mut seen: HashSet<u128> = HashSet::new();
@@ -1034,7 +1052,7 @@ pub(crate) async fn harvest_rows(
             run.checkpoint(manifest)?;
             return Err(Interrupted { signal: sig }.into());
         }
-        while !inputs_done && jobs.len() < concurrency {
+        while !inputs_done && jobs.len() < window {
             let Some(values) = inputs
                 .next()
                 .await
