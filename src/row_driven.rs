@@ -159,6 +159,12 @@ impl RowDriven {
                 "set method = \"POST\" (or PUT/PATCH) to send `body`",
             );
         }
+        if let Some((k, _)) = t.headers.iter().find(|(_, v)| v.contains("${")) {
+            return bad(
+                format!("headers.{k} refers to an environment variable"),
+                "a table's headers are templates filled from input rows and are recorded in the manifest; put a secret header on the source (`headers` or `auth`), where `${VAR}` is read and redacted",
+            );
+        }
         let concurrency = t.concurrency.unwrap_or(1);
         if concurrency == 0 || concurrency > MAX_CONCURRENCY {
             return bad(
@@ -1093,16 +1099,28 @@ pub(crate) async fn harvest_rows(
             e = head.rx.recv() => e,
         };
         let mut batch = Vec::new();
-        take_event(event, &mut jobs, &mut batch)?;
+        let mut failed = take_event(event, &mut jobs, &mut batch).err();
         // Everything else already answered, in input order, joins the batch.
-        while let Some(head) = jobs.front_mut() {
-            match head.rx.try_recv() {
-                Ok(ev) => take_event(Some(ev), &mut jobs, &mut batch)?,
+        while failed.is_none()
+            && let Some(head) = jobs.front_mut()
+        {
+            let step = match head.rx.try_recv() {
+                Ok(ev) => take_event(Some(ev), &mut jobs, &mut batch),
                 Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
-                    take_event(None, &mut jobs, &mut batch)?
+                    take_event(None, &mut jobs, &mut batch)
                 }
                 Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+            };
+            failed = step.err();
+        }
+        // What was answered before a failure is recorded first, so a rerun skips it.
+        if let Some(e) = failed {
+            drop(jobs);
+            if !batch.is_empty() {
+                run.record_batch(batch, manifest).await?;
             }
+            run.checkpoint(manifest)?;
+            return Err(e);
         }
         if !batch.is_empty() {
             run.record_batch(batch, manifest).await?;

@@ -633,6 +633,9 @@ name = "detail"
 path = "/customers/{{id}}"
 for_each = {{ sqlite = "{db}", query = "select id from ids" }}
 concurrency = 6
+params = {{ for = "{{id}}-x" }}
+headers = {{ X-Customer = "{{id}}" }}
+request_id_header = "Idempotency-Key"
 "#,
             url = server.url,
             db = db.display()
@@ -751,4 +754,107 @@ paginate = "link"
     assert_eq!(urls.len(), 12, "4 inputs x 3 pages");
     let v = harvest(&["verify", "--out", out.to_str().unwrap()], &[]);
     assert_exit(&v, 0);
+}
+
+#[test]
+fn auth_failures_budget_exhaustion_and_fatal_404s_stop_as_documented() {
+    let js = JsonServer::start(&json!({
+        "customers": (1..=20).map(customer).collect::<Vec<_>>(),
+    }));
+    let upstream = js.url.clone();
+    let mode = std::sync::Arc::new(std::sync::Mutex::new("503"));
+    let m2 = mode.clone();
+    let server = FaultServer::start(Synthetic { rows: 1 }, move |req| {
+        let mode = *m2.lock().unwrap();
+        if req.path.ends_with("/C007") {
+            match mode {
+                "503" => return Some(json(503, "{}")),
+                "401" => return Some(json(401, r#"{"error":"bad token"}"#)),
+                _ => {}
+            }
+        }
+        Some(Action::ProxyTo {
+            upstream: upstream.clone(),
+            target: req.path.clone(),
+        })
+    });
+    let work = TempDir::new("rows-stops");
+    let mut sql = String::from("create table ids(id text);\n");
+    for i in (1..=20).chain([77]) {
+        sql.push_str(&format!("insert into ids values('C{i:03}');\n"));
+    }
+    let db = make_db(&work, "ids", &sql);
+    let config = |extra: &str| {
+        write_config(
+            work.path(),
+            &format!(
+                r#"
+[http]
+max_attempts = 2
+
+[[source]]
+kind = "rest"
+url = "{url}"
+
+[[source.table]]
+name = "detail"
+path = "/customers/{{id}}"
+for_each = {{ sqlite = "{db}", query = "select id from ids order by id" }}
+concurrency = 3
+{extra}
+"#,
+                url = server.url,
+                db = db.display()
+            ),
+        )
+    };
+    // A 503 that outlasts the retry budget: exit 5, and a rerun resumes exactly once.
+    let out = work.path().join("out");
+    let cfg = config("");
+    let o = run_config(&cfg, &out, &[]);
+    assert_exit(&o, 5);
+    assert!(
+        stderr(&o).contains("C007"),
+        "names the input: {}",
+        stderr(&o)
+    );
+    *mode.lock().unwrap() = "ok";
+    let o = run_config(&cfg, &out, &[]);
+    assert_exit(&o, 0);
+    let (names, _, rows) = read_dataset(&out.join("parquet/detail"));
+    assert_eq!(rows.len(), 21);
+    let ids: HashSet<String> = rows
+        .iter()
+        .map(|r| text(&r[col(&names, "_input__id")]))
+        .collect();
+    assert_eq!(ids.len(), 21, "each input once");
+    let m = manifest(&out);
+    assert_eq!(
+        table_end(&m, "detail")["row_driven"]["already_recorded"],
+        6,
+        "C001-C006, answered before C007 failed, were recorded and not sent again"
+    );
+    assert_exit(
+        &harvest(&["verify", "--out", out.to_str().unwrap()], &[]),
+        0,
+    );
+
+    // 401 is an authentication failure: exit 4.
+    *mode.lock().unwrap() = "401";
+    let o = run_config(&cfg, &work.path().join("out401"), &[]);
+    assert_exit(&o, 4);
+
+    // record_status = [] makes the unknown C077 (404) fatal: exit 1 naming it.
+    *mode.lock().unwrap() = "ok";
+    let o = run_config(
+        &config("record_status = []"),
+        &work.path().join("out404"),
+        &[],
+    );
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("404") && stderr(&o).contains("C077"),
+        "{}",
+        stderr(&o)
+    );
 }
