@@ -340,19 +340,7 @@ impl<'a> TableRun<'a> {
         manifest: &mut Manifest,
         totals: &mut Totals,
     ) -> anyhow::Result<Page> {
-        let out = &self.ctx.settings.out;
-        let body = std::fs::read(out.join(&rp.path)).with_context(|| {
-            format!(
-                "cannot read the snapshot {} to resume; rerun with --restart",
-                rp.path
-            )
-        })?;
-        if sha256_hex(&body) != rp.sha256 {
-            bail!(
-                "the snapshot {} no longer matches the sha256 its manifest line records, so it cannot be replayed; rerun with --restart",
-                rp.path
-            );
-        }
+        let body = rp.read_snapshot(&self.ctx.settings.out)?;
         let known = self.known_columns();
         let page = self
             .src

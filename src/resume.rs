@@ -29,6 +29,25 @@ pub struct RecordedPage {
     pub cursor_out: Option<String>,
 }
 
+impl RecordedPage {
+    /// The page's snapshot, read back and checked against its recorded sha256.
+    pub fn read_snapshot(&self, out: &Path) -> anyhow::Result<Vec<u8>> {
+        let body = std::fs::read(out.join(&self.path)).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the snapshot {} to resume ({e}); rerun with --restart",
+                self.path
+            )
+        })?;
+        if crate::manifest::sha256_hex(&body) != self.sha256 {
+            anyhow::bail!(
+                "the snapshot {} no longer matches the sha256 its manifest line records, so it cannot be replayed; rerun with --restart",
+                self.path
+            );
+        }
+        Ok(body)
+    }
+}
+
 /// Where one cursor of a table stands: the whole table, or one slice of a `--parallel` run.
 #[derive(Debug, Clone, Default)]
 pub struct StreamProgress {

@@ -817,6 +817,10 @@ impl RowRun<'_> {
             if let Some(ct) = &f.fetched.content_type {
                 e.insert("content_type".into(), json!(ct));
             }
+            if let Some(enc) = &f.fetched.content_encoding {
+                e.insert("content_encoding".into(), json!(enc));
+                e.insert("wire_bytes".into(), json!(f.fetched.wire_bytes));
+            }
             bytes.extend_from_slice(&f.fetched.body);
             *self.counts.statuses.entry(status).or_default() += 1;
             self.counts.responses += 1;
@@ -963,18 +967,7 @@ pub(crate) async fn harvest_rows(
 
     // 1. Batches recorded after the last checkpoint: their rows again, from the snapshots.
     for rp in &sp.replay {
-        let body = std::fs::read(ctx.settings.out.join(&rp.path)).with_context(|| {
-            format!(
-                "cannot read the snapshot {} to resume; rerun with --restart",
-                rp.path
-            )
-        })?;
-        if sha256_hex(&body) != rp.sha256 {
-            bail!(
-                "the snapshot {} no longer matches the sha256 its manifest line records, so it cannot be replayed; rerun with --restart",
-                rp.path
-            );
-        }
+        let body = rp.read_snapshot(&ctx.settings.out)?;
         for e in rec.batches.get(&rp.page).into_iter().flatten() {
             let (off, len) = (
                 e["offset"].as_u64().unwrap_or(0) as usize,

@@ -355,32 +355,24 @@ async fn harvest_source(
             let Some(progress) = unfinished(ctx, table, totals) else {
                 continue;
             };
-            if table.rows.is_some() {
-                crate::row_driven::harvest_rows(ctx, table, progress, manifest, totals)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "harvesting table {:?} of source {:?}",
-                            table.output, source.name
-                        )
-                    })?;
-                continue;
-            }
-            let Some(rest) = RestSource::new(&source.base, table, secret_param.clone()) else {
-                anyhow::bail!(
-                    "table {:?} of a REST source has no REST settings",
-                    table.output
-                );
+            let result = if table.rows.is_some() {
+                crate::row_driven::harvest_rows(ctx, table, progress, manifest, totals).await
+            } else {
+                let Some(rest) = RestSource::new(&source.base, table, secret_param.clone()) else {
+                    anyhow::bail!(
+                        "table {:?} of a REST source has no REST settings",
+                        table.output
+                    );
+                };
+                let src = TableSource::Rest(Box::new(rest));
+                crate::pipeline::harvest_table(ctx, table, src, progress, manifest, totals).await
             };
-            let src = TableSource::Rest(Box::new(rest));
-            crate::pipeline::harvest_table(ctx, table, src, progress, manifest, totals)
-                .await
-                .with_context(|| {
-                    format!(
-                        "harvesting table {:?} of source {:?}",
-                        table.output, source.name
-                    )
-                })?;
+            result.with_context(|| {
+                format!(
+                    "harvesting table {:?} of source {:?}",
+                    table.output, source.name
+                )
+            })?;
         }
         return Ok(());
     }

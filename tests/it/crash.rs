@@ -46,7 +46,7 @@ fn assert_chain(out: &std::path::Path) {
     }
 }
 
-fn spawn_harvest(args: &[&str]) -> std::process::Child {
+pub(crate) fn spawn_harvest(args: &[&str]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_harvest"))
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -5,12 +5,13 @@
 //! server holds, and every request id is recomputed here from its documented definition.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::common::*;
+use crate::crash::spawn_harvest;
 use crate::fault_server::*;
 use crate::rest::{assert_nowhere, run_config, write_config};
 
@@ -320,19 +321,6 @@ for_each = { sqlite = "DB", query = "select id from t" }"#,
 
 /// Rows in the input table of the POST test.
 const POSTS: u64 = 240;
-
-fn spawn_harvest(args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_harvest"))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HARVEST_NO_RETRY_SLEEP", "1")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn harvest")
-}
 
 /// The body of a json-server collection.
 fn collection(port: u16, path: &str) -> Vec<Value> {
