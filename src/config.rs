@@ -1165,6 +1165,15 @@ pub fn resolve_incremental(
     settings.command = "incremental";
     for s in &mut settings.sources {
         for t in &mut s.tables {
+            if t.rows.is_some() {
+                return Err(UsageError::with_hint(
+                    format!(
+                        "table {:?} is row-driven (`for_each`), and `incremental` does not run row-driven tables",
+                        t.name
+                    ),
+                    "run it with `harvest harvest` (filter its input query to the rows you need), from a config of its own",
+                ));
+            }
             // A config's `parallel` is for `harvest`; incremental pages in watermark order.
             t.parallel = 1;
             let from_flags = !args.harvest.tables.is_empty();

@@ -313,6 +313,31 @@ for_each = { sqlite = "DB", query = "select id from t" }"#,
             stderr(&o)
         );
     }
+    // `incremental` does not run row-driven tables.
+    let config = write_config(
+        work.path(),
+        &format!(
+            "[[source]]\nkind = \"rest\"\nurl = \"{}\"\n\n[[source.table]]\nname = \"t\"\npath = \"/x/{{id}}\"\nfor_each = {{ sqlite = \"{}\", query = \"select id from t\" }}\n",
+            server.url,
+            db.display()
+        ),
+    );
+    let o = harvest(
+        &[
+            "incremental",
+            "--config",
+            &config,
+            "--out",
+            work.path().join("inc").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_exit(&o, 2);
+    assert!(
+        stderr(&o).contains("does not run row-driven tables"),
+        "{}",
+        stderr(&o)
+    );
     assert!(
         server.requests().is_empty(),
         "no request before the settings are right"
@@ -384,7 +409,7 @@ request_id_header = "Idempotency-Key"
             "--out",
             out.to_str().unwrap(),
         ];
-        // Kill -9 once at a seeded moment, after some but not all posts.
+        // Kill -9 (seed 3: SIGTERM) once at a seeded moment, after some but not all posts.
         let mut child = spawn_harvest(&args);
         let started = Instant::now();
         let wanted = seed * POSTS / 4;
@@ -399,8 +424,18 @@ request_id_header = "Idempotency-Key"
             std::thread::sleep(Duration::from_millis(5));
         }
         let mid_run = child.try_wait().unwrap().is_none();
-        let _ = child.kill();
-        let _ = child.wait();
+        if seed == 3 && mid_run {
+            // SIGTERM instead: a clean checkpoint and exit 130, then the same resume.
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            let status = child.wait().unwrap();
+            assert_eq!(status.code(), Some(130), "SIGTERM exits 130");
+        } else {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let o = harvest(&args, &[]);
         assert_exit(&o, 0);
         if mid_run {
@@ -556,6 +591,24 @@ concurrency = 3
     );
     let v = harvest(&["verify", "--out", out.to_str().unwrap()], &[]);
     assert_exit(&v, 0);
+    // One flipped byte in a batch snapshot: verify names the response and the file.
+    let batch = records(&m, "page")
+        .into_iter()
+        .find(|p| p["output"] == "post_comments")
+        .unwrap()["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut bytes = std::fs::read(out.join(&batch)).unwrap();
+    bytes[3] ^= 0x20;
+    std::fs::write(out.join(&batch), bytes).unwrap();
+    let v = harvest(&["verify", "--out", out.to_str().unwrap()], &[]);
+    assert_exit(&v, 3);
+    assert!(
+        stderr(&v).contains("request_mismatch") && stderr(&v).contains("response 1 ("),
+        "{}",
+        stderr(&v)
+    );
 }
 
 #[test]
