@@ -169,7 +169,29 @@ request_id_header = "Idempotency-Key"
     assert_eq!(te["row_driven"]["statuses"], json!({"200": 30, "404": 10}));
     assert_eq!(te["row_driven"]["duplicate_inputs"], 1);
     assert_eq!(te["row_driven"]["inputs_read"], 41);
-    // Every body is kept byte-for-byte: a 404's body is json-server's own `{}`.
+    // Every body is kept byte-for-byte: a 404's body is json-server's own `{}` (NOTES.md).
+    let page = records(&m, "page")
+        .into_iter()
+        .find(|p| {
+            p["requests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["status"] == 404)
+        })
+        .unwrap();
+    let batch = std::fs::read(out.join(page["path"].as_str().unwrap())).unwrap();
+    let e = page["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["status"] == 404)
+        .unwrap();
+    let (off, len) = (
+        e["offset"].as_u64().unwrap() as usize,
+        e["bytes"].as_u64().unwrap() as usize,
+    );
+    assert_eq!(&batch[off..off + len], b"{}");
     let v = harvest(&["verify", "--out", out.to_str().unwrap()], &[]);
     assert_exit(&v, 0);
     assert_nowhere(&o, &out, &[token]);
