@@ -42,6 +42,27 @@ pub enum Command {
     SqlExtract(SqlExtractArgs),
     /// Re-check an output directory: snapshots, manifest and Parquet against each other.
     Verify(VerifyArgs),
+    /// The run history of an output directory: outcome, duration, rows, retries per run.
+    History(HistoryArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct HistoryArgs {
+    /// The output directory whose runs to list.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Print one JSON document on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Only the last N runs (after --dataset).
+    #[arg(long, value_name = "N")]
+    pub last: Option<usize>,
+
+    /// Only runs that completed this dataset, with its rows and watermark before/after.
+    #[arg(long, value_name = "NAME")]
+    pub dataset: Option<String>,
 }
 
 #[derive(Debug, Args, Default)]

@@ -58,6 +58,7 @@ pub fn main_entry() -> i32 {
         Command::Incremental(args) => commands::incremental::run(args, printer),
         Command::SqlExtract(args) => commands::sql_extract::run(args, printer),
         Command::Verify(args) => commands::verify::run(args, printer),
+        Command::History(args) => commands::history::run(args, printer),
     };
     match result {
         Ok(()) => Exit::Success as i32,

@@ -1,6 +1,7 @@
 //! One module per subcommand, each with a `run()`.
 
 pub mod harvest;
+pub mod history;
 pub mod incremental;
 pub mod sql_extract;
 pub mod verify;

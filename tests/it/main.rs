@@ -6,6 +6,7 @@ mod compression;
 mod crash;
 mod fault_server;
 mod faults;
+mod history;
 mod incremental;
 mod parallel;
 mod real_datasette;

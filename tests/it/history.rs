@@ -1,0 +1,285 @@
+//! `harvest history`: golden output on a hand-written manifest holding every kind of run
+//! (ok, failed, interrupted, unfinished, resumed, incremental, sql-extract), the JSON schema,
+//! a torn and edited manifest, and the history of real runs against the fault server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+use crate::fault_server::*;
+use crate::faults::{ROWS, run};
+
+/// Write `records` as a hash-chained manifest (as harvest writes it) into `dir`.
+fn write_manifest(dir: &std::path::Path, records: &[Value]) {
+    let mut text = String::new();
+    let mut prev: Option<String> = None;
+    for (i, r) in records.iter().enumerate() {
+        let mut m = serde_json::Map::new();
+        m.insert("version".into(), json!(1));
+        m.insert("kind".into(), r["kind"].clone());
+        m.insert("run_id".into(), r["run_id"].clone());
+        m.insert("seq".into(), json!(i + 1));
+        m.insert("prev".into(), json!(prev));
+        for (k, v) in r.as_object().unwrap() {
+            if k != "kind" && k != "run_id" {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        let line = serde_json::to_string(&Value::Object(m)).unwrap();
+        prev = Some(harvest::manifest::sha256_hex(line.as_bytes()));
+        text.push_str(&line);
+        text.push('\n');
+    }
+    std::fs::write(dir.join("manifest.jsonl"), text).unwrap();
+}
+
+fn start(id: &str, command: &str, at: &str) -> Value {
+    json!({"kind": "run_start", "run_id": id, "command": command, "started_at": at})
+}
+
+fn end(id: &str, outcome: &str, wall_ms: u64, bytes: u64, retries: u64) -> Value {
+    json!({"kind": "run_end", "run_id": id, "outcome": outcome, "ended_at": "2026-11-20T03:10:00Z",
+           "totals": {"wall_ms": wall_ms, "bytes": bytes, "retries": retries}})
+}
+
+fn table_end(id: &str, output: &str, rows: u64, pages: u64, wm: Option<(i64, i64)>) -> Value {
+    let mut v =
+        json!({"kind": "table_end", "run_id": id, "output": output, "rows": rows, "pages": pages});
+    if let Some((b, a)) = wm {
+        v["watermark"] = json!({"column": "OrderID", "before": b, "after": a});
+    }
+    v
+}
+
+fn every_kind_of_run() -> Vec<Value> {
+    vec![
+        start("r1", "harvest", "2026-11-18T03:00:00Z"),
+        table_end("r1", "Orders", 830, 1, None),
+        table_end("r1", "Customers", 91, 1, None),
+        json!({"kind": "parquet", "run_id": "r1", "output": "Orders", "rows": 830, "pages": {"first": 1, "last": 1}}),
+        end("r1", "ok", 2_400, 1_500_000, 0),
+        start("r2", "incremental", "2026-11-19T03:00:00Z"),
+        table_end("r2", "Orders", 12, 1, Some((11077, 11089))),
+        end("r2", "ok", 900, 20_000, 2),
+        start("r3", "harvest", "2026-11-20T03:00:00Z"),
+        end(
+            "r3",
+            "failed: gave up on http://x/db/Orders.json after 5 attempts",
+            61_000,
+            300_000,
+            4,
+        ),
+        json!({"kind": "run_resume", "run_id": "r3", "resumed_at": "2026-11-20T04:00:00Z"}),
+        table_end("r3", "Orders", 830, 1, None),
+        end("r3", "ok", 3_000, 1_200_000, 0),
+        start("r4", "harvest", "2026-11-21T03:00:00Z"),
+        end("r4", "interrupted", 5_000, 0, 0),
+        start("r5", "sql-extract", "2026-11-22T03:00:00Z"),
+        table_end("r5", "order_lines", 2155, 0, None),
+        json!({"kind": "run_end", "run_id": "r5", "outcome": "ok", "totals": {"queries": 1, "rows": 2155, "parts": 1, "wall_ms": 300}}),
+        start("r6", "harvest", "2026-11-23T03:00:00Z"),
+        end(
+            "r6",
+            "failed: harvesting table \"Orders\": the server answered 500",
+            1_000,
+            0,
+            5,
+        ),
+        start("r7", "incremental", "2026-11-23T04:00:00Z"),
+    ]
+}
+
+const GOLDEN: &str = "\
+run  command      started               duration  outcome      tables  pages  rows    bytes  retries  resumes
+r1   harvest      2026-11-18T03:00:00Z  2.4s      ok                2      2   921   1.5 MB        0        0
+r2   incremental  2026-11-19T03:00:00Z  0.9s      ok                1      1    12  20.0 kB        2        0
+r3   harvest      2026-11-20T03:00:00Z  1m04s     ok                1      1   830   1.5 MB        4        1
+r4   harvest      2026-11-21T03:00:00Z  5.0s      interrupted       0      0     0   0.0 kB        0        0
+r5   sql-extract  2026-11-22T03:00:00Z  0.3s      ok                1      0  2155   0.0 kB        0        0
+r6   harvest      2026-11-23T03:00:00Z  1.0s      failed            0      0     0   0.0 kB        5        0
+r7   incremental  2026-11-23T04:00:00Z  0.0s      unfinished        0      0     0   0.0 kB        0        0
+
+r6 failed: harvesting table \"Orders\": the server answered 500
+
+7 run(s): 4 ok, 1 failed, 1 interrupted, 1 unfinished; success rate 57%; duration median 1.0s, max 1m04s; rows per run median 12, total 3918
+";
+
+#[test]
+fn every_kind_of_run_has_its_line_and_summary() {
+    let dir = TempDir::new("history-golden");
+    write_manifest(dir.path(), &every_kind_of_run());
+    let o = harvest(&["history", "--out", dir.path().to_str().unwrap()], &[]);
+    assert_exit(&o, 0);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), GOLDEN);
+    assert_eq!(stderr(&o), "", "a sound manifest gives no warning");
+
+    // --dataset: only the runs that completed it, with rows and watermark before/after.
+    let o = harvest(
+        &[
+            "history",
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--dataset",
+            "Orders",
+            "--last",
+            "2",
+        ],
+        &[],
+    );
+    assert_exit(&o, 0);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[1].starts_with("r2 ") && lines[2].starts_with("r3 "),
+        "{text}"
+    );
+    assert!(
+        text.contains("r2   Orders     12      1  11077             11089"),
+        "{text}"
+    );
+    assert!(text.contains("2 run(s): 2 ok"), "{text}");
+
+    // --json: the same facts, for dashboards and CI assertions.
+    let o = harvest(
+        &["history", "--out", dir.path().to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert_exit(&o, 0);
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["manifest"]["lines"], 21);
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 7);
+    let fields = [
+        "run_id",
+        "command",
+        "started_at",
+        "ended_at",
+        "duration_ms",
+        "outcome",
+        "reason",
+        "tables",
+        "pages",
+        "rows",
+        "bytes",
+        "retries",
+        "resumes",
+        "datasets",
+    ];
+    for r in runs {
+        for f in fields {
+            assert!(r.get(f).is_some(), "run {} lacks {f}", r["run_id"]);
+        }
+    }
+    assert_eq!(runs[2]["outcome"], "ok");
+    assert_eq!(runs[2]["resumes"], 1);
+    assert_eq!(runs[2]["duration_ms"], 64_000);
+    assert_eq!(runs[5]["outcome"], "failed");
+    assert_eq!(
+        runs[5]["reason"],
+        "harvesting table \"Orders\": the server answered 500"
+    );
+    assert_eq!(runs[1]["datasets"][0]["watermark_after"], 11089);
+    let s = &doc["summary"];
+    assert_eq!(
+        (
+            s["runs"].clone(),
+            s["ok"].clone(),
+            s["failed"].clone(),
+            s["unfinished"].clone()
+        ),
+        (json!(7), json!(4), json!(1), json!(1))
+    );
+    assert_eq!(s["max_duration_ms"], 64_000);
+    assert_eq!(s["total_rows"], 3918);
+
+    // An unknown dataset is a usage error naming the known ones.
+    let o = harvest(
+        &[
+            "history",
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--dataset",
+            "Nope",
+        ],
+        &[],
+    );
+    assert_exit(&o, 2);
+    assert!(
+        stderr(&o).contains("Customers, Orders, order_lines"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_torn_or_edited_manifest_is_reported_not_fatal() {
+    let dir = TempDir::new("history-torn");
+    write_manifest(dir.path(), &every_kind_of_run());
+    let path = dir.path().join("manifest.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Edit a number on line 2 (breaking the chain at line 3), add garbage and a torn tail.
+    let edited = text.replacen("\"rows\":830", "\"rows\":831", 1)
+        + "not json\n"
+        + "{\"version\":1,\"kind\":\"run_st";
+    std::fs::write(&path, edited).unwrap();
+    let o = harvest(
+        &["history", "--out", dir.path().to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert_exit(&o, 0);
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        doc["runs"].as_array().unwrap().len(),
+        7,
+        "every readable run is listed"
+    );
+    assert_eq!(doc["manifest"]["chain_break_at"], 3);
+    assert_eq!(doc["manifest"]["unreadable_lines"], 1);
+    assert_eq!(doc["manifest"]["torn_last_line"], true);
+    let err = stderr(&o);
+    assert!(err.contains("harvest verify --out"), "{err}");
+    // No manifest at all is a usage error.
+    let empty = TempDir::new("history-none");
+    let o = harvest(&["history", "--out", empty.path().to_str().unwrap()], &[]);
+    assert_exit(&o, 2);
+}
+
+#[test]
+fn real_runs_ok_failed_and_resumed() {
+    let failing = Arc::new(AtomicBool::new(true));
+    let f2 = failing.clone();
+    let server = FaultServer::start(Synthetic { rows: ROWS }, move |req| {
+        (f2.load(Ordering::SeqCst) && req.param("_next") == Some("100")).then(|| json(503, "{}"))
+    });
+    let out = TempDir::new("history-real");
+    let o = run(&server, &out, &["--max-attempts", "2"]);
+    assert_exit(&o, 5);
+    failing.store(false, Ordering::SeqCst);
+    let o = run(&server, &out, &["--max-attempts", "2"]);
+    assert_exit(&o, 0);
+    let o = run(&server, &out, &[]);
+    assert_exit(&o, 0);
+    let h = harvest(
+        &["history", "--out", out.path().to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert_exit(&h, 0);
+    let doc: Value = serde_json::from_slice(&h.stdout).unwrap();
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "the failed run and its resume are one run");
+    assert_eq!(runs[0]["outcome"], "ok");
+    assert_eq!(runs[0]["resumes"], 1);
+    assert!(runs[0]["retries"].as_u64().unwrap() >= 1);
+    assert_eq!(runs[0]["rows"], ROWS);
+    assert_eq!(runs[1]["rows"], ROWS);
+    assert_eq!(runs[1]["command"], "harvest");
+    assert!(runs[1]["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(doc["summary"]["success_rate"], 100.0);
+    assert_eq!(doc["manifest"]["unreadable_lines"], 0);
+    let h = harvest(&["history", "--out", out.path().to_str().unwrap()], &[]);
+    let text = String::from_utf8_lossy(&h.stdout).into_owned();
+    assert!(text.contains("2 run(s): 2 ok"), "{text}");
+}
