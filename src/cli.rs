@@ -44,6 +44,43 @@ pub enum Command {
     Verify(VerifyArgs),
     /// The run history of an output directory: outcome, duration, rows, retries per run.
     History(HistoryArgs),
+    /// One dataset of an output directory as one CSV, NDJSON or Parquet file (or stdout).
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Ndjson,
+    Parquet,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The output directory holding the dataset.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// The dataset (a directory under DIR/parquet/, as the manifest names it).
+    #[arg(long, value_name = "NAME")]
+    pub dataset: String,
+
+    /// csv, ndjson or parquet.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+
+    /// Write to this file (atomically); `-` or nothing: stdout.
+    #[arg(long, value_name = "FILE", conflicts_with = "cache")]
+    pub output: Option<PathBuf>,
+
+    /// Write to DIR/exports/<dataset>/<format>/<digest>.<ext>, reused while the dataset is
+    /// unchanged, recorded in the manifest (prints the path on stdout).
+    #[arg(long)]
+    pub cache: bool,
+
+    /// With --cache: wait for a run holding DIR's lock instead of failing.
+    #[arg(long)]
+    pub wait_lock: bool,
 }
 
 #[derive(Debug, Args, Default)]

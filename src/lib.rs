@@ -59,6 +59,7 @@ pub fn main_entry() -> i32 {
         Command::SqlExtract(args) => commands::sql_extract::run(args, printer),
         Command::Verify(args) => commands::verify::run(args, printer),
         Command::History(args) => commands::history::run(args, printer),
+        Command::Export(args) => commands::export::run(args, printer),
     };
     match result {
         Ok(()) => Exit::Success as i32,

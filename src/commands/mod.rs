@@ -1,5 +1,6 @@
 //! One module per subcommand, each with a `run()`.
 
+pub mod export;
 pub mod harvest;
 pub mod history;
 pub mod incremental;

@@ -5,7 +5,8 @@
 //! (parse, version, strictly increasing `seq`, the `prev` hash chain); every `page` record's
 //! snapshot and every live `parquet` record's part exist with the recorded size and sha256
 //! (sha256 skipped with `--quick`), and each part's row count is read from its footer; files
-//! under `raw/` and `parquet/` that no record vouches for are orphans; per run and table the
+//! under `raw/`, `parquet/` and `exports/` that no record vouches for are orphans (a cached
+//! export is vouched for by its `export` record until an `export_sweep` removes it); per run and table the
 //! rows of the pages equal the rows of the parts (less rows an incremental run skipped as
 //! already written); a `--parallel` table's slice plan covers its key range exactly once and
 //! each of its pages carries its slice's filters; a row-driven batch's responses tile its
@@ -231,9 +232,10 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
     }
 
     let in_scope = |r: &Value| args.run.as_deref().is_none_or(|id| r["run_id"] == id);
+    // Parts replaced by a later harvest, and cached exports replaced by a later export.
     let superseded: HashSet<String> = records
         .iter()
-        .filter(|(_, r)| r["kind"] == "supersede")
+        .filter(|(_, r)| r["kind"] == "supersede" || r["kind"] == "export_sweep")
         .flat_map(|(_, r)| {
             r["paths"]
                 .as_array()
@@ -249,14 +251,14 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
     let mut referenced: HashSet<String> = HashSet::new();
     for (_, r) in &records {
         let kind = r["kind"].as_str().unwrap_or("");
-        if kind != "page" && kind != "parquet" {
+        if kind != "page" && kind != "parquet" && kind != "export" {
             continue;
         }
         let Some(path) = r["path"].as_str() else {
             continue;
         };
         referenced.insert(path.to_string());
-        if !in_scope(r) || (kind == "parquet" && superseded.contains(path)) {
+        if !in_scope(r) || (kind != "page" && superseded.contains(path)) {
             continue;
         }
         claims.push(FileClaim {
@@ -311,7 +313,7 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
     }
 
     // 4. Orphans: files under raw/ and parquet/ no record vouches for.
-    for sub in ["raw", "parquet"] {
+    for sub in ["raw", "parquet", "exports"] {
         for p in crate::fsutil::files_under(&out.join(sub)).unwrap_or_default() {
             let rel = crate::fsutil::rel_path(out, &p);
             let in_run = args.run.as_deref().is_none_or(|id| rel.contains(id));

@@ -1,0 +1,659 @@
+//! `harvest export`: one dataset → one CSV, NDJSON or Parquet file (or stdout), streamed.
+//!
+//! Guarantees:
+//! - The rows are exactly the dataset's live parts as the manifest says: parts recorded by a
+//!   run that completed the dataset (`table_end`), not superseded, in manifest order (every
+//!   incremental run's parts included). Parts of an unfinished run are left out (a rerun
+//!   resumes or removes them) and the command says so. Hive partition columns are put back,
+//!   typed and in their place.
+//! - Memory is bounded whatever the size: parts are read a batch at a time and written as they
+//!   come (Parquet: re-encoded into one file, a row group at a time).
+//! - A file output (`--output FILE`, and every `--cache` export) appears only complete
+//!   (temp + fsync + rename). Stdout closed early (`| head`) ends the export quietly, exit 0.
+//! - `--cache` names the export by a digest of the format and the sha256 of every live part:
+//!   an unchanged dataset is a cache hit (nothing re-exported); a new export is recorded in
+//!   the manifest (`export`) and older exports of the dataset and format are recorded as
+//!   removed (`export_sweep`) before they are deleted, so `verify` checks the live ones.
+//!
+//! Rendering (CSV and NDJSON): integers exact, floats in their shortest round-trip form
+//! (non-finite as `Infinity`, `-Infinity`, `NaN`, quoted in NDJSON), booleans `true`/`false`,
+//! dates `YYYY-MM-DD`, timestamps ISO 8601 without a zone (`2016-07-04T10:15:00`, fractions
+//! when present), binary as base64. CSV: RFC 4180, one header line, CRLF-free (`\n`) rows, a
+//! field quoted when it holds `,`, `"`, CR or LF; NULL is an empty field and empty text is
+//! `""`. NDJSON: one object per line, keys in column order, NULL as `null`.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::SchemaRef;
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::cli::{ExportArgs, ExportFormat};
+use crate::commands::harvest::obj;
+use crate::error::UsageError;
+use crate::manifest::{Manifest, sha256_hex};
+use crate::printer::Printer;
+use crate::schema::{ColType, ColumnPlan, arrow_schema};
+
+/// One live part of a dataset.
+#[derive(Debug, Clone)]
+pub struct LivePart {
+    pub path: String,
+    pub sha256: String,
+    pub rows: u64,
+    /// The partition column and its value's text (`None`: NULL), for a partitioned dataset.
+    pub partition: Option<(String, Option<String>)>,
+}
+
+/// A dataset as the manifest describes it.
+pub struct Dataset {
+    pub columns: Vec<ColumnPlan>,
+    pub parts: Vec<LivePart>,
+    /// Parts of runs that did not complete the dataset (left out).
+    pub unfinished: Vec<String>,
+}
+
+/// Every dataset name the manifest knows (with at least one recorded part).
+fn dataset_names(records: &[Value]) -> BTreeSet<String> {
+    records
+        .iter()
+        .filter(|r| r["kind"] == "parquet")
+        .filter_map(|r| r["output"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The live parts of `name`.
+pub fn live_dataset(records: &[Value], name: &str) -> Option<Dataset> {
+    let finished: HashSet<&str> = records
+        .iter()
+        .filter(|r| r["kind"] == "table_end" && r["output"] == name)
+        .filter_map(|r| r["run_id"].as_str())
+        .collect();
+    let superseded: HashSet<&str> = records
+        .iter()
+        .filter(|r| r["kind"] == "supersede")
+        .flat_map(|r| r["paths"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    let mut columns = None;
+    let mut parts = vec![];
+    let mut unfinished = vec![];
+    let mut any = false;
+    for r in records
+        .iter()
+        .filter(|r| r["kind"] == "parquet" && r["output"] == name)
+    {
+        any = true;
+        let Some(path) = r["path"].as_str() else {
+            continue;
+        };
+        if superseded.contains(path) {
+            continue;
+        }
+        if !r["run_id"].as_str().is_some_and(|id| finished.contains(id)) {
+            unfinished.push(path.to_string());
+            continue;
+        }
+        if columns.is_none() {
+            columns = serde_json::from_value::<Vec<ColumnPlan>>(r["schema"].clone())
+                .ok()
+                .map(|p| p.into_iter().map(ColumnPlan::restored).collect());
+        }
+        let partition = r["partition"].as_object().and_then(|m| {
+            m.iter()
+                .next()
+                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string)))
+        });
+        parts.push(LivePart {
+            path: path.to_string(),
+            sha256: r["sha256"].as_str().unwrap_or_default().to_string(),
+            rows: r["rows"].as_u64().unwrap_or(0),
+            partition,
+        });
+    }
+    any.then(|| Dataset {
+        columns: columns.unwrap_or_default(),
+        parts,
+        unfinished,
+    })
+}
+
+/// A constant column: the partition value of a part, typed as its column.
+fn partition_array(ty: ColType, value: Option<&str>, len: usize) -> anyhow::Result<ArrayRef> {
+    use arrow::array::*;
+    let Some(v) = value else {
+        return Ok(arrow::array::new_null_array(&ty.arrow(), len));
+    };
+    let bad = || anyhow::anyhow!("the partition value {v:?} does not parse as its column's type");
+    Ok(match ty {
+        ColType::Integer => Arc::new(Int64Array::from(vec![v.parse::<i64>().map_err(|_| bad())?; len])),
+        ColType::Float => Arc::new(Float64Array::from(vec![v.parse::<f64>().map_err(|_| bad())?; len])),
+        ColType::Boolean => Arc::new(BooleanArray::from(vec![v.parse::<bool>().map_err(|_| bad())?; len])),
+        ColType::Date => Arc::new(Date32Array::from(vec![crate::schema::parse_date(v).ok_or_else(bad)?; len])),
+        ColType::Timestamp => Arc::new(TimestampMicrosecondArray::from(vec![
+            crate::schema::parse_timestamp(v).ok_or_else(bad)?;
+            len
+        ])),
+        ColType::Text => Arc::new(StringArray::from(vec![v; len])),
+        ColType::Blob => bail!("a blob column cannot name a partition"),
+    })
+}
+
+/// Where the rows go.
+trait Sink {
+    fn start(&mut self, schema: &SchemaRef) -> std::io::Result<()>;
+    fn batch(&mut self, b: &RecordBatch) -> anyhow::Result<()>;
+    fn finish(self: Box<Self>) -> anyhow::Result<()>;
+}
+
+fn csv_field(out: &mut Vec<u8>, s: &str) {
+    if s.is_empty() || s.contains([',', '"', '\n', '\r']) {
+        out.push(b'"');
+        for b in s.bytes() {
+            if b == b'"' {
+                out.push(b'"');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// A value's text (CSV) or JSON value (NDJSON); `None` for NULL.
+fn cell_text(a: &dyn Array, i: usize) -> anyhow::Result<Option<String>> {
+    Ok(cell_json(a, i)?.map(|v| match v {
+        Value::String(s) => s,
+        other => other.to_string(),
+    }))
+}
+
+fn cell_json(a: &dyn Array, i: usize) -> anyhow::Result<Option<Value>> {
+    use arrow::datatypes::*;
+    if a.is_null(i) {
+        return Ok(None);
+    }
+    Ok(Some(match a.data_type() {
+        DataType::Int64 => Value::from(a.as_primitive::<Int64Type>().value(i)),
+        DataType::Float64 => {
+            let f = a.as_primitive::<Float64Type>().value(i);
+            serde_json::Number::from_f64(f)
+                .map(Value::Number)
+                .unwrap_or_else(|| Value::String(crate::schema::float_text(f)))
+        }
+        DataType::Boolean => Value::Bool(a.as_boolean().value(i)),
+        DataType::Utf8 => Value::String(a.as_string::<i32>().value(i).to_string()),
+        DataType::Binary => Value::String(
+            base64::engine::general_purpose::STANDARD.encode(a.as_binary::<i32>().value(i)),
+        ),
+        DataType::Date32 => {
+            let d = a.as_primitive::<Date32Type>().value(i);
+            let day = chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163)
+                .context("a date out of range")?;
+            Value::String(day.format("%Y-%m-%d").to_string())
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            let us = a.as_primitive::<TimestampMicrosecondType>().value(i);
+            let t = chrono::DateTime::from_timestamp_micros(us)
+                .context("a timestamp out of range")?
+                .naive_utc();
+            Value::String(t.format("%Y-%m-%dT%H:%M:%S%.f").to_string())
+        }
+        other => bail!("the column type {other} has no export rendering"),
+    }))
+}
+
+struct CsvSink<W: Write> {
+    w: W,
+    line: Vec<u8>,
+}
+
+impl<W: Write> Sink for CsvSink<W> {
+    fn start(&mut self, schema: &SchemaRef) -> std::io::Result<()> {
+        self.line.clear();
+        for (i, f) in schema.fields().iter().enumerate() {
+            if i > 0 {
+                self.line.push(b',');
+            }
+            csv_field(&mut self.line, f.name());
+        }
+        self.line.push(b'\n');
+        self.w.write_all(&self.line)
+    }
+    fn batch(&mut self, b: &RecordBatch) -> anyhow::Result<()> {
+        let cols = b.columns();
+        for row in 0..b.num_rows() {
+            self.line.clear();
+            for (c, a) in cols.iter().enumerate() {
+                if c > 0 {
+                    self.line.push(b',');
+                }
+                if let Some(s) = cell_text(a.as_ref(), row)? {
+                    csv_field(&mut self.line, &s);
+                }
+            }
+            self.line.push(b'\n');
+            self.w.write_all(&self.line)?;
+        }
+        Ok(())
+    }
+    fn finish(mut self: Box<Self>) -> anyhow::Result<()> {
+        self.w.flush()?;
+        Ok(())
+    }
+}
+
+struct NdjsonSink<W: Write> {
+    w: W,
+    names: Vec<String>,
+    line: Vec<u8>,
+}
+
+impl<W: Write> Sink for NdjsonSink<W> {
+    fn start(&mut self, schema: &SchemaRef) -> std::io::Result<()> {
+        self.names = schema.fields().iter().map(|f| f.name().clone()).collect();
+        Ok(())
+    }
+    fn batch(&mut self, b: &RecordBatch) -> anyhow::Result<()> {
+        let cols = b.columns();
+        for row in 0..b.num_rows() {
+            self.line.clear();
+            self.line.push(b'{');
+            for (c, a) in cols.iter().enumerate() {
+                if c > 0 {
+                    self.line.push(b',');
+                }
+                serde_json::to_writer(&mut self.line, &self.names[c])?;
+                self.line.push(b':');
+                match cell_json(a.as_ref(), row)? {
+                    None => self.line.extend_from_slice(b"null"),
+                    Some(v) => serde_json::to_writer(&mut self.line, &v)?,
+                }
+            }
+            self.line.extend_from_slice(b"}\n");
+            self.w.write_all(&self.line)?;
+        }
+        Ok(())
+    }
+    fn finish(mut self: Box<Self>) -> anyhow::Result<()> {
+        self.w.flush()?;
+        Ok(())
+    }
+}
+
+struct ParquetSink<W: Write + Send> {
+    w: Option<W>,
+    writer: Option<parquet::arrow::ArrowWriter<W>>,
+    props: parquet::file::properties::WriterProperties,
+}
+
+impl<W: Write + Send> Sink for ParquetSink<W> {
+    fn start(&mut self, schema: &SchemaRef) -> std::io::Result<()> {
+        let w = self.w.take().ok_or_else(|| std::io::Error::other("started twice"))?;
+        self.writer = Some(
+            parquet::arrow::ArrowWriter::try_new(w, schema.clone(), Some(self.props.clone()))
+                .map_err(std::io::Error::other)?,
+        );
+        Ok(())
+    }
+    fn batch(&mut self, b: &RecordBatch) -> anyhow::Result<()> {
+        if let Some(w) = self.writer.as_mut() {
+            w.write(b)?;
+        }
+        Ok(())
+    }
+    fn finish(mut self: Box<Self>) -> anyhow::Result<()> {
+        if let Some(w) = self.writer.take() {
+            let mut inner = w.into_inner()?;
+            inner.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Stream `ds` into `sink`; the number of rows written.
+fn stream(out: &Path, ds: &Dataset, sink: &mut dyn Sink) -> anyhow::Result<u64> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let schema = arrow_schema(&ds.columns);
+    sink.start(&schema)?;
+    let mut rows = 0u64;
+    for part in &ds.parts {
+        let path = out.join(&part.path);
+        let file = std::fs::File::open(&path).with_context(|| {
+            format!(
+                "cannot open the part {} (removed since the manifest was read? `harvest verify` checks the directory)",
+                part.path
+            )
+        })?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.with_batch_size(8192).build())
+            .with_context(|| format!("the part {} is not readable Parquet; run `harvest verify`", part.path))?;
+        let mut part_rows = 0u64;
+        for batch in reader {
+            let batch = batch.with_context(|| format!("cannot read the part {}; run `harvest verify`", part.path))?;
+            let n = batch.num_rows();
+            let mut arrays: Vec<ArrayRef> = Vec::with_capacity(ds.columns.len());
+            for c in &ds.columns {
+                let a = match (&part.partition, batch.column_by_name(&c.name)) {
+                    (_, Some(a)) => a.clone(),
+                    (Some((col, v)), None) if *col == c.name => partition_array(c.ty, v.as_deref(), n)
+                        .with_context(|| format!("part {}", part.path))?,
+                    _ => bail!("the part {} has no column {:?}; run `harvest verify`", part.path, c.name),
+                };
+                if a.data_type() != &c.ty.arrow() {
+                    bail!(
+                        "the part {} holds {:?} as {}, not {} as recorded; run `harvest verify`",
+                        part.path,
+                        c.name,
+                        a.data_type(),
+                        c.ty.arrow()
+                    );
+                }
+                arrays.push(a);
+            }
+            let full = RecordBatch::try_new(schema.clone(), arrays)?;
+            sink.batch(&full)?;
+            part_rows += n as u64;
+        }
+        if part_rows != part.rows {
+            bail!(
+                "the part {} holds {part_rows} rows but its manifest record says {}; run `harvest verify`",
+                part.path,
+                part.rows
+            );
+        }
+        rows += part_rows;
+    }
+    Ok(rows)
+}
+
+fn extension(f: ExportFormat) -> &'static str {
+    match f {
+        ExportFormat::Csv => "csv",
+        ExportFormat::Ndjson => "ndjson",
+        ExportFormat::Parquet => "parquet",
+    }
+}
+
+fn make_sink<'a, W: Write + Send + 'a>(
+    f: ExportFormat,
+    w: W,
+    props: &parquet::file::properties::WriterProperties,
+) -> Box<dyn Sink + 'a> {
+    match f {
+        ExportFormat::Csv => Box::new(CsvSink { w, line: Vec::new() }),
+        ExportFormat::Ndjson => Box::new(NdjsonSink {
+            w,
+            names: vec![],
+            line: Vec::new(),
+        }),
+        ExportFormat::Parquet => Box::new(ParquetSink {
+            w: Some(w),
+            writer: None,
+            props: props.clone(),
+        }),
+    }
+}
+
+/// Write the export to `dest` atomically; (rows, bytes, sha256).
+fn export_to_file(
+    out: &Path,
+    ds: &Dataset,
+    f: ExportFormat,
+    dest: &Path,
+    props: &parquet::file::properties::WriterProperties,
+) -> anyhow::Result<(u64, u64, String)> {
+    if let Some(dir) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        crate::fsutil::create_dir_all_durable(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let file = crate::fsutil::AtomicFile::create(dest)
+        .with_context(|| format!("cannot create {}", dest.display()))?;
+    let mut hashing = Hashing {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        hasher: <sha2::Sha256 as sha2::Digest>::new(),
+        bytes: 0,
+    };
+    let rows = {
+        let mut sink = make_sink(f, &mut hashing, props);
+        let rows = stream(out, ds, sink.as_mut())?;
+        sink.finish()?;
+        rows
+    };
+    let Hashing { inner, hasher, bytes } = hashing;
+    let file = inner.into_inner().map_err(|e| e.into_error())?;
+    file.commit()
+        .with_context(|| format!("cannot publish {}", dest.display()))?;
+    Ok((rows, bytes, crate::manifest::hex(&sha2::Digest::finalize(hasher))))
+}
+
+struct Hashing<W: Write> {
+    inner: W,
+    hasher: sha2::Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<parquet::errors::ParquetError>()
+                .is_some_and(|p| p.to_string().contains("Broken pipe"))
+    })
+}
+
+pub fn run(args: &ExportArgs, printer: Printer) -> anyhow::Result<()> {
+    let out = &args.out;
+    if !out.join(crate::manifest::FILE_NAME).is_file() {
+        return Err(UsageError::with_hint(
+            format!("{} has no {}: it is not a harvest output directory", out.display(), crate::manifest::FILE_NAME),
+            "pass the --out DIR of a harvest, incremental or sql-extract run",
+        )
+        .into());
+    }
+    // Exporting into the cache writes the manifest: one writer at a time.
+    let _lock = if args.cache {
+        Some(crate::lock::DirLock::acquire(out, args.wait_lock)?)
+    } else {
+        None
+    };
+    let records = crate::manifest::read_records(out)?;
+    let Some(ds) = live_dataset(&records, &args.dataset) else {
+        let names = dataset_names(&records);
+        return Err(UsageError::with_hint(
+            format!("{} has no dataset {:?}", out.display(), args.dataset),
+            if names.is_empty() {
+                "it holds no dataset yet".to_string()
+            } else {
+                format!("its datasets: {}", names.into_iter().collect::<Vec<_>>().join(", "))
+            },
+        )
+        .into());
+    };
+    if !ds.unfinished.is_empty() {
+        tracing::warn!(
+            "{}: {} part(s) of a run that has not completed the dataset are left out (a rerun resumes or removes them)",
+            args.dataset,
+            ds.unfinished.len()
+        );
+    }
+    if ds.parts.is_empty() {
+        bail!(
+            "dataset {:?} has no live parts: every recorded part belongs to an unfinished run; rerun the harvest to complete it",
+            args.dataset
+        );
+    }
+    let settings = crate::parquet_sink::SinkSettings::default();
+    let props = crate::parquet_sink::writer_properties(&settings)?;
+    let f = args.format;
+    if args.cache {
+        return export_cached(out, &args.dataset, &ds, f, &props, &records, printer);
+    }
+    let started = std::time::Instant::now();
+    match args.output.as_deref().filter(|p| *p != Path::new("-")) {
+        Some(dest) => {
+            let (rows, bytes, _) = export_to_file(out, &ds, f, dest, &props)?;
+            printer.summary(&format!(
+                "exported {} ({} parts, {rows} rows) as {} to {}: {:.1} MB in {:.1}s",
+                args.dataset,
+                ds.parts.len(),
+                extension(f),
+                dest.display(),
+                bytes as f64 / 1e6,
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        None => {
+            // The data itself, not a log line: straight to stdout, unredacted, byte for byte.
+            let w = BufWriter::with_capacity(1 << 20, std::io::stdout());
+            let result = (|| {
+                let mut sink = make_sink(f, w, &props);
+                let rows = stream(out, &ds, sink.as_mut())?;
+                sink.finish()?;
+                Ok::<u64, anyhow::Error>(rows)
+            })();
+            match result {
+                Ok(rows) => tracing::info!("exported {} ({rows} rows) to stdout", args.dataset),
+                // The reader went away (`| head`): that is its choice, not a failure.
+                Err(e) if is_broken_pipe(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `--cache`: the export named by its digest, reused while the dataset is unchanged.
+fn export_cached(
+    out: &Path,
+    name: &str,
+    ds: &Dataset,
+    f: ExportFormat,
+    props: &parquet::file::properties::WriterProperties,
+    records: &[Value],
+    printer: Printer,
+) -> anyhow::Result<()> {
+    let ext = extension(f);
+    let mut key = format!("harvest-export-v1\nformat={ext}\n");
+    if f == ExportFormat::Parquet {
+        key.push_str("zstd=3;row_group_rows=131072\n");
+    }
+    for p in &ds.parts {
+        key.push_str(&format!("{} {}\n", p.path, p.sha256));
+    }
+    let digest = sha256_hex(key.as_bytes());
+    let dir_rel = format!(
+        "exports/{}/{ext}",
+        crate::fsutil::sanitize_component(name)
+    );
+    let rel = format!("{dir_rel}/{digest}.{ext}");
+    let dest = out.join(&rel);
+    // Recorded exports of this dataset and format that no sweep removed.
+    let swept: HashSet<&str> = records
+        .iter()
+        .filter(|r| r["kind"] == "export_sweep")
+        .flat_map(|r| r["paths"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    let live: BTreeMap<&str, &Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "export" && r["dataset"] == name && r["format"] == ext)
+        .filter_map(|r| r["path"].as_str().map(|p| (p, r)))
+        .filter(|(p, _)| !swept.contains(p))
+        .collect();
+    if let Some(rec) = live.get(rel.as_str())
+        && dest.is_file()
+        && std::fs::metadata(&dest).map(|m| m.len()).ok() == rec["bytes"].as_u64()
+    {
+        tracing::info!("{name}: cache hit, the dataset is unchanged since this export");
+        printer.summary(&format!("cache hit: {} (not exported again)", dest.display()));
+        printer.stdout(&format!("{}\n", dest.display()));
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let (rows, bytes, sha) = export_to_file(out, ds, f, &dest, props)?;
+    let (mut manifest, _) = Manifest::open(out)?;
+    let run_id = crate::commands::harvest::new_run_id();
+    manifest.append(
+        "export",
+        &run_id,
+        obj(json!({
+            "dataset": name,
+            "format": ext,
+            "path": rel,
+            "sha256": sha,
+            "bytes": bytes,
+            "rows": rows,
+            "digest": digest,
+            "parts": ds.parts.iter().map(|p| p.path.clone()).collect::<Vec<_>>(),
+            "exported_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        })),
+    )?;
+    // Older exports of the same dataset and format: recorded as removed, then removed.
+    let stale: Vec<String> = live
+        .keys()
+        .filter(|p| **p != rel)
+        .map(|p| p.to_string())
+        .collect();
+    if !stale.is_empty() {
+        manifest.append(
+            "export_sweep",
+            &run_id,
+            obj(json!({ "dataset": name, "format": ext, "paths": stale })),
+        )?;
+        for p in &stale {
+            let _ = std::fs::remove_file(out.join(p));
+        }
+        let _ = crate::fsutil::fsync_dir(&out.join(&dir_rel));
+    }
+    printer.summary(&format!(
+        "exported {name} ({} parts, {rows} rows) as {ext} to {}: {:.1} MB in {:.1}s{}",
+        ds.parts.len(),
+        dest.display(),
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64(),
+        if stale.is_empty() {
+            String::new()
+        } else {
+            format!("; removed {} older export(s)", stale.len())
+        }
+    ));
+    printer.stdout(&format!("{}\n", dest.display()));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_only_what_needs_it() {
+        let mut v = vec![];
+        for s in ["plain", "a,b", "say \"hi\"", "two\nlines", ""] {
+            csv_field(&mut v, s);
+            v.push(b'|');
+        }
+        assert_eq!(
+            String::from_utf8(v).unwrap(),
+            "plain|\"a,b\"|\"say \"\"hi\"\"\"|\"two\nlines\"|\"\"|"
+        );
+    }
+}
