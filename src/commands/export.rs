@@ -15,12 +15,13 @@
 //!   the manifest (`export`) and older exports of the dataset and format are recorded as
 //!   removed (`export_sweep`) before they are deleted, so `verify` checks the live ones.
 //!
-//! Rendering (CSV and NDJSON): integers exact, floats in their shortest round-trip form
-//! (non-finite as `Infinity`, `-Infinity`, `NaN`, quoted in NDJSON), booleans `true`/`false`,
-//! dates `YYYY-MM-DD`, timestamps ISO 8601 without a zone (`2016-07-04T10:15:00`, fractions
-//! when present), binary as base64. CSV: RFC 4180, one header line, CRLF-free (`\n`) rows, a
-//! field quoted when it holds `,`, `"`, CR or LF; NULL is an empty field and empty text is
-//! `""`. NDJSON: one object per line, keys in column order, NULL as `null`.
+//! Rendering (CSV and NDJSON): integers exact, floats as JSON writes them (shortest
+//! round-trip: `2.0`, `-0.25`, `1e+300`; non-finite as the strings `Infinity`, `-Infinity`,
+//! `NaN`), booleans `true`/`false`, dates `YYYY-MM-DD`, timestamps ISO 8601 without a zone
+//! (`2016-07-04T10:15:00`, with `.fff`/`.ffffff` when there is a fraction), binary as base64.
+//! CSV: RFC 4180, one header line, rows ended by `\n`, a field quoted when it holds `,`, `"`,
+//! CR or LF; NULL is an empty field, and empty text (or an empty blob) is `""`. NDJSON: one
+//! object per line, keys in column order, NULL as `null`.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{BufWriter, Write};
@@ -131,10 +132,25 @@ fn partition_array(ty: ColType, value: Option<&str>, len: usize) -> anyhow::Resu
     };
     let bad = || anyhow::anyhow!("the partition value {v:?} does not parse as its column's type");
     Ok(match ty {
-        ColType::Integer => Arc::new(Int64Array::from(vec![v.parse::<i64>().map_err(|_| bad())?; len])),
-        ColType::Float => Arc::new(Float64Array::from(vec![v.parse::<f64>().map_err(|_| bad())?; len])),
-        ColType::Boolean => Arc::new(BooleanArray::from(vec![v.parse::<bool>().map_err(|_| bad())?; len])),
-        ColType::Date => Arc::new(Date32Array::from(vec![crate::schema::parse_date(v).ok_or_else(bad)?; len])),
+        ColType::Integer => Arc::new(Int64Array::from(vec![
+            v.parse::<i64>().map_err(|_| bad())?;
+            len
+        ])),
+        ColType::Float => Arc::new(Float64Array::from(vec![
+            v.parse::<f64>()
+                .map_err(|_| bad())?;
+            len
+        ])),
+        ColType::Boolean => Arc::new(BooleanArray::from(vec![
+            v.parse::<bool>()
+                .map_err(|_| bad())?;
+            len
+        ])),
+        ColType::Date => Arc::new(Date32Array::from(vec![
+            crate::schema::parse_date(v)
+                .ok_or_else(bad)?;
+            len
+        ])),
         ColType::Timestamp => Arc::new(TimestampMicrosecondArray::from(vec![
             crate::schema::parse_timestamp(v).ok_or_else(bad)?;
             len
@@ -295,7 +311,10 @@ struct ParquetSink<W: Write + Send> {
 
 impl<W: Write + Send> Sink for ParquetSink<W> {
     fn start(&mut self, schema: &SchemaRef) -> std::io::Result<()> {
-        let w = self.w.take().ok_or_else(|| std::io::Error::other("started twice"))?;
+        let w = self
+            .w
+            .take()
+            .ok_or_else(|| std::io::Error::other("started twice"))?;
         self.writer = Some(
             parquet::arrow::ArrowWriter::try_new(w, schema.clone(), Some(self.props.clone()))
                 .map_err(std::io::Error::other)?,
@@ -333,18 +352,31 @@ fn stream(out: &Path, ds: &Dataset, sink: &mut dyn Sink) -> anyhow::Result<u64> 
         })?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.with_batch_size(8192).build())
-            .with_context(|| format!("the part {} is not readable Parquet; run `harvest verify`", part.path))?;
+            .with_context(|| {
+                format!(
+                    "the part {} is not readable Parquet; run `harvest verify`",
+                    part.path
+                )
+            })?;
         let mut part_rows = 0u64;
         for batch in reader {
-            let batch = batch.with_context(|| format!("cannot read the part {}; run `harvest verify`", part.path))?;
+            let batch = batch.with_context(|| {
+                format!("cannot read the part {}; run `harvest verify`", part.path)
+            })?;
             let n = batch.num_rows();
             let mut arrays: Vec<ArrayRef> = Vec::with_capacity(ds.columns.len());
             for c in &ds.columns {
                 let a = match (&part.partition, batch.column_by_name(&c.name)) {
                     (_, Some(a)) => a.clone(),
-                    (Some((col, v)), None) if *col == c.name => partition_array(c.ty, v.as_deref(), n)
-                        .with_context(|| format!("part {}", part.path))?,
-                    _ => bail!("the part {} has no column {:?}; run `harvest verify`", part.path, c.name),
+                    (Some((col, v)), None) if *col == c.name => {
+                        partition_array(c.ty, v.as_deref(), n)
+                            .with_context(|| format!("part {}", part.path))?
+                    }
+                    _ => bail!(
+                        "the part {} has no column {:?}; run `harvest verify`",
+                        part.path,
+                        c.name
+                    ),
                 };
                 if a.data_type() != &c.ty.arrow() {
                     bail!(
@@ -387,7 +419,10 @@ fn make_sink<'a, W: Write + Send + 'a>(
     props: &parquet::file::properties::WriterProperties,
 ) -> Box<dyn Sink + 'a> {
     match f {
-        ExportFormat::Csv => Box::new(CsvSink { w, line: Vec::new() }),
+        ExportFormat::Csv => Box::new(CsvSink {
+            w,
+            line: Vec::new(),
+        }),
         ExportFormat::Ndjson => Box::new(NdjsonSink {
             w,
             names: vec![],
@@ -426,11 +461,19 @@ fn export_to_file(
         sink.finish()?;
         rows
     };
-    let Hashing { inner, hasher, bytes } = hashing;
+    let Hashing {
+        inner,
+        hasher,
+        bytes,
+    } = hashing;
     let file = inner.into_inner().map_err(|e| e.into_error())?;
     file.commit()
         .with_context(|| format!("cannot publish {}", dest.display()))?;
-    Ok((rows, bytes, crate::manifest::hex(&sha2::Digest::finalize(hasher))))
+    Ok((
+        rows,
+        bytes,
+        crate::manifest::hex(&sha2::Digest::finalize(hasher)),
+    ))
 }
 
 struct Hashing<W: Write> {
@@ -464,7 +507,11 @@ pub fn run(args: &ExportArgs, printer: Printer) -> anyhow::Result<()> {
     let out = &args.out;
     if !out.join(crate::manifest::FILE_NAME).is_file() {
         return Err(UsageError::with_hint(
-            format!("{} has no {}: it is not a harvest output directory", out.display(), crate::manifest::FILE_NAME),
+            format!(
+                "{} has no {}: it is not a harvest output directory",
+                out.display(),
+                crate::manifest::FILE_NAME
+            ),
             "pass the --out DIR of a harvest, incremental or sql-extract run",
         )
         .into());
@@ -483,7 +530,10 @@ pub fn run(args: &ExportArgs, printer: Printer) -> anyhow::Result<()> {
             if names.is_empty() {
                 "it holds no dataset yet".to_string()
             } else {
-                format!("its datasets: {}", names.into_iter().collect::<Vec<_>>().join(", "))
+                format!(
+                    "its datasets: {}",
+                    names.into_iter().collect::<Vec<_>>().join(", ")
+                )
             },
         )
         .into());
@@ -560,10 +610,7 @@ fn export_cached(
         key.push_str(&format!("{} {}\n", p.path, p.sha256));
     }
     let digest = sha256_hex(key.as_bytes());
-    let dir_rel = format!(
-        "exports/{}/{ext}",
-        crate::fsutil::sanitize_component(name)
-    );
+    let dir_rel = format!("exports/{}/{ext}", crate::fsutil::sanitize_component(name));
     let rel = format!("{dir_rel}/{digest}.{ext}");
     let dest = out.join(&rel);
     // Recorded exports of this dataset and format that no sweep removed.
@@ -584,7 +631,10 @@ fn export_cached(
         && std::fs::metadata(&dest).map(|m| m.len()).ok() == rec["bytes"].as_u64()
     {
         tracing::info!("{name}: cache hit, the dataset is unchanged since this export");
-        printer.summary(&format!("cache hit: {} (not exported again)", dest.display()));
+        printer.summary(&format!(
+            "cache hit: {} (not exported again)",
+            dest.display()
+        ));
         printer.stdout(&format!("{}\n", dest.display()));
         return Ok(());
     }
