@@ -40,6 +40,12 @@ HTTP/1.1 server answering small JSON objects), at concurrency 1, 8 and 32:
                    (pyarrow) at the end; no snapshots or manifest
 Then harvest's peak RSS at concurrency 32 for each count in `--rows-rss` (default 100,000,
 300,000 and 1,000,000 input rows), to show memory stays flat as the input grows.
+export cases (`--suite export`): the 10x fixture's Order Details (5,909,926 rows) as a dataset
+of Parquet parts (written once by `harvest sql-extract --part-rows 1000000`), exported to one
+file:
+  harvest csv / parquet - harvest export --format csv|parquet --output FILE
+  duckdb csv / parquet  - DuckDB 1.4.4: COPY (SELECT * FROM read_parquet('DIR/**/*.parquet'))
+                          TO FILE (HEADER) / (FORMAT parquet, COMPRESSION zstd)
 Wall time and peak RSS come from /usr/bin/time; the machine is shared, so medians matter.
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, glob, datetime
@@ -226,6 +232,51 @@ async def main():
 
 asyncio.run(main())
 '''
+
+
+DUCKDB_EXPORT = r'''
+import sys, duckdb
+src, fmt, out = sys.argv[1], sys.argv[2], sys.argv[3]
+opts = "(HEADER)" if fmt == "csv" else "(FORMAT parquet, COMPRESSION zstd)"
+duckdb.sql(f"COPY (SELECT * FROM read_parquet('{src}/**/*.parquet')) TO '{out}' {opts}")
+'''
+
+
+def export_suite(a, work):
+    db = fixture(work, a.scale)
+    out = os.path.abspath(os.path.join(work, f"export-src-s{a.scale}"))
+    if not os.path.exists(os.path.join(out, "parquet", "order_details")):
+        subprocess.run([HARVEST, "-q", "sql-extract", "--db", db, "--query", 'select * from "Order Details"',
+                        "--name", "order_details", "--part-rows", "1000000", "--out", out], check=True)
+    src = os.path.join(out, "parquet", "order_details")
+    nparts = len(glob.glob(os.path.join(src, "*.parquet")))
+    dest_dir = os.path.join(work, "export-out")
+    os.makedirs(dest_dir, exist_ok=True)
+    results = {}
+    cases = [(t, f) for f in ("csv", "parquet") for t in ("harvest", "duckdb")]
+    for rep in range(a.reps):
+        for tool, fmt in cases:
+            dest = os.path.join(dest_dir, f"x.{fmt}")
+            if os.path.exists(dest):
+                os.remove(dest)
+            if tool == "harvest":
+                cmd = [HARVEST, "-q", "export", "--out", out, "--dataset", "order_details", "--format", fmt, "--output", dest]
+            else:
+                cmd = [sys.executable, "-c", DUCKDB_EXPORT, src, fmt, dest]
+            secs, mib = timed(cmd)
+            results.setdefault((tool, fmt), []).append((secs, mib, os.path.getsize(dest)))
+            print(f"  export-suite {tool:8} {fmt:8} rep {rep + 1}: {secs:6.2f}s {mib:7.1f} MiB", file=sys.stderr)
+    print(f"\nExport benchmark, Order Details x{a.scale} ({nparts} parts), {a.reps} reps, {datetime.date.today()} "
+          f"(`scripts/bench --suite export --reps {a.reps}`)\n")
+    print("| format | tool | median wall s | harvest ÷ duckdb (paired median) | peak RSS MiB (max) | file MB |")
+    print("|---|---|---:|---:|---:|---:|")
+    for fmt in ("csv", "parquet"):
+        for tool in ("harvest", "duckdb"):
+            r = results[(tool, fmt)]
+            med = statistics.median(x for x, _, _ in r)
+            paired = statistics.median(h / d for (h, _, _), (d, _, _) in zip(results[("harvest", fmt)], results[("duckdb", fmt)]))
+            print(f"| {fmt} | {tool} | {med:.2f} | {f'{paired:.2f}' if tool == 'harvest' else ''} | "
+                  f"{max(m for _, m, _ in r):.0f} | {r[0][2] / 1e6:.0f} |")
 
 
 def ids_db(work, n):
@@ -579,7 +630,7 @@ def harvest_suite(a, work):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--suite", default="all", choices=["all", "sql-extract", "harvest", "compression", "rest", "rows"])
+    ap.add_argument("--suite", default="all", choices=["all", "sql-extract", "harvest", "compression", "rest", "rows", "export"])
     ap.add_argument("--rows-inputs", type=int, default=20_000, help="rows suite: input rows (requests) per run")
     ap.add_argument("--rows-rss", default="100000,300000,1000000",
                     help="rows suite: input counts for the peak-RSS runs (comma-separated; empty to skip)")
@@ -605,7 +656,9 @@ def main():
         rest_suite(a, a.work)
     if a.suite in ("all", "rows"):
         rows_suite(a, a.work)
-    if a.suite in ("harvest", "compression", "rest", "rows"):
+    if a.suite in ("all", "export"):
+        export_suite(a, a.work)
+    if a.suite in ("harvest", "compression", "rest", "rows", "export"):
         return
     db = fixture(a.work, a.scale)
     tools = a.tools.split(",")

@@ -16,7 +16,7 @@
 //!   removed (`export_sweep`) before they are deleted, so `verify` checks the live ones.
 //!
 //! Rendering (CSV and NDJSON): integers exact, floats as JSON writes them (shortest
-//! round-trip: `2.0`, `-0.25`, `1e+300`; non-finite as the strings `Infinity`, `-Infinity`,
+//! round-trip: `2.0`, `-0.25`, `1e300`; non-finite as the strings `Infinity`, `-Infinity`,
 //! `NaN`), booleans `true`/`false`, dates `YYYY-MM-DD`, timestamps ISO 8601 without a zone
 //! (`2016-07-04T10:15:00`, with `.fff`/`.ffffff` when there is a fraction), binary as base64.
 //! CSV: RFC 4180, one header line, rows ended by `\n`, a field quoted when it holds `,`, `"`,
@@ -182,47 +182,145 @@ fn csv_field(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// A value's text (CSV) or JSON value (NDJSON); `None` for NULL.
-fn cell_text(a: &dyn Array, i: usize) -> anyhow::Result<Option<String>> {
-    Ok(cell_json(a, i)?.map(|v| match v {
-        Value::String(s) => s,
-        other => other.to_string(),
-    }))
+/// One column of a batch, downcast once, rendered cell by cell straight into a line buffer.
+enum Col<'a> {
+    Int(&'a arrow::array::Int64Array),
+    Float(&'a arrow::array::Float64Array),
+    Bool(&'a arrow::array::BooleanArray),
+    Text(&'a arrow::array::StringArray),
+    Bin(&'a arrow::array::BinaryArray),
+    Date(&'a arrow::array::Date32Array),
+    Ts(&'a arrow::array::TimestampMicrosecondArray),
 }
 
-fn cell_json(a: &dyn Array, i: usize) -> anyhow::Result<Option<Value>> {
-    use arrow::datatypes::*;
-    if a.is_null(i) {
-        return Ok(None);
+impl<'a> Col<'a> {
+    fn of(a: &'a dyn Array) -> anyhow::Result<Self> {
+        use arrow::datatypes::*;
+        Ok(match a.data_type() {
+            DataType::Int64 => Col::Int(a.as_primitive::<Int64Type>()),
+            DataType::Float64 => Col::Float(a.as_primitive::<Float64Type>()),
+            DataType::Boolean => Col::Bool(a.as_boolean()),
+            DataType::Utf8 => Col::Text(a.as_string::<i32>()),
+            DataType::Binary => Col::Bin(a.as_binary::<i32>()),
+            DataType::Date32 => Col::Date(a.as_primitive::<Date32Type>()),
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                Col::Ts(a.as_primitive::<TimestampMicrosecondType>())
+            }
+            other => bail!("the column type {other} has no export rendering"),
+        })
     }
-    Ok(Some(match a.data_type() {
-        DataType::Int64 => Value::from(a.as_primitive::<Int64Type>().value(i)),
-        DataType::Float64 => {
-            let f = a.as_primitive::<Float64Type>().value(i);
-            serde_json::Number::from_f64(f)
-                .map(Value::Number)
-                .unwrap_or_else(|| Value::String(crate::schema::float_text(f)))
+
+    fn is_null(&self, i: usize) -> bool {
+        match self {
+            Col::Int(a) => a.is_null(i),
+            Col::Float(a) => a.is_null(i),
+            Col::Bool(a) => a.is_null(i),
+            Col::Text(a) => a.is_null(i),
+            Col::Bin(a) => a.is_null(i),
+            Col::Date(a) => a.is_null(i),
+            Col::Ts(a) => a.is_null(i),
         }
-        DataType::Boolean => Value::Bool(a.as_boolean().value(i)),
-        DataType::Utf8 => Value::String(a.as_string::<i32>().value(i).to_string()),
-        DataType::Binary => Value::String(
-            base64::engine::general_purpose::STANDARD.encode(a.as_binary::<i32>().value(i)),
-        ),
-        DataType::Date32 => {
-            let d = a.as_primitive::<Date32Type>().value(i);
-            let day = chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163)
-                .context("a date out of range")?;
-            Value::String(day.format("%Y-%m-%d").to_string())
+    }
+
+    /// Append the value's text (not NULL); `Some(true)` when it is text that CSV/JSON must
+    /// treat as a string (quoted), `Some(false)` for a bare number or boolean.
+    fn write(&self, i: usize, out: &mut Vec<u8>, scratch: &mut String) -> anyhow::Result<bool> {
+        use std::fmt::Write as _;
+        Ok(match self {
+            Col::Int(a) => {
+                out.extend_from_slice(itoa::Buffer::new().format(a.value(i)).as_bytes());
+                false
+            }
+            Col::Float(a) => {
+                let f = a.value(i);
+                if f.is_finite() {
+                    out.extend_from_slice(ryu::Buffer::new().format_finite(f).as_bytes());
+                    false
+                } else {
+                    out.extend_from_slice(crate::schema::float_text(f).as_bytes());
+                    true
+                }
+            }
+            Col::Bool(a) => {
+                out.extend_from_slice(if a.value(i) { b"true" } else { b"false" });
+                false
+            }
+            Col::Text(a) => {
+                out.extend_from_slice(a.value(i).as_bytes());
+                true
+            }
+            Col::Bin(a) => {
+                scratch.clear();
+                base64::engine::general_purpose::STANDARD.encode_string(a.value(i), scratch);
+                out.extend_from_slice(scratch.as_bytes());
+                true
+            }
+            Col::Date(a) => {
+                let day = chrono::NaiveDate::from_num_days_from_ce_opt(a.value(i) + 719_163)
+                    .context("a date out of range")?;
+                scratch.clear();
+                let _ = write!(scratch, "{}", day.format("%Y-%m-%d"));
+                out.extend_from_slice(scratch.as_bytes());
+                true
+            }
+            Col::Ts(a) => {
+                let t = chrono::DateTime::from_timestamp_micros(a.value(i))
+                    .context("a timestamp out of range")?
+                    .naive_utc();
+                scratch.clear();
+                let _ = write!(scratch, "{}", t.format("%Y-%m-%dT%H:%M:%S%.f"));
+                out.extend_from_slice(scratch.as_bytes());
+                true
+            }
+        })
+    }
+}
+
+fn columns_of(b: &RecordBatch) -> anyhow::Result<Vec<Col<'_>>> {
+    b.columns().iter().map(|a| Col::of(a.as_ref())).collect()
+}
+
+/// Quote `out[start..]` in place as one CSV field when it needs quoting (or is empty text).
+fn csv_quote_tail(out: &mut Vec<u8>, start: usize, text: bool) {
+    let field = &out[start..];
+    let needs = (text && field.is_empty())
+        || field
+            .iter()
+            .any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'));
+    if !needs {
+        return;
+    }
+    let raw: Vec<u8> = out.drain(start..).collect();
+    out.push(b'"');
+    for b in raw {
+        if b == b'"' {
+            out.push(b'"');
         }
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            let us = a.as_primitive::<TimestampMicrosecondType>().value(i);
-            let t = chrono::DateTime::from_timestamp_micros(us)
-                .context("a timestamp out of range")?
-                .naive_utc();
-            Value::String(t.format("%Y-%m-%dT%H:%M:%S%.f").to_string())
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+/// Escape `out[start..]` in place as the body of a JSON string (without the quotes).
+fn json_escape_tail(out: &mut Vec<u8>, start: usize) {
+    if !out[start..]
+        .iter()
+        .any(|b| *b < 0x20 || *b == b'"' || *b == b'\\')
+    {
+        return;
+    }
+    let raw: Vec<u8> = out.drain(start..).collect();
+    for b in raw {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            c if c < 0x20 => out.extend_from_slice(format!("\\u{c:04x}").as_bytes()),
+            c => out.push(c),
         }
-        other => bail!("the column type {other} has no export rendering"),
-    }))
+    }
 }
 
 struct CsvSink<W: Write> {
@@ -243,20 +341,28 @@ impl<W: Write> Sink for CsvSink<W> {
         self.w.write_all(&self.line)
     }
     fn batch(&mut self, b: &RecordBatch) -> anyhow::Result<()> {
-        let cols = b.columns();
+        let cols = columns_of(b)?;
+        let mut scratch = String::new();
+        self.line.clear();
         for row in 0..b.num_rows() {
-            self.line.clear();
-            for (c, a) in cols.iter().enumerate() {
+            for (c, col) in cols.iter().enumerate() {
                 if c > 0 {
                     self.line.push(b',');
                 }
-                if let Some(s) = cell_text(a.as_ref(), row)? {
-                    csv_field(&mut self.line, &s);
+                if !col.is_null(row) {
+                    let start = self.line.len();
+                    let text = col.write(row, &mut self.line, &mut scratch)?;
+                    csv_quote_tail(&mut self.line, start, text);
                 }
             }
             self.line.push(b'\n');
-            self.w.write_all(&self.line)?;
+            if self.line.len() >= 1 << 16 {
+                self.w.write_all(&self.line)?;
+                self.line.clear();
+            }
         }
+        self.w.write_all(&self.line)?;
+        self.line.clear();
         Ok(())
     }
     fn finish(mut self: Box<Self>) -> anyhow::Result<()> {
@@ -267,34 +373,59 @@ impl<W: Write> Sink for CsvSink<W> {
 
 struct NdjsonSink<W: Write> {
     w: W,
-    names: Vec<String>,
+    /// Each column's `"name":` prefix, JSON-escaped once.
+    keys: Vec<Vec<u8>>,
     line: Vec<u8>,
+    cell: Vec<u8>,
 }
 
 impl<W: Write> Sink for NdjsonSink<W> {
     fn start(&mut self, schema: &SchemaRef) -> std::io::Result<()> {
-        self.names = schema.fields().iter().map(|f| f.name().clone()).collect();
+        self.keys = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let mut k = serde_json::to_vec(f.name()).unwrap_or_default();
+                k.push(b':');
+                k
+            })
+            .collect();
         Ok(())
     }
     fn batch(&mut self, b: &RecordBatch) -> anyhow::Result<()> {
-        let cols = b.columns();
+        let cols = columns_of(b)?;
+        let mut scratch = String::new();
+        self.line.clear();
         for row in 0..b.num_rows() {
-            self.line.clear();
             self.line.push(b'{');
-            for (c, a) in cols.iter().enumerate() {
+            for (c, col) in cols.iter().enumerate() {
                 if c > 0 {
                     self.line.push(b',');
                 }
-                serde_json::to_writer(&mut self.line, &self.names[c])?;
-                self.line.push(b':');
-                match cell_json(a.as_ref(), row)? {
-                    None => self.line.extend_from_slice(b"null"),
-                    Some(v) => serde_json::to_writer(&mut self.line, &v)?,
+                self.line.extend_from_slice(&self.keys[c]);
+                if col.is_null(row) {
+                    self.line.extend_from_slice(b"null");
+                    continue;
+                }
+                self.cell.clear();
+                if col.write(row, &mut self.cell, &mut scratch)? {
+                    self.line.push(b'"');
+                    let start = self.line.len();
+                    self.line.extend_from_slice(&self.cell);
+                    json_escape_tail(&mut self.line, start);
+                    self.line.push(b'"');
+                } else {
+                    self.line.extend_from_slice(&self.cell);
                 }
             }
             self.line.extend_from_slice(b"}\n");
-            self.w.write_all(&self.line)?;
+            if self.line.len() >= 1 << 16 {
+                self.w.write_all(&self.line)?;
+                self.line.clear();
+            }
         }
+        self.w.write_all(&self.line)?;
+        self.line.clear();
         Ok(())
     }
     fn finish(mut self: Box<Self>) -> anyhow::Result<()> {
@@ -425,8 +556,9 @@ fn make_sink<'a, W: Write + Send + 'a>(
         }),
         ExportFormat::Ndjson => Box::new(NdjsonSink {
             w,
-            names: vec![],
+            keys: vec![],
             line: Vec::new(),
+            cell: Vec::new(),
         }),
         ExportFormat::Parquet => Box::new(ParquetSink {
             w: Some(w),
