@@ -469,9 +469,40 @@ impl<W: Write + Send> Sink for ParquetSink<W> {
 
 /// Stream `ds` into `sink`; the number of rows written.
 fn stream(out: &Path, ds: &Dataset, sink: &mut dyn Sink) -> anyhow::Result<u64> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let schema = arrow_schema(&ds.columns);
     sink.start(&schema)?;
+    // Decoding the parts (one thread) runs ahead of rendering or encoding them (this one), at
+    // most a few batches: two cores, bounded memory.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(4);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| read_batches(out, ds, &schema, tx));
+        let mut failed = None;
+        for batch in rx.iter() {
+            if let Err(e) = sink.batch(&batch) {
+                failed = Some(e);
+                break;
+            }
+        }
+        drop(rx);
+        let read = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the part reader panicked"))?;
+        match failed {
+            Some(e) => Err(e),
+            None => read,
+        }
+    })
+}
+
+/// Every batch of the dataset's live parts, with partition columns put back, in order, into
+/// `tx` (stops early, without error, when the receiver goes away). The rows read.
+fn read_batches(
+    out: &Path,
+    ds: &Dataset,
+    schema: &SchemaRef,
+    tx: std::sync::mpsc::SyncSender<RecordBatch>,
+) -> anyhow::Result<u64> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let mut rows = 0u64;
     for part in &ds.parts {
         let path = out.join(&part.path);
@@ -521,7 +552,9 @@ fn stream(out: &Path, ds: &Dataset, sink: &mut dyn Sink) -> anyhow::Result<u64> 
                 arrays.push(a);
             }
             let full = RecordBatch::try_new(schema.clone(), arrays)?;
-            sink.batch(&full)?;
+            if tx.send(full).is_err() {
+                return Ok(rows + part_rows); // the writer stopped; it reports why
+            }
             part_rows += n as u64;
         }
         if part_rows != part.rows {
