@@ -282,6 +282,9 @@ fn columns_of(b: &RecordBatch) -> anyhow::Result<Vec<Col<'_>>> {
 
 /// Quote `out[start..]` in place as one CSV field when it needs quoting (or is empty text).
 fn csv_quote_tail(out: &mut Vec<u8>, start: usize, text: bool) {
+    if !text {
+        return; // numbers and booleans never need quotes
+    }
     let field = &out[start..];
     let needs = (text && field.is_empty())
         || field
@@ -601,14 +604,16 @@ fn make_sink<'a, W: Write + Send + 'a>(
     }
 }
 
-/// Write the export to `dest` atomically; (rows, bytes, sha256).
+/// Write the export to `dest` atomically; (rows, bytes, sha256 when `hash`: the cache records
+/// it; a plain `--output` is not hashed).
 fn export_to_file(
     out: &Path,
     ds: &Dataset,
     f: ExportFormat,
     dest: &Path,
     props: &parquet::file::properties::WriterProperties,
-) -> anyhow::Result<(u64, u64, String)> {
+    hash: bool,
+) -> anyhow::Result<(u64, u64, Option<String>)> {
     if let Some(dir) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
         crate::fsutil::create_dir_all_durable(dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -617,7 +622,7 @@ fn export_to_file(
         .with_context(|| format!("cannot create {}", dest.display()))?;
     let mut hashing = Hashing {
         inner: BufWriter::with_capacity(1 << 20, file),
-        hasher: <sha2::Sha256 as sha2::Digest>::new(),
+        hasher: hash.then(<sha2::Sha256 as sha2::Digest>::new),
         bytes: 0,
     };
     let rows = {
@@ -637,20 +642,22 @@ fn export_to_file(
     Ok((
         rows,
         bytes,
-        crate::manifest::hex(&sha2::Digest::finalize(hasher)),
+        hasher.map(|h| crate::manifest::hex(&sha2::Digest::finalize(h))),
     ))
 }
 
 struct Hashing<W: Write> {
     inner: W,
-    hasher: sha2::Sha256,
+    hasher: Option<sha2::Sha256>,
     bytes: u64,
 }
 
 impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
-        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        if let Some(h) = self.hasher.as_mut() {
+            sha2::Digest::update(h, &buf[..n]);
+        }
         self.bytes += n as u64;
         Ok(n)
     }
@@ -725,7 +732,7 @@ pub fn run(args: &ExportArgs, printer: Printer) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     match args.output.as_deref().filter(|p| *p != Path::new("-")) {
         Some(dest) => {
-            let (rows, bytes, _) = export_to_file(out, &ds, f, dest, &props)?;
+            let (rows, bytes, _) = export_to_file(out, &ds, f, dest, &props, false)?;
             printer.summary(&format!(
                 "exported {} ({} parts, {rows} rows) as {} to {}: {:.1} MB in {:.1}s",
                 args.dataset,
@@ -804,7 +811,7 @@ fn export_cached(
         return Ok(());
     }
     let started = std::time::Instant::now();
-    let (rows, bytes, sha) = export_to_file(out, ds, f, &dest, props)?;
+    let (rows, bytes, sha) = export_to_file(out, ds, f, &dest, props, true)?;
     let (mut manifest, _) = Manifest::open(out)?;
     let run_id = crate::commands::harvest::new_run_id();
     manifest.append(
