@@ -410,7 +410,17 @@ impl Client {
                 last: last_reason,
             });
         }
+        // The HTTP status, when the failure was one (`HTTP 503: …`).
+        let status = last_reason
+            .strip_prefix("HTTP ")
+            .and_then(|r| r.get(..3))
+            .and_then(|c| c.parse::<u64>().ok());
         tracing::warn!(
+            url = shown,
+            attempt,
+            max_attempts = self.settings.max_attempts,
+            status,
+            wait_ms = wait.as_millis() as u64,
             "attempt {attempt} of {} for {shown} failed: {last_reason}; retrying in {:.1}s",
             self.settings.max_attempts,
             wait.as_secs_f64()

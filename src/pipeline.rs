@@ -617,6 +617,9 @@ pub(crate) async fn harvest_table(
                 bar.set(run.rows());
                 if taken.is_multiple_of(100) {
                     tracing::info!(
+                        table = %table.output,
+                        pages = taken,
+                        rows = run.rows(),
                         "{}: {taken} pages fetched, {} rows",
                         table.output,
                         run.rows()
@@ -778,6 +781,13 @@ fn finish_table(
         )?;
     }
     tracing::info!(
+        source = %crate::http::display_url(&source.base),
+        table = %table.output,
+        rows,
+        pages,
+        fetched_pages = fetched,
+        replayed_pages = replayed,
+        elapsed_ms = started.elapsed().as_millis() as u64,
         "{}: {rows} rows in {pages} pages ({fetched} fetched now, {replayed} replayed, {} by an earlier process), {:.1}s",
         table.output,
         pages - fetched - replayed,

@@ -4,6 +4,11 @@
 //! Guarantee: every byte written to the terminal passes through [`crate::redact::redact`] first,
 //! so no registered credential reaches stderr or stdout. Library code logs with `tracing`
 //! macros and never prints directly.
+//!
+//! `--log-format json`: one object per line with `timestamp`, `level`, `message`, the event's
+//! own fields (`source`, `table`, `page`, `rows`, `pages`, `retries`, `elapsed_ms`, `attempt`,
+//! `status`, `outcome`, … where they apply; README §"Logs") and, once a run has an id,
+//! `run_id` on every line. The human format prints the message only.
 
 use std::io::{self, IsTerminal, Write};
 
@@ -19,6 +24,45 @@ pub enum LogFormat {
     Human,
     /// One JSON object per line (for cron and log shippers).
     Json,
+}
+
+/// Logs are JSON lines (set once by [`Printer::init`]).
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The current run's id, added to every JSON log line once known.
+static RUN_ID: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Every JSON log line from now on carries `run_id`.
+pub fn set_run_id(id: &str) {
+    if let Ok(mut r) = RUN_ID.lock() {
+        *r = Some(id.to_string());
+    }
+}
+
+fn run_id() -> Option<String> {
+    RUN_ID.lock().ok().and_then(|r| r.clone())
+}
+
+/// `text` (JSON lines) with `run_id` added to each object that lacks it.
+fn with_run_id(text: &str) -> String {
+    let Some(id) = run_id() else {
+        return text.to_string();
+    };
+    let mut out = String::with_capacity(text.len() + 40);
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        match serde_json::from_str::<serde_json::Value>(body) {
+            Ok(serde_json::Value::Object(mut m)) => {
+                m.entry("run_id")
+                    .or_insert_with(|| serde_json::Value::String(id.clone()));
+                out.push_str(&serde_json::Value::Object(m).to_string());
+                if line.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
 }
 
 /// A stderr writer that redacts secrets line by line.
@@ -39,6 +83,11 @@ impl Write for RedactingWriter {
             return Ok(());
         }
         let text = String::from_utf8_lossy(&self.buf);
+        let text = if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+            with_run_id(&text)
+        } else {
+            text.into_owned()
+        };
         let out = redact(&text);
         let mut err = io::stderr().lock();
         err.write_all(out.as_bytes())?;
@@ -86,24 +135,52 @@ impl Printer {
             .with_ansi(io::stderr().is_terminal())
             .with_target(false);
         let _ = match format {
-            LogFormat::Human => builder.without_time().try_init(),
-            LogFormat::Json => builder.json().flatten_event(true).try_init(),
+            // The message only: structured fields are for the JSON form.
+            LogFormat::Human => builder
+                .fmt_fields(tracing_subscriber::fmt::format::debug_fn(
+                    |w, field, value| {
+                        if field.name() == "message" {
+                            write!(w, "{value:?}")
+                        } else {
+                            Ok(())
+                        }
+                    },
+                ))
+                .without_time()
+                .try_init(),
+            LogFormat::Json => {
+                JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+                builder.json().flatten_event(true).try_init()
+            }
         };
         Self { format, quiet }
     }
 
     /// The final one-line summary of a run (always shown unless `--quiet`).
     pub fn summary(&self, line: &str) {
+        self.summary_with(line, serde_json::json!({}));
+    }
+
+    /// The summary, with its facts as fields of the JSON line (`outcome`, `rows`, …).
+    pub fn summary_with(&self, line: &str, fields: serde_json::Value) {
         if self.quiet {
             return;
         }
         match self.format {
             LogFormat::Human => eprint_redacted(&format!("{line}\n")),
-            LogFormat::Json => tracing::info!(summary = true, "{line}"),
+            LogFormat::Json => {
+                let mut m = json_line("INFO", line);
+                m.insert("summary".into(), true.into());
+                if let serde_json::Value::Object(f) = fields {
+                    m.extend(f);
+                }
+                eprint_redacted(&format!("{}\n", serde_json::Value::Object(m)));
+            }
         }
     }
 
-    /// Print a fatal error: `error: …` then one `caused by:` line per cause.
+    /// Print a fatal error: `error: …` then one `caused by:` line per cause. As JSON: one
+    /// line with `outcome` (`failed` or `interrupted`) and the `exit_code`.
     pub fn error(&self, err: &anyhow::Error) {
         let mut text = format!("error: {err}");
         for cause in err.chain().skip(1) {
@@ -111,7 +188,16 @@ impl Printer {
         }
         match self.format {
             LogFormat::Human => eprint_redacted(&format!("{text}\n")),
-            LogFormat::Json => tracing::error!("{text}"),
+            LogFormat::Json => {
+                let code = crate::error::exit_code_for(err) as i32;
+                let mut m = json_line("ERROR", &text);
+                m.insert(
+                    "outcome".into(),
+                    if code == 130 { "interrupted" } else { "failed" }.into(),
+                );
+                m.insert("exit_code".into(), code.into());
+                eprint_redacted(&format!("{}\n", serde_json::Value::Object(m)));
+            }
         }
     }
 
@@ -121,6 +207,23 @@ impl Printer {
         let _ = out.write_all(redact(text).as_bytes());
         let _ = out.flush();
     }
+}
+
+/// A JSON log line written by the printer itself, shaped like the `tracing` ones.
+fn json_line(level: &str, message: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert(
+        "timestamp".into(),
+        chrono::Utc::now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            .into(),
+    );
+    m.insert("level".into(), level.into());
+    m.insert("message".into(), message.into());
+    if let Some(id) = run_id() {
+        m.insert("run_id".into(), id.into());
+    }
+    m
 }
 
 fn eprint_redacted(text: &str) {

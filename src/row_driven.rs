@@ -1120,6 +1120,9 @@ pub(crate) async fn harvest_rows(
             bar.set(run.rows_before + run.rows);
             if run.fetched_batches.is_multiple_of(500) {
                 tracing::info!(
+                    table = %out_name,
+                    rows = run.rows_before + run.rows,
+                    responses = run.counts.responses,
                     "{out_name}: {} inputs read, {} responses, {} rows",
                     run.counts.inputs,
                     run.counts.responses,
@@ -1269,6 +1272,13 @@ fn finish(
         manifest,
     )?;
     tracing::info!(
+        source = %crate::http::display_url(&ctx.source.base),
+        table = %table.output,
+        rows,
+        pages,
+        responses = c.responses,
+        inputs = c.inputs,
+        elapsed_ms = started.elapsed().as_millis() as u64,
         "{}: {} responses to {} input rows, {rows} rows in {pages} batches ({} fetched now, {} replayed), {:.1}s",
         table.output,
         c.responses,

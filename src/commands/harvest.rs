@@ -169,6 +169,7 @@ pub(crate) async fn run_settings(
     };
     let run_id = match &resume {
         Some(r) => {
+            crate::printer::set_run_id(&r.run_id);
             let replay: usize = r
                 .tables
                 .values()
@@ -208,7 +209,8 @@ pub(crate) async fn run_settings(
             run_id
         }
     };
-    tracing::info!("run {run_id} started; writing to {}", out.display());
+    crate::printer::set_run_id(&run_id);
+    tracing::info!(out = %out.display(), "run {run_id} started; writing to {}", out.display());
     let signals = watch_signals();
 
     let mut totals = Totals::default();
@@ -284,16 +286,30 @@ pub(crate) async fn run_settings(
     } else {
         format!(" ({:.1} MB on the wire)", wire_bytes as f64 / 1e6)
     };
-    printer.summary(&format!(
-        "harvested {} table(s): {} pages{resumed}, {} rows, {:.1} MB{wire}, {} retries in {:.1}s -> {}",
-        totals.tables,
-        totals.pages,
-        totals.rows,
-        bytes as f64 / 1e6,
-        retries,
-        elapsed.as_secs_f64(),
-        out.display()
-    ));
+    printer.summary_with(
+        &format!(
+            "harvested {} table(s): {} pages{resumed}, {} rows, {:.1} MB{wire}, {} retries in {:.1}s -> {}",
+            totals.tables,
+            totals.pages,
+            totals.rows,
+            bytes as f64 / 1e6,
+            retries,
+            elapsed.as_secs_f64(),
+            out.display()
+        ),
+        json!({
+            "outcome": "ok",
+            "tables": totals.tables,
+            "pages": totals.pages,
+            "rows": totals.rows,
+            "fetched_pages": totals.fetched_pages,
+            "replayed_pages": totals.replayed_pages,
+            "bytes": bytes,
+            "wire_bytes": wire_bytes,
+            "retries": retries,
+            "elapsed_ms": elapsed.as_millis() as u64,
+        }),
+    );
     Ok(())
 }
 

@@ -236,16 +236,24 @@ pub fn run(args: &SqlExtractArgs, printer: Printer) -> anyhow::Result<()> {
     if let Some(out) = settings.out.as_ref().filter(|_| !dir_mode.is_empty()) {
         total_rows += extract_to_dir(out, &dir_mode, &settings)?;
     }
-    printer.summary(&format!(
-        "extracted {} quer{}: {total_rows} rows in {:.1}s",
-        settings.extracts.len(),
-        if settings.extracts.len() == 1 {
-            "y"
-        } else {
-            "ies"
-        },
-        started.elapsed().as_secs_f64()
-    ));
+    printer.summary_with(
+        &format!(
+            "extracted {} quer{}: {total_rows} rows in {:.1}s",
+            settings.extracts.len(),
+            if settings.extracts.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            },
+            started.elapsed().as_secs_f64()
+        ),
+        json!({
+            "outcome": "ok",
+            "queries": settings.extracts.len(),
+            "rows": total_rows,
+            "elapsed_ms": started.elapsed().as_millis() as u64,
+        }),
+    );
     Ok(())
 }
 
@@ -402,6 +410,7 @@ fn extract_to_dir(out: &Path, extracts: &[&Extract], settings: &Settings) -> any
     }
     drop(history);
     let run_id = new_run_id();
+    crate::printer::set_run_id(&run_id);
     let described = json!({
         "out": out.display().to_string(),
         "parquet": {"part_rows": settings.sink.part_rows, "row_group_rows": settings.sink.row_group_rows, "zstd_level": settings.sink.zstd_level},
@@ -548,6 +557,10 @@ fn extract_one(
     crate::pipeline::supersede_parts(out, &table_rel, run_id, &e.name, manifest)?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
+        table = %e.name,
+        rows,
+        parts = closed.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
         "{}: {rows} rows, {} part(s), {:.1}s ({:.0} rows/s)",
         e.name,
         closed.len(),

@@ -283,3 +283,92 @@ fn real_runs_ok_failed_and_resumed() {
     let text = String::from_utf8_lossy(&h.stdout).into_owned();
     assert!(text.contains("2 run(s): 2 ok"), "{text}");
 }
+
+/// Every stderr line of a JSON-logged run parses, carries `run_id` once the run has one, and
+/// the lines that report facts carry them as fields (README §"Logs").
+#[test]
+fn json_log_lines_carry_the_run_id_and_their_facts() {
+    let failing = Arc::new(AtomicBool::new(true));
+    let f2 = failing.clone();
+    let server = FaultServer::start(Synthetic { rows: ROWS }, move |req| {
+        // The second page fails once with a 503 (retried); with `failing`, always.
+        let n = req.n;
+        (req.param("_next") == Some("100") && (f2.load(Ordering::SeqCst) || n % 2 == 0))
+            .then(|| json(503, "{}"))
+    });
+    let parse = |o: &std::process::Output| -> Vec<Value> {
+        stderr(o)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    // A failure: exit 5, every line JSON, the last one the error with outcome and exit code.
+    let out = TempDir::new("json-logs");
+    let o = run(
+        &server,
+        &out,
+        &["--log-format", "json", "--max-attempts", "2"],
+    );
+    assert_exit(&o, 5);
+    let lines = parse(&o);
+    let run_id = lines
+        .iter()
+        .find_map(|l| l["run_id"].as_str())
+        .expect("a run id")
+        .to_string();
+    let started = lines
+        .iter()
+        .position(|l| l["message"].as_str().unwrap_or("").contains("started"))
+        .unwrap();
+    for l in &lines[started..] {
+        assert_eq!(l["run_id"], run_id.as_str(), "{l}");
+        assert!(l["timestamp"].is_string() && l["level"].is_string() && l["message"].is_string());
+    }
+    let retry = lines
+        .iter()
+        .find(|l| l["attempt"].is_u64())
+        .expect("a retry line");
+    assert_eq!(retry["status"], 503);
+    assert_eq!(retry["max_attempts"], 2);
+    assert!(
+        retry["url"].as_str().unwrap().contains("/db/items.json"),
+        "{retry}"
+    );
+    let last = lines.last().unwrap();
+    assert_eq!(last["level"], "ERROR");
+    assert_eq!(last["outcome"], "failed");
+    assert_eq!(last["exit_code"], 5);
+
+    // The resumed run succeeds: its table line and summary carry the counts.
+    failing.store(false, Ordering::SeqCst);
+    let o = run(
+        &server,
+        &out,
+        &["--log-format", "json", "--max-attempts", "2"],
+    );
+    assert_exit(&o, 0);
+    let lines = parse(&o);
+    assert!(
+        lines.iter().all(|l| l["run_id"] == run_id.as_str()),
+        "the resumed run's id"
+    );
+    let table = lines
+        .iter()
+        .find(|l| l["table"] == "items" && l["elapsed_ms"].is_u64())
+        .expect("the table line");
+    assert_eq!(table["rows"], ROWS);
+    assert_eq!(table["pages"], 3);
+    assert!(
+        table["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:")
+    );
+    let summary = lines
+        .iter()
+        .find(|l| l["summary"] == true)
+        .expect("a summary");
+    assert_eq!(summary["outcome"], "ok");
+    assert_eq!(summary["rows"], ROWS);
+    assert!(summary["retries"].is_u64() && summary["elapsed_ms"].is_u64());
+}
