@@ -203,7 +203,45 @@ fn an_incremental_dataset_exports_every_runs_parts_once() {
     run();
     conn.execute_batch("insert into events values (731, NULL, NULL);")
         .unwrap();
-    run();
+    // The third run logs JSON: its table line carries the table's facts and its watermark
+    // moved; its summary the run's.
+    let o = run_job(
+        "incremental",
+        &ds.url,
+        &ds.db_name,
+        out.to_str().unwrap(),
+        &[
+            "--table",
+            "events",
+            "--watermark-column",
+            "id",
+            "--log-format",
+            "json",
+        ],
+    );
+    assert_exit(&o, 0);
+    let lines: Vec<serde_json::Value> = stderr(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let run_id = lines.last().unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        lines.iter().skip(1).all(|l| l["run_id"] == run_id.as_str()),
+        "{lines:?}"
+    );
+    let table = lines
+        .iter()
+        .find(|l| l["table"] == "events" && l["elapsed_ms"].is_u64())
+        .unwrap();
+    assert_eq!(table["rows"], 1, "only the new row");
+    let summary = lines.iter().find(|l| l["summary"] == true).unwrap();
+    assert_eq!(
+        (summary["outcome"].clone(), summary["rows"].clone()),
+        (serde_json::json!("ok"), serde_json::json!(1))
+    );
     let parts = all_files(&out.join("parquet/events")).len();
     assert!(parts >= 3, "several runs' parts ({parts})");
     for fmt in ["csv", "ndjson", "parquet"] {
@@ -345,6 +383,23 @@ fn bad_inputs_are_named_and_a_closed_stdout_is_quiet() {
         stderr(&o)
     );
     assert!(!dest.exists(), "no half-written export");
+    // A dataset whose only parts belong to a run that never completed it: exit 1, saying so.
+    let work2 = TempDir::new("export-unfinished");
+    let out2 = edges_dataset(&work2);
+    let m = std::fs::read_to_string(out2.join("manifest.jsonl")).unwrap();
+    let kept: String = m
+        .lines()
+        .filter(|l| !l.contains("\"kind\":\"table_end\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(out2.join("manifest.jsonl"), kept).unwrap();
+    let o = export(&out2, "edges", "csv", &[]);
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("no live parts") && stderr(&o).contains("left out"),
+        "{}",
+        stderr(&o)
+    );
     assert!(
         !all_files(work.path())
             .iter()
