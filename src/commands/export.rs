@@ -326,6 +326,15 @@ fn json_escape_tail(out: &mut Vec<u8>, start: usize) {
     }
 }
 
+/// Hand the rendered lines to the writer in 64 KiB pieces (all of them when `all`).
+fn flush_lines(w: &mut impl Write, line: &mut Vec<u8>, all: bool) -> anyhow::Result<()> {
+    if all || line.len() >= 1 << 16 {
+        w.write_all(line)?;
+        line.clear();
+    }
+    Ok(())
+}
+
 struct CsvSink<W: Write> {
     w: W,
     line: Vec<u8>,
@@ -359,14 +368,9 @@ impl<W: Write> Sink for CsvSink<W> {
                 }
             }
             self.line.push(b'\n');
-            if self.line.len() >= 1 << 16 {
-                self.w.write_all(&self.line)?;
-                self.line.clear();
-            }
+            flush_lines(&mut self.w, &mut self.line, false)?;
         }
-        self.w.write_all(&self.line)?;
-        self.line.clear();
-        Ok(())
+        flush_lines(&mut self.w, &mut self.line, true)
     }
     fn finish(mut self: Box<Self>) -> anyhow::Result<()> {
         self.w.flush()?;
@@ -422,14 +426,9 @@ impl<W: Write> Sink for NdjsonSink<W> {
                 }
             }
             self.line.extend_from_slice(b"}\n");
-            if self.line.len() >= 1 << 16 {
-                self.w.write_all(&self.line)?;
-                self.line.clear();
-            }
+            flush_lines(&mut self.w, &mut self.line, false)?;
         }
-        self.w.write_all(&self.line)?;
-        self.line.clear();
-        Ok(())
+        flush_lines(&mut self.w, &mut self.line, true)
     }
     fn finish(mut self: Box<Self>) -> anyhow::Result<()> {
         self.w.flush()?;

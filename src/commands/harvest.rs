@@ -248,24 +248,27 @@ pub(crate) async fn run_settings(
         Err(e) if e.chain().any(|c| c.is::<Interrupted>()) => json!("interrupted"),
         Err(e) => json!(format!("failed: {e:#}")),
     };
+    // The run's totals: in `run_end`, and as the fields of the summary log line.
+    let counts = obj(json!({
+        "tables": totals.tables,
+        "pages": totals.pages,
+        "rows": totals.rows,
+        "fetched_pages": totals.fetched_pages,
+        "replayed_pages": totals.replayed_pages,
+        "bytes": bytes,
+        "wire_bytes": wire_bytes,
+        "retries": retries,
+    }));
+    let mut run_totals = counts.clone();
+    run_totals.insert("parts".into(), json!(totals.parts));
+    run_totals.insert("wall_ms".into(), json!(elapsed.as_millis() as u64));
     manifest.append(
         "run_end",
         &run_id,
         obj(json!({
             "outcome": outcome,
             "ended_at": now_rfc3339(),
-            "totals": {
-                "tables": totals.tables,
-                "pages": totals.pages,
-                "rows": totals.rows,
-                "fetched_pages": totals.fetched_pages,
-                "replayed_pages": totals.replayed_pages,
-                "bytes": bytes,
-                "wire_bytes": wire_bytes,
-                "parts": totals.parts,
-                "retries": retries,
-                "wall_ms": elapsed.as_millis() as u64,
-            },
+            "totals": run_totals,
             "warnings": totals.warnings,
             "watermarks": totals.watermarks,
         })),
@@ -297,18 +300,12 @@ pub(crate) async fn run_settings(
             elapsed.as_secs_f64(),
             out.display()
         ),
-        json!({
-            "outcome": "ok",
-            "tables": totals.tables,
-            "pages": totals.pages,
-            "rows": totals.rows,
-            "fetched_pages": totals.fetched_pages,
-            "replayed_pages": totals.replayed_pages,
-            "bytes": bytes,
-            "wire_bytes": wire_bytes,
-            "retries": retries,
-            "elapsed_ms": elapsed.as_millis() as u64,
-        }),
+        {
+            let mut f = counts;
+            f.insert("outcome".into(), json!("ok"));
+            f.insert("elapsed_ms".into(), json!(elapsed.as_millis() as u64));
+            Value::Object(f)
+        },
     );
     Ok(())
 }

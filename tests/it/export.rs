@@ -108,6 +108,12 @@ fn export(out: &Path, dataset: &str, fmt: &str, extra: &[&str]) -> std::process:
 fn edges_dataset(work: &TempDir) -> std::path::PathBuf {
     let db = make_db(work, "edges", EDGES);
     let out = work.path().join("out");
+    extract_edges(&db, &out);
+    out
+}
+
+/// `sql-extract` the edges table into `out` as the dataset `edges`, partitioned by region.
+fn extract_edges(db: &Path, out: &Path) {
     let o = harvest(
         &[
             "sql-extract",
@@ -129,7 +135,6 @@ fn edges_dataset(work: &TempDir) -> std::path::PathBuf {
         &[],
     );
     assert_exit(&o, 0);
-    out
 }
 
 #[test]
@@ -294,27 +299,7 @@ fn the_cache_hits_misses_sweeps_and_verify_checks_it() {
         .unwrap()
         .execute_batch("insert into t values (5, 'west', 'new', 2.0, NULL, NULL, NULL);")
         .unwrap();
-    let o = harvest(
-        &[
-            "sql-extract",
-            "--db",
-            db.to_str().unwrap(),
-            "--query",
-            "select * from t",
-            "--name",
-            "edges",
-            "--partition-by",
-            "region",
-            "--type",
-            "ts=timestamp",
-            "--type",
-            "day=date",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_exit(&o, 0);
+    extract_edges(&db, &out);
     let third = export(&out, "edges", "csv", &["--cache"]);
     assert_exit(&third, 0);
     let p3 = path_of(&third);
