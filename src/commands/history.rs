@@ -143,6 +143,10 @@ pub fn read_history(dir: &Path) -> anyhow::Result<(Vec<Run>, ManifestHealth)> {
             health.chain_break_at = Some(health.lines);
         }
         prev_hash = Some(sha256_hex(body));
+        // Cached exports carry an id of their own but are not runs.
+        if line.kind.starts_with("export") {
+            continue;
+        }
         let Some(id) = line.run_id.clone() else {
             continue;
         };

@@ -312,6 +312,11 @@ fn the_cache_hits_misses_sweeps_and_verify_checks_it() {
     );
     let m = manifest(&out);
     assert_eq!(records(&m, "export_sweep").len(), 1);
+    // Exports are not runs: the history lists the two sql-extract runs only.
+    let h = harvest(&["history", "--out", out.to_str().unwrap(), "--json"], &[]);
+    let doc: serde_json::Value = serde_json::from_slice(&h.stdout).unwrap();
+    assert_eq!(doc["summary"]["runs"], 2, "{doc}");
+    assert_eq!(doc["summary"]["ok"], 2);
     assert_exit(
         &harvest(&["verify", "--out", out.to_str().unwrap()], &[]),
         0,
