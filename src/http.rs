@@ -243,6 +243,8 @@ struct State {
     stats: HttpStats,
     /// Time spent on failed attempts and backoff waits, whole run.
     spent_retrying: Duration,
+    /// The end of the latest failure-and-wait interval counted in `spent_retrying`.
+    retry_covered_until: Option<Instant>,
     /// Earliest moment the next request may start (rate limit and server quota).
     not_before: Option<Instant>,
 }
@@ -292,6 +294,7 @@ impl Client {
             state: Mutex::new(State {
                 stats: HttpStats::default(),
                 spent_retrying: Duration::ZERO,
+                retry_covered_until: None,
                 not_before: None,
             }),
         })
@@ -398,7 +401,13 @@ impl Client {
                 url: shown.to_string(),
                 reason: "internal lock poisoned".into(),
             })?;
-            s.spent_retrying += elapsed + wait;
+            // Wall time spent failing and waiting: requests failing at the same moment (a
+            // row-driven table's concurrent requests) count the time once, not once each.
+            let now = Instant::now();
+            let start = now.checked_sub(elapsed).unwrap_or(now);
+            let (add, covered) = union_extend(s.retry_covered_until, start, now + wait);
+            s.spent_retrying += add;
+            s.retry_covered_until = Some(covered);
             s.stats.retries += 1;
             s.spent_retrying
         };
@@ -709,6 +718,17 @@ impl Client {
     }
 }
 
+/// Add the interval `start..end` to a union of intervals that ends at `covered`: the time it
+/// adds beyond what is already covered, and the union's new end.
+fn union_extend(covered: Option<Instant>, start: Instant, end: Instant) -> (Duration, Instant) {
+    let from = match covered {
+        Some(c) if c > start => c,
+        _ => start,
+    };
+    let add = end.saturating_duration_since(from);
+    (add, covered.map_or(end, |c| c.max(end)))
+}
+
 fn classify_status(status: StatusCode, headers: &HeaderMap, url: &str, detail: String) -> Failure {
     let code = status.as_u16();
     let detail_sfx = if detail.is_empty() {
@@ -799,6 +819,28 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn concurrent_failures_count_their_wall_time_once() {
+        let t0 = Instant::now();
+        let s = |ms| t0 + Duration::from_millis(ms);
+        // Two sequential failures: both count.
+        let (a, c) = union_extend(None, s(0), s(100));
+        let (b, c) = union_extend(Some(c), s(200), s(300));
+        assert_eq!((a + b, c), (Duration::from_millis(200), s(300)));
+        // Eight at once (a row-driven burst of 429s): counted once.
+        let mut total = Duration::ZERO;
+        let mut cov = None;
+        for _ in 0..8 {
+            let (add, c) = union_extend(cov, s(1000), s(2000));
+            total += add;
+            cov = Some(c);
+        }
+        assert_eq!(total, Duration::from_millis(1000));
+        // Overlapping: only the part past the covered end.
+        let (add, c) = union_extend(cov, s(1500), s(2500));
+        assert_eq!((add, c), (Duration::from_millis(500), s(2500)));
+    }
 
     #[test]
     fn retry_after_both_forms() {
