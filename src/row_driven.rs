@@ -20,6 +20,9 @@
 //!   cut off between two pages of its own pagination continues from its recorded next URL.
 //!   On the wire it is at least once: a request in flight at a crash may be sent again
 //!   (`request_id_header` lets the server de-duplicate).
+//! - SIGINT/SIGTERM: a GET table stops at once (clean checkpoint, exit 130); for other
+//!   methods the requests already sent are answered and recorded first (a second signal
+//!   stops at once), so an interrupted POST run repeats nothing on resume.
 //! - Rows carry `_request_id`, `_status` and the input row as `_input__<column>`. A kept
 //!   error status (`record_status`, 404 by default) gives one row with the input and
 //!   status and no response fields; 401/403 stay fatal (exit 4), the retry budget exit 5.
@@ -1045,13 +1048,29 @@ pub(crate) async fn harvest_rows(
     let mut signals = ctx.signals.clone();
     let bar = crate::progress::Progress::rows(out_name, ctx.quiet);
     let mut inputs_done = false;
+    let method_is_get = requests.method == reqwest::Method::GET;
+    let (mut draining, mut abandon) = (false, false);
     loop {
-        if let Some(sig) = *signals.borrow() {
-            drop(jobs);
-            run.checkpoint(manifest)?;
-            return Err(Interrupted { signal: sig }.into());
+        // Marked seen, so that only a further signal wakes `changed()` below.
+        let signal = *signals.borrow_and_update();
+        if let Some(sig) = signal {
+            // GET: stop at once (a repeated GET only reads again). Other methods: the requests
+            // already sent are answered and recorded first, so a rerun does not send them
+            // twice; a second signal abandons them.
+            if method_is_get || jobs.is_empty() || abandon {
+                drop(jobs);
+                run.checkpoint(manifest)?;
+                return Err(Interrupted { signal: sig }.into());
+            }
+            if !draining {
+                tracing::warn!(
+                    "{out_name}: {sig}: recording the {} request(s) already sent before stopping (send it again to stop at once)",
+                    jobs.len()
+                );
+                draining = true;
+            }
         }
-        while !inputs_done && jobs.len() < window {
+        while !draining && !inputs_done && jobs.len() < window {
             let Some(values) = inputs
                 .next()
                 .await
@@ -1088,7 +1107,10 @@ pub(crate) async fn harvest_rows(
         let Some(head) = jobs.front_mut() else { break };
         let event = tokio::select! {
             biased;
-            Ok(()) = signals.changed() => continue,
+            Ok(()) = signals.changed() => {
+                abandon = draining;
+                continue;
+            }
             e = head.rx.recv() => e,
         };
         let mut batch = Vec::new();
