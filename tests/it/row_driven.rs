@@ -620,6 +620,57 @@ concurrency = 3
     );
     let v = harvest(&["verify", "--out", out.to_str().unwrap()], &[]);
     assert_exit(&v, 0);
+    // A part whose rows name a request id the manifest never recorded: verify says so.
+    {
+        use arrow::array::{Array as _, AsArray, StringArray};
+        let part = all_files(&out.join("parquet/post_comments"))
+            .into_iter()
+            .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .unwrap();
+        let file = std::fs::File::open(&part).unwrap();
+        let batches: Vec<arrow::record_batch::RecordBatch> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        let schema = batches[0].schema();
+        let idx = schema.index_of("_request_id").unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&part).unwrap(),
+            schema.clone(),
+            None,
+        )
+        .unwrap();
+        for (k, b) in batches.iter().enumerate() {
+            let mut cols = b.columns().to_vec();
+            if k == 0 {
+                let ids = cols[idx].as_string::<i32>();
+                let forged: StringArray = (0..ids.len())
+                    .map(|i| {
+                        Some(if i == 0 {
+                            "f".repeat(64)
+                        } else {
+                            ids.value(i).to_string()
+                        })
+                    })
+                    .collect();
+                cols[idx] = std::sync::Arc::new(forged);
+            }
+            w.write(&arrow::record_batch::RecordBatch::try_new(schema.clone(), cols).unwrap())
+                .unwrap();
+        }
+        w.close().unwrap();
+        let v = harvest(&["verify", "--out", out.to_str().unwrap(), "--quick"], &[]);
+        assert_exit(&v, 3);
+        assert!(
+            stderr(&v).contains("request_id_mismatch")
+                && stderr(&v).contains("1 id(s) in the rows were never recorded"),
+            "{}",
+            stderr(&v)
+        );
+    }
     // One flipped byte in a batch snapshot: verify names the response and the file.
     let batch = records(&m, "page")
         .into_iter()
