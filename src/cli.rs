@@ -69,6 +69,10 @@ pub struct ExportArgs {
     #[arg(long, value_enum)]
     pub format: ExportFormat,
 
+    /// Only these columns, in this order (comma-separated).
+    #[arg(long, value_name = "COL,COL", value_delimiter = ',')]
+    pub columns: Option<Vec<String>>,
+
     /// Write to this file (atomically); `-` or nothing: stdout.
     #[arg(long, value_name = "FILE", conflicts_with = "cache")]
     pub output: Option<PathBuf>,

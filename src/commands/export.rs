@@ -6,6 +6,7 @@
 //!   incremental run's parts included). Parts of an unfinished run are left out (a rerun
 //!   resumes or removes them) and the command says so. Hive partition columns are put back,
 //!   typed and in their place.
+//! - `--columns` exports a selection in its own order (only those columns are decoded).
 //! - Memory is bounded whatever the size: parts are read a batch at a time and written as they
 //!   come (Parquet: re-encoded into one file, a row group at a time).
 //! - A file output (`--output FILE`, and every `--cache` export) appears only complete
@@ -122,6 +123,35 @@ pub fn live_dataset(records: &[Value], name: &str) -> Option<Dataset> {
         parts,
         unfinished,
     })
+}
+
+/// `--columns a,b`: those columns, in that order; an unknown or repeated name is exit 2.
+fn select_columns(
+    all: &[ColumnPlan],
+    wanted: &[String],
+    dataset: &str,
+) -> anyhow::Result<Vec<ColumnPlan>> {
+    let mut out: Vec<ColumnPlan> = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let Some(c) = all.iter().find(|c| c.name == *w) else {
+            return Err(UsageError::with_hint(
+                format!("dataset {dataset:?} has no column {w:?}"),
+                format!(
+                    "its columns: {}",
+                    all.iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+            .into());
+        };
+        if out.iter().any(|o| o.name == *w) {
+            return Err(UsageError::new(format!("--columns names {w:?} twice")).into());
+        }
+        out.push(c.clone());
+    }
+    Ok(out)
 }
 
 /// A constant column: the partition value of a part, typed as its column.
@@ -514,8 +544,17 @@ fn read_batches(
                 part.path
             )
         })?;
+        // Only the exported columns are decoded.
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.with_batch_size(8192).build())
+            .and_then(|b| {
+                let roots: Vec<usize> = ds
+                    .columns
+                    .iter()
+                    .filter_map(|c| b.schema().index_of(&c.name).ok())
+                    .collect();
+                let mask = parquet::arrow::ProjectionMask::roots(b.parquet_schema(), roots);
+                b.with_projection(mask).with_batch_size(8192).build()
+            })
             .with_context(|| {
                 format!(
                     "the part {} is not readable Parquet; run `harvest verify`",
@@ -694,7 +733,7 @@ pub fn run(args: &ExportArgs, printer: Printer) -> anyhow::Result<()> {
         None
     };
     let records = crate::manifest::read_records(out)?;
-    let Some(ds) = live_dataset(&records, &args.dataset) else {
+    let Some(mut ds) = live_dataset(&records, &args.dataset) else {
         let names = dataset_names(&records);
         return Err(UsageError::with_hint(
             format!("{} has no dataset {:?}", out.display(), args.dataset),
@@ -721,6 +760,9 @@ pub fn run(args: &ExportArgs, printer: Printer) -> anyhow::Result<()> {
             "dataset {:?} has no live parts: every recorded part belongs to an unfinished run; rerun the harvest to complete it",
             args.dataset
         );
+    }
+    if let Some(wanted) = &args.columns {
+        ds.columns = select_columns(&ds.columns, wanted, &args.dataset)?;
     }
     let settings = crate::parquet_sink::SinkSettings::default();
     let props = crate::parquet_sink::writer_properties(&settings)?;
@@ -774,6 +816,15 @@ fn export_cached(
 ) -> anyhow::Result<()> {
     let ext = extension(f);
     let mut key = format!("harvest-export-v1\nformat={ext}\n");
+    // The columns exported (all of them, or a --columns selection), in order.
+    key.push_str(&format!(
+        "columns={}\n",
+        ds.columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    ));
     if f == ExportFormat::Parquet {
         key.push_str("zstd=3;row_group_rows=131072\n");
     }

@@ -171,6 +171,23 @@ fn every_format_round_trips_a_partitioned_dataset_with_every_type() {
         csv.contains("\n4,,,,QQ==,1970-01-01T00:00:00,1970-01-01\n"),
         "{csv}"
     );
+    // --columns: a selection in its own order, the partition column included.
+    let sel =
+        String::from_utf8(export(&out, "edges", "csv", &["--columns", "day,region,id"]).stdout)
+            .unwrap();
+    assert!(
+        sel.starts_with("day,region,id\n")
+            && sel.contains("\n2038-01-19,south,9223372036854775807\n"),
+        "{sel}"
+    );
+    assert_eq!(sel.lines().count(), 7);
+    let o = export(&out, "edges", "csv", &["--columns", "id,nope"]);
+    assert_exit(&o, 2);
+    assert!(
+        stderr(&o).contains("no column \"nope\"") && stderr(&o).contains("its columns: id, region"),
+        "{}",
+        stderr(&o)
+    );
     let nd = String::from_utf8(export(&out, "edges", "ndjson", &[]).stdout).unwrap();
     assert!(nd.contains(r#"{"id":9223372036854775807,"region":"south","name":"Ünïcödé «ß» 🦀","price":0.1,"data":"ww==","ts":"2038-01-19T03:14:08","day":"2038-01-19"}"#), "{nd}");
     assert!(nd.contains(r#""id":4,"region":null,"name":null"#), "{nd}");
