@@ -34,7 +34,29 @@ pub fn cache_dir() -> PathBuf {
         None => repo_root().join("target").join("harvest-test-cache"),
     };
     fs::create_dir_all(&dir).expect("create the test cache dir");
+    prune_old_logs(&dir);
     dir
+}
+
+/// Server logs (`<name>-<port>.log`) from test runs more than a day old, removed once per test
+/// process so the cache does not collect one per port ever used. Today's stay for debugging.
+fn prune_old_logs(dir: &Path) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let day = Duration::from_secs(24 * 3600);
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > day);
+            if old && p.extension().is_some_and(|x| x == "log") {
+                let _ = fs::remove_file(&p);
+            }
+        }
+    });
 }
 
 /// Serialize set-up across threads (Mutex) and test processes (flock).
