@@ -812,6 +812,19 @@ fn record_parts(
     if let Some(k) = stream.slice {
         pages["slice"] = json!(k);
     }
+    record_part_lines(manifest, ctx, table, &plan.columns, &pages, closed)
+}
+
+/// One `parquet` manifest line per closed part: the pages (or batches) whose rows it holds,
+/// the table's schema, and its partition.
+pub(crate) fn record_part_lines(
+    manifest: &mut Manifest,
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    columns: &[crate::schema::ColumnPlan],
+    pages: &Value,
+    closed: &[ClosedPart],
+) -> anyhow::Result<()> {
     for part in closed {
         let mut rec = obj(json!({
             "path": part.rel_path,
@@ -822,7 +835,7 @@ fn record_parts(
             "table": table.name,
             "output": table.output,
             "pages": pages,
-            "schema": plan.columns,
+            "schema": columns,
         }));
         if let (Some(col), Some(v)) = (&table.partition_by, &part.partition) {
             rec.insert("partition".into(), json!({ col: v }));

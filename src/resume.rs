@@ -269,25 +269,30 @@ pub fn sweep_parts(out: &Path, records: &[Value]) -> std::io::Result<Vec<String>
     Ok(removed)
 }
 
-/// Parts of `output` recorded by runs other than `except_run` that have no `table_end` for
-/// it, and that no `supersede` removed.
-pub fn unfinished_parts(records: &[Value], output: &str, except_run: &str) -> Vec<String> {
-    let finished: HashSet<&str> = records
+/// The runs that completed dataset `output` (recorded its `table_end`).
+pub fn finished_runs<'a>(records: &'a [Value], output: &str) -> HashSet<&'a str> {
+    records
         .iter()
         .filter(|r| r["kind"] == "table_end" && r["output"] == output)
         .filter_map(|r| r["run_id"].as_str())
-        .collect();
-    let superseded: HashSet<&str> = records
+        .collect()
+}
+
+/// Every part path a `supersede` record removed.
+pub fn superseded_paths(records: &[Value]) -> HashSet<&str> {
+    records
         .iter()
         .filter(|r| r["kind"] == "supersede")
-        .flat_map(|r| {
-            r["paths"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-        })
-        .collect();
+        .flat_map(|r| r["paths"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// Parts of `output` recorded by runs other than `except_run` that have no `table_end` for
+/// it, and that no `supersede` removed.
+pub fn unfinished_parts(records: &[Value], output: &str, except_run: &str) -> Vec<String> {
+    let finished = finished_runs(records, output);
+    let superseded = superseded_paths(records);
     records
         .iter()
         .filter(|r| r["kind"] == "parquet" && r["output"] == output)

@@ -748,23 +748,19 @@ impl RowRun<'_> {
         let Some(plan) = self.plan.as_ref() else {
             return Ok(());
         };
-        for part in closed {
-            let mut rec = obj(json!({
-                "path": part.rel_path,
-                "sha256": part.sha256,
-                "bytes": part.bytes,
-                "rows": part.rows,
-                "source": crate::http::display_url(&self.ctx.source.base),
-                "table": self.table.name,
-                "output": self.table.output,
-                "pages": { "raw_run": self.ctx.run_id, "first": self.first_since_checkpoint, "last": self.taken },
-                "schema": plan.columns,
-            }));
-            if let (Some(col), Some(v)) = (&self.table.partition_by, &part.partition) {
-                rec.insert("partition".into(), json!({ col: v }));
-            }
-            manifest.append("parquet", self.ctx.run_id, rec)?;
-        }
+        let pages = json!({
+            "raw_run": self.ctx.run_id,
+            "first": self.first_since_checkpoint,
+            "last": self.taken,
+        });
+        crate::pipeline::record_part_lines(
+            manifest,
+            self.ctx,
+            self.table,
+            &plan.columns,
+            &pages,
+            closed,
+        )?;
         self.parts += closed.len() as u64;
         Ok(())
     }

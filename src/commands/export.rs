@@ -71,17 +71,8 @@ fn dataset_names(records: &[Value]) -> BTreeSet<String> {
 
 /// The live parts of `name`.
 pub fn live_dataset(records: &[Value], name: &str) -> Option<Dataset> {
-    let finished: HashSet<&str> = records
-        .iter()
-        .filter(|r| r["kind"] == "table_end" && r["output"] == name)
-        .filter_map(|r| r["run_id"].as_str())
-        .collect();
-    let superseded: HashSet<&str> = records
-        .iter()
-        .filter(|r| r["kind"] == "supersede")
-        .flat_map(|r| r["paths"].as_array().into_iter().flatten())
-        .filter_map(Value::as_str)
-        .collect();
+    let finished = crate::resume::finished_runs(records, name);
+    let superseded = crate::resume::superseded_paths(records);
     let mut columns = None;
     let mut parts = vec![];
     let mut unfinished = vec![];
