@@ -197,6 +197,20 @@ pub struct TableConfig {
     pub record_status: Option<Vec<u16>>,
 }
 
+impl TableConfig {
+    /// The keys only a row-driven table may set, and whether this table sets each.
+    pub fn row_driven_keys(&self) -> [(&'static str, bool); 6] {
+        [
+            ("method", self.method.is_some()),
+            ("body", self.body.is_some()),
+            ("headers", !self.headers.is_empty()),
+            ("concurrency", self.concurrency.is_some()),
+            ("request_id_header", self.request_id_header.is_some()),
+            ("record_status", self.record_status.is_some()),
+        ]
+    }
+}
+
 /// `for_each`: where a row-driven table's input rows come from.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -597,13 +611,10 @@ fn rest_table(
             ("primary_key", !t.primary_key.is_empty()),
             ("watermark_format", t.watermark_format.is_some()),
             ("for_each", t.for_each.is_some()),
-            ("method", t.method.is_some()),
-            ("body", t.body.is_some()),
-            ("headers", !t.headers.is_empty()),
-            ("concurrency", t.concurrency.is_some()),
-            ("request_id_header", t.request_id_header.is_some()),
-            ("record_status", t.record_status.is_some()),
-        ] {
+        ]
+        .into_iter()
+        .chain(t.row_driven_keys())
+        {
             if set {
                 return Err(UsageError::with_hint(
                     format!("table {name:?}: `{key}` is for REST tables"),

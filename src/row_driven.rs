@@ -112,14 +112,7 @@ impl RowDriven {
     ) -> Result<Option<Self>, UsageError> {
         let name = &t.name;
         let Some(fe) = &t.for_each else {
-            for (key, set) in [
-                ("method", t.method.is_some()),
-                ("body", t.body.is_some()),
-                ("headers", !t.headers.is_empty()),
-                ("concurrency", t.concurrency.is_some()),
-                ("request_id_header", t.request_id_header.is_some()),
-                ("record_status", t.record_status.is_some()),
-            ] {
+            for (key, set) in t.row_driven_keys() {
                 if set && rest_source {
                     return Err(UsageError::with_hint(
                         format!(
@@ -658,21 +651,33 @@ impl RowRun<'_> {
                 self.unplanned.push((batch, page));
                 return Ok(());
             }
-            let first = if has_fields {
-                page.clone()
-            } else {
-                self.unplanned
-                    .first()
-                    .map(|(_, p)| p.clone())
-                    .unwrap_or_else(|| page.clone())
-            };
-            self.install_plan(&first)?;
-            for (b, p) in std::mem::take(&mut self.unplanned) {
-                self.push(b, &p)?;
-            }
-            self.unplanned_rows = 0;
+            self.plan_pending(has_fields.then_some(&page))?;
         }
         self.push(batch, &page)
+    }
+
+    /// Plan the table from `current` (a response with records), else from the first response
+    /// held back, else from the meta columns alone; then write the held-back rows.
+    fn plan_pending(&mut self, current: Option<&Page>) -> anyhow::Result<()> {
+        let pending = std::mem::take(&mut self.unplanned);
+        self.unplanned_rows = 0;
+        let meta_only;
+        let first = match (current, pending.first()) {
+            (Some(p), _) | (None, Some((_, p))) => p,
+            (None, None) => {
+                meta_only = Page {
+                    columns: Some(self.meta_columns()),
+                    sparse: true,
+                    ..Page::default()
+                };
+                &meta_only
+            }
+        };
+        self.install_plan(first)?;
+        for (b, p) in &pending {
+            self.push(*b, p)?;
+        }
+        Ok(())
     }
 
     fn install_plan(&mut self, first: &Page) -> anyhow::Result<()> {
@@ -789,7 +794,8 @@ impl RowRun<'_> {
                 })?;
             let status = f.fetched.status;
             let id = r.id;
-            let rows_page = self.response_page(&id, status, &r.key, page.clone())?;
+            let next = page.next.clone();
+            let rows_page = self.response_page(&id, status, &r.key, page)?;
             let mut e = obj(json!({
                 "id": id,
                 "url": crate::http::display_url(&f.url),
@@ -807,7 +813,7 @@ impl RowRun<'_> {
                 e.insert("input".into(), json!(r.input_id));
                 e.insert("n".into(), json!(r.n));
             }
-            if let Some(next) = &page.next {
+            if let Some(next) = &next {
                 e.insert("next".into(), json!(next));
             }
             if let Some(p) = f.paging.filter(|p| p != &json!("none")) {
@@ -1197,19 +1203,7 @@ fn finish(
 ) -> anyhow::Result<()> {
     let (ctx, table) = (run.ctx, run.table);
     if run.plan.is_none() {
-        let first = run
-            .unplanned
-            .first()
-            .map(|(_, p)| p.clone())
-            .unwrap_or_else(|| Page {
-                columns: Some(run.meta_columns()),
-                sparse: true,
-                ..Page::default()
-            });
-        run.install_plan(&first)?;
-        for (b, p) in std::mem::take(&mut run.unplanned) {
-            run.push(b, &p)?;
-        }
+        run.plan_pending(None)?;
     }
     let Some(mut sink) = run.sink.take() else {
         unreachable!("planned above")
