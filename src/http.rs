@@ -261,8 +261,21 @@ enum Failure {
     Transient {
         reason: String,
         retry_after: Option<Duration>,
+        /// The HTTP status, when the failure was one (logged as a field).
+        status: Option<u16>,
     },
     Fatal(HttpError),
+}
+
+impl Failure {
+    /// A failure worth retrying that is not an HTTP status (a reset, a timeout, a cut body).
+    fn transient(reason: String) -> Self {
+        Failure::Transient {
+            reason,
+            retry_after: None,
+            status: None,
+        }
+    }
 }
 
 impl Client {
@@ -361,10 +374,7 @@ impl Client {
                             }
                             return Ok((fetched, v));
                         }
-                        Verdict::Retry(reason) => Failure::Transient {
-                            reason,
-                            retry_after: None,
-                        },
+                        Verdict::Retry(reason) => Failure::transient(reason),
                         Verdict::Reject(reason) => Failure::Fatal(HttpError::BadBody {
                             url: shown.clone(),
                             reason,
@@ -387,12 +397,13 @@ impl Client {
         elapsed: Duration,
         shown: &str,
     ) -> Result<(), HttpError> {
-        let (reason, retry_after) = match failure {
+        let (reason, retry_after, status) = match failure {
             Failure::Fatal(e) => return Err(e),
             Failure::Transient {
                 reason,
                 retry_after,
-            } => (reason, retry_after),
+                status,
+            } => (reason, retry_after, status),
         };
         let last_reason = reason;
         let wait = self.backoff(attempt, retry_after);
@@ -419,11 +430,6 @@ impl Client {
                 last: last_reason,
             });
         }
-        // The HTTP status, when the failure was one (`HTTP 503: …`).
-        let status = last_reason
-            .strip_prefix("HTTP ")
-            .and_then(|r| r.get(..3))
-            .and_then(|c| c.parse::<u64>().ok());
         tracing::warn!(
             url = shown,
             attempt,
@@ -445,10 +451,7 @@ impl Client {
         };
         match o.token(&self.inner, stale).await {
             Ok(t) => Ok(Some(t)),
-            Err(crate::oauth2::TokenError::Transient(reason)) => Err(Failure::Transient {
-                reason,
-                retry_after: None,
-            }),
+            Err(crate::oauth2::TokenError::Transient(reason)) => Err(Failure::transient(reason)),
             Err(crate::oauth2::TokenError::Refused { status, detail }) => {
                 Err(Failure::Fatal(HttpError::Auth {
                     url: display_url(&o.token_url),
@@ -510,13 +513,10 @@ impl Client {
         let fut = self.attempt_inner(req, shown, bearer);
         match tokio::time::timeout(self.settings.request_timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(Failure::Transient {
-                reason: format!(
-                    "no complete response within {:?}",
-                    self.settings.request_timeout
-                ),
-                retry_after: None,
-            }),
+            Err(_) => Err(Failure::transient(format!(
+                "no complete response within {:?}",
+                self.settings.request_timeout
+            ))),
         }
     }
 
@@ -559,10 +559,10 @@ impl Client {
             req = req.bearer_auth(t);
         }
         let fetched_at = chrono::Utc::now();
-        let mut resp = req.send().await.map_err(|e| Failure::Transient {
-            reason: describe_reqwest_error(&e),
-            retry_after: None,
-        })?;
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| Failure::transient(describe_reqwest_error(&e)))?;
         let status = resp.status();
         let headers = resp.headers().clone();
         self.note_quota(&headers);
@@ -587,24 +587,18 @@ impl Client {
         loop {
             match tokio::time::timeout(self.settings.stall_timeout, resp.chunk()).await {
                 Err(_) => {
-                    return Err(Failure::Transient {
-                        reason: format!(
-                            "body stalled: no bytes for {:?} after {} bytes",
-                            self.settings.stall_timeout,
-                            body.len()
-                        ),
-                        retry_after: None,
-                    });
+                    return Err(Failure::transient(format!(
+                        "body stalled: no bytes for {:?} after {} bytes",
+                        self.settings.stall_timeout,
+                        body.len()
+                    )));
                 }
                 Ok(Err(e)) => {
-                    return Err(Failure::Transient {
-                        reason: format!(
-                            "body cut off after {} bytes: {}",
-                            body.len(),
-                            describe_reqwest_error(&e)
-                        ),
-                        retry_after: None,
-                    });
+                    return Err(Failure::transient(format!(
+                        "body cut off after {} bytes: {}",
+                        body.len(),
+                        describe_reqwest_error(&e)
+                    )));
                 }
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(chunk))) => {
@@ -668,13 +662,10 @@ impl Client {
                         content_encoding::ACCEPT
                     ),
                 }),
-                DecodeError::Damaged(why) => Failure::Transient {
-                    reason: format!(
+                DecodeError::Damaged(why) => Failure::transient(format!(
                         "the {} body ({wire_len} bytes on the wire) does not decode: {why}",
                         encodings.join(", ")
-                    ),
-                    retry_after: None,
-                },
+                    )),
             }
         })
     }
@@ -745,6 +736,7 @@ fn classify_status(status: StatusCode, headers: &HeaderMap, url: &str, detail: S
         408 | 429 | 500 | 502 | 503 | 504 => Failure::Transient {
             reason: format!("HTTP {code}{detail_sfx}"),
             retry_after: parse_retry_after(headers),
+            status: Some(code),
         },
         _ => Failure::Fatal(HttpError::Status {
             url: url.to_string(),
