@@ -48,6 +48,8 @@ pub struct FetchedPage {
     pub fetched: Fetched,
     /// How the source paged (a REST source's resolved paginator), for the manifest.
     pub paging: Option<serde_json::Value>,
+    /// A shaped (row-driven) request's id ([`request_id`]).
+    pub request_id: Option<String>,
     pub parsed: JoinHandle<Result<Page, String>>,
 }
 
@@ -185,15 +187,15 @@ async fn walk_pages(
                 })
             }
         };
-        let result = match &shape {
-            None => client.get(&url, validate).await,
-            Some(sh) => {
+        // A shaped (row-driven) request's id: sent as a header when asked, and handed on.
+        let id = shape
+            .as_ref()
+            .map(|sh| request_id(&sh.method, &url, sh.body.as_deref()));
+        let result = match (&shape, &id) {
+            (Some(sh), Some(id)) => {
                 let mut headers = sh.headers.clone();
                 if let Some(name) = &sh.id_header {
-                    headers.push((
-                        name.clone(),
-                        request_id(&sh.method, &url, sh.body.as_deref()),
-                    ));
+                    headers.push((name.clone(), id.clone()));
                 }
                 let req = crate::http::Request {
                     method: sh.method.clone(),
@@ -208,6 +210,7 @@ async fn walk_pages(
                 };
                 client.send(&req, validate).await
             }
+            _ => client.get(&url, validate).await,
         };
         let (fetched, scanned) =
             result.map_err(|e| (page_no, anyhow::Error::new::<HttpError>(e)))?;
@@ -225,6 +228,7 @@ async fn walk_pages(
             cursor_in: cursor.take(),
             fetched,
             paging: scanned.paging,
+            request_id: id,
             parsed,
         };
         if tx.send(Event::Page(Box::new(msg))).await.is_err() {

@@ -259,6 +259,7 @@ impl<'a> TableRun<'a> {
             fetched,
             paging,
             parsed,
+            ..
         } = f;
         // A page whose rows do not parse is refused before anything records it.
         let page = parsed

@@ -453,7 +453,6 @@ fn short_id(hex: &str) -> u128 {
 struct Job {
     /// The id of the input's first request.
     input_id: String,
-    shape: Arc<Shape>,
     /// Pages of this input taken so far (its own pagination).
     n: u64,
     key: Map<String, Value>,
@@ -1040,7 +1039,6 @@ pub(crate) async fn harvest_rows(
         let (walkers, rx) = requests.start(ctx.client, &built, n, Some(next), paging);
         jobs.push_back(Job {
             input_id: id,
-            shape: built.shape,
             n,
             key,
             _walkers: walkers,
@@ -1099,7 +1097,6 @@ pub(crate) async fn harvest_rows(
             let (walkers, rx) = requests.start(ctx.client, &built, 0, None, None);
             jobs.push_back(Job {
                 input_id: built.id,
-                shape: built.shape,
                 n: 0,
                 key,
                 _walkers: walkers,
@@ -1176,7 +1173,10 @@ fn take_event(
         Some(Event::Page(f)) => {
             job.n += 1;
             batch.push(Response {
-                id: cursor::request_id(&job.shape.method, &f.url, job.shape.body.as_deref()),
+                id: f
+                    .request_id
+                    .clone()
+                    .context("a row-driven page came without its request id")?,
                 input_id: job.input_id.clone(),
                 key: job.key.clone(),
                 n: job.n,
