@@ -85,6 +85,14 @@ fn assert_posts(out: &Path, dataset: &str, ids: impl IntoIterator<Item = u64>) {
     assert_same_rows(dataset, got, want);
 }
 
+/// A config of one REST source at `url` (no name, auth or headers) with `tables`.
+pub(crate) fn rest_config(dir: &Path, url: &str, tables: &str) -> String {
+    write_config(
+        dir,
+        &format!("[[source]]\nkind = \"rest\"\nurl = \"{url}\"\n\n{tables}"),
+    )
+}
+
 pub(crate) fn write_config(dir: &Path, text: &str) -> String {
     let p = dir.join("harvest.toml");
     std::fs::write(&p, text).unwrap();

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::common::*;
 use crate::crash::spawn_harvest;
 use crate::fault_server::*;
-use crate::rest::{assert_nowhere, run_config, write_config};
+use crate::rest::{assert_nowhere, rest_config, run_config, write_config};
 
 /// The documented request id: sha256 of method, "\n", URL, "\n", body.
 fn request_id(method: &str, url: &str, body: &[u8]) -> String {
@@ -223,21 +223,17 @@ print(con.execute("""
     // The dataset harvest wrote, read back as the input of another table: the same requests,
     // so the same ids.
     let out2 = work.path().join("out2");
-    let config2 = write_config(
+    let config2 = rest_config(
         work.path(),
+        &js.url,
         &format!(
             r#"
-[[source]]
-kind = "rest"
-url = "{url}"
-
 [[source.table]]
 name = "again"
 path = "/customers/{{_input__CustomerID}}"
 for_each = {{ parquet = "{parts}", columns = ["_input__CustomerID"] }}
 concurrency = 4
 "#,
-            url = js.url,
             parts = out.join("parquet/customer_detail").display()
         ),
     );
@@ -318,11 +314,11 @@ for_each = { sqlite = "DB", query = "select id from t" }"#,
         ),
     ];
     for (i, (table, want)) in cases.iter().enumerate() {
-        let config = write_config(
+        let config = rest_config(
             work.path(),
+            &server.url,
             &format!(
-                "[[source]]\nkind = \"rest\"\nurl = \"{}\"\n\n[[source.table]]\nname = \"t{i}\"\n{}\n",
-                server.url,
+                "[[source.table]]\nname = \"t{i}\"\n{}\n",
                 table.replace("DB", db.to_str().unwrap())
             ),
         );
@@ -336,11 +332,11 @@ for_each = { sqlite = "DB", query = "select id from t" }"#,
         );
     }
     // `incremental` does not run row-driven tables.
-    let config = write_config(
+    let config = rest_config(
         work.path(),
+        &server.url,
         &format!(
-            "[[source]]\nkind = \"rest\"\nurl = \"{}\"\n\n[[source.table]]\nname = \"t\"\npath = \"/x/{{id}}\"\nfor_each = {{ sqlite = \"{}\", query = \"select id from t\" }}\n",
-            server.url,
+            "[[source.table]]\nname = \"t\"\npath = \"/x/{{id}}\"\nfor_each = {{ sqlite = \"{}\", query = \"select id from t\" }}\n",
             db.display()
         ),
     );
@@ -571,28 +567,22 @@ fn a_parent_table_feeds_a_child_path() {
     let js = JsonServer::start(&json!({ "posts": posts, "comments": comments }));
     let work = TempDir::new("rows-parent");
     let out = work.path().join("out");
-    let config = write_config(
+    let config = rest_config(
         work.path(),
-        &format!(
-            r#"
-[[source]]
-kind = "rest"
-url = "{url}"
-
+        &js.url,
+        r#"
 [[source.table]]
 name = "posts"
-params = {{ _page = 1, _limit = 5 }}
+params = { _page = 1, _limit = 5 }
 paginate = "link"
 
 [[source.table]]
 name = "post_comments"
-path = "/posts/{{post_id}}/comments"
-for_each = {{ table = "posts", fields = {{ post_id = "/id", title = "/title" }} }}
-params = {{ _sort = "id" }}
+path = "/posts/{post_id}/comments"
+for_each = { table = "posts", fields = { post_id = "/id", title = "/title" } }
+params = { _sort = "id" }
 concurrency = 3
 "#,
-            url = js.url
-        ),
     );
     let o = run_config(&config, &out, &[]);
     assert_exit(&o, 0);
@@ -741,14 +731,11 @@ fn faults_in_front_of_per_row_requests_change_nothing() {
     }
     let db = make_db(&work, "ids", &sql);
     let out = work.path().join("out");
-    let config = write_config(
+    let config = rest_config(
         work.path(),
+        &server.url,
         &format!(
             r#"
-[[source]]
-kind = "rest"
-url = "{url}"
-
 [[source.table]]
 name = "detail"
 path = "/customers/{{id}}"
@@ -758,7 +745,6 @@ params = {{ for = "{{id}}-x" }}
 headers = {{ X-Customer = "{{id}}" }}
 request_id_header = "Idempotency-Key"
 "#,
-            url = server.url,
             db = db.display()
         ),
     );
@@ -804,26 +790,20 @@ fn a_child_cut_off_between_its_own_pages_continues_from_its_next_url() {
     let js = JsonServer::start(&json!({ "posts": posts, "comments": comments }));
     let work = TempDir::new("rows-partial");
     let out = work.path().join("out");
-    let config = write_config(
+    let config = rest_config(
         work.path(),
-        &format!(
-            r#"
-[[source]]
-kind = "rest"
-url = "{url}"
-
+        &js.url,
+        r#"
 [[source.table]]
 name = "posts"
 
 [[source.table]]
 name = "comments_by_post"
-path = "/posts/{{post}}/comments"
-for_each = {{ table = "posts", fields = {{ post = "/id" }} }}
-params = {{ _page = 1, _limit = 1 }}
+path = "/posts/{post}/comments"
+for_each = { table = "posts", fields = { post = "/id" } }
+params = { _page = 1, _limit = 1 }
 paginate = "link"
 "#,
-            url = js.url
-        ),
     );
     // The first run dies right after recording its first batch: input 1's first page only.
     let o = run_config(&config, &out, &[("HARVEST_FAILPOINT", "rows:after-batch")]);
