@@ -220,6 +220,49 @@ print(con.execute("""
         String::from_utf8_lossy(&o2.stderr)
     );
 
+    // pyarrow reads every value as the server sent it: no NULL where a value was, no coercion.
+    let script = format!(
+        r#"
+import json, pyarrow.dataset as ds
+t = ds.dataset('{out}/parquet/customer_detail', format='parquet').to_table()
+for r in sorted(t.to_pylist(), key=lambda r: r['_input__CustomerID']):
+    print(json.dumps(r, ensure_ascii=False, sort_keys=True))
+"#,
+        out = out.display()
+    );
+    let o2 = Command::new(&py).arg("-c").arg(script).output().unwrap();
+    assert!(
+        o2.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o2.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&o2.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 40);
+    for (k, r) in lines.iter().enumerate() {
+        let i = k as u64 + 1;
+        let id = format!("C{i:03}");
+        let url = format!("{}/customers/{id}", js.url);
+        assert_eq!(r["_request_id"], request_id("GET", &url, b"").as_str());
+        assert_eq!(r["_input__CustomerID"], id.as_str());
+        if i <= n_known {
+            let c = customer(i);
+            assert_eq!(r["_status"], 200);
+            for f in ["id", "name", "balance", "rating", "active"] {
+                assert_eq!(r[f], c[f], "{id}: {f}");
+            }
+            assert_eq!(r["address__city"], c["address"]["city"]);
+            assert_eq!(r["address__zip"], c["address"]["zip"]);
+        } else {
+            assert_eq!(r["_status"], 404);
+            for f in ["id", "name", "balance", "rating", "active", "address__city"] {
+                assert!(r[f].is_null(), "{id}: {f} is {}", r[f]);
+            }
+        }
+    }
+
     // The dataset harvest wrote, read back as the input of another table: the same requests,
     // so the same ids.
     let out2 = work.path().join("out2");
