@@ -338,6 +338,11 @@ pub struct HarvestArgs {
     #[arg(long, value_name = "LEVEL")]
     pub zstd_level: Option<i32>,
 
+    /// Dataset layout: `parquet` (Hive-style Parquet parts) or `delta` (the same parts committed
+    /// to a Delta Lake table). Default parquet.
+    #[arg(long, value_name = "FORMAT")]
+    pub table_format: Option<String>,
+
     /// If another run holds DIR's lock, wait for it instead of failing.
     #[arg(long)]
     pub wait_lock: bool,

@@ -25,6 +25,8 @@ use crate::schema::ColType;
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     pub out: Option<PathBuf>,
+    /// `parquet` (default) or `delta`.
+    pub table_format: Option<String>,
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]
@@ -239,6 +241,7 @@ pub struct HarvestSettings {
     pub sources: Vec<SourceSettings>,
     pub wait_lock: bool,
     pub restart: bool,
+    pub table_format: crate::delta::TableFormat,
     /// `harvest` or `incremental`.
     pub command: &'static str,
     /// sha256 of the resolved settings with secrets removed.
@@ -1112,7 +1115,15 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
         }
     }
 
-    let described = describe(&out, &http, &sink, &sources);
+    let table_format = match args.table_format.as_ref().or(file.table_format.as_ref()) {
+        Some(f) => crate::delta::TableFormat::parse(f)?,
+        None => crate::delta::TableFormat::default(),
+    };
+    sink.ascii_paths = table_format == crate::delta::TableFormat::Delta;
+    let mut described = describe(&out, &http, &sink, &sources);
+    if table_format != crate::delta::TableFormat::Parquet {
+        described["table_format"] = serde_json::json!(table_format);
+    }
     let config_digest = crate::manifest::sha256_hex(described.to_string().as_bytes());
     Ok(HarvestSettings {
         out,
@@ -1121,6 +1132,7 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
         sources,
         wait_lock: args.wait_lock,
         restart: args.restart,
+        table_format,
         command: "harvest",
         config_digest,
         described,

@@ -151,6 +151,25 @@ pub fn is_part_file(path: &Path) -> bool {
         .is_some_and(|n| n.starts_with("part-") && n.ends_with(".parquet"))
 }
 
+/// Make `name` one path component of ASCII letters, digits, `-`, `_`, `.` and `~` only, every
+/// other byte written as `%XX` (and a leading `.` too). The partition directories of Delta
+/// tables are spelled so: the Delta log percent-encodes that name once more, and the readers
+/// (delta-rs, DuckDB, polars) all find the file by decoding it once.
+pub fn ascii_component(name: &str) -> String {
+    if name.is_empty() {
+        return "%00".to_string();
+    }
+    let mut out = String::with_capacity(name.len());
+    for (i, b) in name.bytes().enumerate() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') || (b == b'.' && i > 0) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Make `name` safe as one path component: no separators, no `..`, no control characters,
 /// no leading dot (that would hide it from dataset readers). Unsafe bytes are written as
 /// `%XX` (the Hive convention, which pyarrow decodes), so distinct names stay distinct.

@@ -283,8 +283,9 @@ impl Client {
         if let Some(a) = &settings.auth {
             a.register_secrets();
         }
-        // TLS uses rustls with the ring provider (a much smaller build than aws-lc); install it
-        // once per process. An error only means another provider is installed already.
+        // TLS uses rustls with the ring provider, installed once per process: delta-rs builds
+        // rustls with aws-lc as well, and with two providers compiled in rustls picks neither
+        // by itself. An error only means a provider is installed already.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let inner = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)

@@ -9,6 +9,7 @@ pub mod content_encoding;
 pub mod cursor;
 pub mod datasette;
 pub mod datasette_table;
+pub mod delta;
 pub mod error;
 pub mod fsutil;
 pub mod http;

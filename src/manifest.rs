@@ -25,6 +25,7 @@ pub struct Manifest {
     path: PathBuf,
     next_seq: u64,
     prev: Option<String>,
+    ledger: Option<crate::delta::Ledger>,
 }
 
 /// What opening the manifest had to repair.
@@ -110,9 +111,21 @@ impl Manifest {
                 path,
                 next_seq,
                 prev,
+                ledger: None,
             },
             repair,
         ))
+    }
+
+    /// Keep `ledger` (built from the records read at start) up to date with every record this
+    /// process appends, so Delta commits know what the manifest wants without rereading it.
+    pub fn track_delta(&mut self, ledger: crate::delta::Ledger) {
+        self.ledger = Some(ledger);
+    }
+
+    /// What the manifest wants each Delta dataset to hold (after [`Self::track_delta`]).
+    pub fn delta_ledger(&self) -> Option<&crate::delta::Ledger> {
+        self.ledger.as_ref()
     }
 
     /// The `seq` the next record will get (it changes only when a record is appended).
@@ -156,6 +169,14 @@ impl Manifest {
             .with_context(|| format!("cannot append to the manifest {}", self.path.display()))?;
         self.prev = Some(hash);
         self.next_seq += 1;
+        if let Some(ledger) = self.ledger.as_mut()
+            && matches!(kind, "parquet" | "table_end" | "supersede")
+        {
+            let mut v = Value::Object(fields);
+            v["kind"] = Value::String(kind.into());
+            v["run_id"] = Value::String(run_id.into());
+            ledger.feed(&v);
+        }
         Ok(seq)
     }
 }

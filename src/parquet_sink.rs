@@ -44,6 +44,9 @@ pub struct SinkSettings {
     pub memory_budget: usize,
     /// A checkpoint is due when more parts than this are open (many partitions).
     pub max_open_parts: usize,
+    /// Partition directories spelled in ASCII only ([`crate::fsutil::ascii_component`]), as
+    /// Delta tables need: their readers disagree on how to decode anything else.
+    pub ascii_paths: bool,
 }
 
 impl Default for SinkSettings {
@@ -55,6 +58,7 @@ impl Default for SinkSettings {
             batch_rows: 8192,
             memory_budget: 24 * 1024 * 1024,
             max_open_parts: 64,
+            ascii_paths: false,
         }
     }
 }
@@ -296,11 +300,16 @@ impl TableSink {
             None => self.table_rel.clone(),
             Some(v) => {
                 let col = self.partition_name.as_deref().unwrap_or_default();
+                let name: fn(&str) -> String = if self.settings.ascii_paths {
+                    crate::fsutil::ascii_component
+                } else {
+                    sanitize_component
+                };
                 let val = match v {
                     None => NULL_PARTITION.to_string(),
-                    Some(s) => sanitize_component(s),
+                    Some(s) => name(s),
                 };
-                format!("{}/{}={}", self.table_rel, sanitize_component(col), val)
+                format!("{}/{}={}", self.table_rel, name(col), val)
             }
         };
         let name = format!("part-{}-{:05}.parquet", self.run_id, self.next_part);

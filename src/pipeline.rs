@@ -94,6 +94,8 @@ struct TableRun<'a> {
     /// Incremental: decides which rows are new, tracks the next watermark.
     tracker: Option<Tracker>,
     rows_before: u64,
+    /// `--table-format delta`: the table's Delta log and how this run writes it.
+    delta: Option<crate::delta::Target>,
     /// The source kind's side of the table: planning, paging, parsing, checks.
     src: TableSource,
 }
@@ -229,7 +231,15 @@ impl<'a> TableRun<'a> {
             return Ok(());
         };
         let closed = sink.checkpoint()?;
-        record_parts(manifest, self.ctx, self.table, plan, stream, &closed)?;
+        record_parts(
+            manifest,
+            self.ctx,
+            self.table,
+            plan,
+            stream,
+            &closed,
+            self.delta.as_ref(),
+        )?;
         stream.parts += closed.len() as u64;
         stream.first_page_since_checkpoint = stream.taken + 1;
         Ok(())
@@ -368,6 +378,14 @@ pub(crate) async fn harvest_table(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let (settings, source) = (ctx.settings, ctx.source);
+    let delta = crate::delta::target(
+        &settings.out,
+        &format!("parquet/{}", sanitize_component(&table.output)),
+        &table.output,
+        settings.table_format,
+        ctx.run_id,
+        table.watermark.is_some(),
+    )?;
     // Incremental: the stored watermark gives an inclusive lower bound; its window, the rows
     // already written at the boundary.
     let store = crate::watermark::Store::new(&settings.out);
@@ -407,7 +425,7 @@ pub(crate) async fn harvest_table(
         t.skip_below(bound);
         tracker = Some(t);
         if progress.streams.is_empty() {
-            remove_unfinished_parts(ctx, table, manifest)?;
+            remove_unfinished_parts(ctx, table, manifest, delta.as_ref())?;
         }
     }
 
@@ -506,6 +524,7 @@ pub(crate) async fn harvest_table(
         slices,
         streams,
         tracker,
+        delta,
         src,
     };
     // Planning: the source prepares before any page is requested (Datasette's type probe,
@@ -670,7 +689,7 @@ fn finish_table(
             sink.skip_empty_part();
         }
         let closed = sink.finish()?;
-        record_parts(manifest, ctx, table, &plan, s, &closed)?;
+        record_parts(manifest, ctx, table, &plan, s, &closed, run.delta.as_ref())?;
         s.parts += closed.len() as u64;
     }
     let rows = run.rows();
@@ -702,6 +721,9 @@ fn finish_table(
     }));
     if run.slices.is_some() {
         end.insert("slices".into(), json!(run.streams.len()));
+    }
+    if let Some(t) = &run.delta {
+        end.insert("delta".into(), json!(t.mode.as_str()));
     }
     // Incremental: the new watermark is made durable (pending) after the parts it covers are
     // recorded, committed by table_end, then published.
@@ -772,14 +794,18 @@ fn finish_table(
         tracing::warn!("{w}");
         totals.warnings.push(w);
     }
-    if !committed {
-        supersede_parts(
-            &settings.out,
-            &table_rel,
-            ctx.run_id,
-            &table.output,
-            manifest,
-        )?;
+    match &run.delta {
+        Some(t) => finish_delta(manifest, ctx, table, t)?,
+        None if !committed => {
+            supersede_parts(
+                &settings.out,
+                &table_rel,
+                ctx.run_id,
+                &table.output,
+                manifest,
+            )?;
+        }
+        None => {}
     }
     tracing::info!(
         source = %crate::http::display_url(&source.base),
@@ -804,6 +830,7 @@ fn record_parts(
     plan: &TablePlan,
     stream: &Stream,
     closed: &[ClosedPart],
+    delta: Option<&crate::delta::Target>,
 ) -> anyhow::Result<()> {
     let mut pages = json!({
         "raw_run": ctx.run_id,
@@ -813,11 +840,11 @@ fn record_parts(
     if let Some(k) = stream.slice {
         pages["slice"] = json!(k);
     }
-    record_part_lines(manifest, ctx, table, &plan.columns, &pages, closed)
+    record_part_lines(manifest, ctx, table, &plan.columns, &pages, closed, delta)
 }
 
 /// One `parquet` manifest line per closed part: the pages (or batches) whose rows it holds,
-/// the table's schema, and its partition.
+/// the table's schema, and its partition. A Delta table written by appends then commits them.
 pub(crate) fn record_part_lines(
     manifest: &mut Manifest,
     ctx: &RunCtx<'_>,
@@ -825,6 +852,7 @@ pub(crate) fn record_part_lines(
     columns: &[crate::schema::ColumnPlan],
     pages: &Value,
     closed: &[ClosedPart],
+    delta: Option<&crate::delta::Target>,
 ) -> anyhow::Result<()> {
     for part in closed {
         let mut rec = obj(json!({
@@ -841,9 +869,106 @@ pub(crate) fn record_part_lines(
         if let (Some(col), Some(v)) = (&table.partition_by, &part.partition) {
             rec.insert("partition".into(), json!({ col: v }));
         }
+        if let Some(t) = delta {
+            rec.insert("delta".into(), json!(t.mode.as_str()));
+        }
         manifest.append("parquet", ctx.run_id, rec)?;
     }
+    if let Some(t) = delta.filter(|t| t.mode == crate::delta::Mode::Append)
+        && !closed.is_empty()
+    {
+        commit_delta(manifest, ctx, &table.output, t, pages)?;
+    }
     Ok(())
+}
+
+/// Commit to the table's Delta log what the manifest now says it holds (nothing when they
+/// agree), and record the commit.
+pub(crate) fn commit_delta(
+    manifest: &mut Manifest,
+    ctx: &RunCtx<'_>,
+    output: &str,
+    target: &crate::delta::Target,
+    pages: &Value,
+) -> anyhow::Result<()> {
+    let Some(desired) = manifest.delta_ledger().and_then(|l| l.outputs.get(output)) else {
+        return Ok(());
+    };
+    crate::failpoint("delta:before-commit");
+    let mut info = serde_json::Map::new();
+    info.insert("harvest.run_id".into(), json!(ctx.run_id));
+    info.insert("harvest.command".into(), json!(ctx.settings.command));
+    info.insert("harvest.pages".into(), pages.clone());
+    let done = crate::delta::sync(&ctx.settings.out, &target.table_rel, output, desired, info)?;
+    crate::failpoint("delta:after-commit");
+    if let Some(c) = done {
+        tracing::info!(
+            table = %output,
+            version = c.version,
+            "{output}: Delta version {} ({} file(s) added, {} removed)",
+            c.version,
+            c.added,
+            c.removed
+        );
+        manifest.append(
+            "delta_commit",
+            ctx.run_id,
+            obj(json!({
+                "output": output,
+                "table": target.table_rel,
+                "delta_version": c.version,
+                "mode": target.mode.as_str(),
+                "added": c.added,
+                "removed": c.removed,
+            })),
+        )?;
+    }
+    Ok(())
+}
+
+/// The end of a table written to a Delta log. An overwriting run records the files it
+/// replaces as superseded (kept on disk: older versions still read them), then commits their
+/// removal and its own parts together; an appending run has committed at its checkpoints.
+pub(crate) fn finish_delta(
+    manifest: &mut Manifest,
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    target: &crate::delta::Target,
+) -> anyhow::Result<()> {
+    if target.mode == crate::delta::Mode::Overwrite {
+        let state = crate::delta::load(&ctx.settings.out, &target.table_rel)?;
+        let stale: Vec<&String> = manifest
+            .delta_ledger()
+            .and_then(|l| l.outputs.get(&table.output))
+            .map(|d| {
+                state
+                    .files
+                    .keys()
+                    .filter(|p| d.known.contains(*p) && !d.files.contains_key(*p))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !stale.is_empty() {
+            let paths: Vec<String> = stale.into_iter().cloned().collect();
+            manifest.append(
+                "supersede",
+                ctx.run_id,
+                obj(json!({
+                    "output": table.output,
+                    "reason": "a newer complete harvest of the table replaces these parts in a Delta commit; the files stay for time travel",
+                    "paths": paths,
+                    "kept": true,
+                })),
+            )?;
+        }
+    }
+    commit_delta(
+        manifest,
+        ctx,
+        &table.output,
+        target,
+        &json!({ "raw_run": ctx.run_id, "table_end": true }),
+    )
 }
 
 /// After a complete harvest of a table, the parts earlier runs wrote for the same dataset are
@@ -905,6 +1030,7 @@ fn remove_unfinished_parts(
     ctx: &RunCtx<'_>,
     table: &TableSettings,
     manifest: &mut Manifest,
+    delta: Option<&crate::delta::Target>,
 ) -> anyhow::Result<()> {
     let paths = crate::resume::unfinished_parts(ctx.history, &table.output, ctx.run_id);
     let paths: Vec<String> = paths
@@ -913,6 +1039,26 @@ fn remove_unfinished_parts(
         .collect();
     if paths.is_empty() {
         return Ok(());
+    }
+    if let Some(t) = delta {
+        // Committed parts: a Delta commit removes them; the files stay for older versions.
+        manifest.append(
+            "supersede",
+            ctx.run_id,
+            obj(json!({ "output": table.output, "reason": "parts of an unfinished run that is not being resumed", "paths": paths, "kept": true })),
+        )?;
+        tracing::warn!(
+            "{}: removing {} part(s) of an unfinished earlier run from the Delta table",
+            table.output,
+            paths.len()
+        );
+        return commit_delta(
+            manifest,
+            ctx,
+            &table.output,
+            t,
+            &json!({ "raw_run": ctx.run_id, "removed_unfinished": true }),
+        );
     }
     manifest.append(
         "supersede",

@@ -125,7 +125,9 @@ impl Printer {
         } else if verbose {
             "harvest=debug,info"
         } else {
-            "info"
+            // Only harvest's own progress: libraries (delta-rs's snapshot spans, say) speak
+            // up for warnings and errors.
+            "warn,harvest=info"
         };
         let filter =
             EnvFilter::try_from_env("HARVEST_LOG").unwrap_or_else(|_| EnvFilter::new(default));

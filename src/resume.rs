@@ -245,7 +245,8 @@ pub fn sweep_parts(out: &Path, records: &[Value]) -> std::io::Result<Vec<String>
                     recorded.insert(p.to_string());
                 }
             }
-            Some("supersede") => {
+            // Parts a Delta commit removed stay on disk: older versions of the table read them.
+            Some("supersede") if r["kept"] != true => {
                 for p in r["paths"].as_array().into_iter().flatten() {
                     if let Some(p) = p.as_str() {
                         recorded.remove(p);

@@ -557,6 +557,8 @@ fn recorded(ctx: &RunCtx<'_>, output: &str, checkpoint: u64) -> anyhow::Result<R
 struct RowRun<'a> {
     ctx: &'a RunCtx<'a>,
     table: &'a TableSettings,
+    /// `--table-format delta`: the table's Delta log and how this run writes it.
+    delta: Option<crate::delta::Target>,
     raw_rel: String,
     raw_dir: PathBuf,
     input_columns: Vec<String>,
@@ -764,6 +766,7 @@ impl RowRun<'_> {
             &plan.columns,
             &pages,
             closed,
+            self.delta.as_ref(),
         )?;
         self.parts += closed.len() as u64;
         Ok(())
@@ -936,9 +939,18 @@ pub(crate) async fn harvest_rows(
     let raw_dir = ctx.settings.out.join(&raw_rel);
     create_dir_all_durable(&raw_dir)
         .with_context(|| format!("cannot create {}", raw_dir.display()))?;
+    let delta = crate::delta::target(
+        &ctx.settings.out,
+        &format!("parquet/{}", sanitize_component(&table.output)),
+        &table.output,
+        ctx.settings.table_format,
+        ctx.run_id,
+        false,
+    )?;
     let mut run = RowRun {
         ctx,
         table,
+        delta,
         raw_rel,
         raw_dir,
         input_columns: inputs.columns.clone(),
@@ -1228,10 +1240,7 @@ fn finish(
         .filter(|(s, _)| !(200..300).contains(*s))
         .map(|(_, n)| n)
         .sum();
-    manifest.append(
-        "table_end",
-        ctx.run_id,
-        obj(json!({
+    let mut end = obj(json!({
             "source": crate::http::display_url(&ctx.source.base),
             "table": table.name,
             "output": table.output,
@@ -1248,8 +1257,11 @@ fn finish(
                 "duplicate_inputs": c.duplicate_inputs,
                 "already_recorded": c.already_recorded,
             },
-        })),
-    )?;
+    }));
+    if let Some(t) = &run.delta {
+        end.insert("delta".into(), json!(t.mode.as_str()));
+    }
+    manifest.append("table_end", ctx.run_id, end)?;
     totals.add_table(pages, rows, run.replayed_batches);
     totals.fetched_pages += run.fetched_batches;
     totals.parts += run.parts;
@@ -1276,13 +1288,16 @@ fn finish(
         totals.warnings.push(w);
     }
     let table_rel = format!("parquet/{}", sanitize_component(&table.output));
-    crate::pipeline::supersede_parts(
-        &ctx.settings.out,
-        &table_rel,
-        ctx.run_id,
-        &table.output,
-        manifest,
-    )?;
+    match &run.delta {
+        Some(t) => crate::pipeline::finish_delta(manifest, ctx, table, t)?,
+        None => crate::pipeline::supersede_parts(
+            &ctx.settings.out,
+            &table_rel,
+            ctx.run_id,
+            &table.output,
+            manifest,
+        )?,
+    }
     tracing::info!(
         source = %crate::http::display_url(&ctx.source.base),
         table = %table.output,

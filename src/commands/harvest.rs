@@ -138,6 +138,23 @@ pub(crate) async fn run_settings(
             swept.join(", ")
         );
     }
+    // Delta tables: follow what the manifest wants them to hold, and first commit whatever an
+    // interrupted run recorded but did not commit.
+    let mut ledger = crate::delta::Ledger::default();
+    for r in &history {
+        ledger.feed(r);
+    }
+    if !ledger.outputs.is_empty() || settings.table_format == crate::delta::TableFormat::Delta {
+        for (output, c) in crate::delta::reconcile(&out, &ledger)? {
+            tracing::warn!(
+                "{output}: committed Delta version {} with {} part(s) added and {} removed that an interrupted run had recorded but not committed",
+                c.version,
+                c.added,
+                c.removed
+            );
+        }
+        manifest.track_delta(ledger);
+    }
     if settings.command == "incremental" {
         let (fwd, back) = crate::watermark::Store::new(&out).recover(&history)?;
         if fwd + back > 0 {

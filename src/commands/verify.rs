@@ -44,7 +44,8 @@ pub struct Finding {
     /// torn_line, malformed_line, unknown_version, seq_order, chain_break, missing_file,
     /// size_mismatch, hash_mismatch, row_count_mismatch, unreadable_parquet, schema_mismatch,
     /// row_sum_mismatch, slice_plan_invalid, slice_mismatch, request_mismatch,
-    /// request_id_mismatch, orphan_file, unfinished_run
+    /// request_id_mismatch, orphan_file, unfinished_run, delta_uncommitted, delta_stale,
+    /// delta_unrecorded, delta_size_mismatch, delta_version_missing, delta_unreadable
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -111,6 +112,121 @@ fn hash_file(p: &Path) -> std::io::Result<(u64, String)> {
     Ok((n, crate::manifest::hex(&h.finalize())))
 }
 
+/// Every Delta table under DIR/parquet against what the manifest says it holds.
+fn check_delta(out: &Path, records: &[(u64, Value)], report: &Report) {
+    let mut ledger = crate::delta::Ledger::default();
+    let mut versions: HashMap<String, i64> = HashMap::new();
+    for (_, r) in records {
+        ledger.feed(r);
+        if r["kind"] == "delta_commit"
+            && let (Some(o), Some(v)) = (r["output"].as_str(), r["delta_version"].as_i64())
+        {
+            let e = versions.entry(o.to_string()).or_insert(v);
+            *e = (*e).max(v);
+        }
+    }
+    // Delta tables on disk, by directory, with the dataset the manifest names for each.
+    let mut tables: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for output in ledger.outputs.keys() {
+        let rel = format!("parquet/{}", crate::fsutil::sanitize_component(output));
+        tables.insert(rel, Some(output.clone()));
+    }
+    for entry in std::fs::read_dir(out.join("parquet"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if crate::delta::is_delta(&entry.path()) {
+            let rel = format!("parquet/{}", entry.file_name().to_string_lossy());
+            tables.entry(rel).or_insert(None);
+        }
+    }
+    let empty = crate::delta::Desired::default();
+    for (rel, output) in tables {
+        let desired = output
+            .as_ref()
+            .and_then(|o| ledger.outputs.get(o))
+            .unwrap_or(&empty);
+        let state = match crate::delta::load(out, &rel) {
+            Ok(s) => s,
+            Err(e) => {
+                report.add(Finding {
+                    path: Some(rel.clone()),
+                    ..finding(
+                        "delta_unreadable",
+                        format!("cannot read the Delta table: {e:#}"),
+                    )
+                });
+                continue;
+            }
+        };
+        if state.version < 0 && !desired.files.is_empty() {
+            report.add(Finding {
+                path: Some(rel.clone()),
+                ..finding(
+                    "delta_uncommitted",
+                    "the manifest records Delta parts here, but there is no Delta log; rerun harvest with the same settings to commit them",
+                )
+            });
+            continue;
+        }
+        if let Some(v) = output.as_ref().and_then(|o| versions.get(o))
+            && *v > state.version
+        {
+            report.add(Finding {
+                path: Some(rel.clone()),
+                expected: json!(v),
+                actual: json!(state.version),
+                ..finding(
+                    "delta_version_missing",
+                    "the manifest records a Delta commit newer than the table's latest version (the log was rolled back or replaced)",
+                )
+            });
+        }
+        for (path, w) in &desired.files {
+            match state.files.get(path) {
+                None => report.add(Finding {
+                    path: Some(path.clone()),
+                    ..finding(
+                        "delta_uncommitted",
+                        "the manifest records this part, but the Delta table does not hold it; rerun harvest with the same settings to commit it",
+                    )
+                }),
+                Some(size) if *size as u64 != w.bytes => report.add(Finding {
+                    path: Some(path.clone()),
+                    expected: json!(w.bytes),
+                    actual: json!(size),
+                    ..finding(
+                        "delta_size_mismatch",
+                        "the Delta log's size for this part differs from the manifest's",
+                    )
+                }),
+                Some(_) => {}
+            }
+        }
+        for path in state.files.keys() {
+            if desired.files.contains_key(path) {
+                continue;
+            }
+            let (kind, why) = if desired.known.contains(path) {
+                (
+                    "delta_stale",
+                    "the Delta table still holds a part the manifest replaced; rerun harvest with the same settings to commit the removal",
+                )
+            } else {
+                (
+                    "delta_unrecorded",
+                    "the Delta table holds a file no manifest record vouches for",
+                )
+            };
+            report.add(Finding {
+                path: Some(path.clone()),
+                ..finding(kind, why)
+            });
+        }
+    }
+}
+
 /// One file the manifest vouches for.
 struct FileClaim {
     rel: String,
@@ -157,6 +273,7 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
         "row_sums",
         "slices",
         "request_ids",
+        "delta_logs",
         "runs",
     ];
     if !args.quick {
@@ -246,6 +363,15 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
         })
         .collect();
 
+    // Parts a Delta commit removed but older versions still read: kept on disk, still checked.
+    let kept: HashSet<String> = records
+        .iter()
+        .filter(|(_, r)| r["kind"] == "supersede" && r["kept"] == true)
+        .flat_map(|(_, r)| r["paths"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect();
+
     // 2. What the records claim about files.
     let mut claims: Vec<FileClaim> = Vec::new();
     let mut referenced: HashSet<String> = HashSet::new();
@@ -258,6 +384,17 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
             continue;
         };
         referenced.insert(path.to_string());
+        if in_scope(r) && kind == "parquet" && kept.contains(path) {
+            // Only its bytes: its schema may be an older one of the table's.
+            claims.push(FileClaim {
+                rel: path.to_string(),
+                bytes: r["bytes"].as_u64().unwrap_or(u64::MAX),
+                sha256: r["sha256"].as_str().unwrap_or("").to_string(),
+                parquet: None,
+                run_id: r["run_id"].as_str().unwrap_or("").to_string(),
+            });
+            continue;
+        }
         if !in_scope(r) || (kind != "page" && superseded.contains(path)) {
             continue;
         }
@@ -317,6 +454,9 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
         for p in crate::fsutil::files_under(&out.join(sub)).unwrap_or_default() {
             let rel = crate::fsutil::rel_path(out, &p);
             let in_run = args.run.as_deref().is_none_or(|id| rel.contains(id));
+            if rel.contains("/_delta_log/") || kept.contains(&rel) {
+                continue; // checked against the manifest below, as a whole
+            }
             if in_run && (!referenced.contains(&rel) || superseded.contains(&rel)) {
                 report.add(Finding {
                     path: Some(rel),
@@ -325,6 +465,10 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
             }
         }
     }
+
+    // 4b. Delta tables: the log's current files are exactly the parts the manifest says the
+    //     table holds, with their sizes.
+    check_delta(out, &records, &report);
 
     // 5. Per run and dataset: page rows (less rows skipped as already written, NULL, or below
     //    the watermark where the API could not filter) = part rows.

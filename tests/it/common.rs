@@ -120,10 +120,10 @@ pub fn datasette_bin_with(version: &str, plugins: &[&str]) -> PathBuf {
     })
 }
 
-/// A cached venv with pyarrow, pandas and DuckDB, for checking that other readers agree.
-pub fn readers_python() -> PathBuf {
-    with_setup_lock("venv-readers", || {
-        let venv = cache_dir().join("venv-readers");
+/// A cached venv with `packages` installed (once; later calls reuse it).
+fn venv_with(name: &str, packages: &[&str]) -> PathBuf {
+    with_setup_lock(name, || {
+        let venv = cache_dir().join(name);
         let py = venv.join("bin").join("python");
         let marker = venv.join(".installed");
         if marker.exists() && py.exists() {
@@ -135,19 +135,34 @@ pub fn readers_python() -> PathBuf {
             "python3 -m venv",
         );
         run_ok(
-            Command::new(venv.join("bin").join("pip")).args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "pyarrow",
-                "pandas",
-                "duckdb",
-            ]),
-            "pip install pyarrow pandas duckdb",
+            Command::new(venv.join("bin").join("pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .args(packages),
+            &format!("pip install {}", packages.join(" ")),
         );
         fs::write(&marker, "ok").expect("write venv marker");
         py
     })
+}
+
+/// A venv with the Parquet readers the tests compare against: pyarrow, pandas, DuckDB.
+pub fn readers_python() -> PathBuf {
+    venv_with("venv-readers", &["pyarrow", "pandas", "duckdb"])
+}
+
+/// A venv with Delta Lake readers nobody here wrote: the `deltalake` package (delta-rs's Python
+/// binding), polars, and DuckDB 1.4.4 with its offline `delta` extension wheel.
+pub fn delta_readers_python() -> PathBuf {
+    venv_with(
+        "venv-delta",
+        &[
+            "deltalake==1.6.6",
+            "polars==2.1.0",
+            "pyarrow",
+            "duckdb==1.4.4",
+            "duckdb-ext-delta==1.4.4.20260205",
+        ],
+    )
 }
 
 /// A fixture database at `scale`, generated once and cached (read-only use only: copy it

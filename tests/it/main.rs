@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod compression;
 mod crash;
+mod delta;
 mod export;
 mod fault_server;
 mod faults;

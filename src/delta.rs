@@ -1,0 +1,531 @@
+//! Delta Lake tables (`--table-format delta`): the dataset directory `DIR/parquet/<table>/` is a
+//! Delta table; delta-rs writes its transaction log (`_delta_log/`), harvest writes the Parquet
+//! parts itself exactly as for plain datasets.
+//!
+//! Guarantees:
+//! - The manifest stays the source of truth. A part is committed to the Delta log only after its
+//!   `parquet` line is durable, and every commit is the difference between the files the manifest
+//!   says the table holds ([`Desired`]) and the files the log says it holds. A commit lost to a
+//!   crash is therefore made by the next run ([`reconcile`]); one repeated adds nothing.
+//! - A table's writes are either appends (its first harvest, every incremental run: each
+//!   checkpoint's parts are committed as `add` actions) or one overwrite (a full re-harvest of a
+//!   table that already holds files: at the table's end, `remove` of the old files and `add` of
+//!   the new in a single commit). Readers see one consistent version at any moment.
+//! - Files a commit removes stay on disk for time travel; the manifest records them as
+//!   superseded with `kept: true`, and no sweep deletes them.
+//! - delta-rs is asynchronous and harvest's writer is not: each call runs on its own thread with
+//!   a small runtime, so a commit never blocks (or nests inside) the fetching runtime.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake_core::kernel::{
+    Action, Add, DataType, MetadataExt as _, PrimitiveType, Remove, StructField, StructType,
+};
+use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use deltalake_core::{DeltaTable, DeltaTableBuilder};
+use serde_json::{Value, json};
+
+use crate::error::UsageError;
+use crate::schema::{ColType, ColumnPlan};
+
+/// How a dataset is laid out on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFormat {
+    /// Parquet parts in Hive-style directories, vouched for by the manifest.
+    #[default]
+    Parquet,
+    /// The same parts, committed to a Delta Lake transaction log.
+    Delta,
+}
+
+impl TableFormat {
+    pub fn parse(s: &str) -> Result<Self, UsageError> {
+        match s {
+            "parquet" => Ok(Self::Parquet),
+            "delta" => Ok(Self::Delta),
+            other => Err(UsageError::with_hint(
+                format!("unknown table format {other:?}"),
+                "use `parquet` (plain Hive-style Parquet datasets) or `delta` (Delta Lake tables)",
+            )),
+        }
+    }
+}
+
+/// How one run writes one Delta table (recorded as `delta` on its `parquet` lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Each checkpoint's parts are committed as they are recorded.
+    Append,
+    /// The run's parts replace the table's files in one commit at the table's end.
+    Overwrite,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Append => "append",
+            Mode::Overwrite => "overwrite",
+        }
+    }
+}
+
+/// The Delta side of one table in one run.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `parquet/<sanitized output>`, relative to DIR.
+    pub table_rel: String,
+    pub mode: Mode,
+}
+
+/// True when `dir` (a dataset directory) holds a Delta transaction log.
+pub fn is_delta(dir: &Path) -> bool {
+    dir.join("_delta_log").is_dir()
+}
+
+/// Decide how this run writes the dataset, refusing layouts that cannot be mixed: a plain
+/// dataset under `--table-format delta`, or a Delta table under plain Parquet.
+pub fn target(
+    out: &Path,
+    table_rel: &str,
+    output: &str,
+    format: TableFormat,
+    run_id: &str,
+    appends: bool,
+) -> anyhow::Result<Option<Target>> {
+    let dir = out.join(table_rel);
+    let has_log = is_delta(&dir);
+    let has_parts = crate::fsutil::files_under(&dir)
+        .is_ok_and(|files| files.iter().any(|p| crate::fsutil::is_part_file(p)));
+    match format {
+        TableFormat::Parquet if has_log => Err(UsageError::with_hint(
+            format!("dataset {output:?} ({}) is a Delta table", dir.display()),
+            "pass --table-format delta (or `table_format = \"delta\"` in the config) to keep writing it as one",
+        )
+        .into()),
+        TableFormat::Parquet => Ok(None),
+        TableFormat::Delta if has_parts && !has_log => Err(UsageError::with_hint(
+            format!(
+                "dataset {output:?} ({}) holds plain Parquet parts, not a Delta table",
+                dir.display()
+            ),
+            "write the Delta table to another --out (or another `output` name), or drop --table-format delta",
+        )
+        .into()),
+        TableFormat::Delta => {
+            let mine = format!("part-{run_id}-");
+            let others = if has_log {
+                let state = load(out, table_rel)?;
+                state.files.keys().any(|rel| {
+                    !rel.rsplit('/')
+                        .next()
+                        .is_some_and(|name| name.starts_with(&mine))
+                })
+            } else {
+                false
+            };
+            let mode = if appends || !others {
+                Mode::Append
+            } else {
+                Mode::Overwrite
+            };
+            Ok(Some(Target {
+                table_rel: table_rel.to_string(),
+                mode,
+            }))
+        }
+    }
+}
+
+/// The files a Delta table holds at its latest version.
+#[derive(Debug, Default)]
+pub struct TableState {
+    pub version: i64,
+    /// Paths relative to DIR (`parquet/<table>/…`, decoded) → size in bytes.
+    pub files: BTreeMap<String, i64>,
+    pub partition_columns: Vec<String>,
+}
+
+/// Run a delta-rs future to completion on a thread of its own.
+fn block_on<T: Send>(f: impl Future<Output = anyhow::Result<T>> + Send) -> anyhow::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the Delta Lake runtime")?;
+            rt.block_on(f)
+        })
+        .join()
+        .unwrap_or_else(|_| bail!("the Delta Lake commit thread panicked"))
+    })
+}
+
+fn table_url(out: &Path, table_rel: &str) -> anyhow::Result<url::Url> {
+    let dir = out.join(table_rel);
+    let abs = std::path::absolute(&dir)
+        .with_context(|| format!("cannot resolve the path {}", dir.display()))?;
+    url::Url::from_directory_path(&abs)
+        .map_err(|()| anyhow::anyhow!("cannot make a URL of {}", abs.display()))
+}
+
+async fn open(out: &Path, table_rel: &str) -> anyhow::Result<DeltaTable> {
+    let url = table_url(out, table_rel)?;
+    DeltaTableBuilder::from_url(url)
+        .and_then(|b| b.build())
+        .with_context(|| format!("cannot open the Delta table {table_rel}"))
+}
+
+fn state_of(table: &DeltaTable, table_rel: &str) -> anyhow::Result<TableState> {
+    let snap = table
+        .snapshot()
+        .with_context(|| format!("cannot read the Delta table {table_rel}"))?;
+    let mut files = BTreeMap::new();
+    for f in snap.log_data().iter() {
+        files.insert(format!("{table_rel}/{}", f.path()), f.size());
+    }
+    Ok(TableState {
+        version: snap.version() as i64,
+        files,
+        partition_columns: snap.metadata().partition_columns().to_vec(),
+    })
+}
+
+/// The latest version of the Delta table at `DIR/<table_rel>` (empty when it has no log yet).
+pub fn load(out: &Path, table_rel: &str) -> anyhow::Result<TableState> {
+    if !is_delta(&out.join(table_rel)) {
+        return Ok(TableState {
+            version: -1,
+            ..TableState::default()
+        });
+    }
+    block_on(async move {
+        let mut table = open(out, table_rel).await?;
+        table
+            .load()
+            .await
+            .with_context(|| format!("cannot load the Delta table {table_rel}"))?;
+        state_of(&table, table_rel)
+    })
+}
+
+/// One part as the manifest records it.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    pub bytes: u64,
+    pub rows: u64,
+    /// `(column, value)` when the dataset is partitioned (`None` value: NULL).
+    pub partition: Option<(String, Option<String>)>,
+    pub pages: Value,
+    pub run_id: String,
+}
+
+/// What the manifest says one Delta dataset holds, built by feeding it records in order.
+#[derive(Debug, Default)]
+pub struct Desired {
+    pub files: BTreeMap<String, Wanted>,
+    /// Parts of overwriting runs that have not finished the table yet.
+    pending: HashMap<String, BTreeMap<String, Wanted>>,
+    /// Every Delta part path the manifest ever recorded for the dataset.
+    pub known: HashSet<String>,
+    /// The schema of the most recently recorded part.
+    pub columns: Vec<ColumnPlan>,
+    pub partition_by: Option<String>,
+}
+
+/// [`Desired`] for every Delta dataset the manifest names, by output name.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    pub outputs: BTreeMap<String, Desired>,
+}
+
+impl Ledger {
+    pub fn feed(&mut self, r: &Value) {
+        let Some(output) = r["output"].as_str() else {
+            return;
+        };
+        let run = r["run_id"].as_str().unwrap_or_default();
+        match r["kind"].as_str() {
+            Some("parquet") => {
+                let Some(mode) = r["delta"].as_str() else {
+                    return;
+                };
+                let (Some(path), Some(bytes), Some(rows)) =
+                    (r["path"].as_str(), r["bytes"].as_u64(), r["rows"].as_u64())
+                else {
+                    return;
+                };
+                let d = self.outputs.entry(output.to_string()).or_default();
+                let partition = r["partition"].as_object().and_then(|m| {
+                    m.iter()
+                        .next()
+                        .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string)))
+                });
+                d.partition_by = partition.as_ref().map(|(k, _)| k.clone());
+                if let Ok(cols) = serde_json::from_value::<Vec<ColumnPlan>>(r["schema"].clone()) {
+                    d.columns = cols;
+                }
+                let w = Wanted {
+                    bytes,
+                    rows,
+                    partition,
+                    pages: r["pages"].clone(),
+                    run_id: run.to_string(),
+                };
+                d.known.insert(path.to_string());
+                if mode == Mode::Overwrite.as_str() {
+                    d.pending
+                        .entry(run.to_string())
+                        .or_default()
+                        .insert(path.to_string(), w);
+                } else {
+                    d.files.insert(path.to_string(), w);
+                }
+            }
+            Some("table_end") if r["delta"] == Mode::Overwrite.as_str() => {
+                if let Some(d) = self.outputs.get_mut(output) {
+                    d.files = d.pending.remove(run).unwrap_or_default();
+                }
+            }
+            Some("supersede") => {
+                if let Some(d) = self.outputs.get_mut(output) {
+                    for p in r["paths"].as_array().into_iter().flatten() {
+                        if let Some(p) = p.as_str() {
+                            d.files.remove(p);
+                            for pend in d.pending.values_mut() {
+                                pend.remove(p);
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The Delta type of a column.
+fn delta_type(ty: ColType) -> DataType {
+    DataType::Primitive(match ty {
+        ColType::Integer => PrimitiveType::Long,
+        ColType::Float => PrimitiveType::Double,
+        ColType::Text => PrimitiveType::String,
+        ColType::Blob => PrimitiveType::Binary,
+        ColType::Date => PrimitiveType::Date,
+        ColType::Timestamp => PrimitiveType::TimestampNtz,
+        ColType::Boolean => PrimitiveType::Boolean,
+    })
+}
+
+fn delta_schema(columns: &[ColumnPlan]) -> anyhow::Result<StructType> {
+    StructType::try_new(
+        columns
+            .iter()
+            .map(|c| StructField::new(c.name.clone(), delta_type(c.ty), true)),
+    )
+    .context("cannot build the Delta schema")
+}
+
+/// What one commit did.
+#[derive(Debug)]
+pub struct Committed {
+    pub version: i64,
+    pub added: usize,
+    pub removed: usize,
+}
+
+/// Bring the Delta table of `output` in line with what the manifest wants: add the wanted files
+/// the log lacks, remove the files the manifest recorded that it no longer wants, in one commit
+/// (none when they already agree). Files the manifest never recorded are left alone.
+pub fn sync(
+    out: &Path,
+    table_rel: &str,
+    output: &str,
+    desired: &Desired,
+    info: serde_json::Map<String, Value>,
+) -> anyhow::Result<Option<Committed>> {
+    let now = chrono::Utc::now().timestamp_millis();
+    block_on(async move {
+        let mut table = open(out, table_rel).await?;
+        let exists = is_delta(&out.join(table_rel));
+        let state = if exists {
+            table
+                .load()
+                .await
+                .with_context(|| format!("cannot load the Delta table {table_rel}"))?;
+            state_of(&table, table_rel)?
+        } else {
+            TableState::default()
+        };
+        let prefix = format!("{table_rel}/");
+        let adds: Vec<Action> = desired
+            .files
+            .iter()
+            .filter(|(rel, _)| !state.files.contains_key(*rel))
+            .map(|(rel, w)| {
+                let inner = rel.strip_prefix(&prefix).unwrap_or(rel);
+                Action::Add(Add {
+                    path: inner.to_string(),
+                    partition_values: w.partition.iter().cloned().collect(),
+                    size: w.bytes as i64,
+                    modification_time: now,
+                    data_change: true,
+                    stats: Some(json!({ "numRecords": w.rows }).to_string()),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let removes: Vec<Action> = state
+            .files
+            .iter()
+            .filter(|(rel, _)| desired.known.contains(*rel) && !desired.files.contains_key(*rel))
+            .map(|(rel, size)| {
+                let inner = rel.strip_prefix(&prefix).unwrap_or(rel);
+                Action::Remove(Remove {
+                    path: inner.to_string(),
+                    data_change: true,
+                    deletion_timestamp: Some(now),
+                    extended_file_metadata: Some(false),
+                    size: Some(*size),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let schema = delta_schema(&desired.columns)?;
+        let partition_cols: Vec<String> = desired.partition_by.iter().cloned().collect();
+        let (added, removed) = (adds.len(), removes.len());
+        let mut app: HashMap<String, Value> = info.into_iter().collect();
+        app.insert("harvest.output".into(), json!(output));
+        let overwrite = removed > 0;
+        if !exists {
+            if desired.columns.is_empty() {
+                return Ok(None);
+            }
+            let table = deltalake_core::operations::create::CreateBuilder::new()
+                .with_location(table_url(out, table_rel)?.to_string())
+                .with_table_name(output)
+                .with_columns(schema.fields().cloned())
+                .with_partition_columns(partition_cols)
+                .with_actions(adds)
+                .with_commit_properties(CommitProperties::default().with_metadata(app))
+                .await
+                .with_context(|| format!("cannot create the Delta table {table_rel}"))?;
+            return Ok(Some(Committed {
+                version: table.version().unwrap_or(0) as i64,
+                added,
+                removed,
+            }));
+        }
+        let snap = table
+            .snapshot()
+            .with_context(|| format!("cannot read the Delta table {table_rel}"))?;
+        let mut actions = Vec::new();
+        if !desired.columns.is_empty() && snap.schema().as_ref() != &schema {
+            if state.partition_columns != partition_cols {
+                bail!(
+                    "the Delta table {table_rel} is partitioned by {:?}, the run wrote parts partitioned by {:?}: write to another --out or output name",
+                    state.partition_columns,
+                    partition_cols
+                );
+            }
+            let meta = snap
+                .metadata()
+                .clone()
+                .with_schema(&schema)
+                .context("cannot update the Delta table's schema")?;
+            actions.push(Action::Metadata(meta));
+        }
+        if adds.is_empty() && removes.is_empty() && actions.is_empty() {
+            return Ok(None);
+        }
+        actions.extend(removes);
+        actions.extend(adds);
+        let op = DeltaOperation::Write {
+            mode: if overwrite {
+                SaveMode::Overwrite
+            } else {
+                SaveMode::Append
+            },
+            partition_by: (!partition_cols.is_empty()).then_some(partition_cols),
+            predicate: None,
+        };
+        let done = CommitBuilder::from(CommitProperties::default().with_metadata(app))
+            .with_actions(actions)
+            .build(Some(snap), table.log_store(), op)
+            .await
+            .with_context(|| format!("cannot commit to the Delta table {table_rel}"))?;
+        Ok(Some(Committed {
+            version: done.version() as i64,
+            added,
+            removed,
+        }))
+    })
+}
+
+/// Startup repair: commit what the manifest recorded but the log lacks (a crash between a
+/// `parquet` line and its commit, or between a `supersede` and its commit), for every Delta
+/// dataset the manifest names. Returns the commits made.
+pub fn reconcile(out: &Path, ledger: &Ledger) -> anyhow::Result<Vec<(String, Committed)>> {
+    let mut made = vec![];
+    for (output, desired) in &ledger.outputs {
+        let table_rel = format!("parquet/{}", crate::fsutil::sanitize_component(output));
+        let mut info = serde_json::Map::new();
+        info.insert(
+            "harvest.reason".into(),
+            json!("repair: parts recorded in the manifest before an interruption"),
+        );
+        if let Some(c) = sync(out, &table_rel, output, desired, info)? {
+            made.push((output.clone(), c));
+        }
+    }
+    Ok(made)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(run: &str, path: &str, mode: &str) -> Value {
+        json!({"kind": "parquet", "run_id": run, "output": "t", "path": path, "bytes": 10,
+               "rows": 2, "delta": mode, "pages": {"first": 1, "last": 2},
+               "schema": [{"name": "id", "type": "integer", "reason": "declared"}]})
+    }
+
+    #[test]
+    fn overwrite_parts_replace_the_table_only_when_the_run_ends_it() {
+        let mut l = Ledger::default();
+        l.feed(&part("r1", "parquet/t/part-r1-1.parquet", "append"));
+        l.feed(&part("r2", "parquet/t/part-r2-1.parquet", "overwrite"));
+        let files = |l: &Ledger| l.outputs["t"].files.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(files(&l), ["parquet/t/part-r1-1.parquet"]);
+        l.feed(&json!({"kind": "table_end", "run_id": "r2", "output": "t", "delta": "overwrite"}));
+        assert_eq!(files(&l), ["parquet/t/part-r2-1.parquet"]);
+        l.feed(&part("r3", "parquet/t/part-r3-1.parquet", "append"));
+        l.feed(&json!({"kind": "supersede", "run_id": "r4", "output": "t",
+                       "paths": ["parquet/t/part-r3-1.parquet"], "kept": true}));
+        assert_eq!(files(&l), ["parquet/t/part-r2-1.parquet"]);
+        assert_eq!(l.outputs["t"].known.len(), 3);
+    }
+
+    #[test]
+    fn plain_parts_are_not_delta_files() {
+        let mut l = Ledger::default();
+        let mut p = part("r1", "parquet/t/part-r1-1.parquet", "append");
+        p.as_object_mut().map(|m| m.remove("delta"));
+        l.feed(&p);
+        assert!(l.outputs.is_empty());
+    }
+
+    #[test]
+    fn partition_directories_are_spelled_as_delta_rs_spells_them() {
+        // delta-rs's own writer names the directory so (and percent-encodes it once more in
+        // the log, which it does itself when it writes an `add`).
+        let dir = crate::fsutil::ascii_component("Côte d'Ivoire");
+        assert_eq!(dir, "C%C3%B4te%20d%27Ivoire");
+        assert_eq!(crate::fsutil::ascii_component(".x/y=z"), "%2Ex%2Fy%3Dz");
+        assert_eq!(crate::fsutil::ascii_component("A-b_c~1.2"), "A-b_c~1.2");
+    }
+}

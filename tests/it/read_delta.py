@@ -1,0 +1,81 @@
+"""Read one Delta table with readers nobody here wrote and compare it, row for row, with SQLite.
+
+usage: read_delta.py TABLE_DIR SQLITE_DB SQLITE_TABLE [VERSION]
+
+Readers: the `deltalake` package (delta-rs's Python binding), polars, and DuckDB's `delta`
+extension. Each one's rows (columns in the Delta schema's order) must equal
+`SELECT <those columns> FROM <table>` in SQLite, as a multiset. Prints one JSON object:
+{"version": N, "columns": [...], "rows": {"deltalake": n, "polars": n, "duckdb": n}}; exits 1
+naming the reader and the first differing row on a mismatch.
+"""
+
+import json
+import os
+import sqlite3
+import sys
+
+import deltalake
+import duckdb
+import polars as pl
+
+
+def norm(v):
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return ("b", bytes(v).hex())
+    # A REAL column whose SQLite values are stored as integers reads back as Float64.
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+        return ("v", int(v))
+    return ("v", v)
+
+
+def key(row):
+    return json.dumps([norm(v) for v in row], default=str, sort_keys=True)
+
+
+def main():
+    table_dir, db, table = sys.argv[1:4]
+    version = int(sys.argv[4]) if len(sys.argv) > 4 else None
+    dt = deltalake.DeltaTable(table_dir, version=version)
+    columns = [f.name for f in dt.schema().fields]
+    con = sqlite3.connect(db)
+    select = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+    quoted = '"' + table.replace('"', '""') + '"'
+    want = sorted(key(r) for r in con.execute(f"select {select} from {quoted}"))
+
+    got = {}
+    arrow = dt.to_pyarrow_table(columns=columns)
+    got["deltalake"] = [tuple(r[c] for c in columns) for r in arrow.to_pylist()]
+    # polars' own Delta reader cannot open a table whose path has a space or a non-ASCII
+    # character (pola-rs/polars#20944); for those it reads through pyarrow, and says so.
+    native = all(c.isascii() and c not in " %" for c in os.path.abspath(table_dir))
+    frame = pl.read_delta(table_dir, version=version, use_pyarrow=not native)
+    got["polars" if native else "polars(pyarrow)"] = frame.select(columns).rows()
+    if version is None:
+        # The `duckdb-ext-delta` wheel carries the extension; DuckDB finds it there offline.
+        import duckdb_ext
+
+        ext_dir = os.path.join(list(duckdb_ext.__path__)[0], "extensions")
+        duck = duckdb.connect(config={"extension_directory": ext_dir})
+        duck.execute("LOAD delta")
+        rel = duck.execute(
+            f"select {select} from delta_scan(?)", [os.path.abspath(table_dir)]
+        )
+        got["duckdb"] = rel.fetchall()
+
+    counts = {}
+    for reader, rows in got.items():
+        have = sorted(key(r) for r in rows)
+        if have != want:
+            missing = sorted(set(want) - set(have))[:3]
+            extra = sorted(set(have) - set(want))[:3]
+            print(
+                f"{reader}: {len(have)} rows, SQLite {len(want)}; "
+                f"missing {missing}, unexpected {extra}",
+                file=sys.stderr,
+            )
+            sys.exit(1)
+        counts[reader] = len(have)
+    print(json.dumps({"version": dt.version(), "columns": columns, "rows": counts}))
+
+
+main()
