@@ -14,9 +14,13 @@ default settings; "local" direct, and through examples/delay_proxy adding 20 ms 
   harvest        - harvest harvest --table "Order Details" into a fresh DIR
   harvest --type (all columns) - the same with every column's type given by --type (no type probe)
   harvest --parallel 3 - the same with three key-range cursors
+  harvest --table-format delta - the same with the dataset written as a Delta Lake table (one
+                   commit per checkpoint; what the Delta log costs over plain Parquet)
+  harvest --part-rows 20000 [--table-format delta] - a checkpoint every 20,000 rows (30 parts;
+                   with Delta, 30 commits): the cost of one Delta commit
   peer A         - requests session, sequential _next pagination, a JSON snapshot + manifest line
                    per page, rows accumulated into a pandas DataFrame and written to Parquet at the end
-Then harvest's peak RSS on the scale-10 fixture (one run each, sequential and --parallel 3).
+Then harvest's peak RSS on the scale-10 fixture (one run each: sequential, --parallel 3, Delta).
 compression case (`--suite compression`): the same table from Datasette 0.65.5 with the
 datasette-gzip plugin (its own venv), through examples/delay_proxy adding 20 ms per request and
 capping responses at 50 Mbit/s: harvest (asks for gzip, br, zstd) against harvest
@@ -507,7 +511,9 @@ def fixture(work, scale):
     return db
 
 
-HARVEST_TOOLS = ["floor (rust)", "floor (python)", "harvest", "harvest --type (all columns)", "harvest --parallel 3", "peer A"]
+HARVEST_TOOLS = ["floor (rust)", "floor (python)", "harvest", "harvest --type (all columns)", "harvest --parallel 3",
+                 "harvest --table-format delta", "harvest --part-rows 20000",
+                 "harvest --part-rows 20000 --table-format delta", "peer A"]
 # Every column's type, so that harvest runs no type probe (the probe scans the whole table).
 TYPES_GIVEN = ["--type", "OrderID=integer", "--type", "ProductID=integer", "--type", "UnitPrice=float",
                "--type", "Quantity=integer", "--type", "Discount=float"]
@@ -522,11 +528,10 @@ def harvest_cmd(tool, base, dbname, out):
     if tool == "peer A":
         return [sys.executable, "-c", PEER_A, f"{base}/{dbname}", table, out]
     cmd = [HARVEST, "-q", "harvest", "--url", base, "--db", dbname, "--table", "Order Details", "--out", out]
-    if tool.endswith("--parallel 3"):
-        cmd += ["--parallel", "3"]
+    # The tool's name is harvest's command line: its flags are passed as written.
     if tool.endswith("--type (all columns)"):
-        cmd += TYPES_GIVEN
-    return cmd
+        return cmd + TYPES_GIVEN
+    return cmd + tool.split()[1:]
 
 
 def compression_suite(a, work):
@@ -597,7 +602,7 @@ def harvest_suite(a, work):
         db10 = fixture(work, 10)
         ds, port = start_datasette(db10)
         try:
-            for tool in ["harvest", "harvest --parallel 3"]:
+            for tool in ["harvest", "harvest --parallel 3", "harvest --table-format delta"]:
                 shutil.rmtree(out, ignore_errors=True)
                 rss10[tool] = timed(harvest_cmd(tool, f"http://127.0.0.1:{port}", "northwind-s10", out))
                 print(f"  harvest-suite scale 10 {tool:22}: {rss10[tool][0]:6.2f}s {rss10[tool][1]:7.1f} MiB", file=sys.stderr)

@@ -339,38 +339,37 @@ fn incremental_runs_append_new_rows_as_new_versions() {
     std::fs::copy(fixture_db(1), &db).unwrap();
     let ds = Datasette::start(V0_65, &db);
     let out = dir.path().join("out");
-    let run = || {
-        harvest(
-            &[
-                "incremental",
-                "--url",
-                &ds.url,
-                "--db",
-                &ds.db_name,
-                "--table",
-                "Orders",
-                "--watermark-column",
-                "OrderID",
-                "--out",
-                out.to_str().unwrap(),
-                "--table-format",
-                "delta",
-            ],
-            &[],
-        )
+    let run = |extra: &[&str], envs: &[(&str, &str)]| {
+        let mut args = vec![
+            "incremental",
+            "--url",
+            &ds.url,
+            "--db",
+            &ds.db_name,
+            "--table",
+            "Orders",
+            "--watermark-column",
+            "OrderID",
+            "--out",
+            out.to_str().unwrap(),
+            "--table-format",
+            "delta",
+        ];
+        args.extend_from_slice(extra);
+        harvest(&args, envs)
     };
-    assert_exit(&run(), 0);
+    assert_exit(&run(&[], &[]), 0);
     let v1 = readers_agree(&out, &db, "Orders", None);
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch(
         "insert into Orders (OrderID, CustomerID, OrderDate, ShipCountry) values (990001, 'NEW1', '2026-11-01', 'USA'), (990002, 'NEW2', '2026-11-02', 'Peru');",
     )
     .unwrap();
-    assert_exit(&run(), 0);
+    assert_exit(&run(&[], &[]), 0);
     let v2 = readers_agree(&out, &db, "Orders", None);
     assert!(v2["version"].as_i64() > v1["version"].as_i64());
     // A run with nothing new commits nothing.
-    assert_exit(&run(), 0);
+    assert_exit(&run(&[], &[]), 0);
     let v3 = readers_agree(&out, &db, "Orders", None);
     assert_eq!(v3["version"], v2["version"]);
     assert!(
@@ -379,4 +378,53 @@ fn incremental_runs_append_new_rows_as_new_versions() {
             .all(|c| c["mode"] == "append")
     );
     verify_clean(&out);
+
+    // An incremental run killed after committing its first new rows, then not resumed
+    // (--restart): its committed part is removed from the table by a commit (the file stays
+    // for the versions that read it), and the rerun takes the rows again, each once.
+    conn.execute_batch(
+        "insert into Orders (OrderID, CustomerID, OrderDate, ShipCountry) values (990003, 'NEW3', '2026-11-03', 'USA'), (990004, 'NEW4', '2026-11-04', 'Chile');",
+    )
+    .unwrap();
+    let o = run(
+        &["--part-rows", "1"],
+        &[("HARVEST_FAILPOINT", "delta:after-commit")],
+    );
+    assert_aborted(&o);
+    let killed = rows_beyond_990002(&out, &db, "Orders");
+    assert!(
+        killed >= 1,
+        "the killed run committed its first new rows: {killed}"
+    );
+    let o = run(&["--restart"], &[]);
+    assert_exit(&o, 0);
+    assert!(
+        stderr(&o).contains("unfinished earlier run"),
+        "{}",
+        stderr(&o)
+    );
+    readers_agree(&out, &db, "Orders", None);
+    // The abandoned run stays on record as unfinished; the Delta log agrees with the manifest.
+    assert_eq!(findings(&out), ["unfinished_run"]);
+}
+
+/// Rows the Delta table holds beyond SQLite's rows with `OrderID < 990003` (the rows a killed
+/// run had committed), read with the `deltalake` package.
+fn rows_beyond_990002(out: &Path, db: &Path, table: &str) -> i64 {
+    let code = r#"
+import sys, sqlite3, deltalake
+t = deltalake.DeltaTable(sys.argv[1]).to_pyarrow_table()
+n = sqlite3.connect(sys.argv[2]).execute(f"select count(*) from [{sys.argv[3]}] where OrderID < 990003").fetchone()[0]
+print(t.num_rows - n)
+"#;
+    let o = Command::new(delta_readers_python())
+        .arg("-c")
+        .arg(code)
+        .arg(out.join("parquet").join(table))
+        .arg(db)
+        .arg(table)
+        .output()
+        .expect("run python");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
 }
