@@ -207,7 +207,11 @@ pub fn load(out: &Path, table_rel: &str) -> anyhow::Result<TableState> {
         table
             .load()
             .await
-            .with_context(|| format!("cannot load the Delta table {table_rel}"))?;
+            .with_context(|| {
+                format!(
+                    "cannot load the Delta table {table_rel} (a damaged or foreign _delta_log?); `harvest verify` lists what the manifest says it holds"
+                )
+            })?;
         state_of(&table, table_rel)
     })
 }
@@ -355,7 +359,11 @@ pub fn sync(
             table
                 .load()
                 .await
-                .with_context(|| format!("cannot load the Delta table {table_rel}"))?;
+                .with_context(|| {
+                format!(
+                    "cannot load the Delta table {table_rel} (a damaged or foreign _delta_log?); `harvest verify` lists what the manifest says it holds"
+                )
+            })?;
             state_of(&table, table_rel)?
         } else {
             TableState::default()
@@ -412,7 +420,11 @@ pub fn sync(
                 .with_actions(adds)
                 .with_commit_properties(CommitProperties::default().with_metadata(app))
                 .await
-                .with_context(|| format!("cannot create the Delta table {table_rel}"))?;
+                .with_context(|| {
+                        format!(
+                            "cannot create the Delta table {table_rel}; its parts are recorded in the manifest, and a rerun with the same settings commits them first"
+                        )
+                    })?;
             return Ok(Some(Committed {
                 version: table.version().unwrap_or(0) as i64,
                 added,
@@ -456,7 +468,11 @@ pub fn sync(
             .with_actions(actions)
             .build(Some(snap), table.log_store(), op)
             .await
-            .with_context(|| format!("cannot commit to the Delta table {table_rel}"))?;
+            .with_context(|| {
+                format!(
+                    "cannot commit to the Delta table {table_rel}; its parts are recorded in the manifest, and a rerun with the same settings commits them first"
+                )
+            })?;
         Ok(Some(Committed {
             version: done.version() as i64,
             added,

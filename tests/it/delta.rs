@@ -428,3 +428,30 @@ print(t.num_rows - n)
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
 }
+
+/// A commit that fails (here: `_delta_log` is a file, so no log can be written) stops the run
+/// with exit 1 naming the table and the remedy; the recorded parts are not lost: once the
+/// cause is gone, the rerun commits them and finishes.
+#[test]
+fn a_failed_commit_is_a_clear_error_and_the_rerun_commits() {
+    let db = fixture_db(1);
+    let ds = Datasette::start(V0_65, &db);
+    let dir = TempDir::new("delta-fail");
+    let out = dir.path().join("out");
+    let blocker = out.join("parquet/Orders/_delta_log");
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let o = run_delta(&ds, &out, &["--table", "Orders"], &[]);
+    assert_exit(&o, 1);
+    let e = stderr(&o);
+    assert!(
+        e.contains("parquet/Orders") && e.contains("rerun with the same settings commits them"),
+        "{e}"
+    );
+    assert_eq!(records(&manifest(&out), "parquet").len(), 1);
+    std::fs::remove_file(&blocker).unwrap();
+    let o = run_delta(&ds, &out, &["--table", "Orders"], &[]);
+    assert_exit(&o, 0);
+    readers_agree(&out, &db, "Orders", None);
+    verify_clean(&out);
+}
