@@ -369,10 +369,22 @@ pub fn sync(
             TableState::default()
         };
         let prefix = format!("{table_rel}/");
-        let adds: Vec<Action> = desired
+        // A recorded part that is gone from disk (a dataset directory removed by hand) is
+        // never committed: the table would point at a file no reader can open.
+        let (present, gone): (Vec<_>, Vec<_>) = desired
             .files
             .iter()
             .filter(|(rel, _)| !state.files.contains_key(*rel))
+            .partition(|(rel, _)| out.join(rel).is_file());
+        if !gone.is_empty() {
+            tracing::warn!(
+                "{output}: {} recorded part(s) are missing from disk and were not committed to the Delta table (first: {}); `harvest verify` lists them",
+                gone.len(),
+                gone[0].0
+            );
+        }
+        let adds: Vec<Action> = present
+            .into_iter()
             .map(|(rel, w)| {
                 let inner = rel.strip_prefix(&prefix).unwrap_or(rel);
                 Action::Add(Add {
@@ -409,7 +421,7 @@ pub fn sync(
         app.insert("harvest.output".into(), json!(output));
         let overwrite = removed > 0;
         if !exists {
-            if desired.columns.is_empty() {
+            if desired.columns.is_empty() || adds.is_empty() {
                 return Ok(None);
             }
             let table = deltalake_core::operations::create::CreateBuilder::new()

@@ -795,7 +795,7 @@ fn finish_table(
         totals.warnings.push(w);
     }
     match &run.delta {
-        Some(t) => finish_delta(manifest, ctx, table, t)?,
+        Some(t) => finish_delta(manifest, ctx, table, t, !committed)?,
         None if !committed => {
             supersede_parts(
                 &settings.out,
@@ -928,39 +928,55 @@ pub(crate) fn commit_delta(
 
 /// The end of a table written to a Delta log. An overwriting run records the files it
 /// replaces as superseded (kept on disk: older versions still read them), then commits their
-/// removal and its own parts together; an appending run has committed at its checkpoints.
+/// removal and its own parts together; an appending run has committed at its checkpoints. A
+/// complete (not incremental) appending run also retires the parts earlier runs recorded that
+/// the log does not hold (their dataset directory was removed by hand): this run replaces them.
 pub(crate) fn finish_delta(
     manifest: &mut Manifest,
     ctx: &RunCtx<'_>,
     table: &TableSettings,
     target: &crate::delta::Target,
+    complete: bool,
 ) -> anyhow::Result<()> {
-    if target.mode == crate::delta::Mode::Overwrite {
-        let state = crate::delta::load(&ctx.settings.out, &target.table_rel)?;
-        let stale: Vec<&String> = manifest
-            .delta_ledger()
-            .and_then(|l| l.outputs.get(&table.output))
-            .map(|d| {
-                state
-                    .files
-                    .keys()
-                    .filter(|p| d.known.contains(*p) && !d.files.contains_key(*p))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !stale.is_empty() {
-            let paths: Vec<String> = stale.into_iter().cloned().collect();
-            manifest.append(
-                "supersede",
-                ctx.run_id,
-                obj(json!({
-                    "output": table.output,
-                    "reason": "a newer complete harvest of the table replaces these parts in a Delta commit; the files stay for time travel",
-                    "paths": paths,
-                    "kept": true,
-                })),
-            )?;
+    let desired = manifest
+        .delta_ledger()
+        .and_then(|l| l.outputs.get(&table.output));
+    let (stale, kept, reason): (Vec<String>, bool, &str) = match (target.mode, desired) {
+        (crate::delta::Mode::Overwrite, Some(d)) => {
+            let state = crate::delta::load(&ctx.settings.out, &target.table_rel)?;
+            let stale = state
+                .files
+                .keys()
+                .filter(|p| d.known.contains(*p) && !d.files.contains_key(*p))
+                .cloned()
+                .collect();
+            (
+                stale,
+                true,
+                "a newer complete harvest of the table replaces these parts in a Delta commit; the files stay for time travel",
+            )
         }
+        (crate::delta::Mode::Append, Some(d)) if complete => (
+            d.files
+                .iter()
+                .filter(|(_, w)| w.run_id != ctx.run_id)
+                .map(|(p, _)| p.clone())
+                .collect(),
+            false,
+            "parts of earlier runs that are no longer on disk nor in the Delta table; this complete harvest replaces them",
+        ),
+        _ => (vec![], false, ""),
+    };
+    if !stale.is_empty() {
+        let mut rec = obj(json!({
+            "output": table.output,
+            "reason": reason,
+            "paths": stale,
+        }));
+        if kept {
+            rec.insert("kept".into(), json!(true));
+        }
+        manifest.append("supersede", ctx.run_id, rec)?;
     }
     commit_delta(
         manifest,

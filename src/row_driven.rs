@@ -1289,7 +1289,7 @@ fn finish(
     }
     let table_rel = format!("parquet/{}", sanitize_component(&table.output));
     match &run.delta {
-        Some(t) => crate::pipeline::finish_delta(manifest, ctx, table, t)?,
+        Some(t) => crate::pipeline::finish_delta(manifest, ctx, table, t, true)?,
         None => crate::pipeline::supersede_parts(
             &ctx.settings.out,
             &table_rel,

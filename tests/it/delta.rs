@@ -431,7 +431,8 @@ print(t.num_rows - n)
 
 /// A commit that fails (here: `_delta_log` is a file, so no log can be written) stops the run
 /// with exit 1 naming the table and the remedy; the recorded parts are not lost: once the
-/// cause is gone, the rerun commits them and finishes.
+/// cause is gone, the rerun commits them and finishes. A dataset directory removed by hand is
+/// harvested anew without committing the lost files.
 #[test]
 fn a_failed_commit_is_a_clear_error_and_the_rerun_commits() {
     let db = fixture_db(1);
@@ -452,6 +453,16 @@ fn a_failed_commit_is_a_clear_error_and_the_rerun_commits() {
     std::fs::remove_file(&blocker).unwrap();
     let o = run_delta(&ds, &out, &["--table", "Orders"], &[]);
     assert_exit(&o, 0);
+    readers_agree(&out, &db, "Orders", None);
+    verify_clean(&out);
+
+    // The dataset directory removed by hand: nothing missing is committed (a table pointing
+    // at absent files would fail every reader), and the next complete harvest replaces the
+    // lost parts in the manifest too.
+    std::fs::remove_dir_all(out.join("parquet/Orders")).unwrap();
+    let o = run_delta(&ds, &out, &["--table", "Orders"], &[]);
+    assert_exit(&o, 0);
+    assert!(stderr(&o).contains("missing from disk"), "{}", stderr(&o));
     readers_agree(&out, &db, "Orders", None);
     verify_clean(&out);
 }
