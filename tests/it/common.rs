@@ -165,6 +165,11 @@ pub fn delta_readers_python() -> PathBuf {
     )
 }
 
+/// A venv with Apache Spark (the pyspark wheel carries it; Java 17 is on the machine).
+pub fn spark_python() -> PathBuf {
+    venv_with("venv-spark", &["pyspark==4.3.0"])
+}
+
 /// A fixture database at `scale`, generated once and cached (read-only use only: copy it
 /// before modifying).
 pub fn fixture_db(scale: u32) -> PathBuf {

@@ -11,25 +11,13 @@ naming the reader and the first differing row on a mismatch.
 
 import json
 import os
-import sqlite3
 import sys
 
 import deltalake
 import duckdb
 import polars as pl
 
-
-def norm(v):
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        return ("b", bytes(v).hex())
-    # A REAL column whose SQLite values are stored as integers reads back as Float64.
-    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
-        return ("v", int(v))
-    return ("v", v)
-
-
-def key(row):
-    return json.dumps([norm(v) for v in row], default=str, sort_keys=True)
+from rowcompare import check, quote, sqlite_rows
 
 
 def main():
@@ -37,10 +25,8 @@ def main():
     version = int(sys.argv[4]) if len(sys.argv) > 4 else None
     dt = deltalake.DeltaTable(table_dir, version=version)
     columns = [f.name for f in dt.schema().fields]
-    con = sqlite3.connect(db)
-    select = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
-    quoted = '"' + table.replace('"', '""') + '"'
-    want = sorted(key(r) for r in con.execute(f"select {select} from {quoted}"))
+    select = ", ".join(quote(c) for c in columns)
+    want = sqlite_rows(db, table, columns)
 
     got = {}
     arrow = dt.to_pyarrow_table(columns=columns)
@@ -62,19 +48,7 @@ def main():
         )
         got["duckdb"] = rel.fetchall()
 
-    counts = {}
-    for reader, rows in got.items():
-        have = sorted(key(r) for r in rows)
-        if have != want:
-            missing = sorted(set(want) - set(have))[:3]
-            extra = sorted(set(have) - set(want))[:3]
-            print(
-                f"{reader}: {len(have)} rows, SQLite {len(want)}; "
-                f"missing {missing}, unexpected {extra}",
-                file=sys.stderr,
-            )
-            sys.exit(1)
-        counts[reader] = len(have)
+    counts = {reader: check(reader, rows, want) for reader, rows in got.items()}
     print(json.dumps({"version": dt.version(), "columns": columns, "rows": counts}))
 
 

@@ -1,0 +1,45 @@
+"""Row-for-row comparison of what a reader returned with SQLite, shared by the reader scripts
+(read_delta.py, read_spark.py): rows are compared as multisets of normalized values."""
+
+import json
+import sqlite3
+import sys
+
+
+def norm(v):
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return ("b", bytes(v).hex())
+    # A REAL column whose SQLite values are stored as integers reads back as a double.
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+        return ("v", int(v))
+    return ("v", v)
+
+
+def key(row):
+    return json.dumps([norm(v) for v in row], default=str, sort_keys=True)
+
+
+def quote(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sqlite_rows(db, table, columns):
+    """`SELECT columns FROM table` as sorted row keys."""
+    select = ", ".join(quote(c) for c in columns)
+    con = sqlite3.connect(db)
+    return sorted(key(r) for r in con.execute(f"select {select} from {quote(table)}"))
+
+
+def check(reader, rows, want):
+    """Exit 1 naming the reader and a few differing rows unless `rows` equal `want`."""
+    have = sorted(key(r) for r in rows)
+    if have != want:
+        missing = sorted(set(want) - set(have))[:3]
+        extra = sorted(set(have) - set(want))[:3]
+        print(
+            f"{reader}: {len(have)} rows, SQLite {len(want)}; "
+            f"missing {missing}, unexpected {extra}",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    return len(have)
