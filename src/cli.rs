@@ -338,6 +338,11 @@ pub struct HarvestArgs {
     #[arg(long, value_name = "LEVEL")]
     pub zstd_level: Option<i32>,
 
+    /// Run the I-th of N disjoint shares of the job (`2/3`): the tables are dealt out in config
+    /// order, a row-driven child goes with its parent. Give each shard its own --out.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+
     /// Dataset layout: `parquet` (Hive-style Parquet parts) or `delta` (the same parts committed
     /// to a Delta Lake table). Default parquet.
     #[arg(long, value_name = "FORMAT")]

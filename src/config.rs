@@ -1120,7 +1120,14 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
         None => crate::delta::TableFormat::default(),
     };
     sink.ascii_paths = table_format == crate::delta::TableFormat::Delta;
+    let shard = match &args.shard {
+        Some(spec) => Some(take_shard(&mut sources, spec)?),
+        None => None,
+    };
     let mut described = describe(&out, &http, &sink, &sources);
+    if let Some(s) = shard {
+        described["shard"] = s;
+    }
     if table_format != crate::delta::TableFormat::Parquet {
         described["table_format"] = serde_json::json!(table_format);
     }
@@ -1137,6 +1144,61 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
         config_digest,
         described,
     })
+}
+
+/// `--shard I/N`: keep this shard's tables (dealt out in config order, so the share is the
+/// same on every machine given the same config; a row-driven child goes with its parent) and
+/// drop the sources left without tables. Returns what the run records about the shard.
+fn take_shard(
+    sources: &mut Vec<SourceSettings>,
+    spec: &str,
+) -> Result<serde_json::Value, UsageError> {
+    let bad = || {
+        UsageError::with_hint(
+            format!("--shard {spec:?} is not I/N"),
+            "write the shard as I/N with 1 <= I <= N, e.g. --shard 2/3 for the second of three",
+        )
+    };
+    let (i, n) = spec.split_once('/').ok_or_else(bad)?;
+    let (i, n): (usize, usize) = (
+        i.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if i == 0 || n == 0 || i > n {
+        return Err(bad());
+    }
+    let mut dealt = 0usize;
+    let mut shard_of: BTreeMap<String, usize> = BTreeMap::new();
+    let mut mine = vec![];
+    for s in sources.iter_mut() {
+        let tables = std::mem::take(&mut s.tables);
+        for t in tables {
+            let parent = t.rows.as_ref().and_then(|r| match &r.input {
+                crate::inputs::InputSpec::Parent { table, .. } => Some(table.clone()),
+                _ => None,
+            });
+            let k = match parent.and_then(|p| shard_of.get(&p).copied()) {
+                Some(k) => k,
+                None => {
+                    dealt += 1;
+                    (dealt - 1) % n
+                }
+            };
+            shard_of.insert(t.output.clone(), k);
+            if k == i - 1 {
+                mine.push(t.output.clone());
+                s.tables.push(t);
+            }
+        }
+    }
+    sources.retain(|s| !s.tables.is_empty());
+    if mine.is_empty() {
+        tracing::warn!(
+            "shard {i}/{n} has no tables: the job has {} table(s) to deal out",
+            shard_of.len()
+        );
+    }
+    Ok(serde_json::json!({ "index": i, "count": n, "tables": mine }))
 }
 
 /// The resolved settings without secrets, for `run_start` and the config digest.

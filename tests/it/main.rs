@@ -14,6 +14,7 @@ mod parallel;
 mod real_datasette;
 mod rest;
 mod row_driven;
+mod shard;
 mod spark;
 mod sql_extract;
 mod value_sweep;
