@@ -98,8 +98,11 @@ pub fn target(
 ) -> anyhow::Result<Option<Target>> {
     let dir = out.join(table_rel);
     let has_log = is_delta(&dir);
-    let has_parts = crate::fsutil::files_under(&dir)
-        .is_ok_and(|files| files.iter().any(|p| crate::fsutil::is_part_file(p)));
+    // Only a Delta run needs to know whether a plain dataset is there already.
+    let has_parts = || {
+        crate::fsutil::files_under(&dir)
+            .is_ok_and(|files| files.iter().any(|p| crate::fsutil::is_part_file(p)))
+    };
     match format {
         TableFormat::Parquet if has_log => Err(UsageError::with_hint(
             format!("dataset {output:?} ({}) is a Delta table", dir.display()),
@@ -107,7 +110,7 @@ pub fn target(
         )
         .into()),
         TableFormat::Parquet => Ok(None),
-        TableFormat::Delta if has_parts && !has_log => Err(UsageError::with_hint(
+        TableFormat::Delta if !has_log && has_parts() => Err(UsageError::with_hint(
             format!(
                 "dataset {output:?} ({}) holds plain Parquet parts, not a Delta table",
                 dir.display()
@@ -172,11 +175,17 @@ fn table_url(out: &Path, table_rel: &str) -> anyhow::Result<url::Url> {
         .map_err(|()| anyhow::anyhow!("cannot make a URL of {}", abs.display()))
 }
 
-async fn open(out: &Path, table_rel: &str) -> anyhow::Result<DeltaTable> {
-    let url = table_url(out, table_rel)?;
-    DeltaTableBuilder::from_url(url)
+/// The table at `DIR/<table_rel>`, at its latest version.
+async fn open_loaded(out: &Path, table_rel: &str) -> anyhow::Result<DeltaTable> {
+    let mut table = DeltaTableBuilder::from_url(table_url(out, table_rel)?)
         .and_then(|b| b.build())
-        .with_context(|| format!("cannot open the Delta table {table_rel}"))
+        .with_context(|| format!("cannot open the Delta table {table_rel}"))?;
+    table.load().await.with_context(|| {
+        format!(
+            "cannot load the Delta table {table_rel} (a damaged or foreign _delta_log?); `harvest verify` lists what the manifest says it holds"
+        )
+    })?;
+    Ok(table)
 }
 
 fn state_of(table: &DeltaTable, table_rel: &str) -> anyhow::Result<TableState> {
@@ -202,18 +211,7 @@ pub fn load(out: &Path, table_rel: &str) -> anyhow::Result<TableState> {
             ..TableState::default()
         });
     }
-    block_on(async move {
-        let mut table = open(out, table_rel).await?;
-        table
-            .load()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot load the Delta table {table_rel} (a damaged or foreign _delta_log?); `harvest verify` lists what the manifest says it holds"
-                )
-            })?;
-        state_of(&table, table_rel)
-    })
+    block_on(async move { state_of(&open_loaded(out, table_rel).await?, table_rel) })
 }
 
 /// One part as the manifest records it.
@@ -223,7 +221,6 @@ pub struct Wanted {
     pub rows: u64,
     /// `(column, value)` when the dataset is partitioned (`None` value: NULL).
     pub partition: Option<(String, Option<String>)>,
-    pub pages: Value,
     pub run_id: String,
 }
 
@@ -276,7 +273,6 @@ impl Ledger {
                     bytes,
                     rows,
                     partition,
-                    pages: r["pages"].clone(),
                     run_id: run.to_string(),
                 };
                 d.known.insert(path.to_string());
@@ -353,20 +349,14 @@ pub fn sync(
 ) -> anyhow::Result<Option<Committed>> {
     let now = chrono::Utc::now().timestamp_millis();
     block_on(async move {
-        let mut table = open(out, table_rel).await?;
-        let exists = is_delta(&out.join(table_rel));
-        let state = if exists {
-            table
-                .load()
-                .await
-                .with_context(|| {
-                format!(
-                    "cannot load the Delta table {table_rel} (a damaged or foreign _delta_log?); `harvest verify` lists what the manifest says it holds"
-                )
-            })?;
-            state_of(&table, table_rel)?
-        } else {
-            TableState::default()
+        // No log yet: the first commit creates the table.
+        let table = match is_delta(&out.join(table_rel)) {
+            true => Some(open_loaded(out, table_rel).await?),
+            false => None,
+        };
+        let state = match &table {
+            Some(t) => state_of(t, table_rel)?,
+            None => TableState::default(),
         };
         let prefix = format!("{table_rel}/");
         // A recorded part that is gone from disk (a dataset directory removed by hand) is
@@ -420,7 +410,7 @@ pub fn sync(
         let mut app: HashMap<String, Value> = info.into_iter().collect();
         app.insert("harvest.output".into(), json!(output));
         let overwrite = removed > 0;
-        if !exists {
+        let Some(table) = table else {
             if desired.columns.is_empty() || adds.is_empty() {
                 return Ok(None);
             }
@@ -442,7 +432,7 @@ pub fn sync(
                 added,
                 removed,
             }));
-        }
+        };
         let snap = table
             .snapshot()
             .with_context(|| format!("cannot read the Delta table {table_rel}"))?;

@@ -1056,13 +1056,13 @@ fn remove_unfinished_parts(
     if paths.is_empty() {
         return Ok(());
     }
+    let mut rec = obj(
+        json!({ "output": table.output, "reason": "parts of an unfinished run that is not being resumed", "paths": paths }),
+    );
     if let Some(t) = delta {
         // Committed parts: a Delta commit removes them; the files stay for older versions.
-        manifest.append(
-            "supersede",
-            ctx.run_id,
-            obj(json!({ "output": table.output, "reason": "parts of an unfinished run that is not being resumed", "paths": paths, "kept": true })),
-        )?;
+        rec.insert("kept".into(), json!(true));
+        manifest.append("supersede", ctx.run_id, rec)?;
         tracing::warn!(
             "{}: removing {} part(s) of an unfinished earlier run from the Delta table",
             table.output,
@@ -1076,11 +1076,7 @@ fn remove_unfinished_parts(
             &json!({ "raw_run": ctx.run_id, "removed_unfinished": true }),
         );
     }
-    manifest.append(
-        "supersede",
-        ctx.run_id,
-        obj(json!({ "output": table.output, "reason": "parts of an unfinished run that is not being resumed", "paths": paths })),
-    )?;
+    manifest.append("supersede", ctx.run_id, rec)?;
     for p in &paths {
         let full = ctx.settings.out.join(p);
         std::fs::remove_file(&full).with_context(|| format!("cannot remove {}", full.display()))?;
