@@ -93,8 +93,19 @@ fn run_delta(
     extra: &[&str],
     envs: &[(&str, &str)],
 ) -> std::process::Output {
+    run_delta_as("harvest", ds, out, extra, envs)
+}
+
+/// `harvest COMMAND --url … --db … --out OUT --table-format delta EXTRA…`.
+fn run_delta_as(
+    command: &str,
+    ds: &Datasette,
+    out: &Path,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> std::process::Output {
     let mut args = vec![
-        "harvest",
+        command,
         "--url",
         &ds.url,
         "--db",
@@ -114,8 +125,9 @@ fn harvest_appends_per_checkpoint_then_overwrites_in_one_commit_with_time_travel
     let ds = Datasette::start(V0_65, &db);
     let dir = TempDir::new("delta");
     let out = dir.path().join("out");
-    // Orders (16,000 rows) is partitioned by ShipCountry; Order Details (587,830 rows)
-    // checkpoints every 200,000 rows.
+    // Orders (16,000 rows) is partitioned by ShipCountry, with a timestamp (Delta
+    // `timestamp_ntz`) and a date column; Order Details (587,830 rows) checkpoints every
+    // 200,000 rows.
     let o = run_delta(
         &ds,
         &out,
@@ -126,6 +138,10 @@ fn harvest_appends_per_checkpoint_then_overwrites_in_one_commit_with_time_travel
             "ShipCountry",
             "--part-rows",
             "4000",
+            "--type",
+            "OrderDate=timestamp",
+            "--type",
+            "RequiredDate=date",
         ],
         &[],
     );
@@ -142,6 +158,8 @@ fn harvest_appends_per_checkpoint_then_overwrites_in_one_commit_with_time_travel
 
     let first = readers_agree(&out, &db, "Orders", None);
     assert_eq!(first["rows"]["duckdb"], first["rows"]["deltalake"]);
+    assert_eq!(first["types"]["OrderDate"], "timestamp_ntz", "{first}");
+    assert_eq!(first["types"]["RequiredDate"], "date", "{first}");
     let details = readers_agree(&out, &db, "Order Details", None);
     let n = details["rows"]["deltalake"].as_u64().unwrap();
     let conn = rusqlite::Connection::open(&db).unwrap();
@@ -340,23 +358,14 @@ fn incremental_runs_append_new_rows_as_new_versions() {
     let ds = Datasette::start(V0_65, &db);
     let out = dir.path().join("out");
     let run = |extra: &[&str], envs: &[(&str, &str)]| {
-        let mut args = vec![
+        let table = ["--table", "Orders", "--watermark-column", "OrderID"];
+        run_delta_as(
             "incremental",
-            "--url",
-            &ds.url,
-            "--db",
-            &ds.db_name,
-            "--table",
-            "Orders",
-            "--watermark-column",
-            "OrderID",
-            "--out",
-            out.to_str().unwrap(),
-            "--table-format",
-            "delta",
-        ];
-        args.extend_from_slice(extra);
-        harvest(&args, envs)
+            &ds,
+            &out,
+            &[&table[..], extra].concat(),
+            envs,
+        )
     };
     assert_exit(&run(&[], &[]), 0);
     let v1 = readers_agree(&out, &db, "Orders", None);

@@ -5,7 +5,7 @@ usage: read_delta.py TABLE_DIR SQLITE_DB SQLITE_TABLE [VERSION]
 Readers: the `deltalake` package (delta-rs's Python binding), polars, and DuckDB's `delta`
 extension. Each one's rows (columns in the Delta schema's order) must equal
 `SELECT <those columns> FROM <table>` in SQLite, as a multiset. Prints one JSON object:
-{"version": N, "columns": [...], "rows": {"deltalake": n, "polars": n, "duckdb": n}}; exits 1
+{"version": N, "columns": [...], "types": {column: Delta type}, "rows": {"deltalake": n, ...}}; exits 1
 naming the reader and the first differing row on a mismatch.
 """
 
@@ -17,16 +17,21 @@ import deltalake
 import duckdb
 import polars as pl
 
-from rowcompare import check, quote, sqlite_rows
+from rowcompare import as_date, as_timestamp, check, quote, sqlite_rows
 
 
 def main():
     table_dir, db, table = sys.argv[1:4]
     version = int(sys.argv[4]) if len(sys.argv) > 4 else None
     dt = deltalake.DeltaTable(table_dir, version=version)
-    columns = [f.name for f in dt.schema().fields]
+    fields = dt.schema().fields
+    columns = [f.name for f in fields]
+    types = {f.name: str(f.type.type) for f in fields}
+    # Typed columns must hold SQLite's text as that type, value for value.
+    convert = {c: {"timestamp_ntz": as_timestamp, "date": as_date}[t]
+               for c, t in types.items() if t in ("timestamp_ntz", "date")}
     select = ", ".join(quote(c) for c in columns)
-    want = sqlite_rows(db, table, columns)
+    want = sqlite_rows(db, table, columns, convert)
 
     got = {}
     arrow = dt.to_pyarrow_table(columns=columns)
@@ -49,7 +54,8 @@ def main():
         got["duckdb"] = rel.fetchall()
 
     counts = {reader: check(reader, rows, want) for reader, rows in got.items()}
-    print(json.dumps({"version": dt.version(), "columns": columns, "rows": counts}))
+    print(json.dumps({"version": dt.version(), "columns": columns, "types": types,
+                      "rows": counts}))
 
 
 main()

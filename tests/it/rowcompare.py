@@ -1,6 +1,7 @@
 """Row-for-row comparison of what a reader returned with SQLite, shared by the reader scripts
 (read_delta.py, read_spark.py): rows are compared as multisets of normalized values."""
 
+import datetime
 import json
 import sqlite3
 import sys
@@ -23,11 +24,29 @@ def quote(name):
     return '"' + name.replace('"', '""') + '"'
 
 
-def sqlite_rows(db, table, columns):
-    """`SELECT columns FROM table` as sorted row keys."""
+def as_timestamp(text):
+    """SQLite's text as the timestamp a typed column must hold."""
+    return None if text is None else datetime.datetime.fromisoformat(text)
+
+
+def as_date(text):
+    """SQLite's text as the date a typed column must hold (a non-midnight time stays text,
+    so a date that lost its time would not compare equal)."""
+    if text is None:
+        return None
+    t = datetime.datetime.fromisoformat(text)
+    return t.date() if t.time() == datetime.time() else text
+
+
+def sqlite_rows(db, table, columns, convert=None):
+    """`SELECT columns FROM table` as sorted row keys; `convert` maps a column name to the
+    function that turns its SQLite text into the typed value the reader returns."""
+    convert = convert or {}
+    fns = [convert.get(c, lambda v: v) for c in columns]
     select = ", ".join(quote(c) for c in columns)
     con = sqlite3.connect(db)
-    return sorted(key(r) for r in con.execute(f"select {select} from {quote(table)}"))
+    rows = con.execute(f"select {select} from {quote(table)}")
+    return sorted(key([f(v) for f, v in zip(fns, r)]) for r in rows)
 
 
 def check(reader, rows, want):
