@@ -30,6 +30,13 @@ fn readers_agree(out: &Path, db: &Path, table: &str, version: Option<i64>) -> Va
     serde_json::from_slice(&o.stdout).expect("read_delta.py prints JSON")
 }
 
+/// Run `harvest` until it aborts at `failpoint`.
+#[track_caller]
+fn run_until_failpoint(ds: &Datasette, out: &Path, extra: &[&str], failpoint: &str) {
+    let o = run_delta(ds, out, extra, &[("HARVEST_FAILPOINT", failpoint)]);
+    assert_aborted(&o);
+}
+
 /// The process died at its failpoint (abort: SIGABRT, or 134 through a shell).
 #[track_caller]
 fn assert_aborted(o: &std::process::Output) {
@@ -291,13 +298,7 @@ fn a_crash_between_record_and_commit_is_committed_by_the_rerun() {
     // Order Details has 587,830 rows at scale 1: a checkpoint (and commit) every 150,000.
     let args = ["--table", "Order Details", "--part-rows", "150000"];
     // Append mode: the first checkpoint's part is recorded, then the process dies.
-    let o = run_delta(
-        &ds,
-        &out,
-        &args,
-        &[("HARVEST_FAILPOINT", "delta:before-commit")],
-    );
-    assert_aborted(&o);
+    run_until_failpoint(&ds, &out, &args, "delta:before-commit");
     assert!(findings(&out).contains(&"delta_uncommitted".to_string()));
     let o = run_delta(&ds, &out, &args, &[]);
     assert_exit(&o, 0);
@@ -311,13 +312,7 @@ fn a_crash_between_record_and_commit_is_committed_by_the_rerun() {
 
     // Overwrite mode: the re-harvest records its end and the replaced files, then dies before
     // its one commit. Readers still see the old version whole; the rerun commits the new one.
-    let o = run_delta(
-        &ds,
-        &out,
-        &args,
-        &[("HARVEST_FAILPOINT", "delta:before-commit")],
-    );
-    assert_aborted(&o);
+    run_until_failpoint(&ds, &out, &args, "delta:before-commit");
     let mid = readers_agree(&out, &db, "Order Details", None);
     let found = findings(&out);
     assert!(
@@ -331,7 +326,7 @@ fn a_crash_between_record_and_commit_is_committed_by_the_rerun() {
     verify_clean(&out);
 
     // The commit made but not recorded (killed right after it): nothing to repair.
-    let o = run_delta(
+    run_until_failpoint(
         &ds,
         &out,
         &[
@@ -341,9 +336,8 @@ fn a_crash_between_record_and_commit_is_committed_by_the_rerun() {
             "--part-rows",
             "150000",
         ],
-        &[("HARVEST_FAILPOINT", "delta:after-commit")],
+        "delta:after-commit",
     );
-    assert_aborted(&o);
     let o = run_delta(&ds, &out, &args, &[]);
     assert_exit(&o, 0);
     readers_agree(&out, &db, "Order Details", None);
