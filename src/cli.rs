@@ -108,9 +108,10 @@ pub struct HistoryArgs {
 
 #[derive(Debug, Args, Default)]
 pub struct VerifyArgs {
-    /// The output directory to check.
-    #[arg(long, short = 'o', value_name = "DIR")]
-    pub out: PathBuf,
+    /// The output directory to check. Repeat it (or list several after it) for the DIRs of
+    /// `--shard I/N` runs: each is checked, then their split tables' shares together.
+    #[arg(long, short = 'o', value_name = "DIR", required = true, num_args = 1..)]
+    pub out: Vec<PathBuf>,
 
     /// Check only this run's records and files.
     #[arg(long, value_name = "RUN_ID")]

@@ -289,6 +289,24 @@ pub struct TableSettings {
     pub rest: Option<crate::rest::RestTable>,
     /// A row-driven table's input and request templates.
     pub rows: Option<crate::row_driven::RowDriven>,
+    /// `--shard I/N` on a `--parallel` table: this run pages only its share of the slices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<SliceShare>,
+}
+
+/// One shard's share of a `--parallel` table's slices: those whose index `k` has
+/// `k % count == index - 1` (so shards take turns along the key range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SliceShare {
+    /// 1-based, as written in `--shard I/N`.
+    pub index: u32,
+    pub count: u32,
+}
+
+impl SliceShare {
+    pub fn owns(&self, slice: u32) -> bool {
+        slice % self.count == self.index - 1
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -829,6 +847,12 @@ pub const MAX_PARALLEL: u32 = 16;
 /// tables run and `--page-size`, `--url`, `--db` override them. Every other flag overrides the
 /// matching config key.
 pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError> {
+    resolve(args, false)
+}
+
+/// The settings of `harvest` (or, with `incremental`, the common part of `incremental`'s:
+/// every table paged with one cursor, so `--shard` deals it out whole).
+fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, UsageError> {
     let file = match &args.config {
         Some(p) => load_config(p)?,
         None => ConfigFile::default(),
@@ -948,6 +972,7 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
                 parallel: args.parallel.unwrap_or(1),
                 rest: None,
                 rows: None,
+                shard: None,
             })
             .collect();
         sources.push(SourceSettings {
@@ -1052,6 +1077,7 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
                         t,
                         &s.tables,
                     )?,
+                    shard: None,
                 });
             }
             if tables.is_empty() {
@@ -1120,6 +1146,12 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
         None => crate::delta::TableFormat::default(),
     };
     sink.ascii_paths = table_format == crate::delta::TableFormat::Delta;
+    if incremental {
+        // A config's `parallel` is for `harvest`; incremental pages in watermark order.
+        for t in sources.iter_mut().flat_map(|s| s.tables.iter_mut()) {
+            t.parallel = 1;
+        }
+    }
     let shard = match &args.shard {
         Some(spec) => Some(take_shard(&mut sources, spec)?),
         None => None,
@@ -1148,7 +1180,9 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
 
 /// `--shard I/N`: keep this shard's tables (dealt out in config order, so the share is the
 /// same on every machine given the same config; a row-driven child goes with its parent) and
-/// drop the sources left without tables. Returns what the run records about the shard.
+/// drop the sources left without tables. A Datasette table harvested with `--parallel P`
+/// (P >= N) is not dealt out but split: every shard keeps it and pages its share of the
+/// slices ([`SliceShare`]). Returns what the run records about the shard.
 fn take_shard(
     sources: &mut Vec<SourceSettings>,
     spec: &str,
@@ -1160,19 +1194,39 @@ fn take_shard(
         )
     };
     let (i, n) = spec.split_once('/').ok_or_else(bad)?;
-    let (i, n): (usize, usize) = (
+    let (i, n): (u32, u32) = (
         i.trim().parse().map_err(|_| bad())?,
         n.trim().parse().map_err(|_| bad())?,
     );
     if i == 0 || n == 0 || i > n {
         return Err(bad());
     }
-    let mut dealt = 0usize;
-    let mut shard_of: BTreeMap<String, usize> = BTreeMap::new();
-    let mut mine = vec![];
+    let share = SliceShare { index: i, count: n };
+    const EVERY_SHARD: u32 = u32::MAX;
+    let mut dealt = 0u32;
+    let mut shard_of: BTreeMap<String, u32> = BTreeMap::new();
+    let (mut mine, mut split) = (vec![], vec![]);
     for s in sources.iter_mut() {
         let tables = std::mem::take(&mut s.tables);
-        for t in tables {
+        for mut t in tables {
+            if n > 1 && t.parallel > 1 && t.rest.is_none() && t.rows.is_none() {
+                if t.parallel < n {
+                    return Err(UsageError::with_hint(
+                        format!(
+                            "table {:?} is split into {} slices (--parallel), fewer than the {n} shards",
+                            t.name, t.parallel
+                        ),
+                        format!(
+                            "give it at least --parallel {n} (a multiple of {n} gives every shard as many slices)"
+                        ),
+                    ));
+                }
+                shard_of.insert(t.output.clone(), EVERY_SHARD);
+                t.shard = Some(share);
+                split.push(t.output.clone());
+                s.tables.push(t);
+                continue;
+            }
             let parent = t.rows.as_ref().and_then(|r| match &r.input {
                 crate::inputs::InputSpec::Parent { table, .. } => Some(table.clone()),
                 _ => None,
@@ -1185,20 +1239,28 @@ fn take_shard(
                 }
             };
             shard_of.insert(t.output.clone(), k);
-            if k == i - 1 {
+            // A row-driven child of a split table sends the requests of its shard's rows.
+            if k == EVERY_SHARD {
+                split.push(t.output.clone());
+                s.tables.push(t);
+            } else if k == i - 1 {
                 mine.push(t.output.clone());
                 s.tables.push(t);
             }
         }
     }
     sources.retain(|s| !s.tables.is_empty());
-    if mine.is_empty() {
+    if mine.is_empty() && split.is_empty() {
         tracing::warn!(
             "shard {i}/{n} has no tables: the job has {} table(s) to deal out",
             shard_of.len()
         );
     }
-    Ok(serde_json::json!({ "index": i, "count": n, "tables": mine }))
+    let mut rec = serde_json::json!({ "index": i, "count": n, "tables": mine });
+    if !split.is_empty() {
+        rec["split"] = serde_json::json!(split);
+    }
+    Ok(rec)
 }
 
 /// The resolved settings without secrets, for `run_start` and the config digest.
@@ -1246,7 +1308,7 @@ pub fn resolve_incremental(
             "drop --parallel, or use `harvest --parallel N` for the first full load",
         ));
     }
-    let mut settings = resolve_harvest(&args.harvest)?;
+    let mut settings = resolve(&args.harvest, true)?;
     settings.command = "incremental";
     for s in &mut settings.sources {
         for t in &mut s.tables {
@@ -1259,8 +1321,6 @@ pub fn resolve_incremental(
                     "run it with `harvest harvest` (filter its input query to the rows you need), from a config of its own",
                 ));
             }
-            // A config's `parallel` is for `harvest`; incremental pages in watermark order.
-            t.parallel = 1;
             let from_flags = !args.harvest.tables.is_empty();
             let mut wm = match (&t.watermark, from_flags) {
                 (Some(w), false) => w.clone(),
@@ -1312,13 +1372,19 @@ pub fn resolve_incremental(
             t.watermark = Some(wm);
         }
     }
-    settings.described = describe(
+    let mut described = describe(
         &settings.out,
         &settings.http,
         &settings.sink,
         &settings.sources,
     );
-    settings.described["command"] = serde_json::json!("incremental");
+    for key in ["shard", "table_format"] {
+        if let Some(v) = settings.described.get(key) {
+            described[key] = v.clone();
+        }
+    }
+    described["command"] = serde_json::json!("incremental");
+    settings.described = described;
     settings.config_digest = crate::manifest::sha256_hex(settings.described.to_string().as_bytes());
     Ok(settings)
 }

@@ -16,7 +16,9 @@
 //! - A table is paged by one cursor, or with `--parallel N` by one cursor per disjoint key
 //!   range ([`crate::slices`]), each with its own snapshots (`…/<run_id>/slice-<k>/`), page
 //!   numbers, checkpoints and parts (`part-<run_id>-s<k>-<n>`). The slice plan is recorded
-//!   before the first page.
+//!   before the first page. Under `--shard I/N` a split table's run pages only its share of
+//!   the slices (recorded as `shard` in `slices` and `table_end`); the shards' plans agree
+//!   because each derives it from the config and the table's key range, which `verify` checks.
 //! - Resume: the pages a stream recorded after its last checkpoint are replayed from their
 //!   hash-checked snapshots and fetching continues from the last recorded cursor, so no
 //!   recorded page is fetched twice and every row lands once.
@@ -443,17 +445,27 @@ pub(crate) async fn harvest_table(
                         plan.min,
                         plan.max
                     );
-                    manifest.append(
-                        "slices",
-                        ctx.run_id,
-                        obj(json!({
-                            "source": crate::http::display_url(&source.base),
-                            "table": table.name,
-                            "output": table.output,
-                            "plan": plan,
-                        })),
-                    )?;
+                    let mut rec = obj(json!({
+                        "source": crate::http::display_url(&source.base),
+                        "table": table.name,
+                        "output": table.output,
+                        "plan": plan,
+                    }));
+                    if let Some(share) = table.shard {
+                        rec.insert("shard".into(), shard_json(share, &plan));
+                    }
+                    manifest.append("slices", ctx.run_id, rec)?;
                     Some(plan)
+                }
+                Planned::Sequential(why) if table.shard.is_some() => {
+                    return Err(UsageError::with_hint(
+                        format!(
+                            "table {:?} cannot be split across shards: {why}",
+                            table.name
+                        ),
+                        "give the table `parallel = 1` in the config so that --shard deals it out whole to one shard",
+                    )
+                    .into());
                 }
                 Planned::Sequential(why) => {
                     let w = format!(
@@ -480,8 +492,27 @@ pub(crate) async fn harvest_table(
     let rows_before = progress.rows_in_parts();
     let layout: Vec<Option<&crate::slices::Slice>> = match &slices {
         None => vec![None],
-        Some(p) => p.slices.iter().map(Some).collect(),
+        Some(p) => p
+            .slices
+            .iter()
+            .filter(|s| table.shard.is_none_or(|share| share.owns(s.index)))
+            .map(Some)
+            .collect(),
     };
+    if layout.is_empty()
+        && let (Some(share), Some(p)) = (table.shard, &slices)
+    {
+        bail!(
+            "table {:?}: its key range {}..={} of {} gave only {} slice(s), none of them for shard {}/{}; harvest it with fewer shards, or without --shard",
+            table.name,
+            p.min,
+            p.max,
+            p.column,
+            p.slices.len(),
+            share.index,
+            share.count
+        );
+    }
     let mut streams = Vec::with_capacity(layout.len());
     for sl in layout {
         let slice = sl.map(|s| s.index);
@@ -719,8 +750,11 @@ fn finish_table(
         "replayed_rows": rows_replayed,
         "earlier_rows": run.rows_before,
     }));
-    if run.slices.is_some() {
+    if let Some(p) = &run.slices {
         end.insert("slices".into(), json!(run.streams.len()));
+        if let Some(share) = table.shard {
+            end.insert("shard".into(), shard_json(share, p));
+        }
     }
     if let Some(t) = &run.delta {
         end.insert("delta".into(), json!(t.mode.as_str()));
@@ -784,7 +818,9 @@ fn finish_table(
         .as_ref()
         .map_or(0, |t| t.skipped_dupes + t.skipped_nulls + t.skipped_below);
     let fetched_rows = rows + skipped;
-    if let Some(expected) = count
+    // A shard pages only its share of a split table; `verify` adds the shards up.
+    let whole_table = table.shard.is_none() || run.slices.is_none();
+    if let Some(expected) = count.filter(|_| whole_table)
         && expected != fetched_rows
     {
         let w = format!(
@@ -821,6 +857,18 @@ fn finish_table(
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// What a shard records about its share of a split table: `index`/`count` as in
+/// `--shard I/N`, and the slices it pages.
+fn shard_json(share: crate::config::SliceShare, plan: &SlicePlan) -> Value {
+    let mine: Vec<u32> = plan
+        .slices
+        .iter()
+        .map(|s| s.index)
+        .filter(|k| share.owns(*k))
+        .collect();
+    json!({ "index": share.index, "count": share.count, "slices": mine })
 }
 
 fn record_parts(

@@ -14,10 +14,13 @@
 //! live parts' `_request_id` values are exactly the recorded ids with their row counts; one
 //! dataset's parts share one schema; a run
 //! without an `ok` `run_end` is reported as unfinished, a kind distinct from corruption.
+//! Given several DIRs (the shards of a `--shard I/N` job), each is checked on its own, then
+//! every table split across them: one plan in all, every shard present once and finished,
+//! every slice paged by exactly one shard.
 //! Hashing streams files and uses every core. Exit 0 when clean, 3 when anything was found,
 //! 2 for usage errors.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -45,7 +48,8 @@ pub struct Finding {
     /// size_mismatch, hash_mismatch, row_count_mismatch, unreadable_parquet, schema_mismatch,
     /// row_sum_mismatch, slice_plan_invalid, slice_mismatch, request_mismatch,
     /// request_id_mismatch, orphan_file, unfinished_run, delta_uncommitted, delta_stale,
-    /// delta_unrecorded, delta_size_mismatch, delta_version_missing, delta_unreadable
+    /// delta_unrecorded, delta_size_mismatch, delta_version_missing, delta_unreadable,
+    /// shard_coverage, shard_plan_mismatch
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -238,7 +242,278 @@ struct FileClaim {
 }
 
 pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
-    let out = &args.out;
+    let mut seen = HashSet::new();
+    if let Some(dup) = args.out.iter().find(|d| !seen.insert(d.as_path())) {
+        return Err(UsageError::with_hint(
+            format!("{} is given twice", dup.display()),
+            "pass each shard's DIR once",
+        )
+        .into());
+    }
+    let mut dirs = Vec::with_capacity(args.out.len());
+    for out in &args.out {
+        dirs.push(verify_dir(out, args, printer)?);
+    }
+    let [one] = dirs.as_mut_slice() else {
+        return verify_shards(args, printer, dirs);
+    };
+    if !one.shards.is_empty() {
+        let tables: BTreeSet<String> = one.shards.iter().map(|c| c.output.clone()).collect();
+        tracing::info!(
+            "{} holds one shard's share of {}: pass every shard's DIR (--out DIR1 --out DIR2 ...) to check that the shards cover the key range exactly once",
+            one.dir.display(),
+            tables.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if args.json {
+        printer.stdout(&format!("{}\n", serde_json::to_string_pretty(&one.doc)?));
+    }
+    printer.summary(&one.summary);
+    if one.findings == 0 {
+        Ok(())
+    } else {
+        let n = one.findings;
+        Err(Discrepancies(
+            n,
+            if n == 1 { "y" } else { "ies" },
+            one.dir.display().to_string(),
+        )
+        .into())
+    }
+}
+
+/// What one DIR's verification found, and the shard shares of split tables it holds.
+struct DirOutcome {
+    dir: PathBuf,
+    findings: usize,
+    doc: Value,
+    summary: String,
+    shards: Vec<ShardClaim>,
+}
+
+/// One shard's share of a split table, as its DIR's last run of the table recorded it.
+struct ShardClaim {
+    dir: PathBuf,
+    output: String,
+    run_id: String,
+    index: u64,
+    count: u64,
+    slices: Vec<u64>,
+    plan: Option<crate::slices::SlicePlan>,
+    /// The run's `table_end` rows, when the table finished in that run.
+    rows: Option<u64>,
+}
+
+/// The split tables' shares in one DIR's manifest: per dataset, the last run that recorded
+/// it, when that run paged a shard's share.
+fn shard_claims(dir: &Path, records: &[(u64, Value)]) -> Vec<ShardClaim> {
+    let mut last_run: BTreeMap<String, String> = BTreeMap::new();
+    for (_, r) in records {
+        if (r["kind"] == "slices" || r["kind"] == "table_end" || r["kind"] == "page")
+            && let (Some(o), Some(id)) = (r["output"].as_str(), r["run_id"].as_str())
+        {
+            last_run.insert(o.to_string(), id.to_string());
+        }
+    }
+    let mut out = vec![];
+    for (output, run_id) in last_run {
+        let of_run = |kind: &str| {
+            records.iter().rev().map(|(_, r)| r).find(|r| {
+                r["kind"] == kind
+                    && r["output"] == output.as_str()
+                    && r["run_id"] == run_id.as_str()
+            })
+        };
+        let Some(rec) = of_run("slices").filter(|r| r["shard"].is_object()) else {
+            continue;
+        };
+        let sh = &rec["shard"];
+        out.push(ShardClaim {
+            dir: dir.to_path_buf(),
+            output: output.clone(),
+            run_id: run_id.clone(),
+            index: sh["index"].as_u64().unwrap_or(0),
+            count: sh["count"].as_u64().unwrap_or(0),
+            slices: sh["slices"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default(),
+            plan: serde_json::from_value(rec["plan"].clone()).ok(),
+            rows: of_run("table_end").and_then(|r| r["rows"].as_u64()),
+        });
+    }
+    out
+}
+
+/// Several DIRs: each verified on its own, then the shards of every split table together
+/// (one plan, every shard present once and finished, every slice paged by exactly one).
+fn verify_shards(args: &VerifyArgs, printer: Printer, dirs: Vec<DirOutcome>) -> anyhow::Result<()> {
+    let report = Report {
+        findings: Mutex::new(vec![]),
+        printer,
+        json: args.json,
+    };
+    let mut by_output: BTreeMap<&str, Vec<&ShardClaim>> = BTreeMap::new();
+    for c in dirs.iter().flat_map(|d| &d.shards) {
+        by_output.entry(c.output.as_str()).or_default().push(c);
+    }
+    let mut tables = vec![];
+    for (output, claims) in &by_output {
+        let shard_finding = |message: String| Finding {
+            path: Some(format!("parquet/{output}")),
+            ..finding("shard_coverage", message)
+        };
+        let name = |c: &ShardClaim| format!("shard {}/{} ({})", c.index, c.count, c.dir.display());
+        let first = claims[0];
+        let plan = |c: &ShardClaim| {
+            c.plan
+                .as_ref()
+                .map(|p| (p.column.clone(), p.min, p.max, p.slices.clone()))
+        };
+        if let Some(c) = claims.iter().find(|c| plan(c) != plan(first)) {
+            let show = |c: &ShardClaim| match &c.plan {
+                Some(p) => format!(
+                    "{} slices of {} over {}..={}",
+                    p.slices.len(),
+                    p.column,
+                    p.min,
+                    p.max
+                ),
+                None => "no readable plan".into(),
+            };
+            report.add(Finding {
+                path: Some(format!("parquet/{output}")),
+                expected: json!(show(first)),
+                actual: json!(show(c)),
+                ..finding(
+                    "shard_plan_mismatch",
+                    format!(
+                        "dataset {output:?}: {} planned {} but {} planned {}: the table's key range changed between the shards' starts, so their slices do not tile it; rerun every shard with --restart while the table holds still",
+                        name(first),
+                        show(first),
+                        name(c),
+                        show(c)
+                    ),
+                )
+            });
+            continue;
+        }
+        if let Some(c) = claims.iter().find(|c| c.count != first.count) {
+            report.add(shard_finding(format!(
+                "dataset {output:?}: {} and {} were run with different shard counts; run every shard with the same N",
+                name(first),
+                name(c)
+            )));
+            continue;
+        }
+        let mut holders: BTreeMap<u64, Vec<&ShardClaim>> = BTreeMap::new();
+        for c in claims {
+            holders.entry(c.index).or_default().push(c);
+        }
+        for i in 1..=first.count {
+            match holders.get(&i).map(Vec::as_slice) {
+                None | Some([]) => report.add(shard_finding(format!(
+                    "dataset {output:?}: shard {i}/{} is missing: pass its DIR too, or run `--shard {i}/{}` with the same config",
+                    first.count, first.count
+                ))),
+                Some([_]) => {}
+                Some(many) => report.add(shard_finding(format!(
+                    "dataset {output:?}: shard {i}/{} is in {} DIRs ({}): its rows are there twice; pass one of them",
+                    first.count,
+                    many.len(),
+                    many.iter()
+                        .map(|c| c.dir.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
+            }
+        }
+        for c in claims.iter().filter(|c| c.rows.is_none()) {
+            report.add(Finding {
+                run_id: Some(c.run_id.clone()),
+                ..shard_finding(format!(
+                    "dataset {output:?}: {} has not finished the table (run {}); rerun that shard to resume it",
+                    name(c),
+                    c.run_id
+                ))
+            });
+        }
+        if let Some(p) = &first.plan {
+            for s in &p.slices {
+                let k = u64::from(s.index);
+                let n = claims.iter().filter(|c| c.slices.contains(&k)).count();
+                if n != 1 {
+                    report.add(Finding {
+                        expected: json!(1),
+                        actual: json!(n),
+                        ..shard_finding(format!(
+                            "dataset {output:?}: slice {k} ({}) was paged by {n} shards, not exactly one",
+                            s.filters
+                                .iter()
+                                .map(|(f, v)| format!("{f}={v}"))
+                                .collect::<Vec<_>>()
+                                .join("&")
+                        ))
+                    });
+                }
+            }
+        }
+        let rows: Option<u64> = claims.iter().map(|c| c.rows).sum();
+        tables.push(json!({
+            "dataset": output,
+            "shards": claims.len(),
+            "count": first.count,
+            "rows": rows,
+            "server_count": first.plan.as_ref().and_then(|p| p.server_count),
+        }));
+    }
+    let shard_findings = report.findings.into_inner().unwrap_or_default();
+    let findings = dirs.iter().map(|d| d.findings).sum::<usize>() + shard_findings.len();
+    if args.json {
+        let doc = json!({
+            "version": REPORT_VERSION,
+            "ok": findings == 0,
+            "dirs": dirs.iter().map(|d| &d.doc).collect::<Vec<_>>(),
+            "shards": { "tables": tables, "findings": shard_findings },
+        });
+        printer.stdout(&format!("{}\n", serde_json::to_string_pretty(&doc)?));
+    }
+    for d in &dirs {
+        printer.summary(&d.summary);
+    }
+    let names: Vec<String> = dirs.iter().map(|d| d.dir.display().to_string()).collect();
+    printer.summary(&format!(
+        "verified {} DIRs together: {} split table(s), {}",
+        dirs.len(),
+        tables.len(),
+        if shard_findings.is_empty() {
+            "every slice paged by exactly one shard".to_string()
+        } else {
+            format!(
+                "{} shard discrepanc{}",
+                shard_findings.len(),
+                if shard_findings.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                }
+            )
+        }
+    ));
+    if findings == 0 {
+        Ok(())
+    } else {
+        Err(Discrepancies(
+            findings,
+            if findings == 1 { "y" } else { "ies" },
+            names.join(", "),
+        )
+        .into())
+    }
+}
+
+/// Verify one DIR on its own.
+fn verify_dir(out: &Path, args: &VerifyArgs, printer: Printer) -> anyhow::Result<DirOutcome> {
     if !out.is_dir() {
         return Err(UsageError::with_hint(
             format!("{} is not a directory", out.display()),
@@ -712,38 +987,30 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
                 .join(", ")
         }
     );
-    if args.json {
-        let doc = json!({
-            "version": REPORT_VERSION,
-            "dir": out.display().to_string(),
-            "run": args.run,
-            "quick": args.quick,
-            "checks": checks,
-            "ok": findings.is_empty(),
-            "totals": {
-                "manifest_lines": lines,
-                "pages": pages,
-                "parts": parts,
-                "bytes_hashed": hashed_bytes.load(std::sync::atomic::Ordering::Relaxed),
-                "findings": findings.len(),
-                "by_kind": by_kind,
-            },
-            "findings": findings,
-        });
-        printer.stdout(&format!("{}\n", serde_json::to_string_pretty(&doc)?));
-    }
-    printer.summary(&summary);
-    if findings.is_empty() {
-        Ok(())
-    } else {
-        let n = findings.len();
-        Err(Discrepancies(
-            n,
-            if n == 1 { "y" } else { "ies" },
-            out.display().to_string(),
-        )
-        .into())
-    }
+    let doc = json!({
+        "version": REPORT_VERSION,
+        "dir": out.display().to_string(),
+        "run": args.run,
+        "quick": args.quick,
+        "checks": checks,
+        "ok": findings.is_empty(),
+        "totals": {
+            "manifest_lines": lines,
+            "pages": pages,
+            "parts": parts,
+            "bytes_hashed": hashed_bytes.load(std::sync::atomic::Ordering::Relaxed),
+            "findings": findings.len(),
+            "by_kind": by_kind,
+        },
+        "findings": findings,
+    });
+    Ok(DirOutcome {
+        dir: out.to_path_buf(),
+        findings: findings.len(),
+        doc,
+        summary,
+        shards: shard_claims(out, &records),
+    })
 }
 
 /// Row-driven batches: each entry's place in its snapshot, its hash, the uniqueness of its

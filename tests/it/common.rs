@@ -666,6 +666,17 @@ pub fn assert_exit(o: &Output, code: i32) {
     );
 }
 
+/// The process exited with `code` and its stderr says `text`.
+#[track_caller]
+pub fn assert_exit_saying(o: &Output, code: i32, text: &str) {
+    assert_exit(o, code);
+    assert!(
+        stderr(o).contains(text),
+        "expected {text:?} in:\n{}",
+        stderr(o)
+    );
+}
+
 /// One comparable cell value.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Cell {

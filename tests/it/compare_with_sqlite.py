@@ -2,13 +2,15 @@
 
 usage: compare_with_sqlite.py DB (PARQUET_PATH SQL)...
 
-Each PARQUET_PATH (a part directory or one file) is read with pyarrow; SQL selects the same
+Each PARQUET_PATH (a part directory or one file; several joined by os.pathsep are read as one
+union dataset, e.g. the shards of one table) is read with pyarrow; SQL selects the same
 rows from DB with the dataset's columns (`{cols}` in SQL is replaced by them, quoted). Rows are
 compared as multisets. Floats compare by their bits (so -0.0 differs from 0.0, and NaN equals
 NaN); an integer from SQLite in a float column is compared as that float; text read from a
 Binary column is compared as its UTF-8 bytes. Prints every difference and exits 1 on any.
 """
 import math
+import os
 import sqlite3
 import struct
 import sys
@@ -34,7 +36,12 @@ def main():
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     failures = 0
     for path, sql in zip(pairs[::2], pairs[1::2]):
-        table = ds.dataset(path, format="parquet").to_table()
+        paths = path.split(os.pathsep)
+        if len(paths) > 1:
+            dataset = ds.dataset([ds.dataset(p, format="parquet") for p in paths])
+        else:
+            dataset = ds.dataset(path, format="parquet")
+        table = dataset.to_table()
         names = table.schema.names
         types = [f.type for f in table.schema]
         cols = ", ".join('"' + n.replace('"', '""') + '"' for n in names)

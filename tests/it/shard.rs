@@ -77,12 +77,34 @@ fn three_shards_harvest_every_table_exactly_once() {
         out.to_str().unwrap(),
         &["--table", "Categories", "--shard", "2/2"],
     );
-    assert_exit(&o, 0);
-    assert!(
-        stderr(&o).contains("shard 2/2 has no tables"),
-        "{}",
-        stderr(&o)
+    assert_exit_saying(&o, 0, "shard 2/2 has no tables");
+
+    // `incremental` records its share too (and deals a config's `parallel` table out whole).
+    let inc = dir.path().join("incremental");
+    let o = run_job(
+        "incremental",
+        &ds.url,
+        &ds.db_name,
+        inc.to_str().unwrap(),
+        &[
+            "--table",
+            "Categories",
+            "--table",
+            "Products",
+            "--watermark-column",
+            "ProductID",
+            "--shard",
+            "2/2",
+        ],
     );
+    assert_exit(&o, 0);
+    let m = manifest(&inc);
+    let start = records(&m, "run_start")[0];
+    assert_eq!(
+        start["settings"]["shard"]["tables"],
+        serde_json::json!(["Products"])
+    );
+    assert_dataset_matches_table(&inc, &db, "Products");
 
     for bad in ["0/3", "4/3", "3", "a/b", "1/0"] {
         let o = run_job(
@@ -160,5 +182,266 @@ paginate = "link"
         }
         let o = harvest(&["verify", "--out", out.to_str().unwrap()], &[]);
         assert_exit(&o, 0);
+    }
+}
+
+/// The shards' DIRs, as `verify` takes them.
+fn verify_dirs(dirs: &[&std::path::Path], json: bool) -> std::process::Output {
+    let mut args = vec!["verify"];
+    if json {
+        args.push("--json");
+    }
+    for d in dirs {
+        args.extend(["--out", d.to_str().unwrap()]);
+    }
+    harvest(&args, &[])
+}
+
+/// `--parallel 6 --shard I/3`: every shard plans the same six key ranges and pages its two,
+/// one shard is killed with SIGKILL mid-run and rerun, and the three DIRs together hold every
+/// row of both tables exactly once (read back by our reader and by pyarrow as one union
+/// dataset); `verify` with all three DIRs is clean, and with one missing says which.
+#[test]
+fn one_parallel_table_split_across_three_shards_with_a_kill() {
+    use std::time::{Duration, Instant};
+    let db = fixture_db(1);
+    let ds = Datasette::start(V0_65, &db);
+    let dir = TempDir::new("shard-split");
+    let shard_dir = |k: usize| dir.path().join(format!("shard {k}"));
+    let args_for = |k: usize| -> Vec<String> {
+        let out = shard_dir(k);
+        [
+            "harvest",
+            "-q",
+            "--url",
+            &ds.url,
+            "--db",
+            &ds.db_name,
+            "--out",
+            out.to_str().unwrap(),
+            "--table",
+            "Order Details",
+            "--table",
+            "Orders",
+            "--parallel",
+            "6",
+            "--shard",
+            &format!("{k}/3"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    // Shard 2 is killed once it has recorded some pages, then rerun.
+    let a2 = args_for(2);
+    let a2: Vec<&str> = a2.iter().map(String::as_str).collect();
+    let mut child = crate::crash::spawn_harvest(&a2);
+    let started = Instant::now();
+    let mut killed_mid_run = false;
+    while started.elapsed() < Duration::from_secs(60) {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        let pages = std::fs::read_to_string(shard_dir(2).join("manifest.jsonl"))
+            .map(|m| m.matches("\"kind\":\"page\"").count())
+            .unwrap_or(0);
+        if pages >= 20 {
+            killed_mid_run = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    assert!(killed_mid_run, "shard 2 finished before it could be killed");
+    for k in [1, 2, 3] {
+        let a = args_for(k);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let o = harvest(&a, &[]);
+        assert_exit(&o, 0);
+    }
+
+    let mut plans = vec![];
+    for k in 1..=3u64 {
+        let m = manifest(&shard_dir(k as usize));
+        let start = records(&m, "run_start");
+        let start = start.last().unwrap();
+        assert_eq!(
+            start["settings"]["shard"]["split"],
+            serde_json::json!(["Order Details", "Orders"])
+        );
+        for t in ["Order Details", "Orders"] {
+            let sl: Vec<&serde_json::Value> = records(&m, "slices")
+                .into_iter()
+                .filter(|r| r["output"] == t)
+                .collect();
+            assert_eq!(sl.len(), 1, "shard {k} {t}: one plan, reused on resume");
+            let plan = &sl[0]["plan"];
+            assert_eq!(plan["slices"].as_array().unwrap().len(), 6);
+            // Shard k pages slices k-1 and k+2.
+            let mine: Vec<u64> = vec![k - 1, k + 2];
+            assert_eq!(sl[0]["shard"]["slices"], serde_json::json!(mine), "{t}");
+            for p in records(&m, "page").into_iter().filter(|r| r["output"] == t) {
+                assert!(mine.contains(&p["slice"].as_u64().unwrap()), "{p}");
+            }
+            let end: Vec<&serde_json::Value> = records(&m, "table_end")
+                .into_iter()
+                .filter(|r| r["output"] == t)
+                .collect();
+            assert_eq!(end.len(), 1);
+            assert_eq!(end[0]["shard"]["index"], k);
+            plans.push((t, plan.clone()));
+        }
+    }
+    for t in ["Order Details", "Orders"] {
+        let same: Vec<&serde_json::Value> = plans
+            .iter()
+            .filter(|(n, _)| *n == t)
+            .map(|(_, p)| p)
+            .collect();
+        assert!(
+            same.windows(2).all(|w| w[0] == w[1]),
+            "{t}: one plan for all shards"
+        );
+        // Our reader and pyarrow: the three shards' parts are the table, each row once.
+        let mut got = vec![];
+        let mut types = vec![];
+        let mut names = vec![];
+        for k in 1..=3 {
+            let (n, ty, rows) = read_dataset(&shard_dir(k).join("parquet").join(t));
+            (names, types) = (n, ty);
+            got.extend(rows);
+        }
+        let select = names
+            .iter()
+            .map(|n| quote(n))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let want = read_sqlite(&db, &format!("select {select} from {}", quote(t)), &types);
+        assert_same_rows(t, got, want);
+    }
+    let union = |t: &str| {
+        (1..=3)
+            .map(|k| shard_dir(k).join("parquet").join(t).display().to_string())
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    crate::value_sweep::compare(
+        &db,
+        &[
+            (
+                union("Order Details"),
+                "select {cols} from \"Order Details\"".into(),
+            ),
+            (union("Orders"), "select {cols} from Orders".into()),
+        ],
+    );
+
+    // verify: all three together are clean, and add up to the table.
+    let (d1, d2, d3) = (shard_dir(1), shard_dir(2), shard_dir(3));
+    let o = verify_dirs(&[&d1, &d2, &d3], true);
+    assert_exit(&o, 0);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    let tables = v["shards"]["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 2);
+    for t in tables {
+        assert_eq!(t["rows"], t["server_count"], "{t}");
+    }
+    // One DIR alone is clean, and says the shards are checked together.
+    let o = verify_dirs(&[&d2], false);
+    assert_exit_saying(&o, 0, "pass every shard's DIR");
+    // A missing shard, or one given twice, is a coverage finding naming it.
+    let o = verify_dirs(&[&d1, &d2], true);
+    assert_exit_saying(&o, 3, "shard 3/3 is missing");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let kinds: Vec<&str> = v["shards"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    // Per table: shard 3 missing, and its two slices paged by no shard.
+    assert_eq!(kinds, vec!["shard_coverage"; 6], "{v}");
+    let copy = dir.path().join("copy of shard 1");
+    let o = std::process::Command::new("cp")
+        .args(["-a", d1.to_str().unwrap(), copy.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let o = verify_dirs(&[&d1, &d2, &d3, &copy], false);
+    assert_exit_saying(&o, 3, "shard 1/3 is in 2 DIRs");
+
+    // Too few slices for the shards, and a table that cannot be split: usage errors.
+    let out = dir.path().join("refused");
+    let o = run_job(
+        "harvest",
+        &ds.url,
+        &ds.db_name,
+        out.to_str().unwrap(),
+        &["--table", "Orders", "--parallel", "2", "--shard", "1/3"],
+    );
+    assert_exit_saying(&o, 2, "fewer than the 3 shards");
+    let o = run_job(
+        "harvest",
+        &ds.url,
+        &ds.db_name,
+        out.to_str().unwrap(),
+        &["--table", "Customers", "--parallel", "3", "--shard", "1/3"],
+    );
+    assert_exit_saying(&o, 2, "cannot be split across shards");
+}
+
+/// Shards that plan at different moments of a growing table get different key ranges, so
+/// their slices do not tile it: `verify` says so instead of calling the union complete.
+#[test]
+fn shards_that_planned_different_key_ranges_are_a_verify_finding() {
+    let work = TempDir::new("shard-drift");
+    let db = make_db(
+        &work,
+        "drift",
+        "create table t (id integer primary key, v text);
+         with recursive n(i) as (select 1 union all select i + 1 from n where i < 900)
+         insert into t select i, 'row ' || i from n;",
+    );
+    let ds = Datasette::start(V0_65, &db);
+    let run = |k: usize| {
+        let out = work.path().join(format!("s{k}"));
+        let o = run_job(
+            "harvest",
+            &ds.url,
+            &ds.db_name,
+            out.to_str().unwrap(),
+            &[
+                "--table",
+                "t",
+                "--parallel",
+                "3",
+                "--page-size",
+                "100",
+                "--shard",
+                &format!("{k}/3"),
+            ],
+        );
+        assert_exit(&o, 0);
+        out
+    };
+    let (s1, s2) = (run(1), run(2));
+    // Rows arrive between the shards' starts.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("insert into t values (5000, 'late')")
+        .unwrap();
+    let s3 = run(3);
+    let o = verify_dirs(&[&s1, &s2, &s3], true);
+    assert_exit_saying(&o, 3, "key range changed");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["shards"]["findings"][0]["kind"], "shard_plan_mismatch",
+        "{v}"
+    );
+    // Each DIR is sound on its own.
+    for d in v["dirs"].as_array().unwrap() {
+        assert_eq!(d["ok"], true, "{d}");
     }
 }

@@ -58,7 +58,7 @@ const REFUSED: &[(&str, &[&str], i32, &str)] = &[
     ("mixed", &[], 2, "holds both text and numbers"),
 ];
 
-fn compare(db: &Path, pairs: &[(String, String)]) {
+pub(crate) fn compare(db: &Path, pairs: &[(String, String)]) {
     let mut cmd = Command::new(readers_python());
     cmd.arg(repo_root().join("tests/it/compare_with_sqlite.py"))
         .arg(db);
