@@ -50,6 +50,15 @@ file:
   harvest csv / parquet - harvest export --format csv|parquet --output FILE
   duckdb csv / parquet  - DuckDB 1.4.4: COPY (SELECT * FROM read_parquet('DIR/**/*.parquet'))
                           TO FILE (HEADER) / (FORMAT parquet, COMPRESSION zstd)
+shard cases (`--suite shard`): Order Details of the `--shard-scale` fixture (default 10:
+5,909,926 rows) from three Datasette 0.65.5 processes on the same file behind
+examples/delay_proxy in round-robin mode (each new connection goes to the next server), so the
+server side has three processes' capacity:
+  one process                 - harvest harvest (one cursor)
+  one process --parallel 6    - the same with six key-range cursors
+  3 shards --parallel 6       - three harvest processes at once, `--parallel 6 --shard I/3`
+                                (two slices each), each into its own DIR; wall time is the
+                                slowest shard's, RSS the largest of the three
 Wall time and peak RSS come from /usr/bin/time; the machine is shared, so medians matter.
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, glob, datetime
@@ -210,7 +219,74 @@ def flat(rec, prefix=""):
             o[prefix + k] = v
     return o
 
-async def main():
+async def shard_suite(a, work):
+    """One big table harvested by one process, and by three `--shard I/3` processes at once,
+    against three Datasette processes behind a round-robin proxy."""
+    import shutil, time
+    db = fixture(work, a.shard_scale)
+    name = os.path.splitext(os.path.basename(db))[0]
+    servers = [start_datasette(db) for _ in range(3)]
+    proxy = subprocess.Popen([DELAY_PROXY, ",".join(str(p) for _, p in servers), "0"],
+                             stdout=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{int(proxy.stdout.readline())}"
+    outs = [os.path.join(work, f"shard-out-{k}") for k in (1, 2, 3)]
+    cmd = [HARVEST, "-q", "harvest", "--url", base, "--db", name, "--table", "Order Details"]
+    tools = ["one process", "one process --parallel 6", "3 shards --parallel 6"]
+    results = {}
+    try:
+        for rep in range(a.reps):
+            for tool in tools:  # interleaved, so drift on a shared machine hits every tool alike
+                for o in outs:
+                    shutil.rmtree(o, ignore_errors=True)
+                if tool.startswith("3 shards"):
+                    started = time.monotonic()
+                    with tempfile.TemporaryDirectory() as tmp:
+                        procs = []
+                        for k, o in enumerate(outs, 1):
+                            tf = os.path.join(tmp, f"{k}.time")
+                            procs.append((tf, subprocess.Popen(
+                                ["/usr/bin/time", "-f", "%e %M", "-o", tf] + cmd +
+                                ["--out", o, "--parallel", "6", "--shard", f"{k}/3"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
+                        per = []
+                        for tf, p in procs:
+                            _, err = p.communicate()
+                            if p.returncode != 0:
+                                sys.exit(f"a shard failed ({p.returncode}):\n{err[-2000:]}")
+                            secs, kb = open(tf).read().split()[-2:]
+                            per.append((float(secs), int(kb) / 1024))
+                    secs = time.monotonic() - started
+                    mib = max(m for _, m in per)
+                    detail = " ".join(f"{s:.1f}s/{m:.0f}MiB" for s, m in per)
+                else:
+                    extra = ["--parallel", "6"] if "--parallel" in tool else []
+                    secs, mib = timed(cmd + ["--out", outs[0]] + extra)
+                    detail = ""
+                rows = sum(json.loads(l)["rows"] for o in outs
+                           if os.path.exists(os.path.join(o, "manifest.jsonl"))
+                           for l in open(os.path.join(o, "manifest.jsonl"))
+                           if '"kind":"table_end"' in l)
+                results.setdefault(tool, []).append((secs, mib))
+                print(f"  shard-suite {tool:26} rep {rep + 1}: {secs:6.2f}s {mib:7.1f} MiB {rows:,} rows {detail}",
+                      file=sys.stderr)
+    finally:
+        proxy.terminate()
+        for ds, _ in servers:
+            ds.terminate()
+        for o in outs:
+            shutil.rmtree(o, ignore_errors=True)
+    print(f"\nshard benchmark: Order Details, scale {a.shard_scale}, three Datasette 0.65.5 processes behind a "
+          f"round-robin proxy, {os.cpu_count()} cores, {a.reps} reps, {datetime.date.today()} "
+          f"(`scripts/bench --suite shard --reps {a.reps}`)\n")
+    print("| tool | median wall s | one process ÷ tool | peak RSS MiB per process (max) |")
+    print("|---|---:|---:|---:|")
+    one = statistics.median(x for x, _ in results["one process"])
+    for tool in tools:
+        med = statistics.median(x for x, _ in results[tool])
+        print(f"| {tool} | {med:.2f} | {one / med:.2f} | {max(m for _, m in results[tool]):.0f} |")
+
+
+def main():
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     q = asyncio.Queue(maxsize=conc * 4)
     rows = []
@@ -635,7 +711,7 @@ def harvest_suite(a, work):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--suite", default="all", choices=["all", "sql-extract", "harvest", "compression", "rest", "rows", "export"])
+    ap.add_argument("--suite", default="all", choices=["all", "sql-extract", "harvest", "compression", "rest", "rows", "export", "shard"])
     ap.add_argument("--rows-inputs", type=int, default=20_000, help="rows suite: input rows (requests) per run")
     ap.add_argument("--rows-rss", default="100000,300000,1000000",
                     help="rows suite: input counts for the peak-RSS runs (comma-separated; empty to skip)")
@@ -643,6 +719,7 @@ def main():
     ap.add_argument("--rest-cases", default="json-server,datasette", help="rest suite: which cases to run")
     ap.add_argument("--harvest-tools", default=",".join(HARVEST_TOOLS),
                     help="harvest suite: which of the tools to run (comma-separated; must include 'floor (rust)' and 'harvest')")
+    ap.add_argument("--shard-scale", type=int, default=10, help="shard suite: fixture scale")
     ap.add_argument("--local-only", action="store_true", help="harvest suite: skip the delayed case")
     ap.add_argument("--mbit", type=float, default=50, help="compression suite: bandwidth cap of the proxy")
     ap.add_argument("--work", default=".bench")
@@ -663,7 +740,9 @@ def main():
         rows_suite(a, a.work)
     if a.suite in ("all", "export"):
         export_suite(a, a.work)
-    if a.suite in ("harvest", "compression", "rest", "rows", "export"):
+    if a.suite in ("all", "shard"):
+        shard_suite(a, a.work)
+    if a.suite in ("harvest", "compression", "rest", "rows", "export", "shard"):
         return
     db = fixture(a.work, a.scale)
     tools = a.tools.split(",")

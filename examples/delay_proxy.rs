@@ -1,8 +1,11 @@
 //! A TCP proxy that delays every chunk a client sends by a fixed time before passing it on,
 //! so a local server looks like one across a network (each HTTP request arrives that much
 //! later). Responses flow back at once, or paced to MBIT_PER_S per connection when given (a
-//! link of that bandwidth). Used by `scripts/bench` for its "remote" and compression cases.
-//! Usage: delay_proxy UPSTREAM_PORT DELAY_MS [MBIT_PER_S]   (prints its port, then serves)
+//! link of that bandwidth). With several upstream ports (`8001,8002,8003`) each new connection
+//! goes to the next one in turn (round robin), so several server processes look like one
+//! server with their combined capacity. Used by `scripts/bench` for its "remote", compression
+//! and shard cases.
+//! Usage: delay_proxy UPSTREAM_PORT[,PORT...] DELAY_MS [MBIT_PER_S]   (prints its port, then serves)
 
 use std::time::{Duration, Instant};
 
@@ -16,10 +19,14 @@ async fn main() -> std::io::Result<()> {
         eprintln!("usage: delay_proxy UPSTREAM_PORT DELAY_MS");
         std::process::exit(2);
     };
-    let (Ok(upstream), Ok(ms)) = (port.parse::<u16>(), ms.parse::<u64>()) else {
-        eprintln!("UPSTREAM_PORT and DELAY_MS must be numbers");
+    let upstreams: Result<Vec<u16>, _> = port.split(',').map(str::parse::<u16>).collect();
+    let (Ok(upstreams), Ok(ms)) = (upstreams, ms.parse::<u64>()) else {
+        eprintln!(
+            "UPSTREAM_PORT (or a comma-separated list of ports) and DELAY_MS must be numbers"
+        );
         std::process::exit(2);
     };
+    let mut turn = 0usize;
     let delay = Duration::from_millis(ms);
     // Bytes per second downstream; None: as fast as the loopback goes.
     let rate: Option<f64> = match argv.next().map(|m| m.parse::<f64>()) {
@@ -34,6 +41,8 @@ async fn main() -> std::io::Result<()> {
     println!("{}", listener.local_addr()?.port());
     loop {
         let (client, _) = listener.accept().await?;
+        let upstream = upstreams[turn % upstreams.len()];
+        turn = turn.wrapping_add(1);
         tokio::spawn(async move {
             let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
                 return;
