@@ -219,74 +219,7 @@ def flat(rec, prefix=""):
             o[prefix + k] = v
     return o
 
-async def shard_suite(a, work):
-    """One big table harvested by one process, and by three `--shard I/3` processes at once,
-    against three Datasette processes behind a round-robin proxy."""
-    import shutil, time
-    db = fixture(work, a.shard_scale)
-    name = os.path.splitext(os.path.basename(db))[0]
-    servers = [start_datasette(db) for _ in range(3)]
-    proxy = subprocess.Popen([DELAY_PROXY, ",".join(str(p) for _, p in servers), "0"],
-                             stdout=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{int(proxy.stdout.readline())}"
-    outs = [os.path.join(work, f"shard-out-{k}") for k in (1, 2, 3)]
-    cmd = [HARVEST, "-q", "harvest", "--url", base, "--db", name, "--table", "Order Details"]
-    tools = ["one process", "one process --parallel 6", "3 shards --parallel 6"]
-    results = {}
-    try:
-        for rep in range(a.reps):
-            for tool in tools:  # interleaved, so drift on a shared machine hits every tool alike
-                for o in outs:
-                    shutil.rmtree(o, ignore_errors=True)
-                if tool.startswith("3 shards"):
-                    started = time.monotonic()
-                    with tempfile.TemporaryDirectory() as tmp:
-                        procs = []
-                        for k, o in enumerate(outs, 1):
-                            tf = os.path.join(tmp, f"{k}.time")
-                            procs.append((tf, subprocess.Popen(
-                                ["/usr/bin/time", "-f", "%e %M", "-o", tf] + cmd +
-                                ["--out", o, "--parallel", "6", "--shard", f"{k}/3"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
-                        per = []
-                        for tf, p in procs:
-                            _, err = p.communicate()
-                            if p.returncode != 0:
-                                sys.exit(f"a shard failed ({p.returncode}):\n{err[-2000:]}")
-                            secs, kb = open(tf).read().split()[-2:]
-                            per.append((float(secs), int(kb) / 1024))
-                    secs = time.monotonic() - started
-                    mib = max(m for _, m in per)
-                    detail = " ".join(f"{s:.1f}s/{m:.0f}MiB" for s, m in per)
-                else:
-                    extra = ["--parallel", "6"] if "--parallel" in tool else []
-                    secs, mib = timed(cmd + ["--out", outs[0]] + extra)
-                    detail = ""
-                rows = sum(json.loads(l)["rows"] for o in outs
-                           if os.path.exists(os.path.join(o, "manifest.jsonl"))
-                           for l in open(os.path.join(o, "manifest.jsonl"))
-                           if '"kind":"table_end"' in l)
-                results.setdefault(tool, []).append((secs, mib))
-                print(f"  shard-suite {tool:26} rep {rep + 1}: {secs:6.2f}s {mib:7.1f} MiB {rows:,} rows {detail}",
-                      file=sys.stderr)
-    finally:
-        proxy.terminate()
-        for ds, _ in servers:
-            ds.terminate()
-        for o in outs:
-            shutil.rmtree(o, ignore_errors=True)
-    print(f"\nshard benchmark: Order Details, scale {a.shard_scale}, three Datasette 0.65.5 processes behind a "
-          f"round-robin proxy, {os.cpu_count()} cores, {a.reps} reps, {datetime.date.today()} "
-          f"(`scripts/bench --suite shard --reps {a.reps}`)\n")
-    print("| tool | median wall s | one process ÷ tool | peak RSS MiB per process (max) |")
-    print("|---|---:|---:|---:|")
-    one = statistics.median(x for x, _ in results["one process"])
-    for tool in tools:
-        med = statistics.median(x for x, _ in results[tool])
-        print(f"| {tool} | {med:.2f} | {one / med:.2f} | {max(m for _, m in results[tool]):.0f} |")
-
-
-def main():
+async def main():
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     q = asyncio.Queue(maxsize=conc * 4)
     rows = []
@@ -707,6 +640,73 @@ def harvest_suite(a, work):
         print("|---|---:|---:|")
         for tool, (secs, mib) in rss10.items():
             print(f"| {tool} | {secs:.1f} | {mib:.0f} |")
+
+
+def shard_suite(a, work):
+    """One big table harvested by one process, and by three `--shard I/3` processes at once,
+    against three Datasette processes behind a round-robin proxy."""
+    import shutil, time
+    db = fixture(work, a.shard_scale)
+    name = os.path.splitext(os.path.basename(db))[0]
+    servers = [start_datasette(db) for _ in range(3)]
+    proxy = subprocess.Popen([DELAY_PROXY, ",".join(str(p) for _, p in servers), "0"],
+                             stdout=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{int(proxy.stdout.readline())}"
+    outs = [os.path.join(work, f"shard-out-{k}") for k in (1, 2, 3)]
+    cmd = [HARVEST, "-q", "harvest", "--url", base, "--db", name, "--table", "Order Details"]
+    tools = ["one process", "one process --parallel 6", "3 shards --parallel 6"]
+    results = {}
+    try:
+        for rep in range(a.reps):
+            for tool in tools:  # interleaved, so drift on a shared machine hits every tool alike
+                for o in outs:
+                    shutil.rmtree(o, ignore_errors=True)
+                if tool.startswith("3 shards"):
+                    started = time.monotonic()
+                    with tempfile.TemporaryDirectory() as tmp:
+                        procs = []
+                        for k, o in enumerate(outs, 1):
+                            tf = os.path.join(tmp, f"{k}.time")
+                            procs.append((tf, subprocess.Popen(
+                                ["/usr/bin/time", "-f", "%e %M", "-o", tf] + cmd +
+                                ["--out", o, "--parallel", "6", "--shard", f"{k}/3"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
+                        per = []
+                        for tf, p in procs:
+                            _, err = p.communicate()
+                            if p.returncode != 0:
+                                sys.exit(f"a shard failed ({p.returncode}):\n{err[-2000:]}")
+                            secs, kb = open(tf).read().split()[-2:]
+                            per.append((float(secs), int(kb) / 1024))
+                    secs = time.monotonic() - started
+                    mib = max(m for _, m in per)
+                    detail = " ".join(f"{s:.1f}s/{m:.0f}MiB" for s, m in per)
+                else:
+                    extra = ["--parallel", "6"] if "--parallel" in tool else []
+                    secs, mib = timed(cmd + ["--out", outs[0]] + extra)
+                    detail = ""
+                rows = sum(json.loads(l)["rows"] for o in outs
+                           if os.path.exists(os.path.join(o, "manifest.jsonl"))
+                           for l in open(os.path.join(o, "manifest.jsonl"))
+                           if '"kind":"table_end"' in l)
+                results.setdefault(tool, []).append((secs, mib))
+                print(f"  shard-suite {tool:26} rep {rep + 1}: {secs:6.2f}s {mib:7.1f} MiB {rows:,} rows {detail}",
+                      file=sys.stderr)
+    finally:
+        proxy.terminate()
+        for ds, _ in servers:
+            ds.terminate()
+        for o in outs:
+            shutil.rmtree(o, ignore_errors=True)
+    print(f"\nshard benchmark: Order Details, scale {a.shard_scale}, three Datasette 0.65.5 processes behind a "
+          f"round-robin proxy, {os.cpu_count()} cores, {a.reps} reps, {datetime.date.today()} "
+          f"(`scripts/bench --suite shard --reps {a.reps}`)\n")
+    print("| tool | median wall s | one process ÷ tool | peak RSS MiB per process (max) |")
+    print("|---|---:|---:|---:|")
+    one = statistics.median(x for x, _ in results["one process"])
+    for tool in tools:
+        med = statistics.median(x for x, _ in results[tool])
+        print(f"| {tool} | {med:.2f} | {one / med:.2f} | {max(m for _, m in results[tool]):.0f} |")
 
 
 def main():

@@ -2,6 +2,9 @@
 
 usage: read_delta.py TABLE_DIR SQLITE_DB SQLITE_TABLE [VERSION]
 
+TABLE_DIR may be several Delta tables joined by os.pathsep (the shards of one table): each
+reader reads every one, and their rows together must equal the SQLite table.
+
 Readers: the `deltalake` package (delta-rs's Python binding), polars, and DuckDB's `delta`
 extension. Each one's rows (columns in the Delta schema's order) must equal
 `SELECT <those columns> FROM <table>` in SQLite, as a multiset. Prints one JSON object:
@@ -21,9 +24,10 @@ from rowcompare import as_date, as_timestamp, check, quote, sqlite_rows
 
 
 def main():
-    table_dir, db, table = sys.argv[1:4]
+    table_dirs, db, table = sys.argv[1].split(os.pathsep), sys.argv[2], sys.argv[3]
     version = int(sys.argv[4]) if len(sys.argv) > 4 else None
-    dt = deltalake.DeltaTable(table_dir, version=version)
+    tables = [deltalake.DeltaTable(d, version=version) for d in table_dirs]
+    dt = tables[0]
     fields = dt.schema().fields
     columns = [f.name for f in fields]
     types = {f.name: str(f.type.type) for f in fields}
@@ -34,13 +38,14 @@ def main():
     want = sqlite_rows(db, table, columns, convert)
 
     got = {}
-    arrow = dt.to_pyarrow_table(columns=columns)
-    got["deltalake"] = [tuple(r[c] for c in columns) for r in arrow.to_pylist()]
+    got["deltalake"] = [tuple(r[c] for c in columns)
+                        for t in tables for r in t.to_pyarrow_table(columns=columns).to_pylist()]
     # polars' own Delta reader cannot open a table whose path has a space or a non-ASCII
     # character (pola-rs/polars#20944); for those it reads through pyarrow, and says so.
-    native = all(c.isascii() and c not in " %" for c in os.path.abspath(table_dir))
-    frame = pl.read_delta(table_dir, version=version, use_pyarrow=not native)
-    got["polars" if native else "polars(pyarrow)"] = frame.select(columns).rows()
+    native = all(c.isascii() and c not in " %" for d in table_dirs for c in os.path.abspath(d))
+    got["polars" if native else "polars(pyarrow)"] = [
+        row for d in table_dirs
+        for row in pl.read_delta(d, version=version, use_pyarrow=not native).select(columns).rows()]
     if version is None:
         # The `duckdb-ext-delta` wheel carries the extension; DuckDB finds it there offline.
         import duckdb_ext
@@ -48,10 +53,10 @@ def main():
         ext_dir = os.path.join(list(duckdb_ext.__path__)[0], "extensions")
         duck = duckdb.connect(config={"extension_directory": ext_dir})
         duck.execute("LOAD delta")
-        rel = duck.execute(
-            f"select {select} from delta_scan(?)", [os.path.abspath(table_dir)]
-        )
-        got["duckdb"] = rel.fetchall()
+        got["duckdb"] = [
+            row for d in table_dirs
+            for row in duck.execute(f"select {select} from delta_scan(?)",
+                                    [os.path.abspath(d)]).fetchall()]
 
     counts = {reader: check(reader, rows, want) for reader, rows in got.items()}
     print(json.dumps({"version": dt.version(), "columns": columns, "types": types,

@@ -445,3 +445,60 @@ fn shards_that_planned_different_key_ranges_are_a_verify_finding() {
         assert_eq!(d["ok"], true, "{d}");
     }
 }
+
+/// With `--table-format delta`, each shard's DIR holds a Delta table of its share: the three
+/// together, read by the `deltalake` package, polars and DuckDB's `delta` extension, are the
+/// SQLite table row for row, and `verify` of the three DIRs is clean.
+#[test]
+fn a_split_table_into_three_delta_tables_reads_back_whole() {
+    let db = fixture_db(1);
+    let ds = Datasette::start(V1_0, &db);
+    let dir = TempDir::new("shard-delta");
+    let outs: Vec<std::path::PathBuf> = (1..=3).map(|k| dir.path().join(format!("s{k}"))).collect();
+    for (k, out) in outs.iter().enumerate() {
+        let spec = format!("{}/3", k + 1);
+        let o = run_job(
+            "harvest",
+            &ds.url,
+            &ds.db_name,
+            out.to_str().unwrap(),
+            &[
+                "--table",
+                "Orders",
+                "--parallel",
+                "3",
+                "--shard",
+                &spec,
+                "--table-format",
+                "delta",
+                "--part-rows",
+                "2000",
+            ],
+        );
+        assert_exit(&o, 0);
+        assert!(out.join("parquet/Orders/_delta_log").is_dir());
+    }
+    let tables = outs
+        .iter()
+        .map(|o| o.join("parquet/Orders").display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let o = std::process::Command::new(delta_readers_python())
+        .arg(repo_root().join("tests/it/read_delta.py"))
+        .arg(&tables)
+        .arg(&db)
+        .arg("Orders")
+        .output()
+        .expect("run read_delta.py");
+    assert!(
+        o.status.success(),
+        "Delta readers disagree with SQLite:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for (reader, n) in v["rows"].as_object().unwrap() {
+        assert_eq!(n, 16_000, "{reader}");
+    }
+    let refs: Vec<&std::path::Path> = outs.iter().map(|p| p.as_path()).collect();
+    assert_exit(&verify_dirs(&refs, false), 0);
+}
