@@ -340,9 +340,16 @@ pub struct HarvestArgs {
     pub zstd_level: Option<i32>,
 
     /// Run the I-th of N disjoint shares of the job (`2/3`): the tables are dealt out in config
-    /// order, a row-driven child goes with its parent. Give each shard its own --out.
+    /// order, a row-driven child goes with its parent. Give each shard its own --out, or one
+    /// shared --out with a --writer name each.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+
+    /// Write into a DIR that several processes share (with --table-format delta): this
+    /// process's manifest, lock and state live in DIR/writers/NAME/, its snapshots and parts
+    /// beside the other writers', and its parts reach the shared Delta tables by commits.
+    #[arg(long, value_name = "NAME")]
+    pub writer: Option<String>,
 
     /// Dataset layout: `parquet` (Hive-style Parquet parts) or `delta` (the same parts committed
     /// to a Delta Lake table). Default parquet.

@@ -235,7 +235,12 @@ pub struct ForEachConfig {
 /// Everything `harvest harvest` needs, validated.
 #[derive(Debug)]
 pub struct HarvestSettings {
+    /// DIR: snapshots (`raw/`) and datasets (`parquet/`), the paths the manifest names.
     pub out: PathBuf,
+    /// Where this process's manifest, lock and state live: DIR, or `DIR/writers/<NAME>` for
+    /// one of several writers sharing DIR (`--writer`).
+    pub home: PathBuf,
+    pub writer: Option<String>,
     pub http: HttpSettings,
     pub sink: SinkSettings,
     pub sources: Vec<SourceSettings>,
@@ -289,7 +294,8 @@ pub struct TableSettings {
     pub rest: Option<crate::rest::RestTable>,
     /// A row-driven table's input and request templates.
     pub rows: Option<crate::row_driven::RowDriven>,
-    /// `--shard I/N` on a `--parallel` table: this run pages only its share of the slices.
+    /// `--shard I/N` on a `--parallel` table: this run pages only its share of the slices (on a
+    /// row-driven child of such a table: it sends the requests of its shard's parent rows).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<SliceShare>,
 }
@@ -1156,9 +1162,30 @@ fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, Usa
         Some(spec) => Some(take_shard(&mut sources, spec)?),
         None => None,
     };
+    let home = match &args.writer {
+        None => out.clone(),
+        Some(name) => {
+            if !crate::writers::valid_name(name) {
+                return Err(UsageError::with_hint(
+                    format!("--writer {name:?} is not a usable writer name"),
+                    "use letters, digits, '.', '_' and '-' (up to 64, not starting with '.'), e.g. --writer shard-2",
+                ));
+            }
+            if table_format != crate::delta::TableFormat::Delta {
+                return Err(UsageError::with_hint(
+                    "--writer shares DIR's datasets between processes, which needs a table format with a commit protocol",
+                    "add --table-format delta (or `table_format = \"delta\"` in the config)",
+                ));
+            }
+            crate::writers::home(&out, name)
+        }
+    };
     let mut described = describe(&out, &http, &sink, &sources);
     if let Some(s) = shard {
         described["shard"] = s;
+    }
+    if let Some(w) = &args.writer {
+        described["writer"] = serde_json::json!(w);
     }
     if table_format != crate::delta::TableFormat::Parquet {
         described["table_format"] = serde_json::json!(table_format);
@@ -1166,6 +1193,8 @@ fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, Usa
     let config_digest = crate::manifest::sha256_hex(described.to_string().as_bytes());
     Ok(HarvestSettings {
         out,
+        home,
+        writer: args.writer.clone(),
         http,
         sink,
         sources,
@@ -1242,6 +1271,7 @@ fn take_shard(
             // A row-driven child of a split table sends the requests of its shard's rows.
             if k == EVERY_SHARD {
                 split.push(t.output.clone());
+                t.shard = Some(share);
                 s.tables.push(t);
             } else if k == i - 1 {
                 mine.push(t.output.clone());
@@ -1378,7 +1408,7 @@ pub fn resolve_incremental(
         &settings.sink,
         &settings.sources,
     );
-    for key in ["shard", "table_format"] {
+    for key in ["shard", "table_format", "writer"] {
         if let Some(v) = settings.described.get(key) {
             described[key] = v.clone();
         }

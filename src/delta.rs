@@ -86,8 +86,19 @@ pub fn is_delta(dir: &Path) -> bool {
     dir.join("_delta_log").is_dir()
 }
 
+/// A table in a DIR that several writers share (`--writer`).
+pub struct Shared<'a> {
+    /// The Delta parts this writer's manifest ever recorded for the dataset.
+    pub known: Option<&'a HashSet<String>>,
+    /// The table is split across shards (`--parallel` with `--shard`): other writers hold the
+    /// other shares. Otherwise another writer's files mean the table would be written twice.
+    pub split: bool,
+}
+
 /// Decide how this run writes the dataset, refusing layouts that cannot be mixed: a plain
-/// dataset under `--table-format delta`, or a Delta table under plain Parquet.
+/// dataset under `--table-format delta`, a Delta table under plain Parquet, or (in a shared
+/// DIR) a whole table that another writer also writes. In a shared DIR a run replaces only
+/// this writer's own earlier files.
 pub fn target(
     out: &Path,
     table_rel: &str,
@@ -95,6 +106,7 @@ pub fn target(
     format: TableFormat,
     run_id: &str,
     appends: bool,
+    shared: Option<Shared<'_>>,
 ) -> anyhow::Result<Option<Target>> {
     let dir = out.join(table_rel);
     let has_log = is_delta(&dir);
@@ -120,13 +132,35 @@ pub fn target(
         .into()),
         TableFormat::Delta => {
             let mine = format!("part-{run_id}-");
+            let of_other_runs = |rel: &String| {
+                !rel.rsplit('/')
+                    .next()
+                    .is_some_and(|name| name.starts_with(&mine))
+            };
             let others = if has_log {
                 let state = load(out, table_rel)?;
-                state.files.keys().any(|rel| {
-                    !rel.rsplit('/')
-                        .next()
-                        .is_some_and(|name| name.starts_with(&mine))
-                })
+                match shared {
+                    None => state.files.keys().any(of_other_runs),
+                    Some(sh) => {
+                        let own = |rel: &String| sh.known.is_some_and(|k| k.contains(rel));
+                        let foreign = state
+                            .files
+                            .keys()
+                            .filter(|rel| of_other_runs(rel) && !own(rel))
+                            .count();
+                        if foreign > 0 && !sh.split {
+                            return Err(UsageError::with_hint(
+                                format!(
+                                    "dataset {output:?} ({}) holds {foreign} part(s) other writers committed: a second writer harvesting the whole table would put its rows in twice",
+                                    dir.display()
+                                ),
+                                "harvest each table from one writer (the same --writer name as before), or split it across writers with --parallel N and --shard I/N",
+                            )
+                            .into());
+                        }
+                        state.files.keys().any(|rel| of_other_runs(rel) && own(rel))
+                    }
+                }
             } else {
                 false
             };
@@ -244,6 +278,22 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// Add another writer's ledger (a DIR shared by writers): their files are their own, so
+    /// a table holds the union.
+    pub fn merge(&mut self, other: Ledger) {
+        for (output, d) in other.outputs {
+            let mine = self.outputs.entry(output).or_default();
+            mine.files.extend(d.files);
+            mine.known.extend(d.known);
+            if !d.columns.is_empty() {
+                mine.columns = d.columns;
+            }
+            if d.partition_by.is_some() {
+                mine.partition_by = d.partition_by;
+            }
+        }
+    }
+
     pub fn feed(&mut self, r: &Value) {
         let Some(output) = r["output"].as_str() else {
             return;
@@ -340,7 +390,70 @@ pub struct Committed {
 /// Bring the Delta table of `output` in line with what the manifest wants: add the wanted files
 /// the log lacks, remove the files the manifest recorded that it no longer wants, in one commit
 /// (none when they already agree). Files the manifest never recorded are left alone.
+///
+/// Another writer committing to the same table in between (a shared DIR) is resolved by
+/// delta-rs's conflict checks; a commit they refuse, or a lost race to create the table, is
+/// recomputed from the table's new version and tried again (the difference only ever names
+/// this manifest's files, so a retry is safe).
 pub fn sync(
+    out: &Path,
+    table_rel: &str,
+    output: &str,
+    desired: &Desired,
+    info: serde_json::Map<String, Value>,
+) -> anyhow::Result<Option<Committed>> {
+    const ATTEMPTS: u32 = 8;
+    let mut attempt = 1;
+    loop {
+        match sync_once(out, table_rel, output, desired, info.clone()) {
+            Err(e) if attempt < ATTEMPTS && is_conflict(&e) => {
+                use rand::RngExt as _;
+                let wait = std::time::Duration::from_millis(
+                    rand::rng().random_range(20..=100) * u64::from(attempt),
+                );
+                tracing::info!(
+                    "{output}: another writer committed to the Delta table first; retrying the commit on its new version (attempt {} of {ATTEMPTS})",
+                    attempt + 1
+                );
+                std::thread::sleep(wait);
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Another writer created the table between our look and our create.
+#[derive(Debug, thiserror::Error)]
+#[error("another writer created the Delta table first")]
+struct LostCreateRace(#[source] deltalake_core::DeltaTableError);
+
+/// A commit lost to another writer's: the table was created first, the version was taken, or
+/// delta-rs's conflict checks refused it against the winning commit.
+fn is_conflict(e: &anyhow::Error) -> bool {
+    use deltalake_core::DeltaTableError as E;
+    use deltalake_core::kernel::transaction::TransactionError as T;
+    e.chain().any(|c| {
+        c.is::<LostCreateRace>()
+            || matches!(
+                c.downcast_ref::<E>(),
+                Some(
+                    E::VersionAlreadyExists(_)
+                        | E::Transaction {
+                            source: T::CommitConflict(_)
+                                | T::VersionAlreadyExists(_)
+                                | T::MaxCommitAttempts(_)
+                        }
+                )
+            )
+            || matches!(
+                c.downcast_ref::<T>(),
+                Some(T::CommitConflict(_) | T::VersionAlreadyExists(_) | T::MaxCommitAttempts(_))
+            )
+    })
+}
+
+fn sync_once(
     out: &Path,
     table_rel: &str,
     output: &str,
@@ -422,11 +535,17 @@ pub fn sync(
                 .with_actions(adds)
                 .with_commit_properties(CommitProperties::default().with_metadata(app))
                 .await
-                .with_context(|| {
-                        format!(
-                            "cannot create the Delta table {table_rel}; its parts are recorded in the manifest, and a rerun with the same settings commits them first"
-                        )
-                    })?;
+                .map_err(|e| {
+                    // Another writer created it first: commit on its version instead.
+                    let e = if is_delta(&out.join(table_rel)) {
+                        anyhow::Error::new(LostCreateRace(e))
+                    } else {
+                        anyhow::Error::new(e)
+                    };
+                    e.context(format!(
+                        "cannot create the Delta table {table_rel}; its parts are recorded in the manifest, and a rerun with the same settings commits them first"
+                    ))
+                })?;
             return Ok(Some(Committed {
                 version: table.version().unwrap_or(0) as i64,
                 added,
@@ -526,6 +645,50 @@ mod tests {
                        "paths": ["parquet/t/part-r3-1.parquet"], "kept": true}));
         assert_eq!(files(&l), ["parquet/t/part-r2-1.parquet"]);
         assert_eq!(l.outputs["t"].known.len(), 3);
+    }
+
+    /// Writers sharing a table (`--writer`) race to create it and to commit: every commit
+    /// lands, the loser of a race recomputing on the winner's version.
+    #[test]
+    fn racing_writers_all_commit() {
+        const WRITERS: usize = 4;
+        for round in 0..4 {
+            let out = std::env::temp_dir()
+                .join(format!("harvest-delta-race-{}-{round}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&out);
+            std::fs::create_dir_all(out.join("parquet/t")).unwrap();
+            let barrier = std::sync::Barrier::new(WRITERS);
+            std::thread::scope(|s| {
+                for w in 0..WRITERS {
+                    let (out, barrier) = (&out, &barrier);
+                    s.spawn(move || {
+                        let mut ledger = Ledger::default();
+                        barrier.wait();
+                        for n in 1..=3 {
+                            let rel = format!("parquet/t/part-r{w}-{n}.parquet");
+                            std::fs::write(out.join(&rel), b"0123456789").unwrap();
+                            ledger.feed(&part(&format!("r{w}"), &rel, "append"));
+                            sync(
+                                out,
+                                "parquet/t",
+                                "t",
+                                &ledger.outputs["t"],
+                                Default::default(),
+                            )
+                            .unwrap();
+                        }
+                    });
+                }
+            });
+            let state = load(&out, "parquet/t").unwrap();
+            assert_eq!(
+                state.files.len(),
+                WRITERS * 3,
+                "round {round}: {:?}",
+                state.files
+            );
+            let _ = std::fs::remove_dir_all(&out);
+        }
     }
 
     #[test]

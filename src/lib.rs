@@ -32,6 +32,7 @@ pub mod source;
 pub mod sqlite_source;
 pub mod template;
 pub mod watermark;
+pub mod writers;
 
 use clap::Parser as _;
 

@@ -387,10 +387,11 @@ pub(crate) async fn harvest_table(
         settings.table_format,
         ctx.run_id,
         table.watermark.is_some(),
+        shared_table(ctx, table, manifest),
     )?;
     // Incremental: the stored watermark gives an inclusive lower bound; its window, the rows
     // already written at the boundary.
-    let store = crate::watermark::Store::new(&settings.out);
+    let store = crate::watermark::Store::new(&settings.home);
     let mut params = table.params.clone();
     let mut tracker = None;
     let mut prev_state = None;
@@ -857,6 +858,23 @@ fn finish_table(
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// In a DIR shared by writers: what this writer knows of the table's Delta files, and whether
+/// the table is split between writers (`--shard`).
+pub(crate) fn shared_table<'m>(
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    manifest: &'m Manifest,
+) -> Option<crate::delta::Shared<'m>> {
+    ctx.settings.writer.as_ref()?;
+    Some(crate::delta::Shared {
+        known: manifest
+            .delta_ledger()
+            .and_then(|l| l.outputs.get(&table.output))
+            .map(|d| &d.known),
+        split: table.shard.is_some(),
+    })
 }
 
 /// What a shard records about its share of a split table: `index`/`count` as in

@@ -234,9 +234,14 @@ pub fn find_resumable(records: &[Value], digest: &str) -> Option<ResumePoint> {
     Some(ResumePoint { run_id, tables })
 }
 
-/// Remove Parquet parts under `DIR/parquet` that the manifest does not vouch for. Returns the
+/// Remove Parquet parts under `DIR/parquet` that the manifest does not vouch for (in a DIR
+/// shared by writers, only parts of `own` runs: the others are other writers'). Returns the
 /// relative paths removed.
-pub fn sweep_parts(out: &Path, records: &[Value]) -> std::io::Result<Vec<String>> {
+pub fn sweep_parts(
+    out: &Path,
+    records: &[Value],
+    own: Option<&HashSet<String>>,
+) -> std::io::Result<Vec<String>> {
     let mut recorded: HashSet<String> = HashSet::new();
     for r in records {
         match r["kind"].as_str() {
@@ -259,7 +264,10 @@ pub fn sweep_parts(out: &Path, records: &[Value]) -> std::io::Result<Vec<String>
     let mut removed = vec![];
     for p in crate::fsutil::files_under(&out.join("parquet"))? {
         let rel = crate::fsutil::rel_path(out, &p);
-        if crate::fsutil::is_part_file(&p) && !recorded.contains(&rel) {
+        if crate::fsutil::is_part_file(&p)
+            && !recorded.contains(&rel)
+            && own.is_none_or(|runs| crate::writers::written_by(&rel, runs))
+        {
             std::fs::remove_file(&p)?;
             if let Some(dir) = p.parent() {
                 crate::fsutil::fsync_dir(dir)?;

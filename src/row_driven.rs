@@ -946,6 +946,7 @@ pub(crate) async fn harvest_rows(
         ctx.settings.table_format,
         ctx.run_id,
         false,
+        crate::pipeline::shared_table(ctx, table, manifest),
     )?;
     let mut run = RowRun {
         ctx,

@@ -706,6 +706,18 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 pub fn run(args: &ExportArgs, printer: Printer) -> anyhow::Result<()> {
     let out = &args.out;
+    let writers = crate::writers::list(out);
+    if !writers.is_empty() && !out.join(crate::manifest::FILE_NAME).is_file() {
+        return Err(UsageError::with_hint(
+            format!(
+                "{} is shared by writers ({}), and export does not read shared DIRs yet",
+                out.display(),
+                writers.join(", ")
+            ),
+            "its datasets are Delta tables: read them with a Delta reader (deltalake, polars, DuckDB's delta_scan)",
+        )
+        .into());
+    }
     if !out.join(crate::manifest::FILE_NAME).is_file() {
         return Err(UsageError::with_hint(
             format!(

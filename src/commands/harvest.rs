@@ -7,7 +7,9 @@
 //! vouch for; every run is bracketed by `run_start` (or `run_resume`) and `run_end` with its
 //! outcome and totals. Resume: a run that did not end `ok` is continued by the next run with
 //! the same settings (config digest) under the same `run_id`; tables it finished are skipped.
-//! SIGINT/SIGTERM end the run with a clean checkpoint and exit 130.
+//! SIGINT/SIGTERM end the run with a clean checkpoint and exit 130. With `--writer NAME` the
+//! lock, manifest and state are the writer's own (`DIR/writers/NAME/`, [`crate::writers`])
+//! and the start-up clean-up touches only files of its own runs.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -93,15 +95,27 @@ pub(crate) fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// Remove temp files a crashed run left under DIR (they were never visible as real files).
-pub(crate) fn remove_leftover_temps(out: &Path) -> anyhow::Result<u64> {
+/// Remove temp files a crashed run left under DIR (they were never visible as real files):
+/// under `raw/` and `parquet/` (only those of `own` runs, when DIR is shared by writers) and
+/// under the writer's `state/`.
+pub(crate) fn remove_leftover_temps(
+    out: &Path,
+    home: &Path,
+    own: Option<&std::collections::HashSet<String>>,
+) -> anyhow::Result<u64> {
     let mut removed = 0;
-    for sub in ["raw", "parquet", "state"] {
-        let files = files_under(&out.join(sub))
-            .with_context(|| format!("cannot clean temp files under {}", out.display()))?;
+    for (root, sub) in [(out, "raw"), (out, "parquet"), (home, "state")] {
+        let files = files_under(&root.join(sub))
+            .with_context(|| format!("cannot clean temp files under {}", root.display()))?;
+        let mine = |p: &Path| {
+            root != out
+                || own.is_none_or(|runs| {
+                    crate::writers::written_by(&crate::fsutil::rel_path(out, p), runs)
+                })
+        };
         for p in files
             .iter()
-            .filter(|p| p.to_string_lossy().ends_with(TEMP_SUFFIX))
+            .filter(|p| p.to_string_lossy().ends_with(TEMP_SUFFIX) && mine(p))
         {
             std::fs::remove_file(p).with_context(|| format!("cannot remove {}", p.display()))?;
             removed += 1;
@@ -119,13 +133,20 @@ pub(crate) async fn run_settings(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let out = settings.out.clone();
-    create_dir_all_durable(&out)
-        .with_context(|| format!("cannot create the output directory {}", out.display()))?;
-    let _lock = DirLock::acquire(&out, settings.wait_lock)?;
-    let (mut manifest, _) = Manifest::open(&out)?;
-    remove_leftover_temps(&out)?;
-    let history = crate::manifest::read_records(&out)?;
-    let swept = crate::resume::sweep_parts(&out, &history).with_context(|| {
+    let home = settings.home.clone();
+    crate::writers::check_layout(&out, settings.writer.as_deref())?;
+    create_dir_all_durable(&home)
+        .with_context(|| format!("cannot create the output directory {}", home.display()))?;
+    let _lock = DirLock::acquire(&home, settings.wait_lock)?;
+    let (mut manifest, _) = Manifest::open(&home)?;
+    let history = crate::manifest::read_records(&home)?;
+    // In a shared DIR, clean-up touches only this writer's files.
+    let own = settings
+        .writer
+        .is_some()
+        .then(|| crate::writers::runs_of(&history));
+    remove_leftover_temps(&out, &home, own.as_ref())?;
+    let swept = crate::resume::sweep_parts(&out, &history, own.as_ref()).with_context(|| {
         format!(
             "cannot remove unrecorded Parquet parts under {}",
             out.display()
@@ -156,7 +177,7 @@ pub(crate) async fn run_settings(
         manifest.track_delta(ledger);
     }
     if settings.command == "incremental" {
-        let (fwd, back) = crate::watermark::Store::new(&out).recover(&history)?;
+        let (fwd, back) = crate::watermark::Store::new(&home).recover(&history)?;
         if fwd + back > 0 {
             tracing::warn!(
                 "watermark recovery after an interrupted run: {fwd} committed state(s) rolled forward, {back} uncommitted discarded"

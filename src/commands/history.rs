@@ -107,6 +107,20 @@ impl ManifestHealth {
 pub fn read_history(dir: &Path) -> anyhow::Result<(Vec<Run>, ManifestHealth)> {
     let path = dir.join(FILE_NAME);
     let file = std::fs::File::open(&path).map_err(|_| {
+        let writers = crate::writers::list(dir);
+        if !writers.is_empty() {
+            return UsageError::with_hint(
+                format!(
+                    "{} is shared by writers ({}), each with its own history",
+                    dir.display(),
+                    writers.join(", ")
+                ),
+                format!(
+                    "pass one writer's home, e.g. --out {}",
+                    crate::writers::home(dir, &writers[0]).display()
+                ),
+            );
+        }
         UsageError::with_hint(
             format!(
                 "{} has no {FILE_NAME}: it is not a harvest output directory",

@@ -16,7 +16,7 @@ use crate::printer::Printer;
 pub fn run(args: &IncrementalArgs, printer: Printer) -> anyhow::Result<()> {
     let settings = resolve_incremental(args)?;
     if args.show_state {
-        let states = crate::watermark::Store::new(&settings.out).all()?;
+        let states = crate::watermark::Store::new(&settings.home).all()?;
         printer.stdout(&format!("{}\n", serde_json::to_string_pretty(&states)?));
         return Ok(());
     }

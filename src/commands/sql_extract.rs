@@ -394,13 +394,14 @@ fn extract_to_file(
 }
 
 fn extract_to_dir(out: &Path, extracts: &[&Extract], settings: &Settings) -> anyhow::Result<u64> {
+    crate::writers::check_layout(out, None)?;
     create_dir_all_durable(out)
         .with_context(|| format!("cannot create the output directory {}", out.display()))?;
     let _lock = DirLock::acquire(out, settings.wait_lock)?;
     let (mut manifest, _) = Manifest::open(out)?;
-    remove_leftover_temps(out)?;
+    remove_leftover_temps(out, out, None)?;
     let history = crate::manifest::read_records(out)?;
-    let swept = crate::resume::sweep_parts(out, &history)?;
+    let swept = crate::resume::sweep_parts(out, &history, None)?;
     if !swept.is_empty() {
         tracing::warn!(
             "removed {} Parquet part(s) the manifest does not record: {}",

@@ -16,7 +16,10 @@
 //! without an `ok` `run_end` is reported as unfinished, a kind distinct from corruption.
 //! Given several DIRs (the shards of a `--shard I/N` job), each is checked on its own, then
 //! every table split across them: one plan in all, every shard present once and finished,
-//! every slice paged by exactly one shard.
+//! every slice paged by exactly one shard. A DIR shared by writers (`--writer`) is checked
+//! writer by writer (each manifest against its own runs' files), then as a whole: no file
+//! without a writer, every Delta table as the union of the writers' manifests says, no table
+//! written whole by two writers, and the split tables' shares as above.
 //! Hashing streams files and uses every core. Exit 0 when clean, 3 when anything was found,
 //! 2 for usage errors.
 
@@ -49,7 +52,7 @@ pub struct Finding {
     /// row_sum_mismatch, slice_plan_invalid, slice_mismatch, request_mismatch,
     /// request_id_mismatch, orphan_file, unfinished_run, delta_uncommitted, delta_stale,
     /// delta_unrecorded, delta_size_mismatch, delta_version_missing, delta_unreadable,
-    /// shard_coverage, shard_plan_mismatch
+    /// shard_coverage, shard_plan_mismatch, writer_overlap
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -117,17 +120,23 @@ fn hash_file(p: &Path) -> std::io::Result<(u64, String)> {
 }
 
 /// Every Delta table under DIR/parquet against what the manifest says it holds.
-fn check_delta(out: &Path, records: &[(u64, Value)], report: &Report) {
+/// `manifests`: one record list per writer (one for a DIR of its own); each is read into its
+/// own ledger, and a table holds the union of what they say.
+fn check_delta(out: &Path, manifests: &[&[(u64, Value)]], report: &Report) {
     let mut ledger = crate::delta::Ledger::default();
     let mut versions: HashMap<String, i64> = HashMap::new();
-    for (_, r) in records {
-        ledger.feed(r);
-        if r["kind"] == "delta_commit"
-            && let (Some(o), Some(v)) = (r["output"].as_str(), r["delta_version"].as_i64())
-        {
-            let e = versions.entry(o.to_string()).or_insert(v);
-            *e = (*e).max(v);
+    for records in manifests {
+        let mut one = crate::delta::Ledger::default();
+        for (_, r) in records.iter() {
+            one.feed(r);
+            if r["kind"] == "delta_commit"
+                && let (Some(o), Some(v)) = (r["output"].as_str(), r["delta_version"].as_i64())
+            {
+                let e = versions.entry(o.to_string()).or_insert(v);
+                *e = (*e).max(v);
+            }
         }
+        ledger.merge(one);
     }
     // Delta tables on disk, by directory, with the dataset the manifest names for each.
     let mut tables: BTreeMap<String, Option<String>> = BTreeMap::new();
@@ -252,7 +261,12 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
     }
     let mut dirs = Vec::with_capacity(args.out.len());
     for out in &args.out {
-        dirs.push(verify_dir(out, args, printer)?);
+        let writers = crate::writers::list(out);
+        if !writers.is_empty() && !out.join(FILE_NAME).is_file() {
+            dirs.extend(verify_shared(out, &writers, args, printer)?);
+        } else {
+            dirs.push(verify_dir(out, out, None, args, printer)?);
+        }
     }
     let [one] = dirs.as_mut_slice() else {
         return verify_shards(args, printer, dirs);
@@ -289,6 +303,121 @@ struct DirOutcome {
     doc: Value,
     summary: String,
     shards: Vec<ShardClaim>,
+    /// The manifest's records (kept for the checks across writers of a shared DIR).
+    records: Vec<(u64, Value)>,
+}
+
+/// A DIR shared by writers (`--writer`): each writer's manifest checked against the files its
+/// runs wrote, then the DIR as a whole: every file under `raw/` and `parquet/` written by some
+/// writer's run, every Delta table holding exactly the union of what the writers' manifests
+/// say, no table written whole by two writers; the split tables' shares are checked by the
+/// caller, as for shard DIRs.
+fn verify_shared(
+    out: &Path,
+    writers: &[String],
+    args: &VerifyArgs,
+    printer: Printer,
+) -> anyhow::Result<Vec<DirOutcome>> {
+    let mut outcomes = vec![];
+    let mut all_runs: HashSet<String> = HashSet::new();
+    for w in writers {
+        let home = crate::writers::home(out, w);
+        let text = std::fs::read(home.join(FILE_NAME)).unwrap_or_default();
+        let records: Vec<Value> = text
+            .split(|b| *b == b'\n')
+            .filter_map(|l| serde_json::from_slice(l).ok())
+            .collect();
+        let runs = crate::writers::runs_of(&records);
+        all_runs.extend(runs.iter().cloned());
+        outcomes.push(verify_dir(out, &home, Some(&runs), args, printer)?);
+    }
+    let report = Report {
+        findings: Mutex::new(vec![]),
+        printer,
+        json: args.json,
+    };
+    for sub in ["raw", "parquet"] {
+        for p in crate::fsutil::files_under(&out.join(sub)).unwrap_or_default() {
+            let rel = crate::fsutil::rel_path(out, &p);
+            if rel.contains("/_delta_log/") || crate::writers::written_by(&rel, &all_runs) {
+                continue;
+            }
+            report.add(Finding {
+                path: Some(rel),
+                ..finding(
+                    "orphan_file",
+                    "no writer's run wrote this file (no writer's manifest names its run)",
+                )
+            });
+        }
+    }
+    let per_writer: Vec<&[(u64, Value)]> = outcomes.iter().map(|o| o.records.as_slice()).collect();
+    check_delta(out, &per_writer, &report);
+    // A table every writer holds files of must be split between them.
+    let mut holders: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, o) in outcomes.iter().enumerate() {
+        let mut ledger = crate::delta::Ledger::default();
+        for (_, r) in &o.records {
+            ledger.feed(r);
+        }
+        for (output, d) in ledger.outputs {
+            if !d.files.is_empty() {
+                holders.entry(output).or_default().push(i);
+            }
+        }
+    }
+    for (output, who) in holders.iter().filter(|(_, w)| w.len() > 1) {
+        let whole: Vec<&str> = who
+            .iter()
+            .filter(|i| !outcomes[**i].shards.iter().any(|c| &c.output == output))
+            .map(|i| writers[*i].as_str())
+            .collect();
+        if !whole.is_empty() {
+            report.add(Finding {
+                path: Some(format!("parquet/{output}")),
+                ..finding(
+                    "writer_overlap",
+                    format!(
+                        "dataset {output:?} holds parts of {} writers, and {} wrote it whole, not as a shard's share: rows may be in the table twice",
+                        who.len(),
+                        whole.join(", ")
+                    ),
+                )
+            });
+        }
+    }
+    let findings = report.findings.into_inner().unwrap_or_default();
+    let summary = format!(
+        "verified {} as a DIR shared by {} writer(s) ({}): {}",
+        out.display(),
+        writers.len(),
+        writers.join(", "),
+        if findings.is_empty() {
+            "every file written by a writer's run, every Delta table as the writers' manifests say"
+                .to_string()
+        } else {
+            format!(
+                "{} discrepanc{}",
+                findings.len(),
+                if findings.len() == 1 { "y" } else { "ies" }
+            )
+        }
+    );
+    outcomes.push(DirOutcome {
+        dir: out.to_path_buf(),
+        findings: findings.len(),
+        doc: json!({
+            "version": REPORT_VERSION,
+            "dir": out.display().to_string(),
+            "writers": writers,
+            "ok": findings.is_empty(),
+            "findings": findings,
+        }),
+        summary,
+        shards: vec![],
+        records: vec![],
+    });
+    Ok(outcomes)
 }
 
 /// One shard's share of a split table, as its DIR's last run of the table recorded it.
@@ -513,7 +642,17 @@ fn verify_shards(args: &VerifyArgs, printer: Printer, dirs: Vec<DirOutcome>) -> 
 }
 
 /// Verify one DIR on its own.
-fn verify_dir(out: &Path, args: &VerifyArgs, printer: Printer) -> anyhow::Result<DirOutcome> {
+///
+/// `home` holds the manifest (DIR itself, or a writer's home in a shared DIR); the paths the
+/// manifest names are under `out`. In a shared DIR (`own`: the writer's runs) only files its
+/// runs wrote can be its orphans, and the Delta tables are checked for all writers together.
+fn verify_dir(
+    out: &Path,
+    home: &Path,
+    own: Option<&HashSet<String>>,
+    args: &VerifyArgs,
+    printer: Printer,
+) -> anyhow::Result<DirOutcome> {
     if !out.is_dir() {
         return Err(UsageError::with_hint(
             format!("{} is not a directory", out.display()),
@@ -521,7 +660,7 @@ fn verify_dir(out: &Path, args: &VerifyArgs, printer: Printer) -> anyhow::Result
         )
         .into());
     }
-    let manifest_path = out.join(FILE_NAME);
+    let manifest_path = home.join(FILE_NAME);
     let text = std::fs::read(&manifest_path).map_err(|_| {
         UsageError::with_hint(
             format!(
@@ -728,7 +867,8 @@ fn verify_dir(out: &Path, args: &VerifyArgs, printer: Printer) -> anyhow::Result
     for sub in ["raw", "parquet", "exports"] {
         for p in crate::fsutil::files_under(&out.join(sub)).unwrap_or_default() {
             let rel = crate::fsutil::rel_path(out, &p);
-            let in_run = args.run.as_deref().is_none_or(|id| rel.contains(id));
+            let in_run = args.run.as_deref().is_none_or(|id| rel.contains(id))
+                && own.is_none_or(|runs| crate::writers::written_by(&rel, runs));
             if rel.contains("/_delta_log/") || kept.contains(&rel) {
                 continue; // checked against the manifest below, as a whole
             }
@@ -743,7 +883,9 @@ fn verify_dir(out: &Path, args: &VerifyArgs, printer: Printer) -> anyhow::Result
 
     // 4b. Delta tables: the log's current files are exactly the parts the manifest says the
     //     table holds, with their sizes.
-    check_delta(out, &records, &report);
+    if own.is_none() {
+        check_delta(out, &[&records], &report);
+    }
 
     // 5. Per run and dataset: page rows (less rows skipped as already written, NULL, or below
     //    the watermark where the API could not filter) = part rows.
@@ -970,7 +1112,7 @@ fn verify_dir(out: &Path, args: &VerifyArgs, printer: Printer) -> anyhow::Result
     let parts = claims.iter().filter(|c| c.parquet.is_some()).count();
     let summary = format!(
         "verified {}: {lines} manifest lines, {pages} pages, {parts} parts, {:.1} MB hashed{} - {}",
-        out.display(),
+        home.display(),
         hashed_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6,
         if args.quick {
             " (--quick: sizes only)"
@@ -989,7 +1131,7 @@ fn verify_dir(out: &Path, args: &VerifyArgs, printer: Printer) -> anyhow::Result
     );
     let doc = json!({
         "version": REPORT_VERSION,
-        "dir": out.display().to_string(),
+        "dir": home.display().to_string(),
         "run": args.run,
         "quick": args.quick,
         "checks": checks,
@@ -1005,11 +1147,12 @@ fn verify_dir(out: &Path, args: &VerifyArgs, printer: Printer) -> anyhow::Result
         "findings": findings,
     });
     Ok(DirOutcome {
-        dir: out.to_path_buf(),
+        dir: home.to_path_buf(),
         findings: findings.len(),
         doc,
         summary,
-        shards: shard_claims(out, &records),
+        shards: shard_claims(home, &records),
+        records,
     })
 }
 

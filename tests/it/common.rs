@@ -666,6 +666,48 @@ pub fn assert_exit(o: &Output, code: i32) {
     );
 }
 
+/// SIGKILL `child` once `manifest` records `pages` pages; false when it ended first (or did
+/// not get there within two minutes).
+pub fn kill_after_pages(child: &mut Child, manifest: &Path, pages: usize) -> bool {
+    let started = Instant::now();
+    let mut reached = false;
+    while started.elapsed() < Duration::from_secs(120) {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        let n = fs::read_to_string(manifest)
+            .map(|m| m.matches("\"kind\":\"page\"").count())
+            .unwrap_or(0);
+        if n >= pages {
+            reached = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    reached
+}
+
+/// Every action line of a Delta table's log: (version, line), in version order.
+pub fn delta_log(table: &Path) -> Vec<(u64, serde_json::Value)> {
+    let mut files: Vec<PathBuf> = fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    let mut out = vec![];
+    for f in files {
+        let version: u64 = f.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        for line in fs::read_to_string(&f).unwrap().lines() {
+            out.push((version, serde_json::from_str(line).unwrap()));
+        }
+    }
+    out
+}
+
 /// The process exited with `code` and its stderr says `text`.
 #[track_caller]
 pub fn assert_exit_saying(o: &Output, code: i32, text: &str) {

@@ -73,25 +73,18 @@ fn delta_commits(out: &Path, output: &str) -> Vec<Value> {
 
 /// The commitInfo lines of a table's log, in version order.
 fn commit_infos(out: &Path, table: &str) -> Vec<Value> {
-    let log = out.join("parquet").join(table).join("_delta_log");
-    let mut files: Vec<_> = std::fs::read_dir(&log)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+    let log = delta_log(&out.join("parquet").join(table));
+    let versions: std::collections::BTreeSet<u64> = log.iter().map(|(v, _)| *v).collect();
+    let infos: Vec<Value> = log
+        .into_iter()
+        .filter_map(|(_, a)| a.get("commitInfo").cloned())
         .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap())
-                .find_map(|a| a.get("commitInfo").cloned())
-                .expect("every commit carries commitInfo")
-        })
-        .collect()
+    assert_eq!(
+        infos.len(),
+        versions.len(),
+        "every commit carries one commitInfo"
+    );
+    infos
 }
 
 fn run_delta(

@@ -19,3 +19,4 @@ mod spark;
 mod sql_extract;
 mod value_sweep;
 mod verify;
+mod writers;

@@ -185,6 +185,31 @@ paginate = "link"
     }
 }
 
+/// Shard `k` of 3 of `Order Details` and `Orders`, each split into six key ranges, into `out`.
+pub(crate) fn split_shard_args(ds: &Datasette, out: &str, k: usize, extra: &[&str]) -> Vec<String> {
+    let spec = format!("{k}/3");
+    let mut a: Vec<&str> = vec![
+        "harvest",
+        "-q",
+        "--url",
+        &ds.url,
+        "--db",
+        &ds.db_name,
+        "--out",
+        out,
+        "--table",
+        "Order Details",
+        "--table",
+        "Orders",
+        "--parallel",
+        "6",
+        "--shard",
+        &spec,
+    ];
+    a.extend_from_slice(extra);
+    a.iter().map(|s| s.to_string()).collect()
+}
+
 /// The shards' DIRs, as `verify` takes them.
 fn verify_dirs(dirs: &[&std::path::Path], json: bool) -> std::process::Output {
     let mut args = vec!["verify"];
@@ -203,62 +228,25 @@ fn verify_dirs(dirs: &[&std::path::Path], json: bool) -> std::process::Output {
 /// dataset); `verify` with all three DIRs is clean, and with one missing says which.
 #[test]
 fn one_parallel_table_split_across_three_shards_with_a_kill() {
-    use std::time::{Duration, Instant};
     let db = fixture_db(1);
     let ds = Datasette::start(V0_65, &db);
     let dir = TempDir::new("shard-split");
     let shard_dir = |k: usize| dir.path().join(format!("shard {k}"));
-    let args_for = |k: usize| -> Vec<String> {
-        let out = shard_dir(k);
-        [
-            "harvest",
-            "-q",
-            "--url",
-            &ds.url,
-            "--db",
-            &ds.db_name,
-            "--out",
-            out.to_str().unwrap(),
-            "--table",
-            "Order Details",
-            "--table",
-            "Orders",
-            "--parallel",
-            "6",
-            "--shard",
-            &format!("{k}/3"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    let run_shard = |k: usize| {
+        let a = split_shard_args(&ds, shard_dir(k).to_str().unwrap(), k, &[]);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        assert_exit(&harvest(&a, &[]), 0);
     };
     // Shard 2 is killed once it has recorded some pages, then rerun.
-    let a2 = args_for(2);
+    let a2 = split_shard_args(&ds, shard_dir(2).to_str().unwrap(), 2, &[]);
     let a2: Vec<&str> = a2.iter().map(String::as_str).collect();
     let mut child = crate::crash::spawn_harvest(&a2);
-    let started = Instant::now();
-    let mut killed_mid_run = false;
-    while started.elapsed() < Duration::from_secs(60) {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        let pages = std::fs::read_to_string(shard_dir(2).join("manifest.jsonl"))
-            .map(|m| m.matches("\"kind\":\"page\"").count())
-            .unwrap_or(0);
-        if pages >= 20 {
-            killed_mid_run = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill(); // SIGKILL
-    let _ = child.wait();
-    assert!(killed_mid_run, "shard 2 finished before it could be killed");
+    assert!(
+        kill_after_pages(&mut child, &shard_dir(2).join("manifest.jsonl"), 20),
+        "shard 2 finished before it could be killed"
+    );
     for k in [1, 2, 3] {
-        let a = args_for(k);
-        let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        let o = harvest(&a, &[]);
-        assert_exit(&o, 0);
+        run_shard(k);
     }
 
     let mut plans = vec![];
