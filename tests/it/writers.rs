@@ -241,3 +241,95 @@ fn three_writers_commit_one_split_table_each_into_the_same_delta_tables() {
     );
     assert_exit_saying(&o, 2, "is a single writer's output");
 }
+
+/// `incremental` with writers: each writer keeps its tables' watermarks in its own home, and
+/// a second round after new rows appends exactly the new rows to the shared Delta tables.
+#[test]
+fn incremental_writers_keep_their_own_watermarks() {
+    let work = TempDir::new("writers-inc");
+    let fill = |from: u32, to: u32| {
+        format!(
+            "with recursive n(i) as (select {from} union all select i + 1 from n where i < {to})
+             insert into a select i, 'a' || i from n;
+             with recursive n(i) as (select {from} union all select i + 1 from n where i < {to})
+             insert into b select i, 'b' || i from n;"
+        )
+    };
+    let db = make_db(
+        &work,
+        "inc",
+        &format!(
+            "create table a (id integer primary key, v text);
+             create table b (id integer primary key, v text); {}",
+            fill(1, 2500)
+        ),
+    );
+    let ds = Datasette::start(V1_0, &db);
+    let out = work.path().join("lake");
+    let round = || {
+        for k in 1..=2 {
+            let (spec, name) = (format!("{k}/2"), format!("w{k}"));
+            let o = run_job(
+                "incremental",
+                &ds.url,
+                &ds.db_name,
+                out.to_str().unwrap(),
+                &[
+                    "--table",
+                    "a",
+                    "--table",
+                    "b",
+                    "--watermark-column",
+                    "id",
+                    "--table-format",
+                    "delta",
+                    "--shard",
+                    &spec,
+                    "--writer",
+                    &name,
+                    "--page-size",
+                    "500",
+                ],
+            );
+            assert_exit(&o, 0);
+        }
+    };
+    round();
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(&fill(2501, 3100))
+        .unwrap();
+    round();
+    for (k, t) in [(1, "a"), (2, "b")] {
+        // Each table's watermark is in its writer's home, at the last id.
+        let state = out.join(format!("writers/w{k}/state/watermarks"));
+        let files = all_files(&state);
+        assert_eq!(files.len(), 1, "{files:?}");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+        assert_eq!(v["value"], 3100, "{v}");
+        // Two commits (one per round), the second only the 600 new rows.
+        let m = manifest(&out.join(format!("writers/w{k}")));
+        let ends: Vec<u64> = records(&m, "table_end")
+            .iter()
+            .map(|r| r["rows"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ends, vec![2500, 600], "{t}");
+        let o = Command::new(delta_readers_python())
+            .arg(repo_root().join("tests/it/read_delta.py"))
+            .arg(out.join("parquet").join(t))
+            .arg(&db)
+            .arg(t)
+            .output()
+            .expect("run read_delta.py");
+        assert!(
+            o.status.success(),
+            "Delta readers disagree with SQLite for {t}:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert_exit(
+        &harvest(&["verify", "--out", out.to_str().unwrap()], &[]),
+        0,
+    );
+}
