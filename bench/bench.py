@@ -59,6 +59,9 @@ server side has three processes' capacity:
   3 shards --parallel 6       - three harvest processes at once, `--parallel 6 --shard I/3`
                                 (two slices each), each into its own DIR; wall time is the
                                 slowest shard's, RSS the largest of the three
+  3 writers --parallel 6, one Delta DIR - the same three processes with `--table-format delta
+                                --writer shard-I` into one DIR: one Delta table, committed to
+                                by all three at once
 Wall time and peak RSS come from /usr/bin/time; the machine is shared, so medians matter.
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, glob, datetime
@@ -654,22 +657,27 @@ def shard_suite(a, work):
     base = f"http://127.0.0.1:{int(proxy.stdout.readline())}"
     outs = [os.path.join(work, f"shard-out-{k}") for k in (1, 2, 3)]
     cmd = [HARVEST, "-q", "harvest", "--url", base, "--db", name, "--table", "Order Details"]
-    tools = ["one process", "one process --parallel 6", "3 shards --parallel 6"]
+    tools = ["one process", "one process --parallel 6", "3 shards --parallel 6",
+             "3 writers --parallel 6, one Delta DIR"]
+    lake = os.path.join(work, "shard-lake")
     results = {}
     try:
         for rep in range(a.reps):
             for tool in tools:  # interleaved, so drift on a shared machine hits every tool alike
-                for o in outs:
+                for o in outs + [lake]:
                     shutil.rmtree(o, ignore_errors=True)
-                if tool.startswith("3 shards"):
+                if tool.startswith("3 "):
+                    writers = tool.startswith("3 writers")
                     started = time.monotonic()
                     with tempfile.TemporaryDirectory() as tmp:
                         procs = []
                         for k, o in enumerate(outs, 1):
                             tf = os.path.join(tmp, f"{k}.time")
+                            where = ["--out", lake, "--table-format", "delta", "--writer", f"shard-{k}"] \
+                                if writers else ["--out", o]
                             procs.append((tf, subprocess.Popen(
-                                ["/usr/bin/time", "-f", "%e %M", "-o", tf] + cmd +
-                                ["--out", o, "--parallel", "6", "--shard", f"{k}/3"],
+                                ["/usr/bin/time", "-f", "%e %M", "-o", tf] + cmd + where +
+                                ["--parallel", "6", "--shard", f"{k}/3"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
                         per = []
                         for tf, p in procs:
@@ -685,10 +693,10 @@ def shard_suite(a, work):
                     extra = ["--parallel", "6"] if "--parallel" in tool else []
                     secs, mib = timed(cmd + ["--out", outs[0]] + extra)
                     detail = ""
-                rows = sum(json.loads(l)["rows"] for o in outs
-                           if os.path.exists(os.path.join(o, "manifest.jsonl"))
-                           for l in open(os.path.join(o, "manifest.jsonl"))
-                           if '"kind":"table_end"' in l)
+                manifests = [os.path.join(o, "manifest.jsonl") for o in outs] + \
+                    glob.glob(os.path.join(lake, "writers", "*", "manifest.jsonl"))
+                rows = sum(json.loads(l)["rows"] for m in manifests if os.path.exists(m)
+                           for l in open(m) if '"kind":"table_end"' in l)
                 results.setdefault(tool, []).append((secs, mib))
                 print(f"  shard-suite {tool:26} rep {rep + 1}: {secs:6.2f}s {mib:7.1f} MiB {rows:,} rows {detail}",
                       file=sys.stderr)
@@ -696,7 +704,7 @@ def shard_suite(a, work):
         proxy.terminate()
         for ds, _ in servers:
             ds.terminate()
-        for o in outs:
+        for o in outs + [lake]:
             shutil.rmtree(o, ignore_errors=True)
     print(f"\nshard benchmark: Order Details, scale {a.shard_scale}, three Datasette 0.65.5 processes behind a "
           f"round-robin proxy, {os.cpu_count()} cores, {a.reps} reps, {datetime.date.today()} "
