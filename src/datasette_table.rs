@@ -94,6 +94,7 @@ impl DatasetteTable {
             infinity_as_null,
         )
         .await?;
+        self.probe.check_sort(&self.table)?;
         refuse_lost_infinities(&self.table, &self.probe)
     }
 

@@ -46,9 +46,52 @@ pub struct Probe {
     /// Columns holding ±Infinity, with how many: counted only for a server that would send
     /// them as `null` (see [`datasette::sends_infinity`]), which makes them a reason to stop.
     infinities: BTreeMap<String, u64>,
+    /// The primary key's columns, in key order (empty: a rowid table, or not described).
+    primary_key: Vec<String>,
 }
 
 impl Probe {
+    /// Refuse a sort order Datasette would answer with `500 Cannot sort table by …` on every
+    /// attempt: `rowid` on a table with a primary key (Datasette sorts such a table only by
+    /// its columns), or a column the table does not have. Known only when the SQL endpoint
+    /// described the table.
+    pub fn check_sort(&self, table: &TableSettings) -> Result<(), crate::error::UsageError> {
+        let Some(sort) = table.sort.as_deref() else {
+            return Ok(());
+        };
+        if self.declared.is_empty() || self.declared.contains_key(sort) {
+            return Ok(());
+        }
+        let what = if table.watermark.is_some() {
+            "--watermark-column"
+        } else {
+            "--sort"
+        };
+        if sort == "rowid" && !self.primary_key.is_empty() {
+            return Err(crate::error::UsageError::with_hint(
+                format!(
+                    "Datasette cannot sort {:?} by rowid: the table has a primary key ({}), and Datasette sorts such a table only by its columns",
+                    table.name,
+                    self.primary_key.join(", ")
+                ),
+                format!(
+                    "use {what} {} (an INTEGER PRIMARY KEY is the rowid under another name)",
+                    self.primary_key[0]
+                ),
+            ));
+        }
+        if sort != "rowid" {
+            return Err(crate::error::UsageError::with_hint(
+                format!("table {:?} has no column {sort:?} to sort by", table.name),
+                format!(
+                    "use {what} with one of its columns: {}",
+                    self.declared.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The probe's `count(*)`, when it counts what the table's requests return: with no
     /// filters, the watermark's included (the probe counts the whole table). The row count to reconcile with when the
     /// first page has no exact count (Datasette 1.0 stops counting at 10,000).
@@ -76,25 +119,35 @@ pub async fn probe_table(
     let sql =
         |sql: String| async move { datasette::sql_rows(client, base, database, &sql, &[]).await };
     let name = [("t", table.name.as_str())];
-    let columns: Vec<(String, String)> = datasette::sql_rows(
+    let described = datasette::sql_rows(
         client,
         base,
         database,
         // table_xinfo also lists generated columns (hidden 2 and 3); 1 is a virtual table's
         // hidden column, which a table page does not show.
-        "select name, type from pragma_table_xinfo(:t) where hidden <> 1",
+        "select name, type, pk from pragma_table_xinfo(:t) where hidden <> 1",
         &name,
     )
     .await?
-    .unwrap_or_default()
-    .into_iter()
-    .filter_map(|r| {
-        Some((
-            r.get("name")?.as_str()?.to_string(),
-            r.get("type")?.as_str()?.to_string(),
-        ))
-    })
-    .collect();
+    .unwrap_or_default();
+    let columns: Vec<(String, String)> = described
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.get("name")?.as_str()?.to_string(),
+                r.get("type")?.as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let mut key: Vec<(u64, String)> = described
+        .iter()
+        .filter_map(|r| {
+            let pk = r.get("pk")?.as_u64().filter(|k| *k > 0)?;
+            Some((pk, r.get("name")?.as_str()?.to_string()))
+        })
+        .collect();
+    key.sort();
+    probe.primary_key = key.into_iter().map(|(_, c)| c).collect();
     probe.declared = columns.iter().cloned().collect();
     probe.is_view = datasette::sql_rows(
         client,

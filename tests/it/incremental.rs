@@ -207,3 +207,45 @@ fn v1_0_integer_watermark_compares_as_integers() {
     assert_eq!(rows.len() as i64, n + 1);
     assert!(rows.iter().any(|r| r[0] == Cell::Int(100000)));
 }
+
+/// A sort Datasette answers with `500 Cannot sort table by …` on every attempt is refused
+/// before the first page (exit 2, naming the column to use), not retried for a minute: rowid
+/// on a table with a primary key, or a column the table does not have. Both versions.
+#[test]
+fn an_unsortable_watermark_or_sort_column_is_a_usage_error_naming_the_fix() {
+    let db = fixture_db(1);
+    for version in [V0_65, V1_0] {
+        let ds = Datasette::start(version, &db);
+        let out = TempDir::new("unsortable");
+        let started = std::time::Instant::now();
+        let o = run_job(
+            "incremental",
+            &ds.url,
+            &ds.db_name,
+            out.path().to_str().unwrap(),
+            &["--table", "Products", "--watermark-column", "rowid"],
+        );
+        assert_exit_saying(&o, 2, "use --watermark-column ProductID");
+        let o = run_job(
+            "harvest",
+            &ds.url,
+            &ds.db_name,
+            out.path().to_str().unwrap(),
+            &["--table", "Orders", "--sort", "Shipped"],
+        );
+        assert_exit_saying(&o, 2, "has no column \"Shipped\"");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{version}: refused only after retries"
+        );
+        // rowid on a table without a primary key still works.
+        let o = run_job(
+            "incremental",
+            &ds.url,
+            &ds.db_name,
+            out.path().to_str().unwrap(),
+            &["--table", "Shipment Events", "--watermark-column", "rowid"],
+        );
+        assert_exit(&o, 0);
+    }
+}
