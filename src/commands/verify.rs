@@ -611,9 +611,12 @@ fn verify_shards(args: &VerifyArgs, printer: Printer, dirs: Vec<DirOutcome>) -> 
         printer.summary(&d.summary);
     }
     let names: Vec<String> = dirs.iter().map(|d| d.dir.display().to_string()).collect();
+    // Writers' homes are reports of their own; count what the user named.
+    let manifests = dirs.iter().filter(|d| !d.records.is_empty()).count();
     printer.summary(&format!(
-        "verified {} DIRs together: {} split table(s), {}",
-        dirs.len(),
+        "checked {} manifest(s) in {} DIR(s) together: {} split table(s), {}",
+        manifests,
+        args.out.len(),
         tables.len(),
         if shard_findings.is_empty() {
             "every slice paged by exactly one shard".to_string()
