@@ -80,9 +80,9 @@ pub fn check_layout(out: &Path, writer: Option<&str>) -> Result<(), UsageError> 
 }
 
 /// The run ids a manifest started.
-pub fn runs_of(records: &[Value]) -> HashSet<String> {
+pub fn runs_of<'a>(records: impl IntoIterator<Item = &'a Value>) -> HashSet<String> {
     records
-        .iter()
+        .into_iter()
         .filter(|r| r["kind"] == "run_start")
         .filter_map(|r| r["run_id"].as_str())
         .map(str::to_string)

@@ -119,25 +119,30 @@ fn hash_file(p: &Path) -> std::io::Result<(u64, String)> {
     Ok((n, crate::manifest::hex(&h.finalize())))
 }
 
-/// Every Delta table under DIR/parquet against what the manifest says it holds.
-/// `manifests`: one record list per writer (one for a DIR of its own); each is read into its
-/// own ledger, and a table holds the union of what they say.
-fn check_delta(out: &Path, manifests: &[&[(u64, Value)]], report: &Report) {
+/// What a manifest says its Delta tables hold, and the newest version it recorded for each.
+fn ledger_of(records: &[(u64, Value)]) -> (crate::delta::Ledger, HashMap<String, i64>) {
     let mut ledger = crate::delta::Ledger::default();
     let mut versions: HashMap<String, i64> = HashMap::new();
-    for records in manifests {
-        let mut one = crate::delta::Ledger::default();
-        for (_, r) in records.iter() {
-            one.feed(r);
-            if r["kind"] == "delta_commit"
-                && let (Some(o), Some(v)) = (r["output"].as_str(), r["delta_version"].as_i64())
-            {
-                let e = versions.entry(o.to_string()).or_insert(v);
-                *e = (*e).max(v);
-            }
+    for (_, r) in records {
+        ledger.feed(r);
+        if r["kind"] == "delta_commit"
+            && let (Some(o), Some(v)) = (r["output"].as_str(), r["delta_version"].as_i64())
+        {
+            let e = versions.entry(o.to_string()).or_insert(v);
+            *e = (*e).max(v);
         }
-        ledger.merge(one);
     }
+    (ledger, versions)
+}
+
+/// Every Delta table under DIR/parquet against what the manifest says it holds. `ledger`:
+/// what the manifest (in a shared DIR, every writer's, merged) says each Delta table holds; `versions`: the newest commit it recorded per dataset.
+fn check_delta(
+    out: &Path,
+    ledger: &crate::delta::Ledger,
+    versions: &HashMap<String, i64>,
+    report: &Report,
+) {
     // Delta tables on disk, by directory, with the dataset the manifest names for each.
     let mut tables: BTreeMap<String, Option<String>> = BTreeMap::new();
     for output in ledger.outputs.keys() {
@@ -265,7 +270,7 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
         if !writers.is_empty() && !out.join(FILE_NAME).is_file() {
             dirs.extend(verify_shared(out, &writers, args, printer)?);
         } else {
-            dirs.push(verify_dir(out, out, None, args, printer)?);
+            dirs.push(verify_dir(out, out, false, args, printer)?);
         }
     }
     let [one] = dirs.as_mut_slice() else {
@@ -319,18 +324,15 @@ fn verify_shared(
     printer: Printer,
 ) -> anyhow::Result<Vec<DirOutcome>> {
     let mut outcomes = vec![];
-    let mut all_runs: HashSet<String> = HashSet::new();
     for w in writers {
         let home = crate::writers::home(out, w);
-        let text = std::fs::read(home.join(FILE_NAME)).unwrap_or_default();
-        let records: Vec<Value> = text
-            .split(|b| *b == b'\n')
-            .filter_map(|l| serde_json::from_slice(l).ok())
-            .collect();
-        let runs = crate::writers::runs_of(&records);
-        all_runs.extend(runs.iter().cloned());
-        outcomes.push(verify_dir(out, &home, Some(&runs), args, printer)?);
+        outcomes.push(verify_dir(out, &home, true, args, printer)?);
     }
+    let all_runs = crate::writers::runs_of(
+        outcomes
+            .iter()
+            .flat_map(|o| o.records.iter().map(|(_, r)| r)),
+    );
     let report = Report {
         findings: Mutex::new(vec![]),
         printer,
@@ -351,21 +353,25 @@ fn verify_shared(
             });
         }
     }
-    let per_writer: Vec<&[(u64, Value)]> = outcomes.iter().map(|o| o.records.as_slice()).collect();
-    check_delta(out, &per_writer, &report);
-    // A table every writer holds files of must be split between them.
+    // Each writer's ledger once: who holds which table, then their union against the logs.
+    let mut union = crate::delta::Ledger::default();
+    let mut versions: HashMap<String, i64> = HashMap::new();
     let mut holders: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, o) in outcomes.iter().enumerate() {
-        let mut ledger = crate::delta::Ledger::default();
-        for (_, r) in &o.records {
-            ledger.feed(r);
-        }
-        for (output, d) in ledger.outputs {
+        let (ledger, v) = ledger_of(&o.records);
+        for (output, d) in &ledger.outputs {
             if !d.files.is_empty() {
-                holders.entry(output).or_default().push(i);
+                holders.entry(output.clone()).or_default().push(i);
             }
         }
+        for (output, v) in v {
+            let e = versions.entry(output).or_insert(v);
+            *e = (*e).max(v);
+        }
+        union.merge(ledger);
     }
+    check_delta(out, &union, &versions, &report);
+    // A table several writers hold files of must be split between them.
     for (output, who) in holders.iter().filter(|(_, w)| w.len() > 1) {
         let whole: Vec<&str> = who
             .iter()
@@ -436,42 +442,55 @@ struct ShardClaim {
 /// The split tables' shares in one DIR's manifest: per dataset, the last run that recorded
 /// it, when that run paged a shard's share.
 fn shard_claims(dir: &Path, records: &[(u64, Value)]) -> Vec<ShardClaim> {
-    let mut last_run: BTreeMap<String, String> = BTreeMap::new();
-    for (_, r) in records {
-        if (r["kind"] == "slices" || r["kind"] == "table_end" || r["kind"] == "page")
-            && let (Some(o), Some(id)) = (r["output"].as_str(), r["run_id"].as_str())
-        {
-            last_run.insert(o.to_string(), id.to_string());
-        }
+    // One pass: per dataset, the last run that recorded it, with that run's last `slices`
+    // and `table_end` (a later run starts the dataset's entry afresh).
+    #[derive(Default)]
+    struct Last<'a> {
+        run_id: &'a str,
+        slices: Option<&'a Value>,
+        end: Option<&'a Value>,
     }
-    let mut out = vec![];
-    for (output, run_id) in last_run {
-        let of_run = |kind: &str| {
-            records.iter().rev().map(|(_, r)| r).find(|r| {
-                r["kind"] == kind
-                    && r["output"] == output.as_str()
-                    && r["run_id"] == run_id.as_str()
-            })
-        };
-        let Some(rec) = of_run("slices").filter(|r| r["shard"].is_object()) else {
+    let mut last: BTreeMap<&str, Last<'_>> = BTreeMap::new();
+    for (_, r) in records {
+        let kind = r["kind"].as_str().unwrap_or_default();
+        if !matches!(kind, "slices" | "table_end" | "page") {
+            continue;
+        }
+        let (Some(o), Some(id)) = (r["output"].as_str(), r["run_id"].as_str()) else {
             continue;
         };
-        let sh = &rec["shard"];
-        out.push(ShardClaim {
-            dir: dir.to_path_buf(),
-            output: output.clone(),
-            run_id: run_id.clone(),
-            index: sh["index"].as_u64().unwrap_or(0),
-            count: sh["count"].as_u64().unwrap_or(0),
-            slices: sh["slices"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_u64).collect())
-                .unwrap_or_default(),
-            plan: serde_json::from_value(rec["plan"].clone()).ok(),
-            rows: of_run("table_end").and_then(|r| r["rows"].as_u64()),
-        });
+        let e = last.entry(o).or_default();
+        if e.run_id != id {
+            *e = Last {
+                run_id: id,
+                ..Last::default()
+            };
+        }
+        match kind {
+            "slices" => e.slices = Some(r),
+            "table_end" => e.end = Some(r),
+            _ => {}
+        }
     }
-    out
+    last.into_iter()
+        .filter_map(|(output, e)| {
+            let rec = e.slices.filter(|r| r["shard"].is_object())?;
+            let sh = &rec["shard"];
+            Some(ShardClaim {
+                dir: dir.to_path_buf(),
+                output: output.to_string(),
+                run_id: e.run_id.to_string(),
+                index: sh["index"].as_u64().unwrap_or(0),
+                count: sh["count"].as_u64().unwrap_or(0),
+                slices: sh["slices"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                    .unwrap_or_default(),
+                plan: serde_json::from_value(rec["plan"].clone()).ok(),
+                rows: e.end.and_then(|r| r["rows"].as_u64()),
+            })
+        })
+        .collect()
 }
 
 /// Several DIRs: each verified on its own, then the shards of every split table together
@@ -652,7 +671,7 @@ fn verify_shards(args: &VerifyArgs, printer: Printer, dirs: Vec<DirOutcome>) -> 
 fn verify_dir(
     out: &Path,
     home: &Path,
-    own: Option<&HashSet<String>>,
+    shared: bool,
     args: &VerifyArgs,
     printer: Printer,
 ) -> anyhow::Result<DirOutcome> {
@@ -766,6 +785,9 @@ fn verify_dir(
     }
 
     let in_scope = |r: &Value| args.run.as_deref().is_none_or(|id| r["run_id"] == id);
+    // In a shared DIR: the runs whose files this writer answers for.
+    let own = shared.then(|| crate::writers::runs_of(records.iter().map(|(_, r)| r)));
+    let own = own.as_ref();
     // Parts replaced by a later harvest, and cached exports replaced by a later export.
     let superseded: HashSet<String> = records
         .iter()
@@ -887,7 +909,8 @@ fn verify_dir(
     // 4b. Delta tables: the log's current files are exactly the parts the manifest says the
     //     table holds, with their sizes.
     if own.is_none() {
-        check_delta(out, &[&records], &report);
+        let (ledger, versions) = ledger_of(&records);
+        check_delta(out, &ledger, &versions, &report);
     }
 
     // 5. Per run and dataset: page rows (less rows skipped as already written, NULL, or below

@@ -689,6 +689,34 @@ pub fn kill_after_pages(child: &mut Child, manifest: &Path, pages: usize) -> boo
     reached
 }
 
+/// Read Delta tables with the three Delta readers (`tests/it/read_delta.py`: deltalake, polars,
+/// DuckDB's `delta` extension) and compare with SQLite's `table`, row for row. `tables`: one
+/// table directory, or several (a split table's shards) joined by `:`. Returns the script's
+/// JSON (version, columns, types, rows per reader).
+#[track_caller]
+pub fn delta_readers_agree(
+    tables: &str,
+    db: &Path,
+    table: &str,
+    version: Option<i64>,
+) -> serde_json::Value {
+    let mut cmd = Command::new(delta_readers_python());
+    cmd.arg(repo_root().join("tests/it/read_delta.py"))
+        .arg(tables)
+        .arg(db)
+        .arg(table);
+    if let Some(v) = version {
+        cmd.arg(v.to_string());
+    }
+    let o = cmd.output().expect("run read_delta.py");
+    assert!(
+        o.status.success(),
+        "Delta readers disagree with SQLite for {table} (version {version:?}):\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("read_delta.py prints JSON")
+}
+
 /// Every action line of a Delta table's log: (version, line), in version order.
 pub fn delta_log(table: &Path) -> Vec<(u64, serde_json::Value)> {
     let mut files: Vec<PathBuf> = fs::read_dir(table.join("_delta_log"))

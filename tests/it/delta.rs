@@ -14,20 +14,8 @@ use crate::common::*;
 /// Read `out/parquet/<table>` with the three Delta readers and compare with SQLite's `table`.
 #[track_caller]
 fn readers_agree(out: &Path, db: &Path, table: &str, version: Option<i64>) -> Value {
-    let script = repo_root().join("tests/it/read_delta.py");
     let dir = out.join("parquet").join(table);
-    let mut cmd = Command::new(delta_readers_python());
-    cmd.arg(&script).arg(&dir).arg(db).arg(table);
-    if let Some(v) = version {
-        cmd.arg(v.to_string());
-    }
-    let o = cmd.output().expect("run read_delta.py");
-    assert!(
-        o.status.success(),
-        "Delta readers disagree with SQLite for {table} (version {version:?}):\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).expect("read_delta.py prints JSON")
+    delta_readers_agree(dir.to_str().unwrap(), db, table, version)
 }
 
 /// Run `harvest` until it aborts at `failpoint`.

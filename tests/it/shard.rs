@@ -471,19 +471,7 @@ fn a_split_table_into_three_delta_tables_reads_back_whole() {
         .map(|o| o.join("parquet/Orders").display().to_string())
         .collect::<Vec<_>>()
         .join(":");
-    let o = std::process::Command::new(delta_readers_python())
-        .arg(repo_root().join("tests/it/read_delta.py"))
-        .arg(&tables)
-        .arg(&db)
-        .arg("Orders")
-        .output()
-        .expect("run read_delta.py");
-    assert!(
-        o.status.success(),
-        "Delta readers disagree with SQLite:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = delta_readers_agree(&tables, &db, "Orders", None);
     for (reader, n) in v["rows"].as_object().unwrap() {
         assert_eq!(n, 16_000, "{reader}");
     }

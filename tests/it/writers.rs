@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -111,18 +110,7 @@ fn three_writers_commit_one_split_table_each_into_the_same_delta_tables() {
             .collect();
         assert_eq!(writers.len(), 3, "{t}: commits by {writers:?}");
         // Readers nobody here wrote: the table is the SQLite table, each row once.
-        let o = Command::new(delta_readers_python())
-            .arg(repo_root().join("tests/it/read_delta.py"))
-            .arg(&table)
-            .arg(&db)
-            .arg(t)
-            .output()
-            .expect("run read_delta.py");
-        assert!(
-            o.status.success(),
-            "Delta readers disagree with SQLite for {t}:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        delta_readers_agree(table.to_str().unwrap(), &db, t, None);
     }
 
     // verify DIR: each writer, the shared tables, and the shards' coverage.
@@ -315,18 +303,7 @@ fn incremental_writers_keep_their_own_watermarks() {
             .map(|r| r["rows"].as_u64().unwrap())
             .collect();
         assert_eq!(ends, vec![2500, 600], "{t}");
-        let o = Command::new(delta_readers_python())
-            .arg(repo_root().join("tests/it/read_delta.py"))
-            .arg(out.join("parquet").join(t))
-            .arg(&db)
-            .arg(t)
-            .output()
-            .expect("run read_delta.py");
-        assert!(
-            o.status.success(),
-            "Delta readers disagree with SQLite for {t}:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        delta_readers_agree(out.join("parquet").join(t).to_str().unwrap(), &db, t, None);
     }
     assert_exit(
         &harvest(&["verify", "--out", out.to_str().unwrap()], &[]),
