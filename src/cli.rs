@@ -87,6 +87,29 @@ pub struct ExportArgs {
     pub wait_lock: bool,
 }
 
+/// Where an S3-compatible server is (credentials come only from the AWS environment:
+/// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, a web identity or an instance role).
+#[derive(Debug, Args, Default, Clone)]
+pub struct S3Args {
+    /// With --out s3://…: the S3 endpoint of an S3-compatible server, e.g.
+    /// http://127.0.0.1:9000 (default: AWS_ENDPOINT_URL, else AWS). Path-style requests.
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+
+    /// With --out s3://…: the bucket's region (default: AWS_REGION, else us-east-1).
+    #[arg(long, value_name = "REGION")]
+    pub s3_region: Option<String>,
+}
+
+impl S3Args {
+    pub fn options(&self) -> crate::remote::S3Options {
+        crate::remote::S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Args, Default)]
 pub struct HistoryArgs {
     /// The output directory whose runs to list.
@@ -104,6 +127,9 @@ pub struct HistoryArgs {
     /// Only runs that completed this dataset, with its rows and watermark before/after.
     #[arg(long, value_name = "NAME")]
     pub dataset: Option<String>,
+
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 #[derive(Debug, Args, Default)]
@@ -124,6 +150,9 @@ pub struct VerifyArgs {
     /// Print the report as a JSON document on stdout.
     #[arg(long)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 #[derive(Debug, Args, Default)]
@@ -228,7 +257,8 @@ pub struct HarvestArgs {
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Output directory: manifest.jsonl, raw/, parquet/, state/.
+    /// Output directory: manifest.jsonl, raw/, parquet/, state/. Or object storage:
+    /// s3://BUCKET/PREFIX (the run works in --stage and publishes there).
     #[arg(long, short = 'o', value_name = "DIR")]
     pub out: Option<PathBuf>,
 
@@ -359,6 +389,14 @@ pub struct HarvestArgs {
     /// If another run holds DIR's lock, wait for it instead of failing.
     #[arg(long)]
     pub wait_lock: bool,
+
+    /// With --out s3://…: the local working copy the run writes before publishing to the
+    /// store (default: one per location and writer under ~/.cache/harvest/stage/).
+    #[arg(long, value_name = "DIR")]
+    pub stage: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub s3: S3Args,
 
     /// Do not resume an unfinished earlier run in DIR: start every table over. (Its snapshots
     /// and manifest lines stay; its unfinished tables' parts are replaced when this run

@@ -25,6 +25,10 @@ use crate::schema::ColType;
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     pub out: Option<PathBuf>,
+    /// With `out = "s3://…"`: the local working copy (`--stage`).
+    pub stage: Option<PathBuf>,
+    #[serde(default)]
+    pub s3: S3Config,
     /// `parquet` (default) or `delta`.
     pub table_format: Option<String>,
     #[serde(default)]
@@ -35,6 +39,15 @@ pub struct ConfigFile {
     pub sources: Vec<SourceConfig>,
     #[serde(default, rename = "extract")]
     pub extracts: Vec<ExtractConfig>,
+}
+
+/// `[s3]`: where an S3-compatible server is (never credentials: those come from the AWS
+/// environment).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
 }
 
 /// One `[[extract]]` section for `sql-extract`.
@@ -241,6 +254,8 @@ pub struct HarvestSettings {
     /// one of several writers sharing DIR (`--writer`).
     pub home: PathBuf,
     pub writer: Option<String>,
+    /// `--out s3://…`: the store `out` (the stage) publishes to.
+    pub remote: Option<std::sync::Arc<crate::remote::Remote>>,
     pub http: HttpSettings,
     pub sink: SinkSettings,
     pub sources: Vec<SourceSettings>,
@@ -1162,6 +1177,34 @@ fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, Usa
         Some(spec) => Some(take_shard(&mut sources, spec)?),
         None => None,
     };
+    // Object storage: the run works in a local stage and publishes to the store.
+    let location = out.clone();
+    let remote = match crate::remote::is_remote(&location) {
+        false => None,
+        true => {
+            let loc = location.to_string_lossy().to_string();
+            let (url, _, _) = crate::remote::parse_url(&loc)?;
+            let stage = args
+                .stage
+                .clone()
+                .or(file.stage.clone())
+                .unwrap_or_else(|| crate::remote::default_stage(&url, args.writer.as_deref()));
+            let opts = crate::remote::S3Options {
+                endpoint: args.s3.s3_endpoint.clone().or(file.s3.endpoint.clone()),
+                region: args.s3.s3_region.clone().or(file.s3.region.clone()),
+            };
+            Some(std::sync::Arc::new(crate::remote::Remote::new(
+                &loc,
+                &opts,
+                stage,
+                args.writer.as_deref(),
+            )?))
+        }
+    };
+    let out = match &remote {
+        Some(r) => r.stage().to_path_buf(),
+        None => out,
+    };
     let home = match &args.writer {
         None => out.clone(),
         Some(name) => {
@@ -1180,7 +1223,7 @@ fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, Usa
             crate::writers::home(&out, name)
         }
     };
-    let mut described = describe(&out, &http, &sink, &sources);
+    let mut described = describe(&location, &http, &sink, &sources);
     if let Some(s) = shard {
         described["shard"] = s;
     }
@@ -1195,6 +1238,7 @@ fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, Usa
         out,
         home,
         writer: args.writer.clone(),
+        remote,
         http,
         sink,
         sources,

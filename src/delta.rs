@@ -86,6 +86,15 @@ pub fn is_delta(dir: &Path) -> bool {
     dir.join("_delta_log").is_dir()
 }
 
+/// Whether the table at `DIR/<table_rel>` has a Delta log: on disk, or on the object store
+/// whose stage `out` is ([`crate::remote`]).
+pub fn has_log(out: &Path, table_rel: &str) -> anyhow::Result<bool> {
+    match crate::remote::mounted(out) {
+        Some(r) => r.has_delta_log(table_rel),
+        None => Ok(is_delta(&out.join(table_rel))),
+    }
+}
+
 /// A table in a DIR that several writers share (`--writer`).
 pub struct Shared<'a> {
     /// The Delta parts this writer's manifest ever recorded for the dataset.
@@ -109,7 +118,7 @@ pub fn target(
     shared: Option<Shared<'_>>,
 ) -> anyhow::Result<Option<Target>> {
     let dir = out.join(table_rel);
-    let has_log = is_delta(&dir);
+    let has_log = has_log(out, table_rel)?;
     // Only a Delta run needs to know whether a plain dataset is there already.
     let has_parts = || {
         crate::fsutil::files_under(&dir)
@@ -186,8 +195,15 @@ pub struct TableState {
     pub partition_columns: Vec<String>,
 }
 
-/// Run a delta-rs future to completion on a thread of its own.
-fn block_on<T: Send>(f: impl Future<Output = anyhow::Result<T>> + Send) -> anyhow::Result<T> {
+/// Run a delta-rs future to completion on a thread of its own (on the object store's runtime
+/// when `out` is a stage, so its connections outlive one commit).
+fn block_on<T: Send>(
+    out: &Path,
+    f: impl Future<Output = anyhow::Result<T>> + Send,
+) -> anyhow::Result<T> {
+    if let Some(r) = crate::remote::mounted(out) {
+        return r.run(f);
+    }
     std::thread::scope(|s| {
         s.spawn(|| {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -202,6 +218,9 @@ fn block_on<T: Send>(f: impl Future<Output = anyhow::Result<T>> + Send) -> anyho
 }
 
 fn table_url(out: &Path, table_rel: &str) -> anyhow::Result<url::Url> {
+    if let Some(r) = crate::remote::mounted(out) {
+        return r.url_of_dir(table_rel);
+    }
     let dir = out.join(table_rel);
     let abs = std::path::absolute(&dir)
         .with_context(|| format!("cannot resolve the path {}", dir.display()))?;
@@ -211,7 +230,12 @@ fn table_url(out: &Path, table_rel: &str) -> anyhow::Result<url::Url> {
 
 /// The table at `DIR/<table_rel>`, at its latest version.
 async fn open_loaded(out: &Path, table_rel: &str) -> anyhow::Result<DeltaTable> {
-    let mut table = DeltaTableBuilder::from_url(table_url(out, table_rel)?)
+    let url = table_url(out, table_rel)?;
+    let mut table = DeltaTableBuilder::from_url(url.clone())
+        .map(|b| match crate::remote::mounted(out) {
+            Some(r) => b.with_storage_backend(r.store(), url),
+            None => b,
+        })
         .and_then(|b| b.build())
         .with_context(|| format!("cannot open the Delta table {table_rel}"))?;
     table.load().await.with_context(|| {
@@ -239,13 +263,15 @@ fn state_of(table: &DeltaTable, table_rel: &str) -> anyhow::Result<TableState> {
 
 /// The latest version of the Delta table at `DIR/<table_rel>` (empty when it has no log yet).
 pub fn load(out: &Path, table_rel: &str) -> anyhow::Result<TableState> {
-    if !is_delta(&out.join(table_rel)) {
+    if !has_log(out, table_rel)? {
         return Ok(TableState {
             version: -1,
             ..TableState::default()
         });
     }
-    block_on(async move { state_of(&open_loaded(out, table_rel).await?, table_rel) })
+    block_on(out, async move {
+        state_of(&open_loaded(out, table_rel).await?, table_rel)
+    })
 }
 
 /// One part as the manifest records it.
@@ -461,9 +487,11 @@ fn sync_once(
     info: serde_json::Map<String, Value>,
 ) -> anyhow::Result<Option<Committed>> {
     let now = chrono::Utc::now().timestamp_millis();
-    block_on(async move {
+    let remote = crate::remote::mounted(out);
+    let log_exists = has_log(out, table_rel)?;
+    block_on(out, async move {
         // No log yet: the first commit creates the table.
-        let table = match is_delta(&out.join(table_rel)) {
+        let table = match log_exists {
             true => Some(open_loaded(out, table_rel).await?),
             false => None,
         };
@@ -478,7 +506,10 @@ fn sync_once(
             .files
             .iter()
             .filter(|(rel, _)| !state.files.contains_key(*rel))
-            .partition(|(rel, _)| out.join(rel).is_file());
+            .partition(|(rel, _)| match &remote {
+                Some(r) => r.is_published(rel),
+                None => out.join(rel).is_file(),
+            });
         if !gone.is_empty() {
             tracing::warn!(
                 "{output}: {} recorded part(s) are missing from disk and were not committed to the Delta table (first: {}); `harvest verify` lists them",
@@ -527,8 +558,20 @@ fn sync_once(
             if desired.columns.is_empty() || adds.is_empty() {
                 return Ok(None);
             }
-            let table = deltalake_core::operations::create::CreateBuilder::new()
-                .with_location(table_url(out, table_rel)?.to_string())
+            let create = match &remote {
+                Some(r) => {
+                    let url = table_url(out, table_rel)?;
+                    let store = deltalake_core::logstore::logstore_with(
+                        r.store(),
+                        &url,
+                        deltalake_core::logstore::StorageConfig::default(),
+                    )?;
+                    deltalake_core::operations::create::CreateBuilder::new().with_log_store(store)
+                }
+                None => deltalake_core::operations::create::CreateBuilder::new()
+                    .with_location(table_url(out, table_rel)?.to_string()),
+            };
+            let table = create
                 .with_table_name(output)
                 .with_columns(schema.fields().cloned())
                 .with_partition_columns(partition_cols)
@@ -537,7 +580,7 @@ fn sync_once(
                 .await
                 .map_err(|e| {
                     // Another writer created it first: commit on its version instead.
-                    let e = if is_delta(&out.join(table_rel)) {
+                    let e = if has_log(out, table_rel).unwrap_or(false) {
                         anyhow::Error::new(LostCreateRace(e))
                     } else {
                         anyhow::Error::new(e)

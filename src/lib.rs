@@ -23,6 +23,7 @@ pub mod planner;
 pub mod printer;
 pub mod progress;
 pub mod redact;
+pub mod remote;
 pub mod rest;
 pub mod resume;
 pub mod row_driven;

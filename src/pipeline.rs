@@ -944,6 +944,9 @@ pub(crate) fn record_part_lines(
         && !closed.is_empty()
     {
         commit_delta(manifest, ctx, &table.output, t, pages)?;
+    } else if let Some(r) = &ctx.settings.remote {
+        // Object storage: the checkpoint's files, then its manifest lines.
+        r.publish()?;
     }
     Ok(())
 }
@@ -960,6 +963,10 @@ pub(crate) fn commit_delta(
     let Some(desired) = manifest.delta_ledger().and_then(|l| l.outputs.get(output)) else {
         return Ok(());
     };
+    // Object storage: the parts go up before the commit that names them.
+    if let Some(r) = &ctx.settings.remote {
+        r.publish()?;
+    }
     crate::failpoint("delta:before-commit");
     let mut info = serde_json::Map::new();
     info.insert("harvest.run_id".into(), json!(ctx.run_id));

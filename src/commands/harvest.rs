@@ -127,6 +127,16 @@ pub(crate) fn remove_leftover_temps(
     Ok(removed)
 }
 
+/// Stops the lease renewal when a run returns early (the lease then expires on the store, or
+/// the next run on this stage takes it over).
+struct LeaseGuard(Arc<crate::remote::Remote>);
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.0.stop_renewal();
+    }
+}
+
 pub(crate) async fn run_settings(
     settings: HarvestSettings,
     printer: Printer,
@@ -138,6 +148,18 @@ pub(crate) async fn run_settings(
     create_dir_all_durable(&home)
         .with_context(|| format!("cannot create the output directory {}", home.display()))?;
     let _lock = DirLock::acquire(&home, settings.wait_lock)?;
+    // Object storage: hold the store's lease, and bring the stage up to what the store holds.
+    let _lease = match &settings.remote {
+        Some(r) => {
+            r.acquire_lease(settings.wait_lock)?;
+            let guard = LeaseGuard(r.clone());
+            r.attach()?;
+            crate::remote::mount(r.clone());
+            tracing::info!("writing to {} through the stage {}", r.url(), out.display());
+            Some(guard)
+        }
+        None => None,
+    };
     let (mut manifest, _) = Manifest::open(&home)?;
     let history = crate::manifest::read_records(&home)?;
     // In a shared DIR, clean-up touches only this writer's files.
@@ -175,6 +197,9 @@ pub(crate) async fn run_settings(
             );
         }
         manifest.track_delta(ledger);
+    }
+    if let Some(r) = &settings.remote {
+        r.publish()?;
     }
     if settings.command == "incremental" {
         let (fwd, back) = crate::watermark::Store::new(&home).recover(&history)?;
@@ -248,7 +273,11 @@ pub(crate) async fn run_settings(
         }
     };
     crate::printer::set_run_id(&run_id);
-    tracing::info!(out = %out.display(), "run {run_id} started; writing to {}", out.display());
+    let shown = match &settings.remote {
+        Some(r) => r.url().to_string(),
+        None => out.display().to_string(),
+    };
+    tracing::info!(out = %shown, "run {run_id} started; writing to {shown}");
     let signals = watch_signals();
 
     let mut totals = Totals::default();
@@ -311,6 +340,17 @@ pub(crate) async fn run_settings(
             "watermarks": totals.watermarks,
         })),
     )?;
+    // Everything durable in the stage (also after a failure: a rerun resumes from it).
+    if let Some(r) = &settings.remote {
+        let published = r.publish();
+        if let (Err(e), Ok(())) = (&published, &result) {
+            tracing::error!("{e:#}");
+        }
+        result = result.and(published.map(|_| ()));
+        if let Err(e) = r.release_lease() {
+            tracing::warn!("{e:#}");
+        }
+    }
     result?;
     let resumed = if totals.pages == totals.fetched_pages {
         String::new()
@@ -336,7 +376,7 @@ pub(crate) async fn run_settings(
             bytes as f64 / 1e6,
             retries,
             elapsed.as_secs_f64(),
-            out.display()
+            shown
         ),
         {
             let mut f = counts;

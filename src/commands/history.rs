@@ -425,6 +425,24 @@ fn table(rows: &[Vec<String>], right: &[usize]) -> String {
 }
 
 pub fn run(args: &HistoryArgs, printer: Printer) -> anyhow::Result<()> {
+    // Object storage: the history is in the manifests (their segments joined), not the data.
+    if crate::remote::is_remote(&args.out) {
+        let copy = crate::commands::verify::Scratch::new()?;
+        crate::remote::download_all(
+            &args.out.to_string_lossy(),
+            &args.s3.options(),
+            &copy.0,
+            false,
+        )?;
+        let local = HistoryArgs {
+            out: copy.0.clone(),
+            json: args.json,
+            last: args.last,
+            dataset: args.dataset.clone(),
+            s3: args.s3.clone(),
+        };
+        return run(&local, printer);
+    }
     if !args.out.is_dir() {
         return Err(UsageError::with_hint(
             format!("{} is not a directory", args.out.display()),

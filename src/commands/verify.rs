@@ -265,12 +265,45 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
         .into());
     }
     let mut dirs = Vec::with_capacity(args.out.len());
-    for out in &args.out {
-        let writers = crate::writers::list(out);
-        if !writers.is_empty() && !out.join(FILE_NAME).is_file() {
-            dirs.extend(verify_shared(out, &writers, args, printer)?);
+    let mut copies = vec![];
+    for given in &args.out {
+        // Object storage: check a fresh copy of everything under the prefix, so what is
+        // checked is what the store holds (the Delta log included), not a stage.
+        let out = if crate::remote::is_remote(given) {
+            let copy = Scratch::new()?;
+            let (n, bytes) = crate::remote::download_all(
+                &given.to_string_lossy(),
+                &args.s3.options(),
+                &copy.0,
+                true,
+            )?;
+            tracing::info!(
+                "read {n} object(s), {:.1} MB from {} to check them",
+                bytes as f64 / 1e6,
+                given.display()
+            );
+            copies.push(copy);
+            copies.last().map(|c| c.0.clone()).unwrap_or_default()
         } else {
-            dirs.push(verify_dir(out, out, false, args, printer)?);
+            given.clone()
+        };
+        let first = dirs.len();
+        let writers = crate::writers::list(&out);
+        if !writers.is_empty() && !out.join(FILE_NAME).is_file() {
+            dirs.extend(verify_shared(&out, &writers, args, printer)?);
+        } else {
+            dirs.push(verify_dir(&out, &out, false, args, printer)?);
+        }
+        if &out != given {
+            let (copy, shown) = (out.display().to_string(), given.display().to_string());
+            for d in &mut dirs[first..] {
+                let renamed = d.dir.display().to_string().replacen(&copy, &shown, 1);
+                d.dir = PathBuf::from(renamed);
+                d.summary = d.summary.replace(&copy, &shown);
+                if let Some(v) = d.doc.get_mut("dir") {
+                    *v = json!(v.as_str().unwrap_or_default().replacen(&copy, &shown, 1));
+                }
+            }
         }
     }
     let [one] = dirs.as_mut_slice() else {
@@ -298,6 +331,30 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
             one.dir.display().to_string(),
         )
         .into())
+    }
+}
+
+/// A scratch directory for a copy of object storage, removed when dropped.
+pub(crate) struct Scratch(pub(crate) PathBuf);
+
+impl Scratch {
+    pub(crate) fn new() -> anyhow::Result<Self> {
+        use rand::RngExt as _;
+        let dir = std::env::temp_dir().join(format!(
+            "harvest-verify-{}-{:08x}",
+            std::process::id(),
+            rand::rng().random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            anyhow::anyhow!("cannot create the scratch directory {}: {e}", dir.display())
+        })?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

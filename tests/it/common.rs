@@ -151,16 +151,17 @@ pub fn readers_python() -> PathBuf {
 }
 
 /// A venv with Delta Lake readers nobody here wrote: the `deltalake` package (delta-rs's Python
-/// binding), polars, and DuckDB 1.4.4 with its offline `delta` extension wheel.
+/// binding), polars, and DuckDB 1.4.4 with its offline `delta` and `httpfs` extension wheels.
 pub fn delta_readers_python() -> PathBuf {
     venv_with(
-        "venv-delta",
+        "venv-delta-s3",
         &[
             "deltalake==1.6.6",
             "polars==2.1.0",
             "pyarrow",
             "duckdb==1.4.4",
             "duckdb-ext-delta==1.4.4.20260205",
+            "duckdb-ext-httpfs==1.4.4.20260205",
         ],
     )
 }
@@ -445,6 +446,155 @@ impl Drop for HttpBin {
     }
 }
 
+/// A real S3-compatible server: moto 5.2.5 (PyPI) in server mode, on a free loopback port,
+/// with one bucket; killed on drop. It enforces `If-None-Match: *` and `If-Match` on PUT (the
+/// conditional puts harvest and delta-rs rely on). It does not check signatures; the test
+/// credentials are still distinctive so a grep can prove they are written nowhere.
+pub struct S3Server {
+    child: Child,
+    pub port: u16,
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+pub const S3_KEY_ID: &str = "AKIAHARVESTTESTKEY01";
+pub const S3_SECRET: &str = "harvest-test-secret-9f8e7d6c5b4a";
+
+impl S3Server {
+    pub fn start(bucket: &str) -> S3Server {
+        let py = venv_with("venv-moto", &["moto[server]==5.2.5"]);
+        let bin = py.with_file_name("moto_server");
+        let (child, port) = serve_on_free_port("moto", "/moto-api/", |port| {
+            let mut cmd = Command::new(&bin);
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            cmd
+        });
+        assert_eq!(
+            http_send(port, "PUT", &format!("/{bucket}"), ""),
+            200,
+            "create bucket {bucket}"
+        );
+        S3Server {
+            child,
+            port,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bucket: bucket.to_string(),
+        }
+    }
+
+    /// The AWS environment a client of this server needs (and nothing from the host's).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", S3_KEY_ID.into()),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET.into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ]
+    }
+
+    /// Every object under `prefix`: (key, size), in key order.
+    pub fn list(&self, prefix: &str) -> Vec<(String, u64)> {
+        let mut out = vec![];
+        let mut token: Option<String> = None;
+        loop {
+            let mut path = format!("/{}?list-type=2&prefix={}", self.bucket, url_escape(prefix));
+            if let Some(t) = &token {
+                path.push_str(&format!("&continuation-token={}", url_escape(t)));
+            }
+            let body = http_get(self.port, &path).expect("list objects");
+            for c in body.split("<Contents>").skip(1) {
+                let field = |name: &str| {
+                    c.split(&format!("<{name}>"))
+                        .nth(1)
+                        .and_then(|r| r.split(&format!("</{name}>")).next())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                out.push((
+                    xml_unescape(&field("Key")),
+                    field("Size").parse().unwrap_or(0),
+                ));
+            }
+            token = body
+                .split("<NextContinuationToken>")
+                .nth(1)
+                .and_then(|r| r.split("</NextContinuationToken>").next())
+                .map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn tool(&self) -> Command {
+        let py = venv_with("venv-moto", &["moto[server]==5.2.5"]);
+        let mut cmd = Command::new(py);
+        cmd.envs(self.env())
+            .arg(repo_root().join("tests/it/s3_tool.py"));
+        cmd
+    }
+
+    /// Every object under `prefix`, downloaded into a fresh directory as `<dir>/<key>`.
+    pub fn download(&self, prefix: &str) -> TempDir {
+        let dir = TempDir::new("s3-copy");
+        let o = self
+            .tool()
+            .args(["get-all", &self.bucket, prefix])
+            .arg(dir.path())
+            .output()
+            .expect("run s3_tool.py");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        dir
+    }
+
+    /// Put `body` at `key` (unconditionally).
+    pub fn put(&self, key: &str, body: &str) {
+        use std::io::Write as _;
+        let mut child = self
+            .tool()
+            .args(["put", &self.bucket, key])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("run s3_tool.py");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "put {key}");
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn xml_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
 /// A real OAuth2 token endpoint: oauth2-mock-server (npm, 9.3.0) started by
 /// `tests/it/oauth2_server.mjs`, which checks client credentials and sets the token lifetime.
 pub struct OAuthServer {
@@ -700,7 +850,20 @@ pub fn delta_readers_agree(
     table: &str,
     version: Option<i64>,
 ) -> serde_json::Value {
+    delta_readers_agree_env(tables, db, table, version, &[])
+}
+
+/// [`delta_readers_agree`] with these environment variables (an S3 server's, for s3:// tables).
+#[track_caller]
+pub fn delta_readers_agree_env(
+    tables: &str,
+    db: &Path,
+    table: &str,
+    version: Option<i64>,
+    envs: &[(&str, String)],
+) -> serde_json::Value {
     let mut cmd = Command::new(delta_readers_python());
+    cmd.envs(envs.iter().map(|(k, v)| (k, v)));
     cmd.arg(repo_root().join("tests/it/read_delta.py"))
         .arg(tables)
         .arg(db)

@@ -47,10 +47,16 @@ fn assert_chain(out: &std::path::Path) {
 }
 
 pub(crate) fn spawn_harvest(args: &[&str]) -> std::process::Child {
+    spawn_harvest_env(args, &[])
+}
+
+/// [`spawn_harvest`] with these environment variables (and no others but PATH).
+pub(crate) fn spawn_harvest_env(args: &[&str], envs: &[(&str, String)]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_harvest"))
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HARVEST_NO_RETRY_SLEEP", "1")
+        .envs(envs.iter().map(|(k, v)| (k, v)))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

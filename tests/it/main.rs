@@ -14,6 +14,7 @@ mod parallel;
 mod real_datasette;
 mod rest;
 mod row_driven;
+mod s3;
 mod shard;
 mod spark;
 mod sql_extract;

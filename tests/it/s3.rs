@@ -1,0 +1,376 @@
+//! `--out s3://BUCKET/PREFIX` against a real S3-compatible server (moto, PyPI) on loopback,
+//! harvesting a real Datasette: the run works in a local stage and publishes to the store.
+//! What the store holds is read back by readers nobody here wrote, straight from S3: DuckDB's
+//! httpfs and pyarrow's S3 filesystem for plain Parquet, the `deltalake` package, polars and
+//! DuckDB's `delta` extension for Delta tables, each compared row for row with SQLite.
+//! `verify` and `history` read the store. A SIGKILL mid-run resumes exactly once, also from a
+//! fresh stage on the store alone; a live lease keeps a second run out, an expired one is
+//! taken over; the credentials are written nowhere.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+fn env_refs<'a>(envs: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    envs.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// `harvest ARGS` with the S3 server's environment.
+fn on_s3(s3: &S3Server, args: &[&str]) -> std::process::Output {
+    let envs = s3.env();
+    harvest(args, &env_refs(&envs))
+}
+
+fn read_s3_parquet(s3: &S3Server, uri: &str, db: &Path, table: &str) -> Value {
+    let o = std::process::Command::new(delta_readers_python())
+        .envs(s3.env())
+        .arg(repo_root().join("tests/it/read_s3_parquet.py"))
+        .arg(uri)
+        .arg(db)
+        .arg(table)
+        .output()
+        .expect("run read_s3_parquet.py");
+    assert!(
+        o.status.success(),
+        "readers of {uri} disagree with SQLite's {table}:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("read_s3_parquet.py prints JSON")
+}
+
+/// Every `add` in a Delta table's log on the store, in version order: (version, path).
+fn store_log_adds(s3: &S3Server, table_key: &str) -> Vec<(u64, String)> {
+    let copy = s3.download(&format!("{table_key}/_delta_log/"));
+    delta_log(&copy.path().join(table_key))
+        .into_iter()
+        .filter_map(|(v, a)| a["add"]["path"].as_str().map(|p| (v, p.to_string())))
+        .collect()
+}
+
+#[track_caller]
+fn assert_no_secret(s3: &S3Server, stages: &[&Path], outputs: &[&std::process::Output]) {
+    for o in outputs {
+        for stream in [&o.stdout, &o.stderr] {
+            assert!(
+                !String::from_utf8_lossy(stream).contains(S3_SECRET),
+                "the secret key is in a run's output"
+            );
+        }
+    }
+    for stage in stages {
+        for f in all_files(stage) {
+            let bytes = std::fs::read(&f).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(S3_SECRET)
+                    && !String::from_utf8_lossy(&bytes).contains(S3_KEY_ID),
+                "a credential is in {}",
+                f.display()
+            );
+        }
+    }
+    let copy = s3.download("");
+    for f in all_files(copy.path()) {
+        let body = std::fs::read(&f).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&body).contains(S3_SECRET),
+            "the secret key is in s3 object {}",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn plain_parquet_and_delta_tables_on_s3_read_back_from_the_store_and_verify() {
+    let db = fixture_db(1);
+    let ds = Datasette::start(V0_65, &db);
+    let s3 = S3Server::start("lake");
+    let dir = TempDir::new("s3");
+    let stage = dir.path().join("stage-plain");
+    let stage_s = stage.to_str().unwrap();
+    let job = |out: &str, stage: &str, extra: &[&str]| {
+        let mut a = vec![
+            "harvest",
+            "--url",
+            &ds.url,
+            "--db",
+            &ds.db_name,
+            "--out",
+            out,
+            "--stage",
+            stage,
+            "--table",
+            "Orders",
+            "--table",
+            "Customers",
+        ];
+        a.extend_from_slice(extra);
+        on_s3(&s3, &a)
+    };
+
+    // Plain Parquet: the store holds the manifest segments, snapshots and parts.
+    let first = job("s3://lake/plain", stage_s, &[]);
+    assert_exit(&first, 0);
+    assert!(
+        String::from_utf8_lossy(&first.stderr).contains("-> s3://lake/plain/"),
+        "the summary names the store"
+    );
+    let keys = s3.list("plain/");
+    assert!(keys.iter().any(|(k, _)| k.starts_with("plain/manifest.d/")));
+    assert!(keys.iter().any(|(k, _)| k.starts_with("plain/raw/")));
+    assert!(
+        !keys.iter().any(|(k, _)| k.contains("lease")),
+        "the lease is released"
+    );
+    // Segments joined are the stage's manifest byte for byte.
+    let copy = s3.download("plain/manifest.d/");
+    let mut joined = vec![];
+    for (k, _) in keys
+        .iter()
+        .filter(|(k, _)| k.starts_with("plain/manifest.d/"))
+    {
+        joined.extend(std::fs::read(copy.path().join(k)).unwrap());
+    }
+    assert_eq!(joined, std::fs::read(stage.join("manifest.jsonl")).unwrap());
+    for t in ["Orders", "Customers"] {
+        let r = read_s3_parquet(&s3, &format!("s3://lake/plain/parquet/{t}"), &db, t);
+        assert_eq!(r["rows"]["duckdb"], r["rows"]["pyarrow"], "{r}");
+    }
+    let o = on_s3(&s3, &["verify", "--json", "--out", "s3://lake/plain"]);
+    assert_exit(&o, 0);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["dir"], "s3://lake/plain", "{v}");
+    let o = on_s3(&s3, &["history", "--json", "--out", "s3://lake/plain"]);
+    assert_exit(&o, 0);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()["runs"][0]["outcome"],
+        "ok"
+    );
+
+    // A complete re-harvest supersedes the old parts: the store keeps only the new run's.
+    let second = job("s3://lake/plain", stage_s, &[]);
+    assert_exit(&second, 0);
+    let runs: Vec<String> = records(&manifest(&stage), "run_start")
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(runs.len(), 2);
+    let parts: Vec<String> = s3
+        .list("plain/parquet/")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(!parts.is_empty());
+    assert!(
+        parts.iter().all(|k| k.contains(&runs[1])),
+        "superseded parts left on the store: {parts:?}"
+    );
+    assert_exit(&on_s3(&s3, &["verify", "--out", "s3://lake/plain"]), 0);
+
+    // Delta tables on the store, committed by conditional put.
+    let dstage = dir.path().join("stage-delta");
+    let delta = {
+        let mut a = vec![
+            "harvest",
+            "--url",
+            &ds.url,
+            "--db",
+            &ds.db_name,
+            "--out",
+            "s3://lake/delta",
+            "--stage",
+            dstage.to_str().unwrap(),
+            "--table",
+            "Orders",
+            "--table",
+            "Order Details",
+            "--table-format",
+            "delta",
+            "--part-rows",
+            "100000",
+        ];
+        a.push("--s3-endpoint");
+        a.push(&s3.endpoint);
+        on_s3(&s3, &a)
+    };
+    assert_exit(&delta, 0);
+    assert!(
+        std::fs::read_dir(dstage.join("parquet/Orders"))
+            .unwrap()
+            .flatten()
+            .all(|e| e.file_name() != "_delta_log"),
+        "the Delta log lives on the store only"
+    );
+    for t in ["Orders", "Order Details"] {
+        let uri = format!("s3://lake/delta/parquet/{t}");
+        delta_readers_agree_env(&uri, &db, t, None, &s3.env());
+        let adds = store_log_adds(&s3, &format!("delta/parquet/{t}"));
+        let mut seen = std::collections::BTreeSet::new();
+        for (v, p) in &adds {
+            assert!(seen.insert(p.clone()), "{t}: {p} added twice (version {v})");
+        }
+    }
+    let o = on_s3(&s3, &["verify", "--out", "s3://lake/delta"]);
+    assert_exit(&o, 0);
+
+    // The store's bytes are what verify checks: a changed snapshot is a discrepancy.
+    let snap = s3
+        .list("plain/raw/")
+        .into_iter()
+        .map(|(k, _)| k)
+        .next()
+        .unwrap();
+    s3.put(&snap, "{\"tampered\": true}");
+    assert_exit_saying(
+        &on_s3(&s3, &["verify", "--out", "s3://lake/plain"]),
+        3,
+        "hash_mismatch",
+    );
+
+    assert_no_secret(&s3, &[&stage, &dstage], &[&first, &second, &delta]);
+}
+
+#[test]
+fn a_sigkilled_run_on_s3_resumes_exactly_once_from_a_fresh_stage() {
+    let db = fixture_db(1);
+    let ds = Datasette::start(V0_65, &db);
+    let s3 = S3Server::start("lake");
+    let dir = TempDir::new("s3-kill");
+    let stage_a = dir.path().join("stage-a");
+    let stage_b = dir.path().join("stage-b");
+    let args = |stage: &Path| -> Vec<String> {
+        [
+            "harvest",
+            "--url",
+            &ds.url,
+            "--db",
+            &ds.db_name,
+            "--out",
+            "s3://lake/t",
+            "--stage",
+            stage.to_str().unwrap(),
+            "--table",
+            "Order Details",
+            "--table-format",
+            "delta",
+            "--part-rows",
+            "20000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let a = args(&stage_a);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let mut child = crate::crash::spawn_harvest_env(&a, &s3.env());
+    assert!(
+        kill_after_pages(&mut child, &stage_a.join("manifest.jsonl"), 150),
+        "the run finished before it could be killed"
+    );
+    // The machine is gone: a new stage starts from what the store holds. The killed run's
+    // lease names a dead process on this host, so it is taken over at once.
+    std::fs::remove_dir_all(&stage_a).unwrap();
+    let b = args(&stage_b);
+    let b: Vec<&str> = b.iter().map(String::as_str).collect();
+    let o = on_s3(&s3, &b);
+    assert_exit(&o, 0);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("restored the stage"), "{err}");
+    assert!(err.contains("resuming run"), "{err}");
+    assert!(err.contains("took over the lease"), "{err}");
+
+    let m = manifest(&stage_b);
+    assert_eq!(records(&m, "run_start").len(), 1, "one run, resumed");
+    delta_readers_agree_env(
+        "s3://lake/t/parquet/Order Details",
+        &db,
+        "Order Details",
+        None,
+        &s3.env(),
+    );
+    let adds = store_log_adds(&s3, "t/parquet/Order Details");
+    let mut seen = std::collections::BTreeSet::new();
+    for (v, p) in &adds {
+        assert!(seen.insert(p.clone()), "{p} added twice (version {v})");
+        assert!(
+            s3.list(&format!("t/parquet/Order Details/{p}")).len() == 1,
+            "version {v} adds {p}, not on the store"
+        );
+    }
+    assert_exit(&on_s3(&s3, &["verify", "--out", "s3://lake/t"]), 0);
+}
+
+#[test]
+fn a_live_lease_keeps_a_second_run_out_and_an_expired_one_is_taken_over() {
+    let db = fixture_db(1);
+    let ds = Datasette::start(V0_65, &db);
+    let s3 = S3Server::start("lake");
+    let dir = TempDir::new("s3-lease");
+    let stage = dir.path().join("stage");
+    let run = || {
+        on_s3(
+            &s3,
+            &[
+                "harvest",
+                "--url",
+                &ds.url,
+                "--db",
+                &ds.db_name,
+                "--out",
+                "s3://lake/l",
+                "--stage",
+                stage.to_str().unwrap(),
+                "--table",
+                "Customers",
+            ],
+        )
+    };
+    // Another machine holds the lease (a host name that is not this one).
+    let lease = |expires: &str| {
+        serde_json::json!({
+            "holder": "pid 4242 on other-host",
+            "host": "other-host",
+            "pid": 4242,
+            "stage": "/elsewhere",
+            "expires_at": expires,
+        })
+        .to_string()
+    };
+    s3.put("l/state/lease.json", &lease("2999-01-01T00:00:00Z"));
+    let o = run();
+    assert_exit_saying(&o, 2, "locked by pid 4242 on other-host");
+    assert!(s3.list("l/manifest.d/").is_empty(), "nothing published");
+    // Expired: taken over by a conditional update, then released.
+    s3.put("l/state/lease.json", &lease("2001-01-01T00:00:00Z"));
+    let o = run();
+    assert_exit(&o, 0);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("took over the lease"));
+    assert!(s3.list("l/state/").is_empty(), "the lease is released");
+    assert_exit(&on_s3(&s3, &["verify", "--out", "s3://lake/l"]), 0);
+}
+
+#[test]
+fn bad_object_storage_locations_are_usage_errors() {
+    for (out, says) in [
+        ("s3://", "no bucket"),
+        ("gs://bucket/p", "only s3://"),
+        ("s3://bucket/a/../b", "not prefix components"),
+    ] {
+        let o = harvest(
+            &[
+                "harvest",
+                "--url",
+                "http://127.0.0.1:9",
+                "--db",
+                "d",
+                "--table",
+                "t",
+                "--out",
+                out,
+            ],
+            &[],
+        );
+        assert_exit_saying(&o, 2, says);
+    }
+}
