@@ -374,3 +374,90 @@ fn bad_object_storage_locations_are_usage_errors() {
         assert_exit_saying(&o, 2, says);
     }
 }
+
+#[test]
+fn three_shards_on_three_stages_commit_one_table_into_one_delta_table_on_s3() {
+    let db = fixture_db(1);
+    let ds = Datasette::start(V0_65, &db);
+    let s3 = S3Server::start("lake");
+    let dir = TempDir::new("s3-shards");
+    let stage = |k: usize| dir.path().join(format!("stage-{k}"));
+    let args = |k: usize| {
+        let (name, st) = (format!("shard-{k}"), stage(k));
+        let extra = [
+            "--table-format",
+            "delta",
+            "--part-rows",
+            "20000",
+            "--writer",
+            &name,
+            "--stage",
+            st.to_str().unwrap(),
+        ];
+        crate::shard::split_shard_args(&ds, "s3://lake/big", k, &extra)
+    };
+    let spawn = |k: usize| {
+        let a = args(k);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        crate::crash::spawn_harvest_env(&a, &s3.env())
+    };
+    // Three machines at once; shard 2 is killed with SIGKILL mid-run, then rerun.
+    let mut children: Vec<_> = (1..=3).map(spawn).collect();
+    assert!(
+        kill_after_pages(
+            &mut children[1],
+            &stage(2).join("writers/shard-2/manifest.jsonl"),
+            60
+        ),
+        "shard 2 finished before it could be killed"
+    );
+    for k in [0, 2] {
+        let status = children[k].wait().unwrap();
+        assert!(status.success(), "shard {} failed: {status:?}", k + 1);
+    }
+    let a = args(2);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    assert_exit(&on_s3(&s3, &a), 0);
+
+    // Each writer's manifest segments on the store, nothing at the top of the prefix.
+    let keys = s3.list("big/");
+    assert!(!keys.iter().any(|(k, _)| k.starts_with("big/manifest.d/")));
+    for k in 1..=3 {
+        let seg = format!("big/writers/shard-{k}/manifest.d/");
+        assert!(keys.iter().any(|(key, _)| key.starts_with(&seg)), "{seg}");
+    }
+    assert!(
+        !keys.iter().any(|(k, _)| k.ends_with("lease.json")),
+        "every lease released"
+    );
+    for t in ["Order Details", "Orders"] {
+        let table = format!("big/parquet/{t}");
+        let adds = store_log_adds(&s3, &table);
+        let mut seen = std::collections::BTreeSet::new();
+        for (v, p) in &adds {
+            assert!(seen.insert(p.clone()), "{t}: {p} added twice (version {v})");
+            assert!(
+                keys.iter().any(|(k, _)| *k == format!("{table}/{p}")),
+                "{t}: version {v} adds {p}, not on the store"
+            );
+        }
+        // Parts on the store that the log does not add would be orphans.
+        let on_store = keys
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{table}/")) && k.ends_with(".parquet"))
+            .count();
+        assert_eq!(
+            on_store,
+            seen.len(),
+            "{t}: parts on the store vs. in the log"
+        );
+        delta_readers_agree_env(&format!("s3://lake/{table}"), &db, t, None, &s3.env());
+    }
+    let o = on_s3(&s3, &["verify", "--json", "--out", "s3://lake/big"]);
+    assert_exit(&o, 0);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    for t in v["shards"]["tables"].as_array().unwrap() {
+        assert_eq!(t["rows"], t["server_count"], "{t}");
+    }
+}
