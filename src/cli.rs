@@ -106,6 +106,7 @@ impl S3Args {
         crate::remote::S3Options {
             endpoint: self.s3_endpoint.clone(),
             region: self.s3_region.clone(),
+            retry: None,
         }
     }
 }

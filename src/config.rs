@@ -1192,6 +1192,7 @@ fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, Usa
             let opts = crate::remote::S3Options {
                 endpoint: args.s3.s3_endpoint.clone().or(file.s3.endpoint.clone()),
                 region: args.s3.s3_region.clone().or(file.s3.region.clone()),
+                retry: Some((http.max_attempts, http.retry_budget)),
             };
             Some(std::sync::Arc::new(crate::remote::Remote::new(
                 &loc,

@@ -90,7 +90,9 @@ pub fn is_delta(dir: &Path) -> bool {
 /// whose stage `out` is ([`crate::remote`]).
 pub fn has_log(out: &Path, table_rel: &str) -> anyhow::Result<bool> {
     match crate::remote::mounted(out) {
-        Some(r) => r.has_delta_log(table_rel),
+        Some(r) => r.retrying(&format!("look for the Delta log of {table_rel}"), || {
+            r.has_delta_log(table_rel)
+        }),
         None => Ok(is_delta(&out.join(table_rel))),
     }
 }
@@ -269,9 +271,15 @@ pub fn load(out: &Path, table_rel: &str) -> anyhow::Result<TableState> {
             ..TableState::default()
         });
     }
-    block_on(out, async move {
-        state_of(&open_loaded(out, table_rel).await?, table_rel)
-    })
+    let once = || {
+        block_on(out, async move {
+            state_of(&open_loaded(out, table_rel).await?, table_rel)
+        })
+    };
+    match crate::remote::mounted(out) {
+        Some(r) => r.retrying(&format!("read the Delta table {table_rel}"), once),
+        None => once(),
+    }
 }
 
 /// One part as the manifest records it.
@@ -428,10 +436,22 @@ pub fn sync(
     desired: &Desired,
     info: serde_json::Map<String, Value>,
 ) -> anyhow::Result<Option<Committed>> {
-    const ATTEMPTS: u32 = 8;
+    const ATTEMPTS: u32 = 25;
     let mut attempt = 1;
     loop {
         match sync_once(out, table_rel, output, desired, info.clone()) {
+            // A transient store failure (on S3) is retried too: the difference is recomputed
+            // from what the table holds now, so a commit that happened although its answer
+            // was lost is not made twice.
+            Err(e) if attempt < ATTEMPTS && crate::remote::is_transient(&e) => {
+                tracing::warn!(
+                    "{output}: the commit failed ({}); retrying (attempt {} of {ATTEMPTS})",
+                    e.root_cause(),
+                    attempt + 1
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50 * u64::from(attempt)));
+                attempt += 1;
+            }
             Err(e) if attempt < ATTEMPTS && is_conflict(&e) => {
                 use rand::RngExt as _;
                 let wait = std::time::Duration::from_millis(
@@ -447,6 +467,16 @@ pub fn sync(
             r => return r,
         }
     }
+}
+
+/// delta-rs does not retry a commit itself: a version taken first (by another writer, or by
+/// this very commit when an S3 PUT succeeded but its answer was lost and the retried PUT
+/// found the version there) comes back to [`sync`], which recomputes the difference from the
+/// table's new version — files this writer already committed are then not added again.
+fn commit_properties(app: HashMap<String, Value>) -> CommitProperties {
+    CommitProperties::default()
+        .with_metadata(app)
+        .with_max_retries(0)
 }
 
 /// Another writer created the table between our look and our create.
@@ -576,7 +606,7 @@ fn sync_once(
                 .with_columns(schema.fields().cloned())
                 .with_partition_columns(partition_cols)
                 .with_actions(adds)
-                .with_commit_properties(CommitProperties::default().with_metadata(app))
+                .with_commit_properties(commit_properties(app))
                 .await
                 .map_err(|e| {
                     // Another writer created it first: commit on its version instead.
@@ -628,7 +658,7 @@ fn sync_once(
             partition_by: (!partition_cols.is_empty()).then_some(partition_cols),
             predicate: None,
         };
-        let done = CommitBuilder::from(CommitProperties::default().with_metadata(app))
+        let done = CommitBuilder::from(commit_properties(app))
             .with_actions(actions)
             .build(Some(snap), table.log_store(), op)
             .await

@@ -74,6 +74,12 @@ pub fn exit_code_for(err: &anyhow::Error) -> Exit {
         if cause.downcast_ref::<Interrupted>().is_some() {
             return Exit::Interrupted;
         }
+        if let Some(code) = cause
+            .downcast_ref::<object_store::Error>()
+            .and_then(crate::remote::exit_kind)
+        {
+            return code;
+        }
         if let Some(h) = cause.downcast_ref::<crate::http::HttpError>() {
             if h.is_auth() {
                 return Exit::Auth;

@@ -66,6 +66,8 @@ pub fn is_remote(out: &Path) -> bool {
 pub struct S3Options {
     pub endpoint: Option<String>,
     pub region: Option<String>,
+    /// The run's HTTP retry rules, applied to store requests too (`None`: the defaults).
+    pub retry: Option<(u32, Duration)>,
 }
 
 /// One `s3://bucket/prefix` and the local stage that works for it.
@@ -80,6 +82,9 @@ pub struct Remote {
     /// `""` or `writers/NAME`: where this process's manifest and lease live.
     home_rel: String,
     state: Mutex<State>,
+    /// Attempts and time budget for one store operation (the run's HTTP retry rules).
+    retry: (u32, Duration),
+    no_sleep: bool,
     lease_lost: Arc<AtomicBool>,
     stop_renewal: Arc<AtomicBool>,
 }
@@ -162,15 +167,36 @@ pub fn default_stage(url: &url::Url, writer: Option<&str>) -> PathBuf {
 }
 
 fn store_error(e: object_store::Error, what: &str) -> anyhow::Error {
-    let hint = match &e {
-        object_store::Error::Unauthenticated { .. }
-        | object_store::Error::PermissionDenied { .. } => {
+    let hint = match exit_kind(&e) {
+        Some(crate::error::Exit::Auth) => {
             "; check the AWS credentials in the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a role)"
         }
-        object_store::Error::NotFound { .. } => "; does the bucket exist?",
+        _ if matches!(e, object_store::Error::NotFound { .. }) => "; does the bucket exist?",
         _ => "; a rerun with the same settings resumes",
     };
     anyhow::Error::new(e).context(format!("{what}{hint}"))
+}
+
+/// A failure of the store that a repeat may not meet (see [`exit_kind`]).
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<object_store::Error>()
+            .and_then(exit_kind)
+            .is_some_and(|k| k == crate::error::Exit::RetryBudget)
+    })
+}
+
+/// The exit code an object-store error means: refused credentials are exit 4; a request to
+/// S3 that failed after the retries (5xx, resets, timeouts, an unreachable endpoint) is
+/// exit 5, safe to rerun. Other errors keep the default.
+pub fn exit_kind(e: &object_store::Error) -> Option<crate::error::Exit> {
+    use crate::error::Exit;
+    match e {
+        object_store::Error::Unauthenticated { .. }
+        | object_store::Error::PermissionDenied { .. } => Some(Exit::Auth),
+        object_store::Error::Generic { store: "S3", .. } => Some(Exit::RetryBudget),
+        _ => None,
+    }
 }
 
 fn hostname() -> String {
@@ -200,6 +226,22 @@ impl Remote {
         if let Some(r) = &opts.region {
             b = b.with_region(r);
         }
+        // The shared retry rules (DESIGN.md): 5xx, 408/429, resets and timeouts retried with
+        // exponential backoff and jitter, up to the attempts and the time budget.
+        let defaults = crate::http::HttpSettings::default();
+        let (attempts, budget) = opts
+            .retry
+            .unwrap_or((defaults.max_attempts, defaults.retry_budget));
+        let no_sleep = std::env::var("HARVEST_NO_RETRY_SLEEP").is_ok_and(|v| v == "1");
+        b = b.with_retry(object_store::RetryConfig {
+            backoff: object_store::BackoffConfig {
+                init_backoff: Duration::from_millis(if no_sleep { 1 } else { 200 }),
+                max_backoff: Duration::from_millis(if no_sleep { 5 } else { 30_000 }),
+                base: 2.0,
+            },
+            max_retries: attempts.saturating_sub(1) as usize,
+            retry_timeout: budget,
+        });
         let store = b.build().map_err(|e| {
             UsageError::with_hint(
                 format!("cannot set up the S3 client for {url}: {e}"),
@@ -223,6 +265,8 @@ impl Remote {
             stage,
             home_rel: writer.map(|w| format!("writers/{w}")).unwrap_or_default(),
             state: Mutex::new(State::default()),
+            retry: (attempts.max(1), budget),
+            no_sleep,
             lease_lost: Arc::new(AtomicBool::new(false)),
             stop_renewal: Arc::new(AtomicBool::new(false)),
         })
@@ -501,19 +545,107 @@ impl Remote {
             version: held.version.clone(),
         };
         let body = self.lease_body();
-        let r = self.run(async {
-            self.store
-                .put_opts(&key, PutPayload::from(body), PutMode::Update(version).into())
-                .await
-                .map_err(|e| {
-                    anyhow::Error::new(e).context(format!(
-                        "lost the lease on {}: another run took it over (this run stops before publishing more; rerun later)",
-                        self.url
-                    ))
-                })
+        let lost = || {
+            anyhow::anyhow!(
+                "lost the lease on {}: another run took it over (this run stops before publishing more; rerun later)",
+                self.url
+            )
+        };
+        let r = self.retrying("renew the lease", || {
+            self.run(async {
+                match self
+                    .store
+                    .put_opts(
+                        &key,
+                        PutPayload::from(body.clone()),
+                        PutMode::Update(version.clone()).into(),
+                    )
+                    .await
+                {
+                    Ok(r) => Ok(r),
+                    // Our own update whose answer was lost looks the same as a takeover:
+                    // the lease then holds exactly what we sent.
+                    Err(object_store::Error::Precondition { .. }) => {
+                        let got = self
+                            .store
+                            .get(&key)
+                            .await
+                            .map_err(|e| store_error(e, "cannot read the lease"))?;
+                        let meta = got.meta.clone();
+                        let now = got
+                            .bytes()
+                            .await
+                            .map_err(|e| store_error(e, "cannot read the lease"))?;
+                        if now.as_ref() != body.as_slice() {
+                            return Err(lost());
+                        }
+                        Ok(object_store::PutResult {
+                            e_tag: meta.e_tag,
+                            version: meta.version,
+                        })
+                    }
+                    Err(e) => Err(store_error(
+                        e,
+                        &format!("cannot renew the lease on {}", self.url),
+                    )),
+                }
+            })
         })?;
         self.lock_state().lease = Some(r);
         Ok(())
+    }
+
+    /// Run a store operation that is safe to repeat, again after a transient failure (a 5xx,
+    /// reset, timeout or lost answer that object_store's own retries did not cover), with
+    /// exponential backoff and full jitter, within the run's attempts and time budget.
+    pub fn retrying<T>(
+        &self,
+        what: &str,
+        f: impl FnMut() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        self.retrying_with_progress(what, || 0, f)
+    }
+
+    /// [`Self::retrying`] for an operation made of many requests that keeps what it did
+    /// (`progress` grows with it): the attempts count failures in a row, so a long publish
+    /// through a flaky network is not cut short by faults spread over many files.
+    fn retrying_with_progress<T>(
+        &self,
+        what: &str,
+        progress: impl Fn() -> u64,
+        mut f: impl FnMut() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        use rand::RngExt as _;
+        let (attempts, budget) = self.retry;
+        let mut started = std::time::Instant::now();
+        let mut attempt = 1;
+        let mut done = progress();
+        loop {
+            match f() {
+                Err(e) if is_transient(&e) && progress() > done => {
+                    done = progress();
+                    attempt = 1;
+                    started = std::time::Instant::now();
+                    tracing::debug!("{what}: {}; retrying", e.root_cause());
+                }
+                Err(e) if is_transient(&e) && attempt < attempts && started.elapsed() < budget => {
+                    let cap = 200u64.saturating_mul(1 << attempt.min(8)).min(30_000);
+                    let wait = match self.no_sleep {
+                        true => 0,
+                        false => rand::rng().random_range(0..=cap),
+                    };
+                    tracing::warn!(
+                        "{what}: {} ({}); retrying in {wait} ms (attempt {} of {attempts})",
+                        e,
+                        e.root_cause(),
+                        attempt + 1
+                    );
+                    std::thread::sleep(Duration::from_millis(wait));
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Stop renewing the lease (it expires on the store unless released).
@@ -588,6 +720,10 @@ impl Remote {
     /// a prefix of the store is restored from it; one the store lacks lines of is published
     /// by the next [`Self::publish`]; one that disagrees is refused.
     pub fn attach(&self) -> anyhow::Result<()> {
+        self.retrying(&format!("attach to {}", self.url), || self.attach_once())
+    }
+
+    fn attach_once(&self) -> anyhow::Result<()> {
         let local_manifest = self
             .stage
             .join(&self.home_rel)
@@ -732,6 +868,16 @@ impl Remote {
     /// manifest lines as one segment, then the state files; then delete superseded parts the
     /// stage no longer has.
     pub fn publish(&self) -> anyhow::Result<Published> {
+        let progress = || {
+            let st = self.lock_state();
+            st.published.len() as u64 + st.manifest_len + st.state_files.len() as u64
+        };
+        self.retrying_with_progress(&format!("publish to {}", self.url), progress, || {
+            self.publish_once()
+        })
+    }
+
+    fn publish_once(&self) -> anyhow::Result<Published> {
         if self.lease_lost.load(Ordering::SeqCst) {
             bail!(
                 "lost the lease on {}: another run took it over; this run stops before publishing more (rerun later)",

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Debug, Clone)]
 pub struct Request {
+    pub method: String,
     pub path: String,
     pub query: Vec<(String, String)>,
     pub headers: Vec<(String, String)>,
@@ -61,6 +62,15 @@ pub enum Action {
     },
     /// Forward to `upstream` + `target` (a rewritten path and query) and relay the answer.
     ProxyTo { upstream: String, target: String },
+    /// Relay the request as it came (method, headers, body) to the loopback `port`, after
+    /// `delay`, and its answer as it came back (an S3 server behind the fault server).
+    /// With `lose_answer`, the server acts on the request but its answer never arrives (the
+    /// connection is reset instead): the client cannot tell whether it happened.
+    Forward {
+        port: u16,
+        delay: Duration,
+        lose_answer: bool,
+    },
 }
 
 pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Action {
@@ -239,13 +249,9 @@ async fn serve(
     }
     let head = String::from_utf8_lossy(&buf).into_owned();
     let mut lines = head.split("\r\n");
-    let target = lines
-        .next()
-        .unwrap_or("")
-        .split(' ')
-        .nth(1)
-        .unwrap_or("/")
-        .to_string();
+    let first = lines.next().unwrap_or("");
+    let method = first.split(' ').next().unwrap_or("GET").to_string();
+    let target = first.split(' ').nth(1).unwrap_or("/").to_string();
     let headers: Vec<(String, String)> = lines
         .take_while(|l| !l.is_empty())
         .filter_map(|l| {
@@ -255,6 +261,7 @@ async fn serve(
         .collect();
     let url = url::Url::parse(&format!("http://x{target}")).unwrap();
     let req = Request {
+        method,
         path: url.path().to_string(),
         query: url
             .query_pairs()
@@ -265,6 +272,50 @@ async fn serve(
     };
     log.lock().unwrap().push(req.clone());
     let mut action = handler(&req).unwrap_or_else(|| default_action(syn, &req));
+    if let Action::Forward {
+        port,
+        delay,
+        lose_answer,
+    } = action
+    {
+        // The rest of the body, then the request as it came (asking for one answer only).
+        let head_len = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+        let length: usize = req
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_len + length {
+            let n = sock.read(&mut tmp).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&tmp[..n]);
+        }
+        tokio::time::sleep(delay).await;
+        let mut up = TcpStream::connect(("127.0.0.1", port)).await?;
+        let head_text = String::from_utf8_lossy(&buf[..head_len - 4]).into_owned();
+        let mut out = String::new();
+        for (i, line) in head_text.split("\r\n").enumerate() {
+            if i > 0 && line.to_ascii_lowercase().starts_with("connection:") {
+                continue;
+            }
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+        out.push_str("Connection: close\r\n\r\n");
+        up.write_all(out.as_bytes()).await?;
+        up.write_all(&buf[head_len..]).await?;
+        let mut answer = Vec::new();
+        up.read_to_end(&mut answer).await?;
+        if lose_answer {
+            sock.set_zero_linger()?;
+            drop(sock);
+            return Ok(());
+        }
+        sock.write_all(&answer).await?;
+        sock.shutdown().await?;
+        return Ok(());
+    }
     if let Action::ProxyTo { upstream, target } = action {
         action = proxy(&upstream, &target).await;
     }
@@ -313,7 +364,9 @@ async fn serve(
             sock.set_zero_linger()?;
             drop(sock);
         }
-        Action::Proxy { .. } | Action::ProxyTo { .. } => unreachable!("resolved above"),
+        Action::Proxy { .. } | Action::ProxyTo { .. } | Action::Forward { .. } => {
+            unreachable!("resolved above")
+        }
         Action::Stall { body, keep, pause } => {
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -371,6 +424,8 @@ pub fn body_of(a: &Action) -> Vec<u8> {
         Action::Respond { body, .. }
         | Action::Truncate { body, .. }
         | Action::Stall { body, .. } => body.clone(),
-        Action::Reset | Action::Proxy { .. } | Action::ProxyTo { .. } => vec![],
+        Action::Reset | Action::Proxy { .. } | Action::ProxyTo { .. } | Action::Forward { .. } => {
+            vec![]
+        }
     }
 }

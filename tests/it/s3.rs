@@ -461,3 +461,116 @@ fn three_shards_on_three_stages_commit_one_table_into_one_delta_table_on_s3() {
         assert_eq!(t["rows"], t["server_count"], "{t}");
     }
 }
+
+/// The fault server in front of the S3 server: what it injects, by request number.
+fn faulty(port: u16, req: &crate::fault_server::Request) -> crate::fault_server::Action {
+    use crate::fault_server::Action;
+    use std::time::Duration;
+    let forward = |delay_ms: u64, lose_answer: bool| Action::Forward {
+        port,
+        delay: Duration::from_millis(delay_ms),
+        lose_answer,
+    };
+    match req.n {
+        n if n % 5 == 0 => Action::Respond {
+            status: 503,
+            headers: vec![("Content-Type".into(), "application/xml".into())],
+            body: b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>".to_vec(),
+        },
+        n if n % 7 == 0 => Action::Reset,
+        // The PUT happens, its answer is lost: the client must find out by itself.
+        n if n % 11 == 0 && req.method == "PUT" => forward(0, true),
+        n if n % 101 == 0 => forward(800, false),
+        _ => forward(0, false),
+    }
+}
+
+#[test]
+fn store_faults_are_retried_and_leave_nothing_half_committed() {
+    use crate::fault_server::{Action, FaultServer, Synthetic};
+    let db = fixture_db(1);
+    let ds = Datasette::start(V0_65, &db);
+    let s3 = S3Server::start("lake");
+    let dir = TempDir::new("s3-faults");
+    let stage = dir.path().join("stage");
+    let port = s3.port;
+    let proxy = FaultServer::start(Synthetic { rows: 0 }, move |req| Some(faulty(port, req)));
+    let job = |endpoint: &str, extra: &[&str]| {
+        let mut a = vec![
+            "harvest",
+            "--url",
+            &ds.url,
+            "--db",
+            &ds.db_name,
+            "--out",
+            "s3://lake/f",
+            "--stage",
+            stage.to_str().unwrap(),
+            "--table",
+            "Orders",
+            "--table-format",
+            "delta",
+            "--part-rows",
+            "2000",
+            "--s3-endpoint",
+            endpoint,
+        ];
+        a.extend_from_slice(extra);
+        on_s3(&s3, &a)
+    };
+    // 5xx, resets, lost answers and slow answers all along the run: it completes.
+    assert_exit(&job(&proxy.url, &[]), 0);
+    let seen = proxy.requests();
+    assert!(seen.len() > 60, "{} store requests", seen.len());
+    assert!(
+        seen.iter()
+            .filter(|r| r.n % 11 == 0 && r.method == "PUT")
+            .count()
+            > 3
+    );
+    let t = "Orders";
+    delta_readers_agree_env("s3://lake/f/parquet/Orders", &db, t, None, &s3.env());
+    let adds = store_log_adds(&s3, "f/parquet/Orders");
+    let mut once = std::collections::BTreeSet::new();
+    for (v, p) in &adds {
+        assert!(once.insert(p.clone()), "{t}: {p} added twice (version {v})");
+    }
+    assert_exit(&on_s3(&s3, &["verify", "--out", "s3://lake/f"]), 0);
+
+    // A store that keeps failing every write of data (the lease still works): the run gives
+    // up with exit 5 (safe to rerun)…
+    let down = FaultServer::start(Synthetic { rows: 0 }, move |req| {
+        let data = req.path.contains("/parquet/") || req.path.contains("/manifest.d/");
+        Some(match req.method.as_str() {
+            "PUT" | "POST" if data => Action::Respond {
+                status: 503,
+                headers: vec![],
+                body: b"<Error><Code>ServiceUnavailable</Code></Error>".to_vec(),
+            },
+            _ => faulty(
+                port,
+                &crate::fault_server::Request {
+                    n: 1,
+                    ..req.clone()
+                },
+            ),
+        })
+    });
+    let o = job(
+        &down.url,
+        &["--restart", "--max-attempts", "3", "--retry-budget", "5"],
+    );
+    assert_exit_saying(&o, 5, "a rerun with the same settings resumes");
+    // …and nothing it did is visible: the tables still read exactly as before.
+    delta_readers_agree_env("s3://lake/f/parquet/Orders", &db, t, None, &s3.env());
+    // The rerun against the healthy store completes the job exactly once.
+    assert_exit(
+        &job(
+            &s3.endpoint,
+            &["--max-attempts", "3", "--retry-budget", "5"],
+        ),
+        0,
+    );
+    delta_readers_agree_env("s3://lake/f/parquet/Orders", &db, t, None, &s3.env());
+    assert_exit(&on_s3(&s3, &["verify", "--out", "s3://lake/f"]), 0);
+}
