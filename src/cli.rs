@@ -85,6 +85,9 @@ pub struct ExportArgs {
     /// With --cache: wait for a run holding DIR's lock instead of failing.
     #[arg(long)]
     pub wait_lock: bool,
+
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 /// Where an S3-compatible server is (credentials come only from the AWS environment:

@@ -1087,39 +1087,52 @@ pub fn download_all(
     dest: &Path,
     data: bool,
 ) -> anyhow::Result<(u64, u64)> {
+    download_where(location, opts, dest, |_| data)
+}
+
+/// [`download_all`] of the manifests and the data files `keep` accepts (relative paths).
+pub fn download_where(
+    location: &str,
+    opts: &S3Options,
+    dest: &Path,
+    keep: impl Fn(&str) -> bool + Sync,
+) -> anyhow::Result<(u64, u64)> {
     let remote = Remote::new(location, opts, dest.to_path_buf(), None)?;
     let remote = &remote;
-    remote.run(async {
-        let all = remote.list("").await?;
-        let mut homes: BTreeMap<String, ()> = BTreeMap::new();
-        let (mut n, mut bytes) = (0u64, 0u64);
-        for (rel, size) in &all {
-            if rel.ends_with("state/lease.json") {
-                continue;
+    let keep = &keep;
+    remote.retrying(&format!("read {location}"), || {
+        remote.run(async {
+            let all = remote.list("").await?;
+            let mut homes: BTreeMap<String, ()> = BTreeMap::new();
+            let (mut n, mut bytes) = (0u64, 0u64);
+            for (rel, size) in &all {
+                if rel.ends_with("state/lease.json") {
+                    continue;
+                }
+                if let Some(i) = rel.find(&format!("{SEGMENTS}/")) {
+                    homes.insert(rel[..i].trim_end_matches('/').to_string(), ());
+                    continue;
+                }
+                if !keep(rel) {
+                    continue;
+                }
+                remote.download(rel, &dest.join(rel)).await?;
+                n += 1;
+                bytes += size;
             }
-            if let Some(i) = rel.find(&format!("{SEGMENTS}/")) {
-                homes.insert(rel[..i].trim_end_matches('/').to_string(), ());
-                continue;
+            for home in homes.keys() {
+                let mut manifest = vec![];
+                for (_, _, rel) in remote.segments(home).await? {
+                    manifest.extend_from_slice(&remote.get(&rel).await?);
+                }
+                let dir = dest.join(home);
+                crate::fsutil::create_dir_all_durable(&dir)?;
+                crate::fsutil::atomic_write(&dir.join(crate::manifest::FILE_NAME), &manifest)?;
+                n += 1;
+                bytes += manifest.len() as u64;
             }
-            if !data {
-                continue;
-            }
-            remote.download(rel, &dest.join(rel)).await?;
-            n += 1;
-            bytes += size;
-        }
-        for home in homes.keys() {
-            let mut manifest = vec![];
-            for (_, _, rel) in remote.segments(home).await? {
-                manifest.extend_from_slice(&remote.get(&rel).await?);
-            }
-            let dir = dest.join(home);
-            crate::fsutil::create_dir_all_durable(&dir)?;
-            crate::fsutil::atomic_write(&dir.join(crate::manifest::FILE_NAME), &manifest)?;
-            n += 1;
-            bytes += manifest.len() as u64;
-        }
-        Ok((n, bytes))
+            Ok((n, bytes))
+        })
     })
 }
 

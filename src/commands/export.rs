@@ -705,7 +705,36 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 pub fn run(args: &ExportArgs, printer: Printer) -> anyhow::Result<()> {
-    let out = &args.out;
+    if !crate::remote::is_remote(&args.out) {
+        return run_on(args, &args.out, printer);
+    }
+    // Object storage: read a copy of the manifests and the Parquet parts (not the snapshots).
+    if args.cache {
+        return Err(UsageError::with_hint(
+            format!(
+                "--cache writes into the output directory, and {} is object storage",
+                args.out.display()
+            ),
+            "export to a file with --output FILE (or to stdout)",
+        )
+        .into());
+    }
+    let copy = crate::commands::verify::Scratch::new()?;
+    let (n, bytes) = crate::remote::download_where(
+        &args.out.to_string_lossy(),
+        &args.s3.options(),
+        &copy.0,
+        |rel| rel.starts_with("parquet/"),
+    )?;
+    tracing::info!(
+        "read {n} object(s), {:.1} MB from {}",
+        bytes as f64 / 1e6,
+        args.out.display()
+    );
+    run_on(args, &copy.0, printer)
+}
+
+fn run_on(args: &ExportArgs, out: &Path, printer: Printer) -> anyhow::Result<()> {
     let writers = crate::writers::list(out);
     if !writers.is_empty() && !out.join(crate::manifest::FILE_NAME).is_file() {
         return Err(UsageError::with_hint(

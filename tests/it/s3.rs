@@ -148,6 +148,33 @@ fn plain_parquet_and_delta_tables_on_s3_read_back_from_the_store_and_verify() {
         "ok"
     );
 
+    // export reads the dataset from the store.
+    let csv = dir.path().join("orders.csv");
+    let o = on_s3(
+        &s3,
+        &[
+            "export",
+            "--out",
+            "s3://lake/plain",
+            "--dataset",
+            "Orders",
+            "--format",
+            "csv",
+            "--output",
+            csv.to_str().unwrap(),
+        ],
+    );
+    assert_exit(&o, 0);
+    let want: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("select count(*) from Orders", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&csv).unwrap().lines().count() as i64,
+        want + 1,
+        "header and every row"
+    );
+
     // A complete re-harvest supersedes the old parts: the store keeps only the new run's.
     let second = job("s3://lake/plain", stage_s, &[]);
     assert_exit(&second, 0);
