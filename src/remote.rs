@@ -199,6 +199,70 @@ pub fn exit_kind(e: &object_store::Error) -> Option<crate::error::Exit> {
     }
 }
 
+/// One profile of the AWS shared files: keys from `~/.aws/credentials`
+/// (`AWS_SHARED_CREDENTIALS_FILE`), region and endpoint from `~/.aws/config`
+/// (`AWS_CONFIG_FILE`); the profile is `AWS_PROFILE`, else `default`. Only static keys:
+/// `credential_process`, SSO and role chaining are not followed.
+#[derive(Debug, Default, PartialEq)]
+struct Profile {
+    key_id: Option<String>,
+    secret: Option<String>,
+    token: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+}
+
+impl Profile {
+    fn load() -> Option<Self> {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let file = |var: &str, rel: &str| {
+            std::env::var_os(var)
+                .map(PathBuf::from)
+                .or_else(|| home.as_ref().map(|h| h.join(rel)))
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .unwrap_or_default()
+        };
+        let name = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
+        let p = Self::parse(
+            &name,
+            &file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials"),
+            &file("AWS_CONFIG_FILE", ".aws/config"),
+        );
+        (p != Self::default()).then_some(p)
+    }
+
+    fn parse(name: &str, credentials: &str, config: &str) -> Self {
+        let section = |text: &str, wanted: &[String]| {
+            let mut inside = false;
+            let mut keys = HashMap::new();
+            for line in text.lines() {
+                let line = line.trim();
+                if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+                    continue;
+                }
+                if let Some(h) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                    inside = wanted.iter().any(|w| w == h.trim());
+                    continue;
+                }
+                if inside && let Some((k, v)) = line.split_once('=') {
+                    keys.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                }
+            }
+            keys
+        };
+        let mut cred = section(credentials, &[name.to_string()]);
+        // In the config file a profile other than default is `[profile NAME]`.
+        let mut conf = section(config, &[format!("profile {name}"), name.to_string()]);
+        Self {
+            key_id: cred.remove("aws_access_key_id"),
+            secret: cred.remove("aws_secret_access_key"),
+            token: cred.remove("aws_session_token"),
+            region: conf.remove("region"),
+            endpoint: conf.remove("endpoint_url"),
+        }
+    }
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -218,12 +282,32 @@ impl Remote {
     ) -> Result<Self, UsageError> {
         let (url, bucket, prefix) = parse_url(location)?;
         let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&bucket);
-        if let Some(e) = &opts.endpoint {
-            b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
-        } else if let Ok(e) = std::env::var("AWS_ENDPOINT_URL") {
-            b = b.with_allow_http(e.starts_with("http://"));
+        // No keys in the environment: the shared files' profile (AWS_PROFILE, else default).
+        let profile = Profile::load();
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
+            && let Some(p) = &profile
+            && let (Some(id), Some(secret)) = (&p.key_id, &p.secret)
+        {
+            b = b.with_access_key_id(id).with_secret_access_key(secret);
+            if let Some(t) = &p.token {
+                b = b.with_token(t);
+            }
         }
-        if let Some(r) = &opts.region {
+        let endpoint = opts
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .or_else(|| profile.as_ref().and_then(|p| p.endpoint.clone()));
+        if let Some(e) = &endpoint {
+            b = b.with_endpoint(e).with_allow_http(e.starts_with("http://"));
+        }
+        let region = opts
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .or_else(|| profile.as_ref().and_then(|p| p.region.clone()));
+        if let Some(r) = &region {
             b = b.with_region(r);
         }
         // The shared retry rules (DESIGN.md): 5xx, 408/429, resets and timeouts retried with
@@ -1173,5 +1257,54 @@ fn register_delta_logstore() {
         deltalake_core::logstore::logstore_factories()
             .entry(u)
             .or_insert_with(|| Arc::new(Conditional));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_is_read_from_the_shared_files() {
+        let credentials = "[default]\naws_access_key_id = D\naws_secret_access_key = DS\n\n# x\n[bench]\nAWS_ACCESS_KEY_ID=B\naws_secret_access_key=BS\naws_session_token = BT\n";
+        let config = "[default]\nregion = eu-west-1\n[profile bench]\nregion = us-east-2\nendpoint_url = http://127.0.0.1:9000\n";
+        assert_eq!(
+            Profile::parse("bench", credentials, config),
+            Profile {
+                key_id: Some("B".into()),
+                secret: Some("BS".into()),
+                token: Some("BT".into()),
+                region: Some("us-east-2".into()),
+                endpoint: Some("http://127.0.0.1:9000".into()),
+            }
+        );
+        let d = Profile::parse("default", credentials, config);
+        assert_eq!(
+            (d.key_id.as_deref(), d.region.as_deref()),
+            (Some("D"), Some("eu-west-1"))
+        );
+        assert_eq!(
+            Profile::parse("none", credentials, config),
+            Profile::default()
+        );
+    }
+
+    #[test]
+    fn locations_are_parsed_strictly() {
+        let (url, bucket, prefix) = parse_url("s3://lake/a/b/").unwrap();
+        assert_eq!(
+            (url.as_str(), bucket.as_str(), prefix.as_str()),
+            ("s3://lake/a/b/", "lake", "a/b")
+        );
+        assert_eq!(parse_url("s3://lake").unwrap().0.as_str(), "s3://lake/");
+        for bad in [
+            "s3://",
+            "gs://b/p",
+            "s3://b/a/../c",
+            "s3://b/p?x=1",
+            "s3://k:s@b/p",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -601,3 +601,53 @@ fn store_faults_are_retried_and_leave_nothing_half_committed() {
     delta_readers_agree_env("s3://lake/f/parquet/Orders", &db, t, None, &s3.env());
     assert_exit(&on_s3(&s3, &["verify", "--out", "s3://lake/f"]), 0);
 }
+
+#[test]
+fn credentials_and_endpoint_can_come_from_an_aws_profile() {
+    let db = fixture_db(1);
+    let ds = Datasette::start(V0_65, &db);
+    let s3 = S3Server::start("lake");
+    let dir = TempDir::new("s3-profile");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".aws")).unwrap();
+    std::fs::write(
+        home.join(".aws/credentials"),
+        format!("[default]\naws_access_key_id = nope\naws_secret_access_key = nope\n\n[bench]\naws_access_key_id = {S3_KEY_ID}\naws_secret_access_key = {S3_SECRET}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        home.join(".aws/config"),
+        format!(
+            "[profile bench]\nregion = us-east-1\nendpoint_url = {}\n",
+            s3.endpoint
+        ),
+    )
+    .unwrap();
+    let stage = dir.path().join("stage");
+    // No AWS_* variable but the profile's name: keys, region and endpoint come from the files.
+    let home_s = home.to_str().unwrap();
+    let o = harvest(
+        &[
+            "harvest",
+            "--url",
+            &ds.url,
+            "--db",
+            &ds.db_name,
+            "--out",
+            "s3://lake/p",
+            "--stage",
+            stage.to_str().unwrap(),
+            "--table",
+            "Customers",
+        ],
+        &[("HOME", home_s), ("AWS_PROFILE", "bench")],
+    );
+    assert_exit(&o, 0);
+    assert!(
+        s3.list("p/")
+            .iter()
+            .any(|(k, _)| k.starts_with("p/manifest.d/"))
+    );
+    assert_exit(&on_s3(&s3, &["verify", "--out", "s3://lake/p"]), 0);
+    assert_no_secret(&s3, &[&stage], &[&o]);
+}
