@@ -651,3 +651,70 @@ fn credentials_and_endpoint_can_come_from_an_aws_profile() {
     assert_exit(&on_s3(&s3, &["verify", "--out", "s3://lake/p"]), 0);
     assert_no_secret(&s3, &[&stage], &[&o]);
 }
+
+#[test]
+fn incremental_on_s3_continues_from_the_stores_watermark_on_a_fresh_stage() {
+    let work = TempDir::new("s3-inc");
+    let fill = |from: u32, to: u32| {
+        format!(
+            "with recursive n(i) as (select {from} union all select i + 1 from n where i < {to})
+             insert into a select i, 'a' || i from n;"
+        )
+    };
+    let db = make_db(
+        &work,
+        "inc",
+        &format!(
+            "create table a (id integer primary key, v text); {}",
+            fill(1, 2500)
+        ),
+    );
+    let ds = Datasette::start(V1_0, &db);
+    let s3 = S3Server::start("lake");
+    let stage = work.path().join("stage");
+    let round = || {
+        on_s3(
+            &s3,
+            &[
+                "incremental",
+                "--url",
+                &ds.url,
+                "--db",
+                &ds.db_name,
+                "--out",
+                "s3://lake/inc",
+                "--stage",
+                stage.to_str().unwrap(),
+                "--table",
+                "a",
+                "--watermark-column",
+                "id",
+                "--table-format",
+                "delta",
+                "--page-size",
+                "500",
+            ],
+        )
+    };
+    assert_exit(&round(), 0);
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(&fill(2501, 3100))
+        .unwrap();
+    // Another machine: nothing but the store.
+    std::fs::remove_dir_all(&stage).unwrap();
+    let o = round();
+    assert_exit(&o, 0);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("restored the stage"));
+    let ends: Vec<u64> = records(&manifest(&stage), "table_end")
+        .iter()
+        .map(|r| r["rows"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ends,
+        vec![2500, 600],
+        "the second run takes only the new rows"
+    );
+    delta_readers_agree_env("s3://lake/inc/parquet/a", &db, "a", None, &s3.env());
+    assert_exit(&on_s3(&s3, &["verify", "--out", "s3://lake/inc"]), 0);
+}
