@@ -228,55 +228,7 @@ def flat(rec, prefix=""):
             o[prefix + k] = v
     return o
 
-async def s3_suite(a, work):
-    """The same harvest into a local DIR and into an S3 prefix on a loopback moto server."""
-    import shutil, socket, urllib.request
-    db = fixture(work, 1)
-    name = os.path.splitext(os.path.basename(db))[0]
-    ds, port = start_datasette(db)
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); s3port = s.getsockname()[1]; s.close()
-    moto = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1",
-                             "-p", str(s3port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_ready(moto, f"http://127.0.0.1:{s3port}/moto-api/", 150, "moto")
-    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{s3port}/bench", method="PUT"))
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1",
-               AWS_ENDPOINT_URL=f"http://127.0.0.1:{s3port}")
-    cmd = [HARVEST, "-q", "harvest", "--url", f"http://127.0.0.1:{port}", "--db", name,
-           "--table", "Order Details", "--part-rows", "100000"]
-    tools = ["local DIR, parquet", "s3 (moto), parquet", "local DIR, delta", "s3 (moto), delta"]
-    out, stage = os.path.join(work, "s3-out"), os.path.join(work, "s3-stage")
-    results = {}
-    old_env = dict(os.environ)
-    os.environ.update(env)
-    try:
-        for rep in range(a.reps):
-            for i, tool in enumerate(tools):  # interleaved
-                shutil.rmtree(out, ignore_errors=True)
-                shutil.rmtree(stage, ignore_errors=True)
-                where = ["--out", f"s3://bench/r{rep}-{i}", "--stage", stage] if tool.startswith("s3") \
-                    else ["--out", out]
-                fmt = ["--table-format", "delta"] if tool.endswith("delta") else []
-                secs, mib = timed(cmd + where + fmt)
-                results.setdefault(tool, []).append((secs, mib))
-                print(f"  s3-suite {tool:20} rep {rep + 1}: {secs:6.2f}s {mib:7.1f} MiB", file=sys.stderr)
-    finally:
-        os.environ.clear()
-        os.environ.update(old_env)
-        moto.terminate()
-        ds.terminate()
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.rmtree(stage, ignore_errors=True)
-    print(f"\ns3 benchmark: Order Details, scale 1, Datasette 0.65.5 and moto 5.2.5 on loopback, "
-          f"{os.cpu_count()} cores, {a.reps} reps, {datetime.date.today()} (`scripts/bench --suite s3 --reps {a.reps}`)\n")
-    print("| output | median wall s | ÷ local DIR of the same format | peak RSS MiB |")
-    print("|---|---:|---:|---:|")
-    for tool in tools:
-        med = statistics.median(x for x, _ in results[tool])
-        local = statistics.median(x for x, _ in results["local DIR, " + tool.split(", ")[1]])
-        print(f"| {tool} | {med:.2f} | {med / local:.2f} | {max(m for _, m in results[tool]):.0f} |")
-
-
-def main():
+async def main():
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     q = asyncio.Queue(maxsize=conc * 4)
     rows = []
