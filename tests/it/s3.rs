@@ -17,6 +17,27 @@ fn env_refs<'a>(envs: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a st
     envs.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
+/// `harvest COMMAND --url … --db … --out OUT --stage STAGE REST…` against `ds`.
+fn job_args(command: &str, ds: &Datasette, out: &str, stage: &Path, rest: &[&str]) -> Vec<String> {
+    let mut a = vec![
+        command,
+        "--url",
+        &ds.url,
+        "--db",
+        &ds.db_name,
+        "--out",
+        out,
+        "--stage",
+    ];
+    a.push(stage.to_str().unwrap());
+    a.extend_from_slice(rest);
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 /// `harvest ARGS` with the S3 server's environment.
 fn on_s3(s3: &S3Server, args: &[&str]) -> std::process::Output {
     let envs = s3.env();
@@ -88,29 +109,22 @@ fn plain_parquet_and_delta_tables_on_s3_read_back_from_the_store_and_verify() {
     let s3 = S3Server::start("lake");
     let dir = TempDir::new("s3");
     let stage = dir.path().join("stage-plain");
-    let stage_s = stage.to_str().unwrap();
-    let job = |out: &str, stage: &str, extra: &[&str]| {
-        let mut a = vec![
-            "harvest",
-            "--url",
-            &ds.url,
-            "--db",
-            &ds.db_name,
-            "--out",
-            out,
-            "--stage",
-            stage,
-            "--table",
-            "Orders",
-            "--table",
-            "Customers",
-        ];
-        a.extend_from_slice(extra);
-        on_s3(&s3, &a)
+    let job = || {
+        let tables = ["--table", "Orders", "--table", "Customers"];
+        on_s3(
+            &s3,
+            &strs(&job_args(
+                "harvest",
+                &ds,
+                "s3://lake/plain",
+                &stage,
+                &tables,
+            )),
+        )
     };
 
     // Plain Parquet: the store holds the manifest segments, snapshots and parts.
-    let first = job("s3://lake/plain", stage_s, &[]);
+    let first = job();
     assert_exit(&first, 0);
     assert!(
         String::from_utf8_lossy(&first.stderr).contains("-> s3://lake/plain/"),
@@ -176,7 +190,7 @@ fn plain_parquet_and_delta_tables_on_s3_read_back_from_the_store_and_verify() {
     );
 
     // A complete re-harvest supersedes the old parts: the store keeps only the new run's.
-    let second = job("s3://lake/plain", stage_s, &[]);
+    let second = job();
     assert_exit(&second, 0);
     let runs: Vec<String> = records(&manifest(&stage), "run_start")
         .iter()
@@ -198,16 +212,7 @@ fn plain_parquet_and_delta_tables_on_s3_read_back_from_the_store_and_verify() {
     // Delta tables on the store, committed by conditional put.
     let dstage = dir.path().join("stage-delta");
     let delta = {
-        let mut a = vec![
-            "harvest",
-            "--url",
-            &ds.url,
-            "--db",
-            &ds.db_name,
-            "--out",
-            "s3://lake/delta",
-            "--stage",
-            dstage.to_str().unwrap(),
+        let rest = [
             "--table",
             "Orders",
             "--table",
@@ -216,10 +221,13 @@ fn plain_parquet_and_delta_tables_on_s3_read_back_from_the_store_and_verify() {
             "delta",
             "--part-rows",
             "100000",
+            "--s3-endpoint",
+            &s3.endpoint,
         ];
-        a.push("--s3-endpoint");
-        a.push(&s3.endpoint);
-        on_s3(&s3, &a)
+        on_s3(
+            &s3,
+            &strs(&job_args("harvest", &ds, "s3://lake/delta", &dstage, &rest)),
+        )
     };
     assert_exit(&delta, 0);
     assert!(
@@ -266,27 +274,16 @@ fn a_sigkilled_run_on_s3_resumes_exactly_once_from_a_fresh_stage() {
     let dir = TempDir::new("s3-kill");
     let stage_a = dir.path().join("stage-a");
     let stage_b = dir.path().join("stage-b");
-    let args = |stage: &Path| -> Vec<String> {
-        [
-            "harvest",
-            "--url",
-            &ds.url,
-            "--db",
-            &ds.db_name,
-            "--out",
-            "s3://lake/t",
-            "--stage",
-            stage.to_str().unwrap(),
+    let args = |stage: &Path| {
+        let rest = [
             "--table",
             "Order Details",
             "--table-format",
             "delta",
             "--part-rows",
             "20000",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        ];
+        job_args("harvest", &ds, "s3://lake/t", stage, &rest)
     };
     let a = args(&stage_a);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
@@ -336,22 +333,14 @@ fn a_live_lease_keeps_a_second_run_out_and_an_expired_one_is_taken_over() {
     let dir = TempDir::new("s3-lease");
     let stage = dir.path().join("stage");
     let run = || {
-        on_s3(
-            &s3,
-            &[
-                "harvest",
-                "--url",
-                &ds.url,
-                "--db",
-                &ds.db_name,
-                "--out",
-                "s3://lake/l",
-                "--stage",
-                stage.to_str().unwrap(),
-                "--table",
-                "Customers",
-            ],
-        )
+        let a = job_args(
+            "harvest",
+            &ds,
+            "s3://lake/l",
+            &stage,
+            &["--table", "Customers"],
+        );
+        on_s3(&s3, &strs(&a))
     };
     // Another machine holds the lease (a host name that is not this one).
     let lease = |expires: &str| {
@@ -524,15 +513,6 @@ fn store_faults_are_retried_and_leave_nothing_half_committed() {
     let proxy = FaultServer::start(Synthetic { rows: 0 }, move |req| Some(faulty(port, req)));
     let job = |endpoint: &str, extra: &[&str]| {
         let mut a = vec![
-            "harvest",
-            "--url",
-            &ds.url,
-            "--db",
-            &ds.db_name,
-            "--out",
-            "s3://lake/f",
-            "--stage",
-            stage.to_str().unwrap(),
             "--table",
             "Orders",
             "--table-format",
@@ -543,6 +523,8 @@ fn store_faults_are_retried_and_leave_nothing_half_committed() {
             endpoint,
         ];
         a.extend_from_slice(extra);
+        let a = job_args("harvest", &ds, "s3://lake/f", &stage, &a);
+        let a = strs(&a);
         on_s3(&s3, &a)
     };
     // 5xx, resets, lost answers and slow answers all along the run: it completes.
@@ -626,22 +608,14 @@ fn credentials_and_endpoint_can_come_from_an_aws_profile() {
     let stage = dir.path().join("stage");
     // No AWS_* variable but the profile's name: keys, region and endpoint come from the files.
     let home_s = home.to_str().unwrap();
-    let o = harvest(
-        &[
-            "harvest",
-            "--url",
-            &ds.url,
-            "--db",
-            &ds.db_name,
-            "--out",
-            "s3://lake/p",
-            "--stage",
-            stage.to_str().unwrap(),
-            "--table",
-            "Customers",
-        ],
-        &[("HOME", home_s), ("AWS_PROFILE", "bench")],
+    let a = job_args(
+        "harvest",
+        &ds,
+        "s3://lake/p",
+        &stage,
+        &["--table", "Customers"],
     );
+    let o = harvest(&strs(&a), &[("HOME", home_s), ("AWS_PROFILE", "bench")]);
     assert_exit(&o, 0);
     assert!(
         s3.list("p/")
@@ -673,27 +647,25 @@ fn incremental_on_s3_continues_from_the_stores_watermark_on_a_fresh_stage() {
     let s3 = S3Server::start("lake");
     let stage = work.path().join("stage");
     let round = || {
+        let rest = [
+            "--table",
+            "a",
+            "--watermark-column",
+            "id",
+            "--table-format",
+            "delta",
+            "--page-size",
+            "500",
+        ];
         on_s3(
             &s3,
-            &[
+            &strs(&job_args(
                 "incremental",
-                "--url",
-                &ds.url,
-                "--db",
-                &ds.db_name,
-                "--out",
+                &ds,
                 "s3://lake/inc",
-                "--stage",
-                stage.to_str().unwrap(),
-                "--table",
-                "a",
-                "--watermark-column",
-                "id",
-                "--table-format",
-                "delta",
-                "--page-size",
-                "500",
-            ],
+                &stage,
+                &rest,
+            )),
         )
     };
     assert_exit(&round(), 0);
