@@ -740,7 +740,7 @@ fn run_on(args: &ExportArgs, out: &Path, printer: Printer) -> anyhow::Result<()>
         return Err(UsageError::with_hint(
             format!(
                 "{} is shared by writers ({}), and export does not read shared DIRs yet",
-                out.display(),
+                args.out.display(),
                 writers.join(", ")
             ),
             "its datasets are Delta tables: read them with a Delta reader (deltalake, polars, DuckDB's delta_scan)",
@@ -751,7 +751,7 @@ fn run_on(args: &ExportArgs, out: &Path, printer: Printer) -> anyhow::Result<()>
         return Err(UsageError::with_hint(
             format!(
                 "{} has no {}: it is not a harvest output directory",
-                out.display(),
+                args.out.display(),
                 crate::manifest::FILE_NAME
             ),
             "pass the --out DIR of a harvest, incremental or sql-extract run",
@@ -768,7 +768,7 @@ fn run_on(args: &ExportArgs, out: &Path, printer: Printer) -> anyhow::Result<()>
     let Some(mut ds) = live_dataset(&records, &args.dataset) else {
         let names = dataset_names(&records);
         return Err(UsageError::with_hint(
-            format!("{} has no dataset {:?}", out.display(), args.dataset),
+            format!("{} has no dataset {:?}", args.out.display(), args.dataset),
             if names.is_empty() {
                 "it holds no dataset yet".to_string()
             } else {

@@ -434,14 +434,7 @@ pub fn run(args: &HistoryArgs, printer: Printer) -> anyhow::Result<()> {
             &copy.0,
             false,
         )?;
-        let local = HistoryArgs {
-            out: copy.0.clone(),
-            json: args.json,
-            last: args.last,
-            dataset: args.dataset.clone(),
-            s3: args.s3.clone(),
-        };
-        return run(&local, printer);
+        return run_on(args, &copy.0, printer);
     }
     if !args.out.is_dir() {
         return Err(UsageError::with_hint(
@@ -450,7 +443,13 @@ pub fn run(args: &HistoryArgs, printer: Printer) -> anyhow::Result<()> {
         )
         .into());
     }
-    let (mut runs, health) = read_history(&args.out)?;
+    run_on(args, &args.out, printer)
+}
+
+/// The history of the manifests in `dir` (DIR itself, or a copy of an object store's), shown
+/// under the name `args.out`.
+fn run_on(args: &HistoryArgs, dir: &Path, printer: Printer) -> anyhow::Result<()> {
+    let (mut runs, health) = read_history(dir)?;
     if let Some(ds) = &args.dataset {
         let known: std::collections::BTreeSet<&str> = runs
             .iter()

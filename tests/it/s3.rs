@@ -157,9 +157,11 @@ fn plain_parquet_and_delta_tables_on_s3_read_back_from_the_store_and_verify() {
     assert_eq!(v["dir"], "s3://lake/plain", "{v}");
     let o = on_s3(&s3, &["history", "--json", "--out", "s3://lake/plain"]);
     assert_exit(&o, 0);
+    let h: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(h["runs"][0]["outcome"], "ok", "{h}");
     assert_eq!(
-        serde_json::from_slice::<Value>(&o.stdout).unwrap()["runs"][0]["outcome"],
-        "ok"
+        h["dir"], "s3://lake/plain",
+        "the store is named, not a scratch copy"
     );
 
     // export reads the dataset from the store.
@@ -264,6 +266,16 @@ fn plain_parquet_and_delta_tables_on_s3_read_back_from_the_store_and_verify() {
     );
 
     assert_no_secret(&s3, &[&stage, &dstage], &[&first, &second, &delta]);
+
+    // A stage whose manifest disagrees with the store's is refused, naming the fix.
+    let path = stage.join("manifest.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replacen("\"kind\":\"run_start\"", "\"kind\":\"run_stArt\"", 1),
+    )
+    .unwrap();
+    assert_exit_saying(&job(), 2, "remove");
 }
 
 #[test]
