@@ -596,24 +596,33 @@ impl Remote {
     fn start_renewal(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         let stop = self.stop_renewal.clone();
+        // HARVEST_LEASE_RENEW_MS shortens the interval (the tests renew many times a run).
+        let every = std::env::var("HARVEST_LEASE_RENEW_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(RENEW_EVERY, Duration::from_millis);
+        let tick = every.min(Duration::from_millis(200));
         std::thread::spawn(move || {
             loop {
                 let mut slept = Duration::ZERO;
-                while slept < RENEW_EVERY {
+                while slept < every {
                     if stop.load(Ordering::SeqCst) {
                         return;
                     }
-                    std::thread::sleep(Duration::from_millis(200));
-                    slept += Duration::from_millis(200);
+                    std::thread::sleep(tick);
+                    slept += tick;
                 }
                 let Some(me) = weak.upgrade() else { return };
                 if stop.load(Ordering::SeqCst) {
                     return;
                 }
-                if let Err(e) = me.renew() {
-                    tracing::error!("{e:#}");
-                    me.lease_lost.store(true, Ordering::SeqCst);
-                    return;
+                match me.renew() {
+                    Ok(()) => tracing::debug!("renewed the lease on {}", me.url),
+                    Err(e) => {
+                        tracing::error!("{e:#}");
+                        me.lease_lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
                 }
             }
         });

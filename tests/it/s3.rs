@@ -309,12 +309,19 @@ fn a_sigkilled_run_on_s3_resumes_exactly_once_from_a_fresh_stage() {
     std::fs::remove_dir_all(&stage_a).unwrap();
     let b = args(&stage_b);
     let b: Vec<&str> = b.iter().map(String::as_str).collect();
-    let o = on_s3(&s3, &b);
+    // The lease is renewed every 100 ms here (every minute by default): renewals run beside
+    // the publishes all through the rerun, and none may be taken for a lost lease.
+    let mut envs = s3.env();
+    envs.push(("HARVEST_LEASE_RENEW_MS", "100".into()));
+    envs.push(("HARVEST_LOG", "harvest=debug".into()));
+    let o = harvest(&b, &env_refs(&envs));
     assert_exit(&o, 0);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("restored the stage"), "{err}");
     assert!(err.contains("resuming run"), "{err}");
     assert!(err.contains("took over the lease"), "{err}");
+    assert!(err.matches("renewed the lease").count() >= 5, "{err}");
+    assert!(!err.contains("lost the lease"), "{err}");
 
     let m = manifest(&stage_b);
     assert_eq!(records(&m, "run_start").len(), 1, "one run, resumed");
