@@ -58,7 +58,7 @@ pub enum ExportFormat {
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// The output directory holding the dataset.
-    #[arg(long, short = 'o', value_name = "DIR")]
+    #[arg(long, short = 'o', value_name = "DIR", value_parser = out_location)]
     pub out: PathBuf,
 
     /// The dataset (a directory under DIR/parquet/, as the manifest names it).
@@ -117,7 +117,7 @@ impl S3Args {
 #[derive(Debug, Args, Default)]
 pub struct HistoryArgs {
     /// The output directory whose runs to list.
-    #[arg(long, short = 'o', value_name = "DIR")]
+    #[arg(long, short = 'o', value_name = "DIR", value_parser = out_location)]
     pub out: PathBuf,
 
     /// Print one JSON document on stdout instead of the table.
@@ -140,7 +140,7 @@ pub struct HistoryArgs {
 pub struct VerifyArgs {
     /// The output directory to check. Repeat it (or list several after it) for the DIRs of
     /// `--shard I/N` runs: each is checked, then their split tables' shares together.
-    #[arg(long, short = 'o', value_name = "DIR", required = true, num_args = 1..)]
+    #[arg(long, short = 'o', value_name = "DIR", required = true, num_args = 1.., value_parser = out_location)]
     pub out: Vec<PathBuf>,
 
     /// Check only this run's records and files.
@@ -187,7 +187,7 @@ pub struct SqlExtractArgs {
     pub args: Vec<String>,
 
     /// Output directory (parquet/NAME/ + manifest.jsonl).
-    #[arg(long, short = 'o', value_name = "DIR")]
+    #[arg(long, short = 'o', value_name = "DIR", value_parser = out_location)]
     pub out: Option<PathBuf>,
 
     /// Dataset name under DIR/parquet/.
@@ -263,7 +263,7 @@ pub struct HarvestArgs {
 
     /// Output directory: manifest.jsonl, raw/, parquet/, state/. Or object storage:
     /// s3://BUCKET/PREFIX (the run works in --stage and publishes there).
-    #[arg(long, short = 'o', value_name = "DIR")]
+    #[arg(long, short = 'o', value_name = "DIR", value_parser = out_location)]
     pub out: Option<PathBuf>,
 
     /// Base URL of the Datasette instance, e.g. http://127.0.0.1:8001
@@ -407,4 +407,9 @@ pub struct HarvestArgs {
     /// completes them.)
     #[arg(long)]
     pub restart: bool,
+}
+
+/// `--out`: a path, a `file://` URL (the same path), or an object-store URL kept as given.
+pub fn out_location(s: &str) -> Result<PathBuf, String> {
+    crate::remote::local_or_url(s)
 }

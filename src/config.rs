@@ -878,7 +878,14 @@ fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, Usa
         Some(p) => load_config(p)?,
         None => ConfigFile::default(),
     };
-    let out = args.out.clone().or(file.out.clone()).ok_or_else(|| {
+    let file_out = match &file.out {
+        Some(o) => Some(
+            crate::remote::local_or_url(&o.to_string_lossy())
+                .map_err(|e| UsageError::with_hint(e, "fix `out` in the config"))?,
+        ),
+        None => None,
+    };
+    let out = args.out.clone().or(file_out).ok_or_else(|| {
         UsageError::with_hint(
             "no output directory",
             "pass --out DIR or set `out` in the config",

@@ -55,6 +55,19 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(60);
 const SEGMENTS: &str = "manifest.d";
 const LEASE: &str = "state/lease.json";
 
+/// An `--out` as written (flag or config): a `file://` URL becomes its path; any other
+/// `scheme://` is kept for [`is_remote`] (and refused later if it is not `s3://`).
+pub fn local_or_url(s: &str) -> Result<PathBuf, String> {
+    if s.starts_with("file://") {
+        let url =
+            url::Url::parse(s).map_err(|e| format!("{s:?} is not a usable file:// URL: {e}"))?;
+        return url
+            .to_file_path()
+            .map_err(|()| format!("{s:?} is not a local path (write file:///absolute/path)"));
+    }
+    Ok(PathBuf::from(s))
+}
+
 /// `--out` names object storage.
 pub fn is_remote(out: &Path) -> bool {
     out.to_str().is_some_and(|s| s.contains("://"))

@@ -386,7 +386,7 @@ fn a_live_lease_keeps_a_second_run_out_and_an_expired_one_is_taken_over() {
 }
 
 #[test]
-fn bad_object_storage_locations_are_usage_errors() {
+fn bad_object_storage_locations_are_usage_errors_and_file_urls_are_local_paths() {
     for (out, says) in [
         ("s3://", "no bucket"),
         ("gs://bucket/p", "only s3://"),
@@ -408,6 +408,28 @@ fn bad_object_storage_locations_are_usage_errors() {
         );
         assert_exit_saying(&o, 2, says);
     }
+    // sql-extract writes only to a local directory.
+    let db = fixture_db(1);
+    let extract = |out: &str| {
+        let q = [
+            "sql-extract",
+            "--db",
+            db.to_str().unwrap(),
+            "--query",
+            "select 1 as a",
+        ];
+        let mut a = q.to_vec();
+        a.extend_from_slice(&["--name", "one", "--out", out]);
+        harvest(&a, &[])
+    };
+    assert_exit_saying(&extract("s3://lake/x"), 2, "local directory");
+    // A file:// URL is the local path it names, for writing and for reading.
+    let dir = TempDir::new("file-url");
+    let url = format!("file://{}/out", dir.path().display());
+    assert_exit(&extract(&url), 0);
+    assert!(dir.path().join("out/manifest.jsonl").is_file());
+    assert_exit(&harvest(&["verify", "--out", &url], &[]), 0);
+    assert_exit(&harvest(&["history", "--out", &url], &[]), 0);
 }
 
 #[test]
