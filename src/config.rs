@@ -24,6 +24,8 @@ use crate::schema::ColType;
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    /// A path, a `file://` URL (read as its path), or `s3://…`: as `--out`.
+    #[serde(default, deserialize_with = "out_location")]
     pub out: Option<PathBuf>,
     /// With `out = "s3://…"`: the local working copy (`--stage`).
     pub stage: Option<PathBuf>,
@@ -39,6 +41,14 @@ pub struct ConfigFile {
     pub sources: Vec<SourceConfig>,
     #[serde(default, rename = "extract")]
     pub extracts: Vec<ExtractConfig>,
+}
+
+/// `out` as `--out` reads it ([`crate::remote::local_or_url`]).
+fn out_location<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::remote::local_or_url(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// `[s3]`: where an S3-compatible server is (never credentials: those come from the AWS
@@ -878,14 +888,7 @@ fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, Usa
         Some(p) => load_config(p)?,
         None => ConfigFile::default(),
     };
-    let file_out = match &file.out {
-        Some(o) => Some(
-            crate::remote::local_or_url(&o.to_string_lossy())
-                .map_err(|e| UsageError::with_hint(e, "fix `out` in the config"))?,
-        ),
-        None => None,
-    };
-    let out = args.out.clone().or(file_out).ok_or_else(|| {
+    let out = args.out.clone().or(file.out.clone()).ok_or_else(|| {
         UsageError::with_hint(
             "no output directory",
             "pass --out DIR or set `out` in the config",

@@ -181,6 +181,24 @@ impl Manifest {
     }
 }
 
+/// The number (1-based) of the first line of `bytes` (whole manifest lines) that is not a
+/// JSON object whose `prev` is the sha256 of the line before it; `None` when the chain holds.
+pub fn first_chain_break(bytes: &[u8]) -> Option<u64> {
+    let mut prev = Value::Null;
+    for (n, line) in bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        let v: Option<Value> = serde_json::from_slice(line).ok();
+        if v.as_ref().and_then(|v| v.get("prev")) != Some(&prev) {
+            return Some(n as u64 + 1);
+        }
+        prev = Value::String(sha256_hex(line));
+    }
+    None
+}
+
 /// Read every parseable record (for resume, supersede and verify-like checks). The
 /// per-request entries of row-driven batches (`requests`) are left out, so memory stays
 /// proportional to pages and parts, not to requests; [`for_each_record`] streams them.
@@ -235,6 +253,10 @@ mod tests {
         assert!(lines[0].starts_with(
             "{\"version\":1,\"kind\":\"page\",\"run_id\":\"r1\",\"seq\":1,\"prev\":null"
         ));
+        assert_eq!(first_chain_break(text.as_bytes()), None);
+        let edited = text.replacen("\"rows\":3", "\"rows\":4", 1);
+        assert_eq!(first_chain_break(edited.as_bytes()), Some(2));
+        assert_eq!(first_chain_break(b"{\"prev\":null}\nnot json\n"), Some(2));
         // Simulate a crash mid-append.
         OpenOptions::new()
             .append(true)

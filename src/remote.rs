@@ -30,7 +30,7 @@
 //! instance metadata), never from flags; they are never logged. Requests go through
 //! object_store's S3 client and its retries (5xx, resets, timeouts) with backoff.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -840,15 +840,30 @@ impl Remote {
             .iter()
             .rposition(|&b| b == b'\n')
             .map_or(0, |p| p as u64 + 1);
+        let local = &local[..local_len as usize];
         self.run(async {
             let segs = self.segments(&self.home_rel).await?;
             let remote_len = segs.last().map_or(0, |(o, s, _)| o + s);
-            let mut remote = Vec::with_capacity(remote_len as usize);
-            for (_, _, rel) in &segs {
+            // The stage has every published line: only the last segment is read and compared
+            // with the stage's bytes there, so a run's start does not grow with the number of
+            // segments ever published. Otherwise the whole manifest is read, to restore the
+            // stage from it.
+            let stage_ahead = remote_len <= local_len;
+            let read = match stage_ahead {
+                true => &segs[segs.len().saturating_sub(1)..],
+                false => &segs[..],
+            };
+            let from = read.first().map_or(0, |(off, _, _)| *off as usize);
+            let mut remote = Vec::new();
+            for (_, _, rel) in read {
                 remote.extend_from_slice(&self.get(rel).await?);
             }
-            let common = local_len.min(remote_len) as usize;
-            if local[..common] != remote[..common] {
+            let end = (from + remote.len()).min(local.len());
+            // When only the last segment was read, the stage's own hash chain up to it
+            // stands for the earlier ones: its first line's `prev` names the line before.
+            let agree = local.get(from..end) == remote.get(..end.saturating_sub(from))
+                && (!stage_ahead || crate::manifest::first_chain_break(&local[..end]).is_none());
+            if !agree {
                 bail!(UsageError::with_hint(
                     format!(
                         "the stage {} and {} hold different manifests (another machine wrote there since this stage last ran)",
@@ -861,14 +876,11 @@ impl Remote {
                     ),
                 ));
             }
-            let records: Vec<serde_json::Value> = remote
+            // The longer of the two manifests (they agree where both have lines).
+            let full = if stage_ahead { local } else { &remote[..] };
+            let records: Vec<serde_json::Value> = full
                 .split(|&b| b == b'\n')
                 .filter_map(|l| serde_json::from_slice(l).ok())
-                .chain(
-                    local[..local_len as usize]
-                        .split(|&b| b == b'\n')
-                        .filter_map(|l| serde_json::from_slice(l).ok()),
-                )
                 .collect();
             let own_runs = crate::writers::runs_of(&records);
             let referenced: HashSet<&str> = records
@@ -1184,49 +1196,59 @@ impl Drop for Remote {
     }
 }
 
-/// Download everything under `s3://…` into `dest` for reading (`verify`, `history`): data
-/// files as they are, each home's manifest segments joined into its `manifest.jsonl`.
-/// With `data` false only the manifests. Returns (objects, bytes).
-pub fn download_all(
-    location: &str,
-    opts: &S3Options,
-    dest: &Path,
-    data: bool,
-) -> anyhow::Result<(u64, u64)> {
-    download_where(location, opts, dest, |_| data)
+/// A local copy of what an `s3://…` location holds, read by `verify`, `history` and
+/// `export`; the scratch directory is removed when this is dropped.
+pub struct LocalCopy(PathBuf);
+
+impl LocalCopy {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
 }
 
-/// [`download_all`] of the manifests and the data files `keep` accepts (relative paths).
-pub fn download_where(
-    location: &str,
+impl Drop for LocalCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Copy `location` into a fresh scratch directory: each home's manifest segments joined into
+/// its `manifest.jsonl`, and the data files `keep` accepts (paths relative to the prefix) as
+/// they are. The lease is never copied.
+pub fn local_copy(
+    location: &Path,
     opts: &S3Options,
-    dest: &Path,
     keep: impl Fn(&str) -> bool + Sync,
-) -> anyhow::Result<(u64, u64)> {
-    let remote = Remote::new(location, opts, dest.to_path_buf(), None)?;
-    let remote = &remote;
-    let keep = &keep;
-    remote.retrying(&format!("read {location}"), || {
+) -> anyhow::Result<LocalCopy> {
+    use rand::RngExt as _;
+    let loc = location.to_string_lossy();
+    let copy = LocalCopy(std::env::temp_dir().join(format!(
+        "harvest-copy-{}-{:08x}",
+        std::process::id(),
+        rand::rng().random::<u32>()
+    )));
+    let dest = copy.path();
+    crate::fsutil::create_dir_all_durable(dest)
+        .with_context(|| format!("cannot create the scratch directory {}", dest.display()))?;
+    let remote = Remote::new(&loc, opts, dest.to_path_buf(), None)?;
+    let (remote, keep) = (&remote, &keep);
+    let (n, bytes) = remote.retrying(&format!("read {loc}"), || {
         remote.run(async {
-            let all = remote.list("").await?;
-            let mut homes: BTreeMap<String, ()> = BTreeMap::new();
             let (mut n, mut bytes) = (0u64, 0u64);
-            for (rel, size) in &all {
-                if rel.ends_with("state/lease.json") {
+            let mut homes = BTreeSet::new();
+            for (rel, size) in remote.list("").await? {
+                if rel.ends_with(LEASE) {
                     continue;
                 }
                 if let Some(i) = rel.find(&format!("{SEGMENTS}/")) {
-                    homes.insert(rel[..i].trim_end_matches('/').to_string(), ());
-                    continue;
+                    homes.insert(rel[..i].trim_end_matches('/').to_string());
+                } else if keep(&rel) {
+                    remote.download(&rel, &dest.join(&rel)).await?;
+                    n += 1;
+                    bytes += size;
                 }
-                if !keep(rel) {
-                    continue;
-                }
-                remote.download(rel, &dest.join(rel)).await?;
-                n += 1;
-                bytes += size;
             }
-            for home in homes.keys() {
+            for home in &homes {
                 let mut manifest = vec![];
                 for (_, _, rel) in remote.segments(home).await? {
                     manifest.extend_from_slice(&remote.get(&rel).await?);
@@ -1239,7 +1261,13 @@ pub fn download_where(
             }
             Ok((n, bytes))
         })
-    })
+    })?;
+    tracing::info!(
+        "read {n} object(s), {:.1} MB from {}",
+        bytes as f64 / 1e6,
+        location.display()
+    );
+    Ok(copy)
 }
 
 static MOUNTS: Mutex<Vec<(PathBuf, Arc<Remote>)>> = Mutex::new(Vec::new());

@@ -719,19 +719,10 @@ pub fn run(args: &ExportArgs, printer: Printer) -> anyhow::Result<()> {
         )
         .into());
     }
-    let copy = crate::commands::verify::Scratch::new()?;
-    let (n, bytes) = crate::remote::download_where(
-        &args.out.to_string_lossy(),
-        &args.s3.options(),
-        &copy.0,
-        |rel| rel.starts_with("parquet/"),
-    )?;
-    tracing::info!(
-        "read {n} object(s), {:.1} MB from {}",
-        bytes as f64 / 1e6,
-        args.out.display()
-    );
-    run_on(args, &copy.0, printer)
+    let copy = crate::remote::local_copy(&args.out, &args.s3.options(), |rel| {
+        rel.starts_with("parquet/")
+    })?;
+    run_on(args, copy.path(), printer)
 }
 
 fn run_on(args: &ExportArgs, out: &Path, printer: Printer) -> anyhow::Result<()> {

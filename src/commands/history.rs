@@ -427,14 +427,8 @@ fn table(rows: &[Vec<String>], right: &[usize]) -> String {
 pub fn run(args: &HistoryArgs, printer: Printer) -> anyhow::Result<()> {
     // Object storage: the history is in the manifests (their segments joined), not the data.
     if crate::remote::is_remote(&args.out) {
-        let copy = crate::commands::verify::Scratch::new()?;
-        crate::remote::download_all(
-            &args.out.to_string_lossy(),
-            &args.s3.options(),
-            &copy.0,
-            false,
-        )?;
-        return run_on(args, &copy.0, printer);
+        let copy = crate::remote::local_copy(&args.out, &args.s3.options(), |_| false)?;
+        return run_on(args, copy.path(), printer);
     }
     if !args.out.is_dir() {
         return Err(UsageError::with_hint(

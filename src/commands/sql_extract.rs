@@ -201,14 +201,10 @@ fn resolve(args: &SqlExtractArgs) -> Result<Settings, UsageError> {
             "pass --db, --query and --name (or --output), or --config with [[extract]] sections",
         ));
     }
-    let file_out = match file.as_ref().and_then(|f| f.out.as_ref()) {
-        Some(o) => Some(
-            crate::remote::local_or_url(&o.to_string_lossy())
-                .map_err(|e| UsageError::with_hint(e, "fix `out` in the config"))?,
-        ),
-        None => None,
-    };
-    let out = args.out.clone().or(file_out);
+    let out = args
+        .out
+        .clone()
+        .or(file.as_ref().and_then(|f| f.out.clone()));
     if let Some(o) = out.as_ref().filter(|o| crate::remote::is_remote(o)) {
         return Err(UsageError::with_hint(
             format!(

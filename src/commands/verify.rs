@@ -270,20 +270,10 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
         // Object storage: check a fresh copy of everything under the prefix, so what is
         // checked is what the store holds (the Delta log included), not a stage.
         let out = if crate::remote::is_remote(given) {
-            let copy = Scratch::new()?;
-            let (n, bytes) = crate::remote::download_all(
-                &given.to_string_lossy(),
-                &args.s3.options(),
-                &copy.0,
-                true,
-            )?;
-            tracing::info!(
-                "read {n} object(s), {:.1} MB from {} to check them",
-                bytes as f64 / 1e6,
-                given.display()
-            );
+            let copy = crate::remote::local_copy(given, &args.s3.options(), |_| true)?;
+            let path = copy.path().to_path_buf();
             copies.push(copy);
-            copies.last().map(|c| c.0.clone()).unwrap_or_default()
+            path
         } else {
             given.clone()
         };
@@ -331,30 +321,6 @@ pub fn run(args: &VerifyArgs, printer: Printer) -> anyhow::Result<()> {
             one.dir.display().to_string(),
         )
         .into())
-    }
-}
-
-/// A scratch directory for a copy of object storage, removed when dropped.
-pub(crate) struct Scratch(pub(crate) PathBuf);
-
-impl Scratch {
-    pub(crate) fn new() -> anyhow::Result<Self> {
-        use rand::RngExt as _;
-        let dir = std::env::temp_dir().join(format!(
-            "harvest-verify-{}-{:08x}",
-            std::process::id(),
-            rand::rng().random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            anyhow::anyhow!("cannot create the scratch directory {}: {e}", dir.display())
-        })?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -780,11 +780,21 @@ pub fn harvest(args: &[&str], envs: &[(&str, &str)]) -> Output {
     cmd.output().expect("run harvest")
 }
 
-/// Run `harvest COMMAND --url URL --db DB --out OUT REST…`: one job against one server.
-pub fn run_job(command: &str, url: &str, db: &str, out: &str, rest: &[&str]) -> Output {
+/// `COMMAND --url URL --db DB --out OUT REST…`: one job against one server.
+pub fn job_args(command: &str, url: &str, db: &str, out: &str, rest: &[&str]) -> Vec<String> {
     let mut args = vec![command, "--url", url, "--db", db, "--out", out];
     args.extend_from_slice(rest);
-    harvest(&args, &[])
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+/// Borrow owned arguments as `harvest` takes them.
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Run `harvest COMMAND --url URL --db DB --out OUT REST…`: one job against one server.
+pub fn run_job(command: &str, url: &str, db: &str, out: &str, rest: &[&str]) -> Output {
+    harvest(&strs(&job_args(command, url, db, out, rest)), &[])
 }
 
 /// Run `harvest sql-extract --db DB --query QUERY --output FILE EXTRA…`.

@@ -19,23 +19,9 @@ fn env_refs<'a>(envs: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a st
 
 /// `harvest COMMAND --url … --db … --out OUT --stage STAGE REST…` against `ds`.
 fn job_args(command: &str, ds: &Datasette, out: &str, stage: &Path, rest: &[&str]) -> Vec<String> {
-    let mut a = vec![
-        command,
-        "--url",
-        &ds.url,
-        "--db",
-        &ds.db_name,
-        "--out",
-        out,
-        "--stage",
-    ];
-    a.push(stage.to_str().unwrap());
+    let mut a = vec!["--stage", stage.to_str().unwrap()];
     a.extend_from_slice(rest);
-    a.iter().map(|s| s.to_string()).collect()
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
+    crate::common::job_args(command, &ds.url, &ds.db_name, out, &a)
 }
 
 /// `harvest ARGS` with the S3 server's environment.
@@ -430,6 +416,19 @@ fn bad_object_storage_locations_are_usage_errors_and_file_urls_are_local_paths()
     assert!(dir.path().join("out/manifest.jsonl").is_file());
     assert_exit(&harvest(&["verify", "--out", &url], &[]), 0);
     assert_exit(&harvest(&["history", "--out", &url], &[]), 0);
+    // The same in a config's `out`.
+    let cfg = dir.path().join("x.toml");
+    let toml = format!(
+        "out = \"file://{}/from-config\"\n[[extract]]\nname = \"one\"\ndb = {:?}\nquery = \"select 1 as a\"\n",
+        dir.path().display(),
+        db.to_str().unwrap()
+    );
+    std::fs::write(&cfg, toml).unwrap();
+    assert_exit(
+        &harvest(&["sql-extract", "--config", cfg.to_str().unwrap()], &[]),
+        0,
+    );
+    assert!(dir.path().join("from-config/manifest.jsonl").is_file());
 }
 
 #[test]
@@ -440,18 +439,8 @@ fn three_shards_on_three_stages_commit_one_table_into_one_delta_table_on_s3() {
     let dir = TempDir::new("s3-shards");
     let stage = |k: usize| dir.path().join(format!("stage-{k}"));
     let args = |k: usize| {
-        let (name, st) = (format!("shard-{k}"), stage(k));
-        let extra = [
-            "--table-format",
-            "delta",
-            "--part-rows",
-            "20000",
-            "--writer",
-            &name,
-            "--stage",
-            st.to_str().unwrap(),
-        ];
-        crate::shard::split_shard_args(&ds, "s3://lake/big", k, &extra)
+        let st = stage(k);
+        crate::writers::writer_args(&ds, "s3://lake/big", k, &["--stage", st.to_str().unwrap()])
     };
     let spawn = |k: usize| {
         let a = args(k);

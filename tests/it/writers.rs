@@ -15,9 +15,11 @@ use crate::common::*;
 /// The tables `split_shard_args` harvests.
 const TABLES: [&str; 2] = ["Order Details", "Orders"];
 
-fn writer_args(ds: &Datasette, out: &str, k: usize) -> Vec<String> {
+/// Shard `k` of 3 as writer `shard-k` of one Delta DIR (a checkpoint every 20,000 rows),
+/// with `more` flags.
+pub(crate) fn writer_args(ds: &Datasette, out: &str, k: usize, more: &[&str]) -> Vec<String> {
     let name = format!("shard-{k}");
-    let extra = [
+    let mut extra = vec![
         "--table-format",
         "delta",
         "--part-rows",
@@ -25,6 +27,7 @@ fn writer_args(ds: &Datasette, out: &str, k: usize) -> Vec<String> {
         "--writer",
         &name,
     ];
+    extra.extend_from_slice(more);
     crate::shard::split_shard_args(ds, out, k, &extra)
 }
 
@@ -44,7 +47,7 @@ fn three_writers_commit_one_split_table_each_into_the_same_delta_tables() {
     let out = dir.path().join("lake");
     let out_s = out.to_str().unwrap().to_string();
     let spawn = |k: usize| {
-        let a = writer_args(&ds, &out_s, k);
+        let a = writer_args(&ds, &out_s, k, &[]);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         crate::crash::spawn_harvest(&a)
     };
@@ -59,7 +62,7 @@ fn three_writers_commit_one_split_table_each_into_the_same_delta_tables() {
         let status = children[k].wait().unwrap();
         assert!(status.success(), "writer {} failed: {status:?}", k + 1);
     }
-    let a = writer_args(&ds, &out_s, 2);
+    let a = writer_args(&ds, &out_s, 2, &[]);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     assert_exit(&harvest(&a, &[]), 0);
 
