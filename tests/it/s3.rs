@@ -378,20 +378,7 @@ fn bad_object_storage_locations_are_usage_errors_and_file_urls_are_local_paths()
         ("gs://bucket/p", "only s3://"),
         ("s3://bucket/a/../b", "not prefix components"),
     ] {
-        let o = harvest(
-            &[
-                "harvest",
-                "--url",
-                "http://127.0.0.1:9",
-                "--db",
-                "d",
-                "--table",
-                "t",
-                "--out",
-                out,
-            ],
-            &[],
-        );
+        let o = run_job("harvest", "http://127.0.0.1:9", "d", out, &["--table", "t"]);
         assert_exit_saying(&o, 2, says);
     }
     // sql-extract writes only to a local directory.
