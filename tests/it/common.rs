@@ -166,6 +166,19 @@ pub fn delta_readers_python() -> PathBuf {
     )
 }
 
+/// `py -c code`, with `code` ending in an exit that skips the interpreter's teardown once its
+/// answer is flushed: pyarrow's and deltalake's worker threads can abort that teardown with
+/// "terminate called without an active exception" (apache/arrow#34314), turning a reader that
+/// printed its answer into an exit 134 now and then. The reader scripts end the same way
+/// (`rowcompare.finish`). A snippet that fails still exits non-zero before reaching the end.
+pub fn python_c(py: &Path, code: &str) -> Command {
+    let mut cmd = Command::new(py);
+    cmd.arg("-c").arg(format!(
+        "{code}\nimport os as _os, sys as _sys\n_sys.stdout.flush()\n_sys.stderr.flush()\n_os._exit(0)\n"
+    ));
+    cmd
+}
+
 /// A venv with Apache Spark (the pyspark wheel carries it; Java 17 is on the machine).
 pub fn spark_python() -> PathBuf {
     venv_with("venv-spark", &["pyspark==4.3.0"])

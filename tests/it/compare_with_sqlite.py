@@ -18,6 +18,8 @@ import sys
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from rowcompare import finish
+
 
 def key(v, arrow_type):
     if v is None:
@@ -60,7 +62,7 @@ def main():
                     break
         else:
             print(f"{path}: {len(got)} rows match ({', '.join(map(str, types))})")
-    sys.exit(1 if failures else 0)
+    finish(1 if failures else 0)
 
 
 if __name__ == "__main__":

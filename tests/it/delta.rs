@@ -5,7 +5,6 @@
 //! and a crash between a recorded part and its commit repaired by the rerun.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -401,9 +400,7 @@ t = deltalake.DeltaTable(sys.argv[1]).to_pyarrow_table()
 n = sqlite3.connect(sys.argv[2]).execute(f"select count(*) from [{sys.argv[3]}] where OrderID < 990003").fetchone()[0]
 print(t.num_rows - n)
 "#;
-    let o = Command::new(delta_readers_python())
-        .arg("-c")
-        .arg(code)
+    let o = python_c(&delta_readers_python(), code)
         .arg(out.join("parquet").join(table))
         .arg(db)
         .arg(table)

@@ -75,9 +75,7 @@ print("ok", len(grows))
 
 #[track_caller]
 fn compare(dataset: &Path, export: &Path, fmt: &str) {
-    let o = Command::new(readers_python())
-        .arg("-c")
-        .arg(COMPARE)
+    let o = python_c(&readers_python(), COMPARE)
         .arg(dataset)
         .arg(export)
         .arg(fmt)

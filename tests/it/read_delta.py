@@ -23,7 +23,7 @@ import deltalake
 import duckdb
 import polars as pl
 
-from rowcompare import as_date, as_timestamp, check, quote, sqlite_rows
+from rowcompare import as_date, as_timestamp, check, finish, quote, sqlite_rows
 
 
 def storage_options(d):
@@ -93,3 +93,4 @@ def main():
 
 
 main()
+finish()

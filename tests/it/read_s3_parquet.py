@@ -18,7 +18,7 @@ import duckdb
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from rowcompare import check, quote, sqlite_rows
+from rowcompare import check, finish, quote, sqlite_rows
 
 
 def main():
@@ -56,3 +56,4 @@ def main():
 
 
 main()
+finish()

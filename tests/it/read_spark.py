@@ -14,7 +14,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
-from rowcompare import check, sqlite_rows
+from rowcompare import check, finish, sqlite_rows
 
 
 def main():
@@ -38,3 +38,4 @@ def main():
 
 
 main()
+finish()

@@ -314,12 +314,7 @@ regions = sorted(set(str(x) for x in d.to_table(columns=["ShipRegion"]).column("
 res["regions"] = regions
 print(json.dumps(res))
 "#;
-    let o = std::process::Command::new(&py)
-        .arg("-c")
-        .arg(script)
-        .arg(out.path())
-        .output()
-        .unwrap();
+    let o = python_c(&py, script).arg(out.path()).output().unwrap();
     assert!(
         o.status.success(),
         "python readers failed:\n{}",

@@ -256,8 +256,7 @@ df = pd.concat(pd.read_parquet(f) for f in glob.glob(f"{d}/**/*.parquet", recurs
 assert len(df) == 2500 and df["owner__site__name"].nunique() == 7
 print("readers ok")
 "#;
-    let r = std::process::Command::new(py)
-        .args(["-c", script])
+    let r = python_c(&py, script)
         .arg(out.join("parquet").join("posts_link"))
         .output()
         .unwrap();

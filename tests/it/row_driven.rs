@@ -210,7 +210,7 @@ print(con.execute("""
 "#,
         out = out.display()
     );
-    let o2 = Command::new(&py).arg("-c").arg(script).output().unwrap();
+    let o2 = python_c(&py, &script).output().unwrap();
     let got = String::from_utf8_lossy(&o2.stdout).trim().to_string();
     let sum: i64 = (1..=n_known as i64).map(|i| i * 1000 - 7).sum();
     assert_eq!(
@@ -230,7 +230,7 @@ for r in sorted(t.to_pylist(), key=lambda r: r['_input__CustomerID']):
 "#,
         out = out.display()
     );
-    let o2 = Command::new(&py).arg("-c").arg(script).output().unwrap();
+    let o2 = python_c(&py, &script).output().unwrap();
     assert!(
         o2.status.success(),
         "{}",

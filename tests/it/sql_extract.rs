@@ -234,12 +234,7 @@ t = ds.dataset(root, format="parquet", partitioning="hive").to_table()
 n = duckdb.connect().execute("select count(*), count(distinct year) from read_parquet(?, hive_partitioning=true)", [root + "/**/*.parquet"]).fetchone()
 print(json.dumps({"pyarrow": t.num_rows, "duckdb": n[0], "years": n[1]}))
 "#;
-    let o = std::process::Command::new(&py)
-        .arg("-c")
-        .arg(script)
-        .arg(out.path())
-        .output()
-        .unwrap();
+    let o = python_c(&py, script).arg(out.path()).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["pyarrow"], 16000);
