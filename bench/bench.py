@@ -510,13 +510,14 @@ def wait_ready(proc, url, tries, what):
     sys.exit(f"{what} did not start")
 
 
-def start_datasette(db, bindir=None):
+def start_datasette(db, bindir=None, prefix=()):
     """A Datasette 0.65.5 (default settings) on a free loopback port; returns (process, port).
-    `bindir`: the venv bin directory to run it from (default: this interpreter's)."""
+    `bindir`: the venv bin directory to run it from (default: this interpreter's); `prefix`:
+    a command to run it under (e.g. `taskset -c 0`)."""
     import socket
     s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
     bindir = bindir or os.path.dirname(sys.executable)
-    ds = subprocess.Popen([os.path.join(bindir, "datasette"), "serve", db, "-h", "127.0.0.1",
+    ds = subprocess.Popen([*prefix, os.path.join(bindir, "datasette"), "serve", db, "-h", "127.0.0.1",
                            "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return wait_ready(ds, f"http://127.0.0.1:{port}/-/versions.json", 150, f"Datasette on {db}"), port
 
@@ -598,23 +599,33 @@ def harvest_suite(a, work):
     ds, port = start_datasette(db)
     proxy = subprocess.Popen([DELAY_PROXY, str(port), str(a.delay_ms)], stdout=subprocess.PIPE, text=True)
     proxy_port = int(proxy.stdout.readline())
-    cases = [("local", f"http://127.0.0.1:{port}"), (f"+{a.delay_ms} ms per request", f"http://127.0.0.1:{proxy_port}")]
+    cases = [("local", f"http://127.0.0.1:{port}", ()),
+             (f"+{a.delay_ms} ms per request", f"http://127.0.0.1:{proxy_port}", ())]
     if a.local_only:
         cases = cases[:1]
+    # The same local server, with the server and the client each on a core of its own (as on
+    # two machines): on a 2-core machine the client's work otherwise competes with the
+    # server's threads for the same cores.
+    own = None
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        own, own_port = start_datasette(db, prefix=("taskset", "-c", "0"))
+        cases.append(("local, own cores", f"http://127.0.0.1:{own_port}", ("taskset", "-c", "1")))
     tools_run = [t for t in HARVEST_TOOLS if t in a.harvest_tools.split(",")]
     out = os.path.join(work, "h-out")
     results = {}
     try:
-        for case, base in cases:
+        for case, base, prefix in cases:
             for rep in range(a.reps):
                 for tool in tools_run:  # interleaved, so drift on a shared machine hits every tool alike
                     shutil.rmtree(out, ignore_errors=True)
-                    secs, mib = timed(harvest_cmd(tool, base, "northwind-s1", out))
+                    secs, mib = timed([*prefix, *harvest_cmd(tool, base, "northwind-s1", out)])
                     results.setdefault((case, tool), []).append((secs, mib))
                     print(f"  harvest-suite {case:22} {tool:22} rep {rep + 1}: {secs:6.2f}s {mib:7.1f} MiB", file=sys.stderr)
     finally:
         proxy.terminate()
         ds.terminate()
+        if own:
+            own.terminate()
     rss10 = {}
     if a.scale10_rss:
         db10 = fixture(work, 10)
@@ -632,7 +643,7 @@ def harvest_suite(a, work):
           f"(`scripts/bench --suite harvest --reps {a.reps}`)\n")
     print("| case | tool | median wall s | × floor (rust) | × floor (rust), paired | × floor (python) | harvest ÷ tool | peak RSS MiB (max) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for case, _ in cases:
+    for case, _, _ in cases:
         med = {t: statistics.median(x for x, _ in results[(case, t)]) for t in tools_run}
         med.setdefault("floor (python)", float("nan"))
         for tool in tools_run:

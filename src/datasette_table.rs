@@ -4,6 +4,9 @@
 //! Guarantees:
 //! - The type probe ([`crate::planner::probe_table`]) runs before the first page is
 //!   requested; a table holding ±Infinity that the server would send as null is refused then.
+//!   A table whose every column is declared numeric skips the probe's scan: its values' JSON
+//!   types it exactly, and the scan runs after all when a string or blob arrives in such a
+//!   column, or before the first checkpoint would record a part.
 //! - Text arriving with U+FFFD is checked against the stored bytes through the SQL endpoint: a
 //!   column that holds no real U+FFFD stops the run before the page's rows are written, and at
 //!   the end more rows with U+FFFD than the database holds is refused (a server that replaced
@@ -23,7 +26,9 @@ use crate::config::TableSettings;
 use crate::datasette::{self, DatasettePager, Flavor, TableRequest};
 use crate::error::UsageError;
 use crate::http::{Client, HttpError};
-use crate::planner::{Probe, TablePlan, plan_table, probe_table, refuse_lost_infinities};
+use crate::planner::{
+    Probe, TablePlan, count_rows, describe_table, plan_table, refuse_lost_infinities, scan_classes,
+};
 use crate::source::{Page, Pager};
 
 /// What a run learned about a Datasette server before its first table.
@@ -82,20 +87,66 @@ impl DatasetteTable {
         }
     }
 
-    /// The type probe, before the first page (alone, it fits the server's SQL time limit far
-    /// more often); a table with ±Infinity the server would null is refused here.
+    /// Before the first page: the table's declared types, then either the type scan (alone, it
+    /// fits the server's SQL time limit far more often) or, when every column is declared
+    /// numeric and the pages can type it exactly ([`Probe::pages_can_type`]), only a row count.
+    /// A table with ±Infinity the server would null is refused here.
     pub async fn prepare(&mut self) -> anyhow::Result<()> {
         let infinity_as_null = self.facts.sends_infinity == Some(false);
-        self.probe = probe_table(
-            &self.client,
-            &self.base,
-            &self.database,
+        self.probe = describe_table(&self.client, &self.base, &self.database, &self.table).await?;
+        self.probe.check_sort(&self.table)?;
+        // Typing from the pages needs every value of the table to pass through one plan:
+        // one cursor, no watermark filter, and a server that sends ±Infinity.
+        let one_pass = self.table.watermark.is_none() && self.table.parallel <= 1;
+        if one_pass && !infinity_as_null && self.probe.pages_can_type(&self.table) {
+            count_rows(
+                &mut self.probe,
+                &self.client,
+                &self.base,
+                &self.database,
+                &self.table,
+            )
+            .await?;
+            self.probe.type_from_pages();
+            tracing::info!(
+                "{}: every column is declared numeric, so the values received type it: no type scan unless a string or blob arrives, or before a first checkpoint",
+                self.table.output
+            );
+            return Ok(());
+        }
+        self.scan(infinity_as_null).await?;
+        refuse_lost_infinities(&self.table, &self.probe)
+    }
+
+    /// The type scan ([`scan_classes`]); false when the server did not answer.
+    async fn scan(&mut self, infinity_as_null: bool) -> anyhow::Result<bool> {
+        let (client, base, database) = (&self.client, &self.base, &self.database);
+        scan_classes(
+            &mut self.probe,
+            client,
+            base,
+            database,
             &self.table,
             infinity_as_null,
         )
-        .await?;
-        self.probe.check_sort(&self.table)?;
-        refuse_lost_infinities(&self.table, &self.probe)
+        .await
+    }
+
+    /// True while the column types come from the values received so far.
+    pub fn typing_from_pages(&self) -> bool {
+        self.probe.typing_from_pages()
+    }
+
+    /// Fold a page's values into the classes seen (see [`Probe::observe`]).
+    pub fn observe(&mut self, page: &Page) -> bool {
+        self.probe.observe(&self.table, page)
+    }
+
+    /// Stop typing from the pages: scan the table's storage classes now. False when the
+    /// server did not answer (the plan made so far stands, as declared types would).
+    pub async fn scan_types(&mut self) -> anyhow::Result<bool> {
+        self.probe.stop_typing_from_pages();
+        self.scan(false).await
     }
 
     pub fn plan(&self, first: &Page, count: Option<u64>) -> anyhow::Result<TablePlan> {

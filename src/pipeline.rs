@@ -11,6 +11,11 @@
 //!   that prepares the table before its first page is requested (Datasette: a type probe),
 //!   plans its columns with that first page, builds its cursors and parses its snapshots.
 //!   Checkpoints cover only pages whose rows are in the sink.
+//! - Typing from the pages (a Datasette table declared numeric, no type scan): each page's
+//!   values are checked before its rows are taken; a plan they change is applied by dropping
+//!   the open (never recorded) parts and encoding their pages again from their hash-checked
+//!   snapshots. No part is recorded with such a plan unconfirmed: a due checkpoint runs the
+//!   scan first, and an interruption records no part (the resume replays the pages).
 //! - A Parquet part is recorded only once durable and visible; a checkpoint closes a stream's
 //!   open parts at a page boundary, so "pages up to N of this stream are in recorded parts".
 //! - A table is paged by one cursor, or with `--parallel N` by one cursor per disjoint key
@@ -100,6 +105,13 @@ struct TableRun<'a> {
     delta: Option<crate::delta::Target>,
     /// The source kind's side of the table: planning, paging, parsing, checks.
     src: TableSource,
+    /// While the types come from the values received ([`TableSource::typing_from_pages`]):
+    /// the first page (planning again needs it) and the pages whose rows are in the open
+    /// parts, to encode them again if a column's type changes.
+    first_page: Option<Page>,
+    open_pages: Vec<RecordedPage>,
+    /// A checkpoint came due while typing from the pages: the type scan runs first.
+    confirm_due: bool,
 }
 
 impl<'a> TableRun<'a> {
@@ -132,6 +144,9 @@ impl<'a> TableRun<'a> {
             };
             let p = self.src.plan(page, count)?;
             self.install_plan(p, totals)?;
+            if self.src.typing_from_pages() {
+                self.first_page = Some(page.clone());
+            }
         }
         let Some(plan) = self.plan.as_ref() else {
             unreachable!("planned above")
@@ -181,7 +196,117 @@ impl<'a> TableRun<'a> {
         stream.rows += rows.len() as u64;
         stream.taken = page_no;
         if sink.checkpoint_due() {
-            self.checkpoint(si, manifest)?;
+            if self.src.typing_from_pages() {
+                // A part is recorded with its final types: the scan confirms them first.
+                self.confirm_due = true;
+            } else {
+                self.checkpoint(si, manifest)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Before a page's rows are taken, while typing from the pages: fold its values into the
+    /// classes seen. A string or blob in a column declared numeric ends typing from the pages
+    /// (the type scan decides); a real in a column planned as integer widens it to float.
+    /// Either way, a changed plan encodes the open parts' pages again from their snapshots.
+    async fn type_page(&mut self, si: usize, page: &Page) -> anyhow::Result<()> {
+        if !self.src.typing_from_pages() {
+            return Ok(());
+        }
+        if !self.src.observe(page) {
+            tracing::info!(
+                "{}: a string or blob arrived in a column declared numeric: scanning the table's storage classes",
+                self.table.output
+            );
+            return self.end_typing_from_pages(si).await;
+        }
+        self.replan(si)
+    }
+
+    /// After a page's rows were taken: a checkpoint that came due while typing from the pages
+    /// runs the type scan first, so that the parts it records have their final types.
+    async fn settle(&mut self, si: usize, manifest: &mut Manifest) -> anyhow::Result<()> {
+        if !std::mem::take(&mut self.confirm_due) {
+            return Ok(());
+        }
+        tracing::info!(
+            "{}: first checkpoint: scanning the table's storage classes to confirm the column types before recording a part",
+            self.table.output
+        );
+        self.end_typing_from_pages(si).await?;
+        self.checkpoint(si, manifest)
+    }
+
+    /// Stop typing from the pages: the type scan decides, or, when the server does not answer
+    /// it, the plan made so far stands (later values that contradict it stop the run, naming
+    /// the override, as with declared types).
+    async fn end_typing_from_pages(&mut self, si: usize) -> anyhow::Result<()> {
+        if self.src.scan_types().await? {
+            self.replan(si)?;
+        } else {
+            tracing::info!(
+                "{}: the server did not answer the type scan; keeping the types planned so far",
+                self.table.output
+            );
+        }
+        self.first_page = None;
+        self.open_pages.clear();
+        Ok(())
+    }
+
+    /// Plan again from what the source knows now. When a column's type changes, the open
+    /// parts (never recorded) are dropped and their pages encoded again from their
+    /// hash-checked snapshots.
+    fn replan(&mut self, si: usize) -> anyhow::Result<()> {
+        let (Some(first), Some(plan)) = (self.first_page.as_ref(), self.plan.as_ref()) else {
+            return Ok(());
+        };
+        let new = self.src.plan(first, plan.count)?;
+        let changed: Vec<String> = plan
+            .columns
+            .iter()
+            .zip(&new.columns)
+            .filter(|(a, b)| a.ty != b.ty)
+            .map(|(a, b)| format!("{} {:?} -> {:?}", a.name, a.ty, b.ty))
+            .collect();
+        let retype = !changed.is_empty() || new.columns.len() != plan.columns.len();
+        let Some(mut plan) = self.plan.take() else {
+            unreachable!("checked above")
+        };
+        plan.columns = new.columns;
+        if !retype {
+            self.plan = Some(plan);
+            return Ok(());
+        }
+        let taken = self.streams[si].taken;
+        let pages: Vec<RecordedPage> = self
+            .open_pages
+            .iter()
+            .filter(|p| p.page <= taken)
+            .cloned()
+            .collect();
+        tracing::info!(
+            "{}: column types changed ({}): encoding the {} page(s) taken so far again from their snapshots",
+            self.table.output,
+            changed.join(", "),
+            pages.len()
+        );
+        for s in &mut self.streams {
+            s.sink = None; // its open parts were never recorded: their temp files go
+        }
+        self.set_plan(plan)?;
+        let known = self.known_columns();
+        for rp in &pages {
+            let body = rp.read_snapshot(&self.ctx.settings.out)?;
+            let page = self
+                .src
+                .parse_snapshot(&body, known.as_deref())
+                .map_err(|why| anyhow::anyhow!("the snapshot {} is unusable: {why}", rp.path))?;
+            let Some(sink) = self.streams[si].sink.as_mut() else {
+                unreachable!("a plan always comes with sinks")
+            };
+            sink.push_rows(&page.rows, rp.page)?;
         }
         Ok(())
     }
@@ -248,6 +373,18 @@ impl<'a> TableRun<'a> {
     }
 
     fn checkpoint_all(&mut self, manifest: &mut Manifest) -> anyhow::Result<()> {
+        if self.src.typing_from_pages() {
+            // The types are not final, so no part is recorded: the open parts' temp files go,
+            // and a resumed run replays their pages from the recorded snapshots.
+            for s in &mut self.streams {
+                s.sink = None;
+            }
+            tracing::info!(
+                "{}: stopped while the column types still came from the pages: no part recorded; a resumed run replays the recorded pages from their snapshots",
+                self.table.output
+            );
+            return Ok(());
+        }
         for si in 0..self.streams.len() {
             self.checkpoint(si, manifest)?;
         }
@@ -289,6 +426,16 @@ impl<'a> TableRun<'a> {
         let snap_rel = format!("{}/{snap_name}", s.raw_rel);
         atomic_write(&s.raw_dir.join(&snap_name), &fetched.body)
             .with_context(|| format!("cannot write the snapshot {snap_rel}"))?;
+        let sha256 = sha256_hex(&fetched.body);
+        if self.src.typing_from_pages() {
+            self.open_pages.push(RecordedPage {
+                page: page_no,
+                path: snap_rel.clone(),
+                sha256: sha256.clone(),
+                cursor_out: page.next.clone(),
+            });
+        }
+        let s = &mut self.streams[si];
         let mut rec = obj(json!({
             "source": crate::http::display_url(&source.base),
             "table": self.table.name,
@@ -297,7 +444,7 @@ impl<'a> TableRun<'a> {
             "url": crate::http::display_url(&url),
             "params": crate::http::query_params(&url),
             "status": fetched.status,
-            "sha256": sha256_hex(&fetched.body),
+            "sha256": sha256,
             "bytes": fetched.body.len(),
             "path": snap_rel,
             "rows": page.rows.len(),
@@ -345,7 +492,7 @@ impl<'a> TableRun<'a> {
     }
 
     /// Replay a page an earlier process recorded: its rows, from its hash-checked snapshot.
-    fn replay(
+    async fn replay(
         &mut self,
         si: usize,
         rp: &RecordedPage,
@@ -362,7 +509,14 @@ impl<'a> TableRun<'a> {
                 anyhow::anyhow!("the recorded snapshot {} is unusable: {why}", rp.path)
             })?;
         let before = self.streams[si].rows;
+        if to_sink {
+            if self.src.typing_from_pages() {
+                self.open_pages.push(rp.clone());
+            }
+            self.type_page(si, &page).await?;
+        }
         self.accept(si, rp.page, &page, to_sink, manifest, totals)?;
+        self.settle(si, manifest).await?;
         let s = &mut self.streams[si];
         s.rows_replayed += s.rows - before;
         Ok(page)
@@ -558,6 +712,9 @@ pub(crate) async fn harvest_table(
         tracker,
         delta,
         src,
+        first_page: None,
+        open_pages: Vec::new(),
+        confirm_due: false,
     };
     // Planning: the source prepares before any page is requested (Datasette's type probe,
     // which alone fits the server's SQL time limit far more often); the first page completes
@@ -598,7 +755,7 @@ pub(crate) async fn harvest_table(
                 s.cursor.clone_from(&rp.cursor_out);
                 s.replayed += 1;
             }
-            let page = run.replay(si, rp, to_sink, manifest, totals)?;
+            let page = run.replay(si, rp, to_sink, manifest, totals).await?;
             if rp.page == 1 && run.streams[si].slice.is_none() {
                 run.server_count = run.server_count.or(page.count);
             }
@@ -664,7 +821,9 @@ pub(crate) async fn harvest_table(
                 if run.streams[si].complete() {
                     open -= 1;
                 }
+                run.type_page(si, &page).await?;
                 run.accept(si, page_no, &page, true, manifest, totals)?;
+                run.settle(si, manifest).await?;
                 taken += 1;
                 bar.set(run.rows());
                 if taken.is_multiple_of(100) {

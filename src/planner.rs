@@ -19,10 +19,11 @@ use anyhow::bail;
 use serde_json::{Map, Value};
 
 use crate::config::TableSettings;
-use crate::datasette::{self, Page};
+use crate::datasette;
 use crate::error::UsageError;
 use crate::http::Client;
 use crate::schema::{Classes, ColType, ColumnPlan, plan_column};
+use crate::source::Page;
 
 /// Everything the planner learned about a table before the first row is written.
 pub struct TablePlan {
@@ -48,6 +49,9 @@ pub struct Probe {
     infinities: BTreeMap<String, u64>,
     /// The primary key's columns, in key order (empty: a rowid table, or not described).
     primary_key: Vec<String>,
+    /// `classes` were gathered from the values received so far, not by the scan
+    /// ([`Probe::observe`]).
+    classes_from_pages: bool,
 }
 
 impl Probe {
@@ -92,6 +96,64 @@ impl Probe {
         Ok(())
     }
 
+    /// Whether the pages can stand in for the scan: every column the scan would type has a
+    /// declared numeric affinity (INTEGER, REAL, NUMERIC, …). In such a column a value's JSON
+    /// tells its storage class exactly as long as it is a number (an integer, or a real with a
+    /// fraction, an exponent or as a ±Infinity token); a string or an object (text, or a blob,
+    /// which Datasette 0.6x sends as a string when it is valid UTF-8) is where JSON is not
+    /// exact, and [`Probe::observe`] reports it so that the scan decides after all.
+    pub fn pages_can_type(&self, table: &TableSettings) -> bool {
+        !self.declared.is_empty()
+            && self.declared.iter().all(|(c, d)| {
+                table.types.contains_key(c)
+                    || matches!(
+                        crate::schema::affinity_type(d),
+                        Some(ColType::Integer | ColType::Float)
+                    )
+            })
+    }
+
+    /// Start typing from the values received instead of the scan (see
+    /// [`Probe::pages_can_type`]).
+    pub fn type_from_pages(&mut self) {
+        self.classes_from_pages = true;
+        self.classes.clear();
+    }
+
+    /// Stop typing from the pages (the scan takes over, or the plan made so far stands).
+    pub fn stop_typing_from_pages(&mut self) {
+        self.classes_from_pages = false;
+        self.classes.clear();
+    }
+
+    /// True while the classes come from the pages received so far.
+    pub fn typing_from_pages(&self) -> bool {
+        self.classes_from_pages
+    }
+
+    /// While typing from the pages: add a page's values to the classes seen. Returns false
+    /// when a column the scan would type received a string or an object, where only the scan
+    /// is exact.
+    pub fn observe(&mut self, table: &TableSettings, page: &Page) -> bool {
+        let Some(columns) = page.columns.as_ref() else {
+            return false;
+        };
+        let mut exact = true;
+        for (idx, name) in columns.iter().enumerate() {
+            if table.types.contains_key(name) || !self.declared.contains_key(name) {
+                continue;
+            }
+            let classes = self.classes.entry(name.clone()).or_default();
+            for r in &page.rows {
+                if let Some(v) = r.get(idx) {
+                    classes.observe(v);
+                }
+            }
+            exact &= !(classes.text || classes.blob);
+        }
+        exact
+    }
+
     /// The probe's `count(*)`, when it counts what the table's requests return: with no
     /// filters, the watermark's included (the probe counts the whole table). The row count to reconcile with when the
     /// first page has no exact count (Datasette 1.0 stops counting at 10,000).
@@ -103,9 +165,7 @@ impl Probe {
 }
 
 /// Ask the SQL endpoint for declared types, view-ness and, in one scan, the storage classes
-/// each column holds: `typeof(min(c))`, `typeof(max(c))` and `max(typeof(c))` per column (see
-/// [`Classes::from_aggregates`]), which decide the type as a flag per class would, at a
-/// fraction of SQLite's work.
+/// each column holds ([`describe_table`], then [`scan_classes`]).
 /// `infinity_as_null`: the server sends ±Infinity as `null` even when asked; then the columns
 /// that hold reals are also checked for ±Infinity (a second scan, on such servers only).
 pub async fn probe_table(
@@ -115,9 +175,20 @@ pub async fn probe_table(
     table: &TableSettings,
     infinity_as_null: bool,
 ) -> anyhow::Result<Probe> {
+    let mut probe = describe_table(client, base, database, table).await?;
+    scan_classes(&mut probe, client, base, database, table, infinity_as_null).await?;
+    Ok(probe)
+}
+
+/// Declared column types, primary key and view-ness (two small queries, no scan). A probe
+/// with no declared columns means the SQL endpoint did not describe the table.
+pub async fn describe_table(
+    client: &Client,
+    base: &url::Url,
+    database: &str,
+    table: &TableSettings,
+) -> anyhow::Result<Probe> {
     let mut probe = Probe::default();
-    let sql =
-        |sql: String| async move { datasette::sql_rows(client, base, database, &sql, &[]).await };
     let name = [("t", table.name.as_str())];
     let described = datasette::sql_rows(
         client,
@@ -130,15 +201,6 @@ pub async fn probe_table(
     )
     .await?
     .unwrap_or_default();
-    let columns: Vec<(String, String)> = described
-        .iter()
-        .filter_map(|r| {
-            Some((
-                r.get("name")?.as_str()?.to_string(),
-                r.get("type")?.as_str()?.to_string(),
-            ))
-        })
-        .collect();
     let mut key: Vec<(u64, String)> = described
         .iter()
         .filter_map(|r| {
@@ -148,7 +210,15 @@ pub async fn probe_table(
         .collect();
     key.sort();
     probe.primary_key = key.into_iter().map(|(_, c)| c).collect();
-    probe.declared = columns.iter().cloned().collect();
+    probe.declared = described
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.get("name")?.as_str()?.to_string(),
+                r.get("type")?.as_str()?.to_string(),
+            ))
+        })
+        .collect();
     probe.is_view = datasette::sql_rows(
         client,
         base,
@@ -161,18 +231,39 @@ pub async fn probe_table(
         rows.first()
             .and_then(|r| r.get("type").and_then(Value::as_str).map(|t| t == "view"))
     });
-    let probed: Vec<&str> = columns
-        .iter()
-        .map(|(c, _)| c.as_str())
-        .filter(|c| !table.types.contains_key(*c))
-        .collect();
-    if columns.is_empty() {
+    if probe.declared.is_empty() {
         tracing::info!(
             "{}: the server's SQL endpoint did not describe the table; typing from the first page",
             table.name
         );
-        return Ok(probe);
     }
+    Ok(probe)
+}
+
+/// The scan: `count(*)` and, per column without an override, `typeof(min(c))`,
+/// `typeof(max(c))` and `max(typeof(c))` (see [`Classes::from_aggregates`]), which decide the
+/// type as a flag per class would, at a fraction of SQLite's work. Returns false when the
+/// server did not answer (SQL disabled or over its time limit); the probe then has no classes.
+pub async fn scan_classes(
+    probe: &mut Probe,
+    client: &Client,
+    base: &url::Url,
+    database: &str,
+    table: &TableSettings,
+    infinity_as_null: bool,
+) -> anyhow::Result<bool> {
+    let sql =
+        |sql: String| async move { datasette::sql_rows(client, base, database, &sql, &[]).await };
+    if probe.declared.is_empty() {
+        return Ok(false);
+    }
+    let probed: Vec<String> = probe
+        .declared
+        .keys()
+        .filter(|c| !table.types.contains_key(*c))
+        .cloned()
+        .collect();
+    let probed: Vec<&str> = probed.iter().map(String::as_str).collect();
     let q = per_column_scan(&table.name, &probed, |i, c| {
         format!("typeof(min({c})) as lo{i}, typeof(max({c})) as hi{i}, max(typeof({c})) as ty{i}")
     });
@@ -182,7 +273,7 @@ pub async fn probe_table(
             "{}: the server did not answer the type probe (SQL disabled or over its time limit); typing from declared types and the first page",
             table.name
         );
-        return Ok(probe);
+        return Ok(false);
     };
     probe.rows = row.get("n").and_then(Value::as_u64);
     let text = |row: &Map<String, Value>, key: String| {
@@ -213,7 +304,26 @@ pub async fn probe_table(
             }
         }
     }
-    Ok(probe)
+    Ok(true)
+}
+
+/// Only `count(*)` (SQLite counts from its smallest b-tree, without reading the rows): the
+/// row count to reconcile with, for a table typed without the scan.
+pub async fn count_rows(
+    probe: &mut Probe,
+    client: &Client,
+    base: &url::Url,
+    database: &str,
+    table: &TableSettings,
+) -> anyhow::Result<()> {
+    let q = per_column_scan(&table.name, &[], |_, _| String::new());
+    let rows = datasette::sql_rows(client, base, database, &q, &[]).await?;
+    probe.rows = rows
+        .as_ref()
+        .and_then(|r| r.first())
+        .and_then(|r| r.get("n"))
+        .and_then(Value::as_u64);
+    Ok(())
 }
 
 /// How many rows of `table` hold the bytes of U+FFFD in column `col` (so really hold the
@@ -324,6 +434,10 @@ pub fn plan_table(
             sample,
         )
         .map_err(|m| UsageError::new(format!("table {:?}: {m}", table.name)))?;
+        let mut p = p;
+        if probe.classes_from_pages && p.reason == crate::schema::FROM_CLASSES {
+            p.reason = "storage classes of every value received (declared numeric)".into();
+        }
         tracing::debug!("{}.{name}: {:?} ({})", table.name, p.ty, p.reason);
         plans.push(p);
     }

@@ -160,6 +160,9 @@ impl ColumnPlan {
     }
 }
 
+/// The reason a column plan gives when the storage classes decided it.
+pub const FROM_CLASSES: &str = "storage classes in the table";
+
 /// Decide one column's type. `probe` is the set of storage classes present in the whole table
 /// (when the server allowed the probe); `sample` those on the first page.
 pub fn plan_column(
@@ -207,7 +210,7 @@ pub fn plan_column(
         Ok(Some(plan(ty, source.to_string())))
     };
     if let Some(c) = probe
-        && let Some(p) = from_classes(c, "storage classes in the table")?
+        && let Some(p) = from_classes(c, FROM_CLASSES)?
     {
         // A declared BLOB column whose blobs all happen to be UTF-8 text still reads as Blob.
         if p.ty == ColType::Text && declared.and_then(affinity_type) == Some(ColType::Blob) {

@@ -176,6 +176,33 @@ impl TableSource {
         }
     }
 
+    /// True while the column types come from the values received so far (a Datasette table
+    /// declared numeric throughout, see [`crate::planner::Probe::pages_can_type`]).
+    pub fn typing_from_pages(&self) -> bool {
+        match self {
+            TableSource::Datasette(d) => d.typing_from_pages(),
+            TableSource::Rest(_) => false,
+        }
+    }
+
+    /// While typing from the pages: fold a page's values in; false when one arrived that only
+    /// the type scan can classify.
+    pub fn observe(&mut self, page: &Page) -> bool {
+        match self {
+            TableSource::Datasette(d) => d.observe(page),
+            TableSource::Rest(_) => true,
+        }
+    }
+
+    /// Stop typing from the pages and scan the table's storage classes; false when the server
+    /// did not answer.
+    pub async fn scan_types(&mut self) -> anyhow::Result<bool> {
+        match self {
+            TableSource::Datasette(d) => d.scan_types().await,
+            TableSource::Rest(_) => Ok(false),
+        }
+    }
+
     /// The table's column plan from what was learned before and its first page.
     pub fn plan(
         &self,
