@@ -424,30 +424,41 @@ def rest_suite(a, work):
     db = fixture(work, 1)
     ds, dport = start_datasette(db)
     ds_params = "_size=1000&_shape=objects&_nocount=1&_nofacet=1&_nosuggest=1"
-    cases = [
-        (f"json-server, {n:,} events", json_server_case(jport)),
-        ("Datasette 0.65.5 as REST, Order Details (587,830 rows)", {
-            "start": f"http://127.0.0.1:{dport}/northwind-s1/Order~20Details.json?{ds_params}",
+
+    def datasette_case(port, prefix=()):
+        return {
+            "start": f"http://127.0.0.1:{port}/northwind-s1/Order~20Details.json?{ds_params}",
             "records_key": "rows",
-            "config": f'''[[source]]\nkind = "rest"\nurl = "http://127.0.0.1:{dport}"\n[[source.table]]\nname = "order_details"\n'''
+            "config": f'''[[source]]\nkind = "rest"\nurl = "http://127.0.0.1:{port}"\n[[source.table]]\nname = "order_details"\n'''
                       '''path = "/northwind-s1/Order~20Details.json"\n'''
                       '''params = { _size = 1000, _shape = "objects", _nocount = 1, _nofacet = 1, _nosuggest = 1 }\n'''
                       '''records = "/rows"\npaginate = "link"\n''',
-        }),
+            "prefix": prefix,
+        }
+    cases = [
+        (f"json-server, {n:,} events", json_server_case(jport)),
+        ("Datasette 0.65.5 as REST, Order Details (587,830 rows)", datasette_case(dport)),
     ]
     cases = [c for c, key in zip(cases, ["json-server", "datasette"]) if key in wanted]
+    # The same Datasette case with the server and the client each on a core of its own.
+    own = None
+    if "datasette" in wanted and shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        own, own_port = start_datasette(db, prefix=("taskset", "-c", "0"))
+        cases.append(("Datasette 0.65.5 as REST, own cores", datasette_case(own_port, ("taskset", "-c", "1"))))
     try:
         for case, spec in cases:
             for rep in range(a.reps):
                 for tool in REST_TOOLS:  # interleaved
                     shutil.rmtree(out, ignore_errors=True)
-                    secs, mib = timed(rest_cmd(tool, spec, work, out))
+                    secs, mib = timed([*spec.get("prefix", ()), *rest_cmd(tool, spec, work, out)])
                     results.setdefault((case, tool), []).append((secs, mib))
                     print(f"  rest-suite {case[:24]:24} {tool:15} rep {rep + 1}: {secs:6.2f}s {mib:7.1f} MiB", file=sys.stderr)
     finally:
         if js:
             js.terminate()
         ds.terminate()
+        if own:
+            own.terminate()
     with_js = any(c.startswith("json-server") for c, _ in cases)
     small = n // 3
     if with_js:  # memory as the record count grows: one more run with a third of the events
