@@ -11,6 +11,9 @@
 //! 1 s time limit on tables several times larger than it would while pages are being served
 //! (measured on 588k rows: 0.4–0.5 s alone; concurrent with paging, the 1 s limit was hit). It is best effort:
 //! with SQL disabled or the limit hit, typing falls back to declared types and the first page.
+//! A table whose every column is declared numeric skips the scan ([`Probe::pages_can_type`]):
+//! the classes then come from the values received ([`Probe::observe`]), and the scan runs only
+//! when a value arrives that JSON cannot classify exactly, or before a first checkpoint.
 //! [`plan_table`] then combines it with the first page, without touching the network.
 
 use std::collections::BTreeMap;
