@@ -138,7 +138,7 @@ impl DatasetteTable {
     }
 
     /// Fold a page's values into the classes seen (see [`Probe::observe`]).
-    pub fn observe(&mut self, page: &Page) -> bool {
+    pub fn observe(&mut self, page: &Page) -> crate::planner::Observed {
         self.probe.observe(&self.table, page)
     }
 

@@ -48,7 +48,7 @@ use crate::fsutil::{
 };
 use crate::manifest::{Manifest, sha256_hex};
 use crate::parquet_sink::{ClosedPart, TableSink};
-use crate::planner::{TablePlan, watermark_index};
+use crate::planner::{Observed, TablePlan, watermark_index};
 use crate::resume::{RecordedPage, StreamProgress, TableProgress};
 use crate::slices::{Planned, SlicePlan};
 use crate::source::{Page, TableSource};
@@ -214,14 +214,17 @@ impl<'a> TableRun<'a> {
         if !self.src.typing_from_pages() {
             return Ok(());
         }
-        if !self.src.observe(page) {
-            tracing::info!(
-                "{}: a string or blob arrived in a column declared numeric: scanning the table's storage classes",
-                self.table.output
-            );
-            return self.end_typing_from_pages(si).await;
+        match self.src.observe(page) {
+            Observed::Same => Ok(()),
+            Observed::New => self.replan(si),
+            Observed::Inexact => {
+                tracing::info!(
+                    "{}: a string or blob arrived in a column declared numeric: scanning the table's storage classes",
+                    self.table.output
+                );
+                self.end_typing_from_pages(si).await
+            }
         }
-        self.replan(si)
     }
 
     /// After a page's rows were taken: a checkpoint that came due while typing from the pages

@@ -28,6 +28,17 @@ use crate::http::Client;
 use crate::schema::{Classes, ColType, ColumnPlan, plan_column};
 use crate::source::Page;
 
+/// What a page's values added to the classes seen while typing from the pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    /// Nothing new: the plan stands.
+    Same,
+    /// A column gained a storage class: plan again.
+    New,
+    /// A string or an object arrived where only the type scan is exact.
+    Inexact,
+}
+
 /// Everything the planner learned about a table before the first row is written.
 pub struct TablePlan {
     pub columns: Vec<ColumnPlan>,
@@ -134,27 +145,34 @@ impl Probe {
         self.classes_from_pages
     }
 
-    /// While typing from the pages: add a page's values to the classes seen. Returns false
-    /// when a column the scan would type received a string or an object, where only the scan
-    /// is exact.
-    pub fn observe(&mut self, table: &TableSettings, page: &Page) -> bool {
+    /// While typing from the pages: add a page's values to the classes seen. Returns
+    /// [`Observed::Inexact`] when a column the scan would type received a string or an object,
+    /// where only the scan is exact, and [`Observed::New`] when a column gained a class.
+    pub fn observe(&mut self, table: &TableSettings, page: &Page) -> Observed {
         let Some(columns) = page.columns.as_ref() else {
-            return false;
+            return Observed::Inexact;
         };
         let mut exact = true;
+        let mut new = false;
         for (idx, name) in columns.iter().enumerate() {
             if table.types.contains_key(name) || !self.declared.contains_key(name) {
                 continue;
             }
             let classes = self.classes.entry(name.clone()).or_default();
+            let before = *classes;
             for r in &page.rows {
                 if let Some(v) = r.get(idx) {
                     classes.observe(v);
                 }
             }
             exact &= !(classes.text || classes.blob);
+            new |= *classes != before;
         }
-        exact
+        match (exact, new) {
+            (false, _) => Observed::Inexact,
+            (true, true) => Observed::New,
+            (true, false) => Observed::Same,
+        }
     }
 
     /// The probe's `count(*)`, when it counts what the table's requests return: with no

@@ -185,12 +185,12 @@ impl TableSource {
         }
     }
 
-    /// While typing from the pages: fold a page's values in; false when one arrived that only
-    /// the type scan can classify.
-    pub fn observe(&mut self, page: &Page) -> bool {
+    /// While typing from the pages: fold a page's values in (see
+    /// [`crate::planner::Probe::observe`]).
+    pub fn observe(&mut self, page: &Page) -> crate::planner::Observed {
         match self {
             TableSource::Datasette(d) => d.observe(page),
-            TableSource::Rest(_) => true,
+            TableSource::Rest(_) => crate::planner::Observed::Same,
         }
     }
 
