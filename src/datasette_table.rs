@@ -2,7 +2,7 @@
 //! everything the table pipeline needs that only a Datasette server offers.
 //!
 //! Guarantees:
-//! - The type probe ([`crate::planner::probe_table`]) runs before the first page is
+//! - The type probe ([`crate::planner::scan_classes`]) runs before the first page is
 //!   requested; a table holding ±Infinity that the server would send as null is refused then.
 //!   A table whose every column is declared numeric skips the probe's scan: its values' JSON
 //!   types it exactly, and the scan runs after all when a string or blob arrives in such a

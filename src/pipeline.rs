@@ -262,10 +262,11 @@ impl<'a> TableRun<'a> {
     /// parts (never recorded) are dropped and their pages encoded again from their
     /// hash-checked snapshots.
     fn replan(&mut self, si: usize) -> anyhow::Result<()> {
-        let (Some(first), Some(plan)) = (self.first_page.as_ref(), self.plan.as_ref()) else {
+        let (Some(first), Some(plan)) = (self.first_page.as_ref(), self.plan.as_mut()) else {
             return Ok(());
         };
         let new = self.src.plan(first, plan.count)?;
+        // The same first page plans the same columns; only their types can change.
         let changed: Vec<String> = plan
             .columns
             .iter()
@@ -273,15 +274,13 @@ impl<'a> TableRun<'a> {
             .filter(|(a, b)| a.ty != b.ty)
             .map(|(a, b)| format!("{} {:?} -> {:?}", a.name, a.ty, b.ty))
             .collect();
-        let retype = !changed.is_empty() || new.columns.len() != plan.columns.len();
-        let Some(mut plan) = self.plan.take() else {
-            unreachable!("checked above")
-        };
         plan.columns = new.columns;
-        if !retype {
-            self.plan = Some(plan);
+        if changed.is_empty() {
             return Ok(());
         }
+        let Some(plan) = self.plan.take() else {
+            unreachable!("checked above")
+        };
         let taken = self.streams[si].taken;
         let pages: Vec<RecordedPage> = self
             .open_pages
