@@ -726,11 +726,6 @@ pub fn flatten(record: Value) -> Result<Vec<(String, Value)>, String> {
     Ok(out)
 }
 
-/// Whether no two pairs share a column name.
-fn distinct_names(pairs: &[(String, Value)]) -> bool {
-    first_repeated_name(pairs).is_none()
-}
-
 /// A column name two fields of one record flattened to. Two fields can only meet in one
 /// name through the separator, so records without it are not hashed.
 fn first_repeated_name(pairs: &[(String, Value)]) -> Option<&str> {
@@ -819,122 +814,244 @@ fn parse_records(
     records: Option<&str>,
     range: Option<(usize, usize)>,
 ) -> Result<Page, String> {
-    if let Some(flat) = range
+    if let Some(page) = range
         .and_then(|(a, b)| body.get(a..b))
-        .and_then(|raw| serde_json::from_slice::<Vec<FlatRecord>>(raw).ok())
-        && flat.iter().all(|r| distinct_names(&r.0))
+        .and_then(RowsReader::read)
     {
-        return pairs_page(flat.into_iter().map(|r| r.0).collect());
+        return Ok(page);
     }
     let v = decode(body).map_err(BodyProblem::into_reason)?;
     records_page(take_records(v, records).map_err(BodyProblem::into_reason)?)
 }
 
-/// One record read straight from JSON into (column, value) pairs, in the order the API sent
-/// its fields: nested objects flattened with [`NEST`], arrays as their JSON text, as
-/// [`flatten`] does. Only objects; anything else fails (and takes the general path).
-struct FlatRecord(Vec<(String, Value)>);
+/// Records read straight from JSON into rows, as [`records_page`] builds them from
+/// [`flatten`]ed records: columns in first-seen order (the API's field order), nested objects
+/// flattened with [`NEST`], arrays as their JSON text, NULL where a record lacks a field.
+/// Field names are matched against the columns as bytes, without being copied (a name other
+/// than the expected column's is checked as UTF-8 before it is looked up), so a page costs
+/// one allocation per row (and one per text value). Anything else fails, and the page takes the general path
+/// with its messages: a record that is not an object, two fields of one record that name one
+/// column, or a name that is not UTF-8.
+#[derive(Default)]
+struct RowsReader {
+    columns: Vec<String>,
+    index: HashMap<String, usize>,
+    rows: Vec<Vec<Value>>,
+    /// Per column, the number (from 1) of the last record that set it: a second value from
+    /// the same record is a name collision.
+    set_by: Vec<usize>,
+    /// The current field's column name, after the names of the objects it is nested in.
+    name: Vec<u8>,
+    /// The column the next field probably has: the one after the previous field's.
+    hint: usize,
+}
 
-impl<'de> serde::Deserialize<'de> for FlatRecord {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Top;
-        impl<'de> serde::de::Visitor<'de> for Top {
-            type Value = FlatRecord;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<FlatRecord, A::Error> {
-                let mut out = Vec::new();
-                flat_entries(String::new(), map, &mut out)?;
-                Ok(FlatRecord(out))
-            }
+impl RowsReader {
+    /// The page of `raw`, a JSON array of records; `None` where the general path must decide.
+    fn read(raw: &[u8]) -> Option<Page> {
+        let mut reader = RowsReader::default();
+        let mut de = serde_json::Deserializer::from_slice(raw);
+        serde::de::DeserializeSeed::deserialize(&mut reader, &mut de).ok()?;
+        de.end().ok()?;
+        let width = reader.columns.len();
+        for row in &mut reader.rows {
+            row.resize(width, Value::Null);
         }
-        d.deserialize_map(Top)
+        Some(Page {
+            columns: Some(reader.columns),
+            rows: reader.rows,
+            sparse: true,
+            ..Page::default()
+        })
     }
-}
 
-fn flat_entries<'de, A: serde::de::MapAccess<'de>>(
-    prefix: String,
-    mut map: A,
-    out: &mut Vec<(String, Value)>,
-) -> Result<(), A::Error> {
-    while let Some(k) = map.next_key::<String>()? {
-        let name = if prefix.is_empty() {
-            k
-        } else {
-            format!("{prefix}{NEST}{k}")
+    /// The column named `self.name`, added if new; `None` if the name is not UTF-8.
+    fn column(&mut self) -> Option<usize> {
+        let col = match self.columns.get(self.hint) {
+            Some(c) if c.as_bytes() == self.name => self.hint,
+            _ => {
+                let name = std::str::from_utf8(&self.name).ok()?;
+                match self.index.get(name) {
+                    Some(&i) => i,
+                    None => {
+                        self.index.insert(name.to_string(), self.columns.len());
+                        self.columns.push(name.to_string());
+                        self.set_by.push(0);
+                        self.columns.len() - 1
+                    }
+                }
+            }
         };
-        map.next_value_seed(FlatField {
-            name,
-            out: &mut *out,
-        })?;
+        self.hint = col + 1;
+        Some(col)
     }
-    Ok(())
+
+    /// Put `v` in the current record's column `self.name`; `false` if the record has one
+    /// (or the name is not UTF-8).
+    fn set(&mut self, v: Value) -> bool {
+        let Some(col) = self.column() else {
+            return false;
+        };
+        let record = self.rows.len();
+        let Some(row) = self.rows.last_mut() else {
+            return false;
+        };
+        if self.set_by[col] == record {
+            return false;
+        }
+        self.set_by[col] = record;
+        if row.len() <= col {
+            row.resize(col + 1, Value::Null);
+        }
+        row[col] = v;
+        true
+    }
+
+    /// The fields of an object whose own name is `self.name[..prefix]` (top level: 0).
+    fn fields<'de, A: serde::de::MapAccess<'de>>(
+        &mut self,
+        prefix: usize,
+        mut map: A,
+    ) -> Result<(), A::Error> {
+        while map.next_key_seed(FieldName { r: self, prefix })?.is_some() {
+            map.next_value_seed(FieldValue(self))?;
+        }
+        Ok(())
+    }
 }
 
-/// One field's value: a scalar is pushed as is, an object's fields are pushed under the
-/// field's name, an array as its JSON text.
-struct FlatField<'o> {
-    name: String,
-    out: &'o mut Vec<(String, Value)>,
+impl<'de> serde::de::DeserializeSeed<'de> for &mut RowsReader {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
 }
 
-impl<'de> serde::de::DeserializeSeed<'de> for FlatField<'_> {
+impl<'de> serde::de::Visitor<'de> for &mut RowsReader {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of records")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Record(&mut *self))?.is_some() {}
+        Ok(())
+    }
+}
+
+/// One record of a [`RowsReader`]: a new row.
+struct Record<'r>(&'r mut RowsReader);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Record<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Record<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let r = self.0;
+        r.rows.push(vec![Value::Null; r.columns.len()]);
+        r.hint = 0;
+        r.fields(0, map)
+    }
+}
+
+/// A field's name: written to `name` after its object's name (and [`NEST`]).
+struct FieldName<'r> {
+    r: &'r mut RowsReader,
+    prefix: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for FieldName<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_bytes(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FieldName<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_bytes<E: serde::de::Error>(self, k: &[u8]) -> Result<(), E> {
+        let name = &mut self.r.name;
+        name.truncate(self.prefix);
+        if self.prefix > 0 {
+            name.extend_from_slice(NEST.as_bytes());
+        }
+        name.extend_from_slice(k);
+        Ok(())
+    }
+    fn visit_str<E: serde::de::Error>(self, k: &str) -> Result<(), E> {
+        self.visit_bytes(k.as_bytes())
+    }
+}
+
+/// A field's value: a scalar goes to the field's column, an object's fields to columns under
+/// the field's name, an array to the field's column as its JSON text.
+struct FieldValue<'r>(&'r mut RowsReader);
+
+impl FieldValue<'_> {
+    fn put<E: serde::de::Error>(self, v: Value) -> Result<(), E> {
+        if self.0.set(v) {
+            Ok(())
+        } else {
+            Err(E::custom("two fields of a record name one column"))
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for FieldValue<'_> {
     type Value = ();
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for FlatField<'_> {
+impl<'de> serde::de::Visitor<'de> for FieldValue<'_> {
     type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
-        self.out.push((self.name, Value::Bool(v)));
-        Ok(())
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.put(Value::Bool(v))
     }
-    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        self.out.push((self.name, Value::from(v)));
-        Ok(())
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.put(Value::from(v))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        self.out.push((self.name, Value::from(v)));
-        Ok(())
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.put(Value::from(v))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
-        self.out.push((self.name, Value::from(v)));
-        Ok(())
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        self.put(Value::from(v))
     }
-    fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        self.out.push((self.name, Value::String(v.to_string())));
-        Ok(())
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.put(Value::String(v.to_string()))
     }
-    fn visit_string<E>(self, v: String) -> Result<(), E> {
-        self.out.push((self.name, Value::String(v)));
-        Ok(())
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<(), E> {
+        self.put(Value::String(v))
     }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        self.out.push((self.name, Value::Null));
-        Ok(())
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.put(Value::Null)
     }
-    fn visit_none<E>(self) -> Result<(), E> {
-        self.out.push((self.name, Value::Null));
-        Ok(())
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.put(Value::Null)
     }
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
         let v = <Value as serde::Deserialize>::deserialize(
             serde::de::value::SeqAccessDeserializer::new(seq),
         )?;
-        self.out.push((self.name, Value::String(v.to_string())));
-        Ok(())
+        self.put(Value::String(v.to_string()))
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        flat_entries(self.name, map, self.out)
+        let prefix = self.0.name.len();
+        self.0.fields(prefix, map)
     }
 }
 
@@ -1472,7 +1589,7 @@ mod tests {
         assert_eq!(dt(&HeaderMap::new(), &json!([1])), Paginate::None);
     }
 
-    /// Records read straight into pairs match the general path field for field, and keep
+    /// Records read straight into rows match the general path field for field, and keep
     /// the API's field order.
     #[test]
     fn records_read_straight_match_the_general_path() {
@@ -1480,6 +1597,13 @@ mod tests {
             r#"[{"z": 1, "a": {"y": [1, {"b": 2}], "x": null, "e": {}}, "big": 18446744073709551615, "f": 0.1, "s": "é\"", "t": true},
                 {"a": {"x": 5}, "new": -9223372036854775808}]"#,
             r#"{"meta": {"n": 2}, "rows": [{"id": 1, "o": {"k": "v"}}, {"id": 2}]}"#,
+            // Fields in another order, a column first seen in a later record, a nested field
+            // under an empty name, an empty object (no column).
+            r#"[{"b": 1, "a": "x"}, {"a": "y", "c": {"d": [1, 2]}, "b": 2}, {"": {"k": 1}, "e": {}}, {}]"#,
+            // A name given twice in one record takes the general path.
+            r#"[{"a": 1, "a": 2}, {"a": 3}]"#,
+            // Escaped names are read as the text they stand for.
+            r#"[{"caf\u00e9": 1, "x": {"\u00e9\"": 2}}, {"café": 3}]"#,
         ];
         for body in bodies {
             let fast = parse_snapshot(body.as_bytes(), None).unwrap();
@@ -1504,6 +1628,13 @@ mod tests {
             };
             assert_eq!(by_name(&fast), by_name(&slow), "{body}");
         }
+        // The bare arrays are read straight, except the one naming a field twice.
+        let straight = |b: &str| RowsReader::read(b.as_bytes()).is_some();
+        assert!(straight(bodies[0]) && straight(bodies[2]) && !straight(bodies[3]));
+        assert!(straight(bodies[4]));
+        // A name that is not UTF-8 is left to the general path (which refuses the body).
+        assert!(RowsReader::read(b"[{\"a\xff\": 1}]").is_none());
+        assert!(parse_snapshot(b"[{\"a\xff\": 1}]", None).is_err());
         let first = parse_snapshot(bodies[0].as_bytes(), None).unwrap();
         assert_eq!(first.columns.unwrap()[..3], ["z", "a__y", "a__x"]);
         // A name collision is still refused (by the general path).
