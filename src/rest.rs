@@ -807,7 +807,7 @@ pub fn parse_snapshot(body: &[u8], records: Option<&str>) -> Result<Page, String
 }
 
 /// The page of `body`, whose array of records lies at byte `range` when a [`View`] found it:
-/// the common shapes are read straight into flattened records, fields in the API's order;
+/// the common shapes are read straight into rows (see [`RowsReader`]), fields in the API's order;
 /// anything else (or anything that fails there) takes the general path with its messages.
 fn parse_records(
     body: &[u8],
