@@ -81,9 +81,14 @@ pub struct Target {
     pub mode: Mode,
 }
 
-/// True when `dir` (a dataset directory) holds a Delta transaction log.
+/// True when `dir` (a dataset directory) holds a Delta transaction log with a commit in it.
+/// A `_delta_log` with no commit yet is another writer creating the table, not a table.
 pub fn is_delta(dir: &Path) -> bool {
-    dir.join("_delta_log").is_dir()
+    std::fs::read_dir(dir.join("_delta_log")).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".json"))
+    })
 }
 
 /// Whether the table at `DIR/<table_rel>` has a Delta log: on disk, or on the object store
@@ -121,10 +126,13 @@ pub fn target(
 ) -> anyhow::Result<Option<Target>> {
     let dir = out.join(table_rel);
     let has_log = has_log(out, table_rel)?;
-    // Only a Delta run needs to know whether a plain dataset is there already.
+    // Only a Delta run needs to know whether a plain dataset is there already. A shared DIR
+    // holds Delta tables only (`--writer` needs `--table-format delta`), and another writer's
+    // parts are on disk before its first commit creates the log: they are no plain dataset.
     let has_parts = || {
-        crate::fsutil::files_under(&dir)
-            .is_ok_and(|files| files.iter().any(|p| crate::fsutil::is_part_file(p)))
+        shared.is_none()
+            && crate::fsutil::files_under(&dir)
+                .is_ok_and(|files| files.iter().any(|p| crate::fsutil::is_part_file(p)))
     };
     match format {
         TableFormat::Parquet if has_log => Err(UsageError::with_hint(

@@ -50,6 +50,21 @@ pub(crate) fn spawn_harvest(args: &[&str]) -> std::process::Child {
     spawn_harvest_env(args, &[])
 }
 
+/// [`spawn_harvest`] with its stderr written to `log`, for a failure message to quote.
+pub(crate) fn spawn_harvest_logged(args: &[&str], log: &std::path::Path) -> std::process::Child {
+    let file = std::fs::File::create(log).expect("create the stderr log");
+    Command::new(env!("CARGO_BIN_EXE_harvest"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HARVEST_NO_RETRY_SLEEP", "1")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .expect("spawn harvest")
+}
+
 /// [`spawn_harvest`] with these environment variables (and no others but PATH).
 pub(crate) fn spawn_harvest_env(args: &[&str], envs: &[(&str, String)]) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_harvest"))

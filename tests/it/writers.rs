@@ -46,10 +46,11 @@ fn three_writers_commit_one_split_table_each_into_the_same_delta_tables() {
     let dir = TempDir::new("writers");
     let out = dir.path().join("lake");
     let out_s = out.to_str().unwrap().to_string();
+    let log = |k: usize| dir.path().join(format!("writer-{k}.log"));
     let spawn = |k: usize| {
         let a = writer_args(&ds, &out_s, k, &[]);
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        crate::crash::spawn_harvest(&a)
+        crate::crash::spawn_harvest_logged(&a, &log(k))
     };
     // All three at once; writer 2 is killed with SIGKILL once it has recorded some pages.
     let mut children: Vec<_> = (1..=3).map(spawn).collect();
@@ -60,7 +61,12 @@ fn three_writers_commit_one_split_table_each_into_the_same_delta_tables() {
     );
     for k in [0, 2] {
         let status = children[k].wait().unwrap();
-        assert!(status.success(), "writer {} failed: {status:?}", k + 1);
+        assert!(
+            status.success(),
+            "writer {} failed: {status:?}\n{}",
+            k + 1,
+            std::fs::read_to_string(log(k + 1)).unwrap_or_default()
+        );
     }
     let a = writer_args(&ds, &out_s, 2, &[]);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
@@ -159,6 +165,32 @@ fn three_writers_commit_one_split_table_each_into_the_same_delta_tables() {
         2,
         "other writers committed",
     );
+    // Another writer's Delta parts are on disk before its first commit creates the log: a
+    // part nobody recorded does not make the table a plain dataset (the race CI once hit).
+    let in_flight = out.join("parquet/Customers/part-20000101T000000Z-zz99-00001.parquet");
+    // Its `_delta_log` may be there already, with no commit in it yet.
+    std::fs::create_dir_all(out.join("parquet/Customers/_delta_log")).unwrap();
+    std::fs::write(&in_flight, b"another writer's part, not yet committed").unwrap();
+    assert_exit(
+        &run_job(
+            "harvest",
+            &ds.url,
+            &ds.db_name,
+            &out_s,
+            &[
+                "--table",
+                "Customers",
+                "--writer",
+                "w5",
+                "--table-format",
+                "delta",
+            ],
+        ),
+        0,
+    );
+    std::fs::remove_file(&in_flight).unwrap();
+    let customers = out.join("parquet/Customers");
+    delta_readers_agree(customers.to_str().unwrap(), &db, "Customers", None);
     // history is per writer; export does not read shared DIRs yet.
     assert_exit_saying(
         &harvest(&["history", "--out", &out_s], &[]),
