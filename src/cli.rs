@@ -34,7 +34,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Page through Datasette tables: raw snapshots, a provenance manifest and typed Parquet.
+    /// Page through Datasette tables and paginated JSON APIs: raw snapshots, a provenance
+    /// manifest and typed Parquet.
     Harvest(HarvestArgs),
     /// Like `harvest`, but only rows at or past each table's stored high-watermark.
     Incremental(IncrementalArgs),
@@ -257,7 +258,8 @@ pub struct IncrementalArgs {
 
 #[derive(Debug, Args, Default)]
 pub struct HarvestArgs {
-    /// TOML config listing sources and tables (see harvest.example.toml). Flags override it.
+    /// TOML config listing sources and tables (see harvest.example.toml; REST APIs:
+    /// examples/rest.toml). Flags override it.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -266,7 +268,8 @@ pub struct HarvestArgs {
     #[arg(long, short = 'o', value_name = "DIR", value_parser = out_location)]
     pub out: Option<PathBuf>,
 
-    /// Base URL of the Datasette instance, e.g. http://127.0.0.1:8001
+    /// Base URL of the Datasette instance, e.g. http://127.0.0.1:8001 (a REST API is
+    /// configured in --config: `kind = "rest"`).
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
 

@@ -1,4 +1,5 @@
-//! `harvest harvest`: page through Datasette tables into raw snapshots, the manifest and Parquet.
+//! `harvest harvest`: page through Datasette tables and REST APIs into raw snapshots, the
+//! manifest and Parquet.
 //! This file owns the run (`incremental` shares it); each table goes through
 //! [`crate::pipeline`].
 //!
