@@ -368,7 +368,7 @@ pub fn load_config(path: &Path) -> Result<ConfigFile, UsageError> {
                 path.display(),
                 e.to_string().trim()
             ),
-            "see harvest.example.toml for every key",
+            "see harvest.example.toml (Datasette) and examples/rest.toml (REST) for every key",
         )
     })
 }

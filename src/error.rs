@@ -91,3 +91,21 @@ pub fn exit_code_for(err: &anyhow::Error) -> Exit {
     }
     Exit::Failure
 }
+
+/// What to do about a failure whose own message names only the cause: a refused credential
+/// (exit 4) or a server or store that kept failing (exit 5). Usage errors carry their own hint.
+pub fn hint_for(err: &anyhow::Error) -> Option<&'static str> {
+    match exit_code_for(err) {
+        Exit::Auth => Some(
+            "check the credentials: the source's `auth` and the environment variables it names \
+             (for object storage, the AWS credential chain); nothing was recorded past the \
+             last page that was accepted, so a rerun resumes there",
+        ),
+        Exit::RetryBudget => Some(
+            "what was recorded is kept: once the server (or object store) answers again, rerun the \
+             same command (`harvest` and `incremental` resume where they stopped); --max-attempts and \
+             --retry-budget set how long a run keeps trying",
+        ),
+        _ => None,
+    }
+}

@@ -198,7 +198,8 @@ pub enum HttpError {
         detail: String,
     },
     #[error(
-        "gave up on {url} after {attempts} attempts ({elapsed:.0?} spent retrying): last error: {last}"
+        "gave up on {url} after {attempts} attempt{} ({elapsed:.0?} spent retrying): last error: {last}",
+        if *attempts == 1 { "" } else { "s" }
     )]
     BudgetExhausted {
         url: String,

@@ -19,6 +19,13 @@ impl DirLock {
     /// Take the lock on `dir`; fail at once if another run holds it, or wait when `wait`.
     pub fn acquire(dir: &Path, wait: bool) -> anyhow::Result<Self> {
         use anyhow::Context as _;
+        if dir.exists() && !dir.is_dir() {
+            return Err(UsageError::with_hint(
+                format!("the output {} is a file, not a directory", dir.display()),
+                "pass a directory (new or from an earlier run) as --out or `out`",
+            )
+            .into());
+        }
         let state = dir.join("state");
         crate::fsutil::create_dir_all_durable(&state)
             .with_context(|| format!("cannot create {}", state.display()))?;

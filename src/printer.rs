@@ -188,6 +188,9 @@ impl Printer {
         for cause in err.chain().skip(1) {
             text.push_str(&format!("\n  caused by: {cause}"));
         }
+        if let Some(h) = crate::error::hint_for(err) {
+            text.push_str(&format!("\n  hint: {h}"));
+        }
         match self.format {
             LogFormat::Human => eprint_redacted(&format!("{text}\n")),
             LogFormat::Json => {

@@ -169,6 +169,32 @@ fn a_locked_output_directory_fails_fast_naming_the_holder() {
 }
 
 #[test]
+fn an_output_that_is_a_file_is_a_usage_error_and_the_file_is_untouched() {
+    let d = TempDir::new("out-file");
+    let file = d.path().join("not-a-dir");
+    std::fs::write(&file, "keep me").unwrap();
+    for (cmd, extra) in [
+        ("harvest", &["-t", "t"][..]),
+        ("incremental", &["-t", "t", "--watermark-column", "id"][..]),
+    ] {
+        let o = run_job(
+            cmd,
+            "http://127.0.0.1:9",
+            "d",
+            file.to_str().unwrap(),
+            extra,
+        );
+        assert_exit(&o, 2);
+        let err = stderr(&o);
+        assert!(
+            err.contains("is a file, not a directory") && err.contains("hint: pass a directory"),
+            "{cmd}: {err}"
+        );
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    }
+}
+
+#[test]
 fn help_and_version_succeed() {
     assert_exit(&harvest(&["--help"], &[]), 0);
     assert_exit(&harvest(&["harvest", "--help"], &[]), 0);

@@ -246,6 +246,10 @@ fn auth_rejections_exit_4_without_retrying() {
             err.contains(&status.to_string()) && err.contains("credentials"),
             "{err}"
         );
+        assert!(
+            err.contains("hint: check the credentials: the source's `auth`"),
+            "exit 4 says what to do: {err}"
+        );
         let table_requests = server
             .requests()
             .iter()
@@ -278,6 +282,12 @@ fn retry_budget_exhausted_exits_5_and_says_rerun_resumes() {
     assert!(
         err.contains("gave up") && err.contains("3 attempts"),
         "{err}"
+    );
+    assert!(
+        err.contains("hint: what was recorded is kept")
+            && err.contains("rerun the same command")
+            && err.contains("--retry-budget"),
+        "exit 5 says what to do: {err}"
     );
     let page2 = server
         .requests()

@@ -338,6 +338,13 @@ fn json_log_lines_carry_the_run_id_and_their_facts() {
     assert_eq!(last["level"], "ERROR");
     assert_eq!(last["outcome"], "failed");
     assert_eq!(last["exit_code"], 5);
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains("hint: what was recorded is kept"),
+        "the JSON error line carries the hint: {last}"
+    );
 
     // The resumed run succeeds: its table line and summary carry the counts.
     failing.store(false, Ordering::SeqCst);
