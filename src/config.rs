@@ -295,8 +295,18 @@ pub struct SourceSettings {
     pub database: String,
     /// REST: headers for every request (values may be secrets: never described).
     pub headers: Vec<(String, String)>,
+    /// Some header value is a `${VAR}` secret.
+    pub secret_headers: bool,
     pub auth: Option<Auth>,
     pub tables: Vec<TableSettings>,
+}
+
+impl SourceSettings {
+    /// Whether requests to this source carry a secret (`auth` or a `${VAR}` header): such a
+    /// source's requests never follow the server to another origin.
+    pub fn sends_credentials(&self) -> bool {
+        self.auth.is_some() || self.secret_headers
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -1012,6 +1022,7 @@ fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, Usa
             base: parse_url(&url, "--url")?,
             database,
             headers: Vec::new(),
+            secret_headers: false,
             auth,
             tables,
         });
@@ -1128,6 +1139,7 @@ fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, Usa
                 kind,
                 base: parse_url(args.url.as_deref().unwrap_or(&s.url), "source url")?,
                 database,
+                secret_headers: s.headers.values().any(|v| v.starts_with("${")),
                 headers,
                 auth,
                 tables,

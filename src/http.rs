@@ -13,6 +13,9 @@
 //!   cap are refused.
 //! - Credentials go only into request headers, are registered with [`crate::redact`], and never
 //!   appear in an error's text.
+//! - Credentials never leave the origin they were meant for: with `auth` set, a redirect to
+//!   another origin (scheme, host or port) is refused rather than followed (reqwest would drop
+//!   `Authorization` but forward a custom key header; a query key is the server's URL).
 //! - `HARVEST_NO_RETRY_SLEEP=1` turns every wait into zero (tests), the accounting stays.
 
 use std::sync::Mutex;
@@ -102,6 +105,8 @@ pub struct HttpSettings {
     pub auth: Option<Auth>,
     /// Headers sent with every request (a source's `headers`).
     pub headers: Vec<(String, String)>,
+    /// Requests carry a secret (`auth` or a `${VAR}` header): redirects stay in the origin.
+    pub credentials: bool,
 }
 
 impl Default for HttpSettings {
@@ -119,6 +124,7 @@ impl Default for HttpSettings {
             compression: true,
             auth: None,
             headers: Vec::new(),
+            credentials: false,
         }
     }
 }
@@ -213,6 +219,10 @@ pub enum HttpError {
     BadBody { url: String, reason: String },
     #[error("could not build a request for {url}: {reason}")]
     Request { url: String, reason: String },
+    #[error(
+        "{url} redirected to another origin ({to}); harvest does not send the source's credentials there\n  hint: if that is the API's own address, set the source's `url` to it"
+    )]
+    CrossOrigin { url: String, to: String },
 }
 
 impl HttpError {
@@ -296,6 +306,9 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(4))
             .pool_max_idle_per_host(8)
             .user_agent(concat!("harvest/", env!("CARGO_PKG_VERSION")))
+            .redirect(redirect_policy(
+                settings.credentials || settings.auth.is_some(),
+            ))
             .build()
             .map_err(|e| HttpError::Request {
                 url: String::new(),
@@ -561,10 +574,15 @@ impl Client {
             req = req.bearer_auth(t);
         }
         let fetched_at = chrono::Utc::now();
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| Failure::transient(describe_reqwest_error(&e)))?;
+        let mut resp = req.send().await.map_err(|e| {
+            match std::error::Error::source(&e).and_then(|c| c.downcast_ref::<LeftOrigin>()) {
+                Some(LeftOrigin(to)) => Failure::Fatal(HttpError::CrossOrigin {
+                    url: shown.to_string(),
+                    to: to.clone(),
+                }),
+                None => Failure::transient(describe_reqwest_error(&e)),
+            }
+        })?;
         let status = resp.status();
         let headers = resp.headers().clone();
         self.note_quota(&headers);
@@ -788,6 +806,52 @@ pub fn query_params(url: &Url) -> serde_json::Map<String, serde_json::Value> {
 }
 
 /// A URL as shown in logs and the manifest: no user-info, secrets masked.
+/// Whether two URLs share an origin: scheme, host and port (the default port counted).
+pub fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// A redirect that would take credentials to another origin (the origin it names).
+#[derive(Debug)]
+struct LeftOrigin(String);
+
+impl std::fmt::Display for LeftOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "redirected to another origin: {}", self.0)
+    }
+}
+
+impl std::error::Error for LeftOrigin {}
+
+/// Follow up to 10 redirects; with credentials, only within the first request's origin.
+fn redirect_policy(credentials: bool) -> reqwest::redirect::Policy {
+    if !credentials {
+        return reqwest::redirect::Policy::limited(10);
+    }
+    reqwest::redirect::Policy::custom(|attempt| {
+        let left = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| !same_origin(first, attempt.url()));
+        if left {
+            let u = attempt.url();
+            let origin = format!(
+                "{}://{}{}",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                u.port().map(|p| format!(":{p}")).unwrap_or_default()
+            );
+            attempt.error(LeftOrigin(origin))
+        } else if attempt.previous().len() > 10 {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 pub fn display_url(url: &Url) -> String {
     let mut u = url.clone();
     let _ = u.set_username("");
@@ -813,6 +877,17 @@ fn describe_reqwest_error(e: &reqwest::Error) -> String {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        assert!(same_origin(&u("http://a/x?p=1"), &u("http://a:80/y")));
+        assert!(same_origin(&u("https://a/x"), &u("https://a:443/z")));
+        assert!(!same_origin(&u("http://a/x"), &u("https://a/x")));
+        assert!(!same_origin(&u("http://a:8001/x"), &u("http://a:8002/x")));
+        assert!(!same_origin(&u("http://a/x"), &u("http://b/x")));
+        assert!(!same_origin(&u("http://a/x"), &u("http://a.evil/x")));
+    }
 
     #[test]
     fn concurrent_failures_count_their_wall_time_once() {

@@ -1063,6 +1063,8 @@ pub struct RestPager {
     resolved: Mutex<Paginate>,
     /// The query parameter that carries an API key: never part of a recorded URL.
     secret_param: Option<String>,
+    /// The source sends credentials: a next URL on another origin is refused, not followed.
+    credentials: bool,
     table: String,
     /// A row-driven request's pager (one per input row).
     per_row: bool,
@@ -1083,6 +1085,7 @@ impl RestPager {
             resolved: Mutex::new(resolved.unwrap_or_else(|| rest.paginate.clone())),
             rest: rest.clone(),
             secret_param,
+            credentials: false,
             table: table.output.clone(),
             per_row: false,
         }
@@ -1101,9 +1104,17 @@ impl RestPager {
             resolved: Mutex::new(resolved.unwrap_or_else(|| rest.paginate.clone())),
             rest: rest.clone(),
             secret_param,
+            credentials: false,
             table: output.to_string(),
             per_row: true,
         }
+    }
+
+    /// Refuse (exit 1) a server-sent next URL on another origin than the page it came from,
+    /// when the source sends credentials: they would go with it.
+    pub fn carrying_credentials(mut self, credentials: bool) -> Self {
+        self.credentials = credentials;
+        self
     }
 
     fn paginator(&self) -> Paginate {
@@ -1179,6 +1190,16 @@ impl Pager for RestPager {
         if let (Some(u), Some(secret)) = (next.as_mut(), &self.secret_param) {
             remove_param(u, secret);
         }
+        if let Some(u) = &next
+            && self.credentials
+            && !crate::http::same_origin(url, u)
+        {
+            return Err(BodyProblem::Wrong(format!(
+                "its next page is on another origin ({}); harvest does not send the source's \
+                 credentials there (if that is the API's own address, set the source's `url` to it)",
+                crate::http::display_url(u)
+            )));
+        }
         if let Some(max) = self.rest.max_pages
             && page_no >= max
             && next.is_some()
@@ -1227,15 +1248,23 @@ pub struct RestSource {
     rest: RestTable,
     /// The query parameter that carries an API key (stripped from server-sent URLs).
     secret_param: Option<String>,
+    /// The source sends credentials (see [`RestPager::carrying_credentials`]).
+    credentials: bool,
 }
 
 impl RestSource {
-    pub fn new(base: &Url, table: &TableSettings, secret_param: Option<String>) -> Option<Self> {
+    pub fn new(
+        base: &Url,
+        table: &TableSettings,
+        secret_param: Option<String>,
+        credentials: bool,
+    ) -> Option<Self> {
         Some(Self {
             base: base.clone(),
             rest: table.rest.clone()?,
             table: table.clone(),
             secret_param,
+            credentials,
         })
     }
 
@@ -1254,6 +1283,7 @@ impl RestSource {
             resolved,
             self.secret_param.clone(),
         )
+        .carrying_credentials(self.credentials)
     }
 
     pub fn parse_snapshot(&self, body: &[u8]) -> Result<Page, String> {

@@ -371,6 +371,8 @@ struct Requests {
     keep: Vec<u16>,
     id_header: Option<String>,
     secret_param: Option<String>,
+    /// The source sends credentials: a next URL on another origin is refused.
+    credentials: bool,
     /// Requests in flight, across inputs.
     permits: Arc<tokio::sync::Semaphore>,
 }
@@ -426,7 +428,8 @@ impl Requests {
             &self.rest,
             paging,
             self.secret_param.clone(),
-        );
+        )
+        .carrying_credentials(self.credentials);
         let walk = Walk {
             stream: 0,
             pager: Arc::new(pager),
@@ -921,6 +924,7 @@ pub(crate) async fn harvest_rows(
         keep: rd.record_status.clone(),
         id_header: rd.request_id_header.clone(),
         secret_param,
+        credentials: ctx.source.sends_credentials(),
     };
 
     let sp = progress.streams.remove(&None).unwrap_or_default();

@@ -289,6 +289,7 @@ pub(crate) async fn run_settings(
         let mut http = settings.http.clone();
         http.auth = source.auth.clone();
         http.headers = source.headers.clone();
+        http.credentials = source.sends_credentials();
         let client = Arc::new(Client::new(http)?);
         let ctx = RunCtx {
             settings: &settings,
@@ -450,7 +451,12 @@ async fn harvest_source(
             let result = if table.rows.is_some() {
                 crate::row_driven::harvest_rows(ctx, table, progress, manifest, totals).await
             } else {
-                let Some(rest) = RestSource::new(&source.base, table, secret_param.clone()) else {
+                let Some(rest) = RestSource::new(
+                    &source.base,
+                    table,
+                    secret_param.clone(),
+                    source.sends_credentials(),
+                ) else {
                     anyhow::bail!(
                         "table {:?} of a REST source has no REST settings",
                         table.output

@@ -645,6 +645,115 @@ fn loops_bad_bodies_and_new_fields_are_refused_clearly() {
     assert!(stderr(&o).contains("404"), "{}", stderr(&o));
 }
 
+/// A source's credentials stay with its origin: a `Link` next URL or a redirect that points at
+/// another origin (here: another port) is refused with exit 1 when the source sends a key, and
+/// the other server never sees a request; a same-origin redirect is followed, and without
+/// credentials a next URL elsewhere is followed as before.
+#[test]
+fn credentials_never_follow_the_server_to_another_origin() {
+    const KEY: &str = "origin-key-7f3a";
+    let elsewhere = FaultServer::start(Synthetic { rows: 0 }, |_| {
+        Some(json(200, r#"{"items": [{"id": 2}]}"#))
+    });
+    let away = elsewhere.url.clone();
+    let api = FaultServer::start(Synthetic { rows: 0 }, move |req| {
+        Some(match req.path.as_str() {
+            "/link" => Action::Respond {
+                status: 200,
+                headers: vec![
+                    ("Content-Type".into(), "application/json".into()),
+                    ("Link".into(), format!("<{away}/p2>; rel=\"next\"")),
+                ],
+                body: br#"{"items": [{"id": 1}]}"#.to_vec(),
+            },
+            "/moved" => Action::Respond {
+                status: 302,
+                headers: vec![("Location".into(), format!("{away}/p2"))],
+                body: vec![],
+            },
+            "/moved-home" => Action::Respond {
+                status: 302,
+                headers: vec![("Location".into(), "/home".into())],
+                body: vec![],
+            },
+            "/home" => json(200, r#"{"items": [{"id": 3}]}"#),
+            _ => json(404, "{}"),
+        })
+    });
+    let work = TempDir::new("rest-origin");
+    let run = |tag: &str, path: &str, auth: &str| {
+        let out = work.path().join(format!("out-{tag}"));
+        let config = write_config(
+            work.path(),
+            &format!(
+                "[[source]]\nkind = \"rest\"\nurl = \"{}\"\n{auth}\n[[source.table]]\nname = \"t\"\npath = \"{path}\"\nrecords = \"/items\"\n",
+                api.url
+            ),
+        );
+        let o = harvest(
+            &[
+                "harvest",
+                "--config",
+                &config,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &[("ORIGIN_KEY", KEY)],
+        );
+        (o, out)
+    };
+    let key = "auth = { header = \"X-Api-Key\", value = \"${ORIGIN_KEY}\" }";
+    let ids = |out: &Path| -> Vec<Vec<Cell>> { read_dataset(&out.join("parquet").join("t")).2 };
+
+    // A next URL on another origin, with a key header: refused before it is requested.
+    let (o, _) = run("link", "/link", key);
+    assert_exit(&o, 1);
+    let e = stderr(&o);
+    assert!(
+        e.contains("another origin") && e.contains(&elsewhere.url) && e.contains("`url`"),
+        "{e}"
+    );
+    assert!(!e.contains(KEY), "{e}");
+    // A redirect to another origin, with a key header (reqwest would forward it): refused.
+    let (o, _) = run("moved", "/moved", key);
+    assert_exit(&o, 1);
+    let e = stderr(&o);
+    assert!(e.contains("redirected to another origin"), "{e}");
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the other origin was asked: {:?}",
+        elsewhere.requests()
+    );
+    // The same with a bearer token.
+    let bearer = "auth = { bearer = \"${ORIGIN_KEY}\" }";
+    let (o, _) = run("moved-bearer", "/moved", bearer);
+    assert_exit(&o, 1);
+    assert!(elsewhere.requests().is_empty());
+    // A `${VAR}` header is a secret too, with or without `auth`.
+    let header = "headers = { X-Api-Key = \"${ORIGIN_KEY}\" }";
+    for (tag, path) in [("header-link", "/link"), ("header-moved", "/moved")] {
+        let (o, _) = run(tag, path, header);
+        assert_exit(&o, 1);
+        assert!(stderr(&o).contains("another origin"), "{}", stderr(&o));
+    }
+    assert!(elsewhere.requests().is_empty());
+    // A redirect within the origin is followed, credentials and all.
+    let (o, out) = run("home", "/moved-home", key);
+    assert_exit(&o, 0);
+    assert_eq!(ids(&out), vec![vec![Cell::Int(3)]]);
+    assert!(
+        api.requests()
+            .iter()
+            .filter(|r| r.path == "/home")
+            .all(|r| r.header("X-Api-Key") == Some(KEY))
+    );
+    // Without credentials there is nothing to leak: the next URL elsewhere is followed.
+    let (o, out) = run("open", "/link", "");
+    assert_exit(&o, 0);
+    assert_eq!(ids(&out), vec![vec![Cell::Int(1)], vec![Cell::Int(2)]]);
+    assert_eq!(elsewhere.requests().len(), 1);
+}
+
 #[test]
 fn rest_config_mistakes_are_usage_errors() {
     let work = TempDir::new("rest-config");
