@@ -219,10 +219,12 @@ pub enum HttpError {
     BadBody { url: String, reason: String },
     #[error("could not build a request for {url}: {reason}")]
     Request { url: String, reason: String },
-    #[error(
-        "{url} redirected to another origin ({to}); harvest does not send the source's credentials there\n  hint: if that is the API's own address, set the source's `url` to it"
-    )]
-    CrossOrigin { url: String, to: String },
+    #[error("{url} redirected to another origin ({to}): {advice}")]
+    CrossOrigin {
+        url: String,
+        to: String,
+        advice: String,
+    },
 }
 
 impl HttpError {
@@ -576,9 +578,10 @@ impl Client {
         let fetched_at = chrono::Utc::now();
         let mut resp = req.send().await.map_err(|e| {
             match std::error::Error::source(&e).and_then(|c| c.downcast_ref::<LeftOrigin>()) {
-                Some(LeftOrigin(to)) => Failure::Fatal(HttpError::CrossOrigin {
+                Some(LeftOrigin { to, advice }) => Failure::Fatal(HttpError::CrossOrigin {
                     url: shown.to_string(),
                     to: to.clone(),
+                    advice: advice.clone(),
                 }),
                 None => Failure::transient(describe_reqwest_error(&e)),
             }
@@ -813,13 +816,45 @@ pub fn same_origin(a: &Url, b: &Url) -> bool {
         && a.port_or_known_default() == b.port_or_known_default()
 }
 
-/// A redirect that would take credentials to another origin (the origin it names).
+/// `scheme://host[:port]` of a URL, for messages.
+pub fn origin_of(u: &Url) -> String {
+    format!(
+        "{}://{}{}",
+        u.scheme(),
+        u.host_str().unwrap_or(""),
+        u.port().map(|p| format!(":{p}")).unwrap_or_default()
+    )
+}
+
+/// What to do when a source with credentials is sent from `from` to another origin `to`.
+pub fn left_origin_advice(from: &Url, to: &Url) -> String {
+    let fix = "or page by `cursor`, `offset` or `page_number`, which build every URL from the \
+               source's `url`";
+    if from.scheme() == "https" && to.scheme() == "http" {
+        format!(
+            "harvest will not send the source's credentials unencrypted (https to http); the \
+             server names its pages with http:// (one behind a TLS proxy often does; Datasette \
+             needs `force_https_urls`): fix that, {fix}"
+        )
+    } else {
+        format!(
+            "harvest does not send the source's credentials there; if it is the API's own \
+             address, set the source's `url` to it; if the server names its pages by an inner \
+             address (behind a proxy), fix that, {fix}"
+        )
+    }
+}
+
+/// A redirect that would take credentials to another origin.
 #[derive(Debug)]
-struct LeftOrigin(String);
+struct LeftOrigin {
+    to: String,
+    advice: String,
+}
 
 impl std::fmt::Display for LeftOrigin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "redirected to another origin: {}", self.0)
+        write!(f, "redirected to another origin: {}", self.to)
     }
 }
 
@@ -834,16 +869,13 @@ fn redirect_policy(credentials: bool) -> reqwest::redirect::Policy {
         let left = attempt
             .previous()
             .first()
-            .is_some_and(|first| !same_origin(first, attempt.url()));
-        if left {
-            let u = attempt.url();
-            let origin = format!(
-                "{}://{}{}",
-                u.scheme(),
-                u.host_str().unwrap_or(""),
-                u.port().map(|p| format!(":{p}")).unwrap_or_default()
-            );
-            attempt.error(LeftOrigin(origin))
+            .filter(|first| !same_origin(first, attempt.url()))
+            .map(|first| LeftOrigin {
+                to: origin_of(attempt.url()),
+                advice: left_origin_advice(first, attempt.url()),
+            });
+        if let Some(left) = left {
+            attempt.error(left)
         } else if attempt.previous().len() > 10 {
             attempt.error("too many redirects")
         } else {
@@ -887,6 +919,13 @@ mod tests {
         assert!(!same_origin(&u("http://a:8001/x"), &u("http://a:8002/x")));
         assert!(!same_origin(&u("http://a/x"), &u("http://b/x")));
         assert!(!same_origin(&u("http://a/x"), &u("http://a.evil/x")));
+        assert_eq!(origin_of(&u("http://a:8001/x?q=1")), "http://a:8001");
+        assert_eq!(origin_of(&u("https://a:443/x")), "https://a");
+        // A downgrade is named as such (a proxy's inner scheme), anything else as an address.
+        let down = left_origin_advice(&u("https://api/x"), &u("http://api/x?_next=2"));
+        assert!(down.contains("unencrypted") && down.contains("force_https_urls"));
+        let away = left_origin_advice(&u("http://api/x"), &u("http://10.0.0.5:8001/x"));
+        assert!(away.contains("set the source's `url`") && away.contains("`cursor`"));
     }
 
     #[test]

@@ -1195,9 +1195,9 @@ impl Pager for RestPager {
             && !crate::http::same_origin(url, u)
         {
             return Err(BodyProblem::Wrong(format!(
-                "its next page is on another origin ({}); harvest does not send the source's \
-                 credentials there (if that is the API's own address, set the source's `url` to it)",
-                crate::http::display_url(u)
+                "its next page is on another origin ({}): {}",
+                crate::http::display_url(u),
+                crate::http::left_origin_advice(url, u)
             )));
         }
         if let Some(max) = self.rest.max_pages
