@@ -873,7 +873,17 @@ fn finish_table(
         .any(|s| s.last_part > 0 || s.parts > 0 || s.sink.as_ref().is_some_and(|k| !k.is_empty()));
     let adds_to_dataset =
         run.tracker.is_some() && dataset_has_parts(&settings.out.join(&table_rel));
-    let keep_empty = !wrote_any && !adds_to_dataset;
+    // A table with no columns (a REST table whose first page had no records and that declares
+    // no `types`) gets no part: a Parquet file without columns is one DuckDB cannot read.
+    let no_columns = plan.columns.is_empty();
+    if no_columns && !wrote_any {
+        tracing::warn!(
+            "{}: no records and no columns known, so no Parquet part was written; declare the \
+             columns with `types = {{ … }}` to get an empty table with its schema",
+            table.output
+        );
+    }
+    let keep_empty = !wrote_any && !adds_to_dataset && !no_columns;
     for (i, s) in run.streams.iter_mut().enumerate() {
         let Some(mut sink) = s.sink.take() else {
             unreachable!("a plan always comes with sinks")

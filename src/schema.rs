@@ -573,6 +573,11 @@ fn hint_for(plan: &ColumnPlan) -> String {
             "if the column holds times too, override it with `{} = \"timestamp\"`",
             plan.name
         ),
+        // Float holds every number a wider column could; only text keeps the value as sent.
+        ColType::Float => format!(
+            "the column was typed {:?} ({}); to keep such values, override its type with `{} = \"text\"`",
+            plan.ty, plan.reason, plan.name
+        ),
         _ => format!(
             "the column was typed {:?} ({}); to keep such values, override its type, e.g. `{} = \"text\"` or `\"float\"`",
             plan.ty, plan.reason, plan.name
@@ -664,8 +669,20 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// Every mix of storage classes in a real SQLite column gives the classes (or, where it
-    /// cannot tell them all, the same typing decision) that a full look at the values would.
+    #[test]
+    fn a_value_that_does_not_fit_suggests_a_type_that_would_keep_it() {
+        let plan = |ty| ColumnPlan {
+            name: "id".into(),
+            ty,
+            reason: "numbers on the first page".into(),
+            numbers_as_text: false,
+        };
+        let f = hint_for(&plan(ColType::Float));
+        assert!(f.contains("`id = \"text\"`") && !f.contains("float"), "{f}");
+        let i = hint_for(&plan(ColType::Integer));
+        assert!(i.contains("\"text\"") && i.contains("\"float\""), "{i}");
+    }
+
     #[test]
     fn rfc3339_timestamps_become_their_utc_instant() {
         let z = parse_timestamp("2026-03-01T12:00:00Z").unwrap();
@@ -677,6 +694,8 @@ mod tests {
         assert_eq!(parse_timestamp("2026-03-01T12:00:00 nonsense"), None);
     }
 
+    /// Every mix of storage classes in a real SQLite column gives the classes (or, where it
+    /// cannot tell them all, the same typing decision) that a full look at the values would.
     #[test]
     fn classes_from_the_three_aggregates_decide_like_the_values() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();

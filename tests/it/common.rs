@@ -179,6 +179,18 @@ pub fn python_c(py: &Path, code: &str) -> Command {
     cmd
 }
 
+/// Run `code` with `py` and `args`; panic with its output unless it succeeds.
+#[track_caller]
+pub fn python_ok(py: &Path, code: &str, args: &[&Path]) {
+    let r = python_c(py, code).args(args).output().unwrap();
+    assert!(
+        r.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&r.stdout),
+        String::from_utf8_lossy(&r.stderr)
+    );
+}
+
 /// A venv with Apache Spark (the pyspark wheel carries it; Java 17 is on the machine).
 pub fn spark_python() -> PathBuf {
     venv_with("venv-spark", &["pyspark==4.3.0"])

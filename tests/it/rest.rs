@@ -256,16 +256,7 @@ df = pd.concat(pd.read_parquet(f) for f in glob.glob(f"{d}/**/*.parquet", recurs
 assert len(df) == 2500 and df["owner__site__name"].nunique() == 7
 print("readers ok")
 "#;
-    let r = python_c(&py, script)
-        .arg(out.join("parquet").join("posts_link"))
-        .output()
-        .unwrap();
-    assert!(
-        r.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&r.stdout),
-        String::from_utf8_lossy(&r.stderr)
-    );
+    python_ok(&py, script, &[&out.join("parquet").join("posts_link")]);
 
     // Tampering with a REST snapshot is caught like any other.
     let snap = out.join(pages_of(&m, "posts_offset")[3]["path"].as_str().unwrap());
@@ -752,6 +743,63 @@ fn credentials_never_follow_the_server_to_another_origin() {
     assert_exit(&o, 0);
     assert_eq!(ids(&out), vec![vec![Cell::Int(1)], vec![Cell::Int(2)]]);
     assert_eq!(elsewhere.requests().len(), 1);
+}
+
+/// An empty collection: with no record and no `types`, no columns are known, so no Parquet part
+/// is written (a file without columns is one DuckDB refuses to read) and the run says so; with
+/// `types` the table is an empty part with those columns, read by DuckDB and pyarrow.
+#[test]
+fn an_empty_collection_writes_a_readable_table_or_none() {
+    let server = FaultServer::start(Synthetic { rows: 0 }, |req| {
+        Some(match req.path.as_str() {
+            "/empty" => json(200, "[]"),
+            _ => json(404, "{}"),
+        })
+    });
+    let work = TempDir::new("rest-empty");
+    let run = |tag: &str, extra: &str| {
+        let out = work.path().join(format!("out-{tag}"));
+        let config = write_config(
+            work.path(),
+            &format!(
+                "[[source]]\nkind = \"rest\"\nurl = \"{}\"\n[[source.table]]\nname = \"empty\"\npaginate = \"none\"\n{extra}\n",
+                server.url
+            ),
+        );
+        (run_config(&config, &out, &[]), out)
+    };
+    let (o, out) = run("bare", "");
+    assert_exit(&o, 0);
+    assert!(
+        stderr(&o).contains("no Parquet part was written") && stderr(&o).contains("types"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.join("parquet").join("empty").exists());
+    assert_eq!(records(&manifest(&out), "parquet").len(), 0);
+    assert_exit(
+        &harvest(&["verify", "--out", out.to_str().unwrap()], &[]),
+        0,
+    );
+
+    let (o, out) = run("typed", "types = { id = \"integer\", name = \"text\" }");
+    assert_exit(&o, 0);
+    let dir = out.join("parquet").join("empty");
+    let script = r#"
+import sys, duckdb, pyarrow.dataset as ds
+d = sys.argv[1]
+con = duckdb.connect()
+cols = con.execute(f"select column_name, column_type from (describe select * from read_parquet('{d}/*.parquet'))").fetchall()
+assert cols == [("id", "BIGINT"), ("name", "VARCHAR")], cols
+assert con.execute(f"select count(*) from read_parquet('{d}/*.parquet')").fetchone()[0] == 0
+assert ds.dataset(d, format="parquet").to_table().num_rows == 0
+print("ok")
+"#;
+    python_ok(&readers_python(), script, &[&dir]);
+    assert_exit(
+        &harvest(&["verify", "--out", out.to_str().unwrap()], &[]),
+        0,
+    );
 }
 
 #[test]
