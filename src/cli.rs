@@ -282,7 +282,7 @@ pub struct HarvestArgs {
     pub source_name: Option<String>,
 
     /// Table or view to harvest; repeat for several. Given on the command line, these replace
-    /// the config's tables.
+    /// the config's tables (with a config of REST sources: pick these tables of the config).
     #[arg(long = "table", short = 't', value_name = "NAME")]
     pub tables: Vec<String>,
 

@@ -891,13 +891,73 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
     resolve(args, false)
 }
 
+/// `--table` with a config of REST sources selects tables of the config by name (a REST table
+/// needs its path and paginator, which flags do not give); afterwards there are no `--table`
+/// flags left to apply. With Datasette sources `--table` keeps its meaning (the tables to page).
+fn select_rest_tables(file: &mut ConfigFile, wanted: &[String]) -> Result<bool, UsageError> {
+    let rest = |s: &SourceConfig| s.kind.as_deref() == Some("rest");
+    if wanted.is_empty() || file.sources.is_empty() || !file.sources.iter().all(rest) {
+        return Ok(false);
+    }
+    let known: Vec<&str> = file
+        .sources
+        .iter()
+        .flat_map(|s| s.tables.iter().map(|t| t.name.as_str()))
+        .collect();
+    if let Some(missing) = wanted.iter().find(|w| !known.contains(&w.as_str())) {
+        return Err(UsageError::with_hint(
+            format!("--table {missing:?} is not a table of the config's REST sources"),
+            format!("its tables are: {}", known.join(", ")),
+        ));
+    }
+    // A row-driven table reads its parent's records in the same run: the parent must be picked.
+    for t in file.sources.iter().flat_map(|s| &s.tables) {
+        let parent = t.for_each.as_ref().and_then(|f| f.table.as_ref());
+        if let Some(p) = parent.filter(|p| wanted.contains(&t.name) && !wanted.contains(p)) {
+            return Err(UsageError::with_hint(
+                format!(
+                    "--table {:?} is row-driven: it reads the records of table {p:?}, which is not picked",
+                    t.name
+                ),
+                format!(
+                    "add --table {p:?} (it is harvested first and feeds {:?})",
+                    t.name
+                ),
+            ));
+        }
+    }
+    for s in &mut file.sources {
+        s.tables.retain(|t| wanted.contains(&t.name));
+    }
+    file.sources.retain(|s| !s.tables.is_empty());
+    Ok(true)
+}
+
 /// The settings of `harvest` (or, with `incremental`, the common part of `incremental`'s:
 /// every table paged with one cursor, so `--shard` deals it out whole).
 fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, UsageError> {
-    let file = match &args.config {
+    let mut file = match &args.config {
         Some(p) => load_config(p)?,
         None => ConfigFile::default(),
     };
+    let rest_selected = select_rest_tables(&mut file, &args.tables)?;
+    if rest_selected {
+        let table_flags = [
+            ("--param", !args.params.is_empty()),
+            ("--page-size", args.page_size.is_some()),
+            ("--partition-by", args.partition_by.is_some()),
+            ("--sort", args.sort.is_some()),
+            ("--type", !args.types.is_empty()),
+        ];
+        if let Some((flag, _)) = table_flags.iter().find(|(_, given)| *given) {
+            return Err(UsageError::with_hint(
+                format!(
+                    "{flag} describes command-line Datasette tables; with REST sources --table only picks tables of the config"
+                ),
+                format!("set it on the [[source.table]] in the config instead of passing {flag}"),
+            ));
+        }
+    }
     let out = args.out.clone().or(file.out.clone()).ok_or_else(|| {
         UsageError::with_hint(
             "no output directory",
@@ -953,17 +1013,11 @@ fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, Usa
 
     let flag_auth = auth_from_flags(args)?;
     let mut sources = Vec::new();
-    if !args.tables.is_empty() {
+    if !args.tables.is_empty() && !rest_selected {
         let only = match file.sources.as_slice() {
             [one] => Some(one),
             _ => None,
         };
-        if only.is_some_and(|s| s.kind.as_deref() == Some("rest")) {
-            return Err(UsageError::with_hint(
-                "--table is for Datasette sources; the config's source is kind = \"rest\"",
-                "list REST tables as [[source.table]] in the config and run without --table",
-            ));
-        }
         let url = args
             .url
             .clone()
@@ -1418,7 +1472,8 @@ pub fn resolve_incremental(
                     "run it with `harvest harvest` (filter its input query to the rows you need), from a config of its own",
                 ));
             }
-            let from_flags = !args.harvest.tables.is_empty();
+            // Command-line tables are Datasette's; with REST sources `--table` only selects.
+            let from_flags = !args.harvest.tables.is_empty() && s.kind == SourceKind::Datasette;
             let mut wm = match (&t.watermark, from_flags) {
                 (Some(w), false) => w.clone(),
                 _ => WatermarkSettings {

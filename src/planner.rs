@@ -469,6 +469,19 @@ pub fn watermark_index(table: &TableSettings, plan: &TablePlan) -> anyhow::Resul
         .iter()
         .position(|c| c.name == col)
         .ok_or_else(|| {
+            if plan.columns.is_empty() {
+                // An empty REST collection: its first page names no fields.
+                return UsageError::with_hint(
+                    format!(
+                        "table {:?} has no watermark column {col:?}: its first page has no records, so no columns are known",
+                        table.name
+                    ),
+                    format!(
+                        "declare the column's type, e.g. `types = {{ {col} = \"integer\" }}` (or \"timestamp\"); an empty collection is then an empty table and the run succeeds"
+                    ),
+                )
+                .into();
+            }
             UsageError::with_hint(
                 format!("table {:?} has no watermark column {col:?}", table.name),
                 format!(

@@ -800,6 +800,122 @@ print("ok")
         &harvest(&["verify", "--out", out.to_str().unwrap()], &[]),
         0,
     );
+
+    // `incremental` on an empty collection: the watermark column is unknown until declared.
+    let incremental = |tag: &str, extra: &str| {
+        let out = work.path().join(format!("out-inc-{tag}"));
+        let config = write_config(
+            work.path(),
+            &format!(
+                "[[source]]\nkind = \"rest\"\nurl = \"{}\"\n[[source.table]]\nname = \"empty\"\npaginate = \"none\"\nwatermark = \"/id\"\n{extra}\n",
+                server.url
+            ),
+        );
+        harvest(
+            &[
+                "incremental",
+                "--config",
+                &config,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let o = incremental("bare", "");
+    assert_exit(&o, 2);
+    assert!(
+        stderr(&o).contains("no records, so no columns are known")
+            && stderr(&o).contains("types = { id = \"integer\" }"),
+        "{}",
+        stderr(&o)
+    );
+    assert_exit(&incremental("typed", "types = { id = \"integer\" }"), 0);
+}
+
+/// `--table` with a REST config picks tables of the config: only those are requested and
+/// written, by `harvest` and `incremental` alike; an unknown name lists the known ones, and the
+/// flags that describe command-line Datasette tables are refused rather than ignored.
+#[test]
+fn table_flags_pick_tables_of_a_rest_config() {
+    let server = FaultServer::start(Synthetic { rows: 0 }, |req| {
+        Some(match req.path.as_str() {
+            "/a" => json(200, r#"[{"id": 1}, {"id": 2}]"#),
+            "/b" => json(200, r#"[{"id": 3}]"#),
+            "/c/3" => json(200, r#"{"id": 3, "detail": "x"}"#),
+            _ => json(404, "{}"),
+        })
+    });
+    let work = TempDir::new("rest-pick");
+    let config = write_config(
+        work.path(),
+        &format!(
+            r#"[[source]]
+kind = "rest"
+url = "{}"
+[[source.table]]
+name = "a"
+paginate = "none"
+watermark = "/id"
+[[source.table]]
+name = "b"
+paginate = "none"
+[[source.table]]
+name = "c"
+path = "/c/{{id}}"
+records = ""
+for_each = {{ table = "b", fields = {{ id = "/id" }} }}
+"#,
+            server.url
+        ),
+    );
+    let run = |tag: &str, cmd: &str, extra: &[&str]| {
+        let out = work.path().join(format!("out-{tag}"));
+        let mut args = vec![
+            cmd,
+            "--config",
+            config.as_str(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        (harvest(&args, &[]), out)
+    };
+    let datasets = |out: &Path| -> Vec<String> {
+        let mut d: Vec<String> = std::fs::read_dir(out.join("parquet"))
+            .map(|r| {
+                r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        d.sort();
+        d
+    };
+
+    let (o, out) = run("b", "harvest", &["--table", "b", "--table", "c"]);
+    assert_exit(&o, 0);
+    assert_eq!(datasets(&out), ["b", "c"]);
+    assert!(server.requests().iter().all(|r| r.path != "/a"));
+
+    let (o, out) = run("inc", "incremental", &["-t", "a"]);
+    assert_exit(&o, 0);
+    assert_eq!(datasets(&out), ["a"]);
+    assert_eq!(read_dataset(&out.join("parquet").join("a")).2.len(), 2);
+
+    let (o, _) = run("nope", "harvest", &["--table", "nope"]);
+    assert_exit(&o, 2);
+    assert!(
+        stderr(&o).contains("\"nope\"") && stderr(&o).contains("a, b, c"),
+        "{}",
+        stderr(&o)
+    );
+    let (o, _) = run("param", "harvest", &["--table", "a", "--param", "x=1"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("--param"), "{}", stderr(&o));
+    // A row-driven table without its parent: the parent is named.
+    let (o, _) = run("orphan", "harvest", &["--table", "c"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("add --table \"b\""), "{}", stderr(&o));
 }
 
 #[test]
