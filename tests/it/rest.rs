@@ -137,16 +137,20 @@ pub(crate) fn assert_nowhere(o: &std::process::Output, out: &Path, secrets: &[&s
 
 /// `harvest harvest --config CONFIG --out OUT` with `envs`.
 pub(crate) fn run_config(config: &str, out: &Path, envs: &[(&str, &str)]) -> std::process::Output {
-    harvest(
-        &[
-            "harvest",
-            "--config",
-            config,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        envs,
-    )
+    config_cmd("harvest", config, out, &[], envs)
+}
+
+/// `harvest CMD --config CONFIG --out OUT EXTRA…` with `envs`.
+pub(crate) fn config_cmd(
+    cmd: &str,
+    config: &str,
+    out: &Path,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> std::process::Output {
+    let mut args = vec![cmd, "--config", config, "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    harvest(&args, envs)
 }
 
 fn pages_of<'a>(m: &'a [Value], output: &str) -> Vec<&'a Value> {
@@ -681,17 +685,7 @@ fn credentials_never_follow_the_server_to_another_origin() {
                 api.url
             ),
         );
-        let o = harvest(
-            &[
-                "harvest",
-                "--config",
-                &config,
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            &[("ORIGIN_KEY", KEY)],
-        );
-        (o, out)
+        (run_config(&config, &out, &[("ORIGIN_KEY", KEY)]), out)
     };
     let key = "auth = { header = \"X-Api-Key\", value = \"${ORIGIN_KEY}\" }";
     let ids = |out: &Path| -> Vec<Vec<Cell>> { read_dataset(&out.join("parquet").join("t")).2 };
@@ -811,16 +805,7 @@ print("ok")
                 server.url
             ),
         );
-        harvest(
-            &[
-                "incremental",
-                "--config",
-                &config,
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            &[],
-        )
+        config_cmd("incremental", &config, &out, &[], &[])
     };
     let o = incremental("bare", "");
     assert_exit(&o, 2);
@@ -871,15 +856,7 @@ for_each = {{ table = "b", fields = {{ id = "/id" }} }}
     );
     let run = |tag: &str, cmd: &str, extra: &[&str]| {
         let out = work.path().join(format!("out-{tag}"));
-        let mut args = vec![
-            cmd,
-            "--config",
-            config.as_str(),
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        (harvest(&args, &[]), out)
+        (config_cmd(cmd, &config, &out, extra, &[]), out)
     };
     let datasets = |out: &Path| -> Vec<String> {
         let mut d: Vec<String> = std::fs::read_dir(out.join("parquet"))
@@ -1173,18 +1150,7 @@ paginate = {{ kind = "offset", offset_param = "_start", limit_param = "_limit", 
             url = js.url
         ),
     );
-    let run = || {
-        harvest(
-            &[
-                "incremental",
-                "--config",
-                &config,
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            &[],
-        )
-    };
+    let run = || config_cmd("incremental", &config, &out, &[], &[]);
     let rows_of = |d: &str| {
         let (names, _, rows) = read_dataset(&out.join("parquet").join(d));
         assert_eq!(names, ["id", "title", "updated_at"]);
