@@ -234,8 +234,37 @@ fn an_interrupted_run_is_reported_as_unfinished_not_corrupt() {
     });
     let out = TempDir::new("v-unfinished");
     assert_exit(&run(&server, &out, &["--max-attempts", "1"]), 5);
-    let (code, kinds, _) = verify(out.path(), &[]);
+    let (code, kinds, doc) = verify(out.path(), &[]);
     assert_eq!((code, kinds), (3, vec!["unfinished_run".to_string()]));
+    assert!(
+        doc["findings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("resumes it"),
+        "{doc}"
+    );
+    // Started over instead of resumed (--restart): the failed run can no longer be resumed,
+    // and the finding says so instead of promising a resume.
+    assert_exit(
+        &run(&server, &out, &["--max-attempts", "1", "--restart"]),
+        5,
+    );
+    let (code, kinds, doc) = verify(out.path(), &[]);
+    assert_eq!(code, 3);
+    assert_eq!(kinds, ["unfinished_run", "unfinished_run"]);
+    let messages: Vec<&str> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("started over instead of resuming"))
+            && messages.iter().any(|m| m.contains("resumes it")),
+        "{messages:?}"
+    );
 }
 
 #[test]
