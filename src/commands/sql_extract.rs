@@ -279,6 +279,21 @@ fn prepare<'c>(
     };
     let mut stmt = conn.prepare(&e.query).map_err(|err| match err {
         rusqlite::Error::MultipleStatement => not_a_query(),
+        // The file opened (SQLite reads lazily) but its first read found no database.
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+            ) =>
+        {
+            UsageError::with_hint(
+                format!(
+                    "extract {:?}: the database file is not a readable SQLite database: {err}",
+                    e.name
+                ),
+                "check the --db path (or the config's `db`): it must be an SQLite 3 file",
+            )
+        }
         err => UsageError::with_hint(
             format!("extract {:?}: the SQL does not compile: {err}", e.name),
             "check the query against the database's tables and columns",

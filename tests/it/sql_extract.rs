@@ -354,23 +354,20 @@ fn usage_errors_exit_2_with_a_clear_message() {
         );
     }
     let missing = out.path().join("missing.db");
-    let o = harvest(
-        &[
-            "sql-extract",
-            "--db",
-            missing.to_str().unwrap(),
-            "--query",
-            "select 1",
-            "--name",
-            "x",
-            "--out",
-            out.path().to_str().unwrap(),
-        ],
-        &[],
-    );
+    let o = extract(&missing, out.path(), "x", "select 1", &[]);
     assert_exit(&o, 2);
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
     assert!(!missing.exists(), "a missing database is never created");
+    // A file that is not SQLite points at the path, not at the query.
+    let not_db = out.path().join("notes.txt");
+    std::fs::write(&not_db, "not a database, just text\n".repeat(100)).unwrap();
+    let o = extract(&not_db, out.path(), "x", "select 1", &[]);
+    assert_exit(&o, 2);
+    assert!(
+        stderr(&o).contains("not a readable SQLite database") && stderr(&o).contains("--db"),
+        "{}",
+        stderr(&o)
+    );
     // A value that does not fit its declared column type is named, not altered.
     let dir = TempDir::new("sx-misfit");
     let bad = dir.path().join("bad.db");
