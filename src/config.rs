@@ -307,6 +307,14 @@ impl SourceSettings {
     pub fn sends_credentials(&self) -> bool {
         self.auth.is_some() || self.secret_headers
     }
+
+    /// The query parameter that carries an API key: stripped from every URL a server sends.
+    pub fn secret_param(&self) -> Option<String> {
+        match &self.auth {
+            Some(Auth::Query { name, .. }) => Some(name.clone()),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -808,7 +808,6 @@ pub fn query_params(url: &Url) -> serde_json::Map<String, serde_json::Value> {
     m
 }
 
-/// A URL as shown in logs and the manifest: no user-info, secrets masked.
 /// Whether two URLs share an origin: scheme, host and port (the default port counted).
 pub fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme()
@@ -884,6 +883,7 @@ fn redirect_policy(credentials: bool) -> reqwest::redirect::Policy {
     })
 }
 
+/// A URL as shown in logs and the manifest: no user-info, secrets masked.
 pub fn display_url(url: &Url) -> String {
     let mut u = url.clone();
     let _ = u.set_username("");

@@ -1253,18 +1253,13 @@ pub struct RestSource {
 }
 
 impl RestSource {
-    pub fn new(
-        base: &Url,
-        table: &TableSettings,
-        secret_param: Option<String>,
-        credentials: bool,
-    ) -> Option<Self> {
+    pub fn new(source: &crate::config::SourceSettings, table: &TableSettings) -> Option<Self> {
         Some(Self {
-            base: base.clone(),
+            base: source.base.clone(),
             rest: table.rest.clone()?,
             table: table.clone(),
-            secret_param,
-            credentials,
+            secret_param: source.secret_param(),
+            credentials: source.sends_credentials(),
         })
     }
 

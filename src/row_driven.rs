@@ -902,10 +902,6 @@ pub(crate) async fn harvest_rows(
             .into());
         }
     }
-    let secret_param = match &ctx.source.auth {
-        Some(crate::http::Auth::Query { name, .. }) => Some(name.clone()),
-        _ => None,
-    };
     let concurrency = rd.concurrency.max(1) as usize;
     let method: reqwest::Method = rd.method.parse().unwrap_or(reqwest::Method::GET);
     // Inputs sent and not yet recorded: in flight, plus (GET only) answered and waiting.
@@ -923,7 +919,7 @@ pub(crate) async fn harvest_rows(
         templates,
         keep: rd.record_status.clone(),
         id_header: rd.request_id_header.clone(),
-        secret_param,
+        secret_param: ctx.source.secret_param(),
         credentials: ctx.source.sends_credentials(),
     };
 

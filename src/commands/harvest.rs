@@ -440,10 +440,6 @@ async fn harvest_source(
             source.name,
             crate::http::display_url(&source.base)
         );
-        let secret_param = match &source.auth {
-            Some(crate::http::Auth::Query { name, .. }) => Some(name.clone()),
-            _ => None,
-        };
         for table in &source.tables {
             let Some(progress) = unfinished(ctx, table, totals) else {
                 continue;
@@ -451,12 +447,7 @@ async fn harvest_source(
             let result = if table.rows.is_some() {
                 crate::row_driven::harvest_rows(ctx, table, progress, manifest, totals).await
             } else {
-                let Some(rest) = RestSource::new(
-                    &source.base,
-                    table,
-                    secret_param.clone(),
-                    source.sends_credentials(),
-                ) else {
+                let Some(rest) = RestSource::new(source, table) else {
                     anyhow::bail!(
                         "table {:?} of a REST source has no REST settings",
                         table.output

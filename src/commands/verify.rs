@@ -1141,18 +1141,20 @@ fn verify_dir(
     // started over, after a settings change or --restart).
     let latest = started.last().cloned();
     for id in &started {
-        let message = if latest.as_ref() == Some(id) {
-            "the run did not finish (killed, failed or interrupted); a rerun with the same settings resumes it".to_string()
-        } else {
-            "the run did not finish, and a later run started over instead of resuming it (settings changed, or --restart): the datasets only it wrote may be partial; rerun those tables to rewrite them".to_string()
-        };
         match last_end.get(id) {
             Some(o) if o == "ok" => {}
             other => report.add(Finding {
                 run_id: Some(id.clone()),
                 expected: json!("ok"),
                 actual: other.cloned().unwrap_or(json!("no run_end")),
-                ..finding("unfinished_run", message)
+                ..finding(
+                    "unfinished_run",
+                    if latest.as_ref() == Some(id) {
+                        "the run did not finish (killed, failed or interrupted); a rerun with the same settings resumes it"
+                    } else {
+                        "the run did not finish, and a later run started over instead of resuming it (settings changed, or --restart): the datasets only it wrote may be partial; rerun those tables to rewrite them"
+                    },
+                )
             }),
         }
     }

@@ -678,11 +678,12 @@ fn credentials_never_follow_the_server_to_another_origin() {
     let work = TempDir::new("rest-origin");
     let run = |tag: &str, path: &str, auth: &str| {
         let out = work.path().join(format!("out-{tag}"));
-        let config = write_config(
+        // Lines before `[[source.table]]` belong to the source.
+        let config = rest_config(
             work.path(),
+            &api.url,
             &format!(
-                "[[source]]\nkind = \"rest\"\nurl = \"{}\"\n{auth}\n[[source.table]]\nname = \"t\"\npath = \"{path}\"\nrecords = \"/items\"\n",
-                api.url
+                "{auth}\n[[source.table]]\nname = \"t\"\npath = \"{path}\"\nrecords = \"/items\"\n"
             ),
         );
         (run_config(&config, &out, &[("ORIGIN_KEY", KEY)]), out)
@@ -751,17 +752,17 @@ fn an_empty_collection_writes_a_readable_table_or_none() {
         })
     });
     let work = TempDir::new("rest-empty");
-    let run = |tag: &str, extra: &str| {
-        let out = work.path().join(format!("out-{tag}"));
-        let config = write_config(
+    // `extra`: more keys of the table.
+    let run_cmd = |cmd: &str, tag: &str, extra: &str| {
+        let out = work.path().join(format!("out-{cmd}-{tag}"));
+        let config = rest_config(
             work.path(),
-            &format!(
-                "[[source]]\nkind = \"rest\"\nurl = \"{}\"\n[[source.table]]\nname = \"empty\"\npaginate = \"none\"\n{extra}\n",
-                server.url
-            ),
+            &server.url,
+            &format!("[[source.table]]\nname = \"empty\"\npaginate = \"none\"\n{extra}\n"),
         );
-        (run_config(&config, &out, &[]), out)
+        (config_cmd(cmd, &config, &out, &[], &[]), out)
     };
+    let run = |tag: &str, extra: &str| run_cmd("harvest", tag, extra);
     let (o, out) = run("bare", "");
     assert_exit(&o, 0);
     assert!(
@@ -797,15 +798,7 @@ print("ok")
 
     // `incremental` on an empty collection: the watermark column is unknown until declared.
     let incremental = |tag: &str, extra: &str| {
-        let out = work.path().join(format!("out-inc-{tag}"));
-        let config = write_config(
-            work.path(),
-            &format!(
-                "[[source]]\nkind = \"rest\"\nurl = \"{}\"\n[[source.table]]\nname = \"empty\"\npaginate = \"none\"\nwatermark = \"/id\"\n{extra}\n",
-                server.url
-            ),
-        );
-        config_cmd("incremental", &config, &out, &[], &[])
+        run_cmd("incremental", tag, &format!("watermark = \"/id\"\n{extra}")).0
     };
     let o = incremental("bare", "");
     assert_exit(&o, 2);
