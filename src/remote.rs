@@ -19,7 +19,8 @@
 //!   A run that cannot renew stops before it publishes anything more.
 //! - **Orphans**: objects a killed process uploaded that no published manifest line names are
 //!   deleted when the next run attaches (it holds the lease), so a key is never trusted
-//!   unless the manifest vouches for it.
+//!   unless the manifest vouches for it. Their copies in the stage go too: a resumed run
+//!   writes those keys anew, and only its own bytes may reach the store.
 //! - **Delete after record**: a part a plain-Parquet run supersedes is deleted from the store
 //!   only after the segment recording the supersession is published.
 //! - **Resume anywhere**: a stage that is empty or behind the store (the stage was deleted, or
@@ -915,6 +916,20 @@ impl Remote {
                     orphans.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
                 );
             }
+            // The same files in the stage: a resumed run writes those keys anew (a page it
+            // fetches again differs from the killed process's copy, by a timing field if
+            // nothing else), and a publish must never send the stale copy in its place.
+            let stale = self
+                .unrecorded_in_stage(&referenced, &own_runs)
+                .with_context(|| format!("cannot clean the stage {}", self.stage.display()))?;
+            if !stale.is_empty() {
+                tracing::warn!(
+                    "removed {} file(s) from the stage {} that no manifest line names (left by an interrupted run; a resumed run fetches them again): {}",
+                    stale.len(),
+                    self.stage.display(),
+                    stale.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                );
+            }
             if remote_len > local_len {
                 self.restore(&remote, &published).await?;
             }
@@ -923,6 +938,34 @@ impl Remote {
             st.manifest_len = remote_len;
             Ok(())
         })
+    }
+
+    /// Remove the stage's data files of this writer that no manifest line names (what a
+    /// publish would send); returns their relative paths.
+    fn unrecorded_in_stage(
+        &self,
+        referenced: &HashSet<&str>,
+        own_runs: &HashSet<String>,
+    ) -> std::io::Result<Vec<String>> {
+        let mut removed = vec![];
+        for path in crate::fsutil::files_under(&self.stage)? {
+            let rel = crate::fsutil::rel_path(&self.stage, &path);
+            let name = rel.rsplit('/').next().unwrap_or_default();
+            if name.ends_with(crate::fsutil::TEMP_SUFFIX)
+                || rel == crate::manifest::FILE_NAME
+                || referenced.contains(rel.as_str())
+                || !self.owned(&rel, own_runs)
+            {
+                continue;
+            }
+            std::fs::remove_file(&path)?;
+            if let Some(dir) = path.parent() {
+                crate::fsutil::fsync_dir(dir)?;
+            }
+            removed.push(rel);
+        }
+        removed.sort();
+        Ok(removed)
     }
 
     /// Download what the stage lacks: the manifest, the data files, the state files.

@@ -330,6 +330,73 @@ fn a_sigkilled_run_on_s3_resumes_exactly_once_from_a_fresh_stage() {
     assert_exit(&on_s3(&s3, &["verify", "--out", "s3://lake/t"]), 0);
 }
 
+/// A process killed between a page's snapshot and its manifest line leaves that snapshot in
+/// the stage. The rerun on the same stage fetches the page again (Datasette's body differs by
+/// its `query_ms`), so the killed copy must never be what reaches the store: a publish that
+/// sent it first kept it there, and verify then found the recorded bytes differ (a CI failure
+/// of the three-shard test). Planted here: such a leftover, and one the rerun never rewrites.
+#[test]
+fn a_rerun_on_the_same_stage_never_publishes_what_the_killed_run_left_unrecorded() {
+    let db = fixture_db(1);
+    let ds = Datasette::start(V0_65, &db);
+    let s3 = S3Server::start("lake");
+    let dir = TempDir::new("s3-same-stage");
+    let stage = dir.path().join("stage");
+    let a = job_args(
+        "harvest",
+        &ds,
+        "s3://lake/t",
+        &stage,
+        &["--table", "Order Details"],
+    );
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let mut child = crate::crash::spawn_harvest_env(&a, &s3.env());
+    assert!(
+        kill_after_pages(&mut child, &stage.join("manifest.jsonl"), 40),
+        "the run finished before it could be killed"
+    );
+    let m = manifest(&stage);
+    let pages = records(&m, "page");
+    let last = pages.last().unwrap()["path"].as_str().unwrap().to_string();
+    let raw_dir = stage.join(&last).parent().unwrap().to_path_buf();
+    let n: u64 = last
+        .rsplit("page-")
+        .next()
+        .and_then(|t| t.strip_suffix(".json"))
+        .and_then(|t| t.parse().ok())
+        .unwrap();
+    let next = format!("page-{:06}.json", n + 1);
+    let stale = [next.as_str(), "page-999999.json"];
+    for name in stale {
+        std::fs::write(
+            raw_dir.join(name),
+            b"{\"stale\": \"a killed process's copy\"}",
+        )
+        .unwrap();
+    }
+
+    let o = on_s3(&s3, &a);
+    assert_exit(&o, 0);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("from the stage"), "{err}");
+    assert!(err.contains("page-999999.json"), "{err}");
+    assert!(!raw_dir.join("page-999999.json").exists());
+    let keys = s3.list("t/raw/");
+    assert!(
+        !keys.iter().any(|(k, _)| k.ends_with("page-999999.json")),
+        "{keys:?}"
+    );
+    // The page fetched again is on the store as recorded (verify checks size and hash).
+    let m = manifest(&stage);
+    assert_eq!(records(&m, "run_start").len(), 1, "one run, resumed");
+    assert!(
+        records(&m, "page")
+            .iter()
+            .any(|p| p["path"].as_str().unwrap().ends_with(&next))
+    );
+    assert_exit(&on_s3(&s3, &["verify", "--out", "s3://lake/t"]), 0);
+}
+
 #[test]
 fn a_live_lease_keeps_a_second_run_out_and_an_expired_one_is_taken_over() {
     let db = fixture_db(1);
