@@ -286,6 +286,11 @@ fn hostname() -> String {
         .unwrap_or_else(|| "unknown-host".into())
 }
 
+/// The first five of `rels`, for a log line about many files.
+fn first_few(rels: &[String]) -> String {
+    rels.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+}
+
 impl Remote {
     /// The store for `s3://…` (no request is made yet).
     pub fn new(
@@ -913,21 +918,21 @@ impl Remote {
                     "removed {} object(s) from {} that no published manifest line names (left by an interrupted run): {}",
                     orphans.len(),
                     self.url,
-                    orphans.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                    first_few(&orphans)
                 );
             }
             // The same files in the stage: a resumed run writes those keys anew (a page it
             // fetches again differs from the killed process's copy, by a timing field if
             // nothing else), and a publish must never send the stale copy in its place.
             let stale = self
-                .unrecorded_in_stage(&referenced, &own_runs)
+                .remove_unrecorded_from_stage(&referenced, &own_runs)
                 .with_context(|| format!("cannot clean the stage {}", self.stage.display()))?;
             if !stale.is_empty() {
                 tracing::warn!(
                     "removed {} file(s) from the stage {} that no manifest line names (left by an interrupted run; a resumed run fetches them again): {}",
                     stale.len(),
                     self.stage.display(),
-                    stale.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                    first_few(&stale)
                 );
             }
             if remote_len > local_len {
@@ -942,7 +947,7 @@ impl Remote {
 
     /// Remove the stage's data files of this writer that no manifest line names (what a
     /// publish would send); returns their relative paths.
-    fn unrecorded_in_stage(
+    fn remove_unrecorded_from_stage(
         &self,
         referenced: &HashSet<&str>,
         own_runs: &HashSet<String>,
