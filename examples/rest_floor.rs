@@ -20,7 +20,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .get_all(reqwest::header::LINK)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .flat_map(harvest::rest::parse_link_header)
+            .flat_map(harvest::source::rest::parse_link_header)
             .find(|(_, rels)| rels.iter().any(|r| r == "next"))
             .map(|(target, _)| u.join(&target))
             .transpose()?;

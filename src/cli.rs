@@ -106,8 +106,8 @@ pub struct S3Args {
 }
 
 impl S3Args {
-    pub fn options(&self) -> crate::remote::S3Options {
-        crate::remote::S3Options {
+    pub fn options(&self) -> crate::store::remote::S3Options {
+        crate::store::remote::S3Options {
             endpoint: self.s3_endpoint.clone(),
             region: self.s3_region.clone(),
             retry: None,
@@ -414,5 +414,5 @@ pub struct HarvestArgs {
 
 /// `--out`: a path, a `file://` URL (the same path), or an object-store URL kept as given.
 pub fn out_location(s: &str) -> Result<PathBuf, String> {
-    crate::remote::local_or_url(s)
+    crate::store::remote::local_or_url(s)
 }

@@ -59,16 +59,30 @@ pub struct Interrupted {
     pub signal: &'static str,
 }
 
+/// Exit 3: discrepancies were found (the report says which).
+#[derive(Debug, thiserror::Error)]
+#[error("verify found {0} discrepanc{1} in {2}")]
+pub struct Discrepancies(pub usize, pub &'static str, pub String);
+
+/// The exit code an object-store error means: refused credentials are exit 4; a request to
+/// S3 that failed after the retries (5xx, resets, timeouts, an unreachable endpoint) is
+/// exit 5, safe to rerun. Other errors keep the default.
+pub fn object_store_exit(e: &object_store::Error) -> Option<Exit> {
+    match e {
+        object_store::Error::Unauthenticated { .. }
+        | object_store::Error::PermissionDenied { .. } => Some(Exit::Auth),
+        object_store::Error::Generic { store: "S3", .. } => Some(Exit::RetryBudget),
+        _ => None,
+    }
+}
+
 /// Map an error to its exit code by the first typed marker in its cause chain.
 pub fn exit_code_for(err: &anyhow::Error) -> Exit {
     for cause in err.chain() {
         if cause.downcast_ref::<UsageError>().is_some() {
             return Exit::Usage;
         }
-        if cause
-            .downcast_ref::<crate::commands::verify::Discrepancies>()
-            .is_some()
-        {
+        if cause.downcast_ref::<Discrepancies>().is_some() {
             return Exit::Discrepancies;
         }
         if cause.downcast_ref::<Interrupted>().is_some() {
@@ -76,7 +90,7 @@ pub fn exit_code_for(err: &anyhow::Error) -> Exit {
         }
         if let Some(code) = cause
             .downcast_ref::<object_store::Error>()
-            .and_then(crate::remote::exit_kind)
+            .and_then(object_store_exit)
         {
             return code;
         }

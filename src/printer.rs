@@ -7,7 +7,7 @@
 //!
 //! `--log-format json`: one object per line with `timestamp`, `level`, `message`, the event's
 //! own fields (`source`, `table`, `page`, `rows`, `pages`, `retries`, `elapsed_ms`, `attempt`,
-//! `status`, `outcome`, … where they apply; README §"Logs") and, once a run has an id,
+//! `status`, `outcome`, … where they apply; docs/harvest.md §"Logs") and, once a run has an id,
 //! `run_id` on every line. The human format prints the message only.
 
 use std::io::{self, IsTerminal, Write};

@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 
 use crate::cli::HistoryArgs;
 use crate::error::UsageError;
-use crate::manifest::{FILE_NAME, sha256_hex};
 use crate::printer::Printer;
+use crate::store::manifest::{FILE_NAME, sha256_hex};
 
 /// The JSON document's format version.
 pub const HISTORY_VERSION: u64 = 1;
@@ -107,7 +107,7 @@ impl ManifestHealth {
 pub fn read_history(dir: &Path) -> anyhow::Result<(Vec<Run>, ManifestHealth)> {
     let path = dir.join(FILE_NAME);
     let file = std::fs::File::open(&path).map_err(|_| {
-        let writers = crate::writers::list(dir);
+        let writers = crate::store::writers::list(dir);
         if !writers.is_empty() {
             return UsageError::with_hint(
                 format!(
@@ -117,7 +117,7 @@ pub fn read_history(dir: &Path) -> anyhow::Result<(Vec<Run>, ManifestHealth)> {
                 ),
                 format!(
                     "pass one writer's home, e.g. --out {}",
-                    crate::writers::home(dir, &writers[0]).display()
+                    crate::store::writers::home(dir, &writers[0]).display()
                 ),
             );
         }
@@ -426,8 +426,8 @@ fn table(rows: &[Vec<String>], right: &[usize]) -> String {
 
 pub fn run(args: &HistoryArgs, printer: Printer) -> anyhow::Result<()> {
     // Object storage: the history is in the manifests (their segments joined), not the data.
-    if crate::remote::is_remote(&args.out) {
-        let copy = crate::remote::local_copy(&args.out, &args.s3.options(), |_| false)?;
+    if crate::store::remote::is_remote(&args.out) {
+        let copy = crate::store::remote::local_copy(&args.out, &args.s3.options(), |_| false)?;
         return run_on(args, copy.path(), printer);
     }
     if !args.out.is_dir() {

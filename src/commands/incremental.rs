@@ -1,5 +1,5 @@
 //! `harvest incremental`: the `harvest` pipeline restricted to rows at or past each table's
-//! stored high-watermark (see [`crate::watermark`] for the store and its commit protocol).
+//! stored high-watermark (see [`crate::store::watermark`] for the store and its commit protocol).
 //!
 //! Guarantees: the lower bound is inclusive (`col__gte`, or a REST table's `{watermark}`
 //! parameter, which must mean `>=`) so rows sharing the watermark value are never missed,
@@ -16,9 +16,9 @@ use crate::printer::Printer;
 pub fn run(args: &IncrementalArgs, printer: Printer) -> anyhow::Result<()> {
     let settings = resolve_incremental(args)?;
     if args.show_state {
-        let states = crate::watermark::Store::new(&settings.home).all()?;
+        let states = crate::store::watermark::Store::new(&settings.home).all()?;
         printer.stdout(&format!("{}\n", serde_json::to_string_pretty(&states)?));
         return Ok(());
     }
-    super::harvest::runtime()?.block_on(super::harvest::run_settings(settings, printer))
+    crate::run::job::runtime()?.block_on(crate::run::job::run_settings(settings, printer))
 }

@@ -1,4 +1,8 @@
-//! One module per subcommand, each with a `run()`.
+//! One module per subcommand, each with a `run()` that resolves its settings (arguments, config
+//! file, environment), runs, and reports through the printer.
+//!
+//! Architecture invariant: nothing below this layer names a command. What two commands share
+//! (`harvest` and `incremental` share the whole run) lives in [`crate::run`] or below.
 
 pub mod export;
 pub mod harvest;

@@ -2,7 +2,7 @@
 //! Parquet chunk by chunk.
 //!
 //! Guarantees: the database is opened read-only and parameters are bound, never spliced (see
-//! [`crate::sqlite_source`]); memory is bounded by a few chunks whatever the result size; the
+//! [`crate::source::sqlite`]); memory is bounded by a few chunks whatever the result size; the
 //! read side (one SQLite cursor) and the encode side (Arrow → zstd Parquet, hashing, writing)
 //! run on two threads joined by a bounded channel; in DIR mode the output follows the same
 //! layout, atomic parts and manifest records as `harvest` (`parquet` records carry the query
@@ -22,15 +22,17 @@ use serde_json::json;
 use crate::cli::SqlExtractArgs;
 use crate::config::{load_config, parse_type_flags, parse_types, split_kv};
 use crate::error::UsageError;
-use crate::fsutil::{AtomicFile, create_dir_all_durable, parent_dir};
-use crate::lock::DirLock;
-use crate::manifest::{Manifest, sha256_hex};
-use crate::parquet_sink::{ClosedPart, SinkSettings, TableSink, writer_properties};
 use crate::printer::Printer;
 use crate::schema::{ColType, ColumnPlan};
-use crate::sqlite_source::{self, KeyedBatch, Param, StreamOptions};
+use crate::source::sqlite::{self, KeyedBatch, Param, StreamOptions};
+use crate::store::fsutil::{AtomicFile, create_dir_all_durable, parent_dir};
+use crate::store::lock::DirLock;
+use crate::store::manifest::{Manifest, sha256_hex};
+use crate::store::parts::{ClosedPart, SinkSettings, TableSink, writer_properties};
 
-use super::harvest::{new_run_id, now_rfc3339, obj, remove_leftover_temps};
+use crate::run::context::{new_run_id, obj};
+use crate::run::job::remove_leftover_temps;
+use crate::store::manifest::now_rfc3339;
 
 pub const DEFAULT_CHUNK_ROWS: usize = 65536;
 
@@ -205,7 +207,7 @@ fn resolve(args: &SqlExtractArgs) -> Result<Settings, UsageError> {
         .out
         .clone()
         .or(file.as_ref().and_then(|f| f.out.clone()));
-    if let Some(o) = out.as_ref().filter(|o| crate::remote::is_remote(o)) {
+    if let Some(o) = out.as_ref().filter(|o| crate::store::remote::is_remote(o)) {
         return Err(UsageError::with_hint(
             format!(
                 "sql-extract writes to a local directory, not to {}",
@@ -301,10 +303,10 @@ fn prepare<'c>(
     })?;
     // SQLite calls ATTACH, DETACH, BEGIN and many PRAGMAs "read-only" (they change no
     // database file), so the statement must also be a query.
-    if !stmt.readonly() || !sqlite_source::is_query(&e.query) {
+    if !stmt.readonly() || !sqlite::is_query(&e.query) {
         return Err(not_a_query());
     }
-    sqlite_source::bind(&mut stmt, &e.named, &e.positional)?;
+    sqlite::bind(&mut stmt, &e.named, &e.positional)?;
     Ok(stmt)
 }
 
@@ -321,7 +323,7 @@ where
     W: Send + 'static,
     R: Send + 'static,
 {
-    let conn = sqlite_source::open_readonly(&e.db)?;
+    let conn = sqlite::open_readonly(&e.db)?;
     let mut stmt = prepare(&conn, e)?;
     let what = format!("extract {:?}", e.name);
     let tx: RefCell<Option<SyncSender<KeyedBatch>>> = RefCell::new(None);
@@ -368,8 +370,7 @@ where
         partition_by: e.partition_by.as_deref(),
         chunk_rows: e.chunk_rows,
     };
-    let streamed =
-        sqlite_source::stream(&mut stmt, &opts, &mut plan_hook, &mut emit, &mut progress);
+    let streamed = sqlite::stream(&mut stmt, &opts, &mut plan_hook, &mut emit, &mut progress);
     drop(tx.borrow_mut().take()); // close the channel: the encoder finishes
     let joined = handle.borrow_mut().take().map(|h| h.join());
     let rows = streamed?;
@@ -418,14 +419,14 @@ fn extract_to_file(
 }
 
 fn extract_to_dir(out: &Path, extracts: &[&Extract], settings: &Settings) -> anyhow::Result<u64> {
-    crate::writers::check_layout(out, None)?;
+    crate::store::writers::check_layout(out, None)?;
     create_dir_all_durable(out)
         .with_context(|| format!("cannot create the output directory {}", out.display()))?;
     let _lock = DirLock::acquire(out, settings.wait_lock)?;
     let (mut manifest, _) = Manifest::open(out)?;
     remove_leftover_temps(out, out, None)?;
-    let history = crate::manifest::read_records(out)?;
-    let swept = crate::resume::sweep_parts(out, &history, None)?;
+    let history = crate::store::manifest::read_records(out)?;
+    let swept = crate::run::resume::sweep_parts(out, &history, None)?;
     if !swept.is_empty() {
         tracing::warn!(
             "removed {} Parquet part(s) the manifest does not record: {}",
@@ -579,7 +580,7 @@ fn extract_one(
         run_id,
         obj(json!({"output": e.name, "rows": rows, "parts": closed.len(), "query": e.query})),
     )?;
-    crate::pipeline::supersede_parts(out, &table_rel, run_id, &e.name, manifest)?;
+    crate::run::pipeline::supersede_parts(out, &table_rel, run_id, &e.name, manifest)?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         table = %e.name,

@@ -5,6 +5,7 @@ mod common;
 mod compression;
 mod crash;
 mod delta;
+mod docs;
 mod export;
 mod fault_server;
 mod faults;

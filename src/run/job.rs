@@ -1,0 +1,556 @@
+//! `harvest harvest`: page through Datasette tables and REST APIs into raw snapshots, the
+//! manifest and Parquet.
+//! This file owns the run (`incremental` shares it); each table goes through
+//! [`crate::run::pipeline`].
+//!
+//! Guarantees (DESIGN.md): runs on one DIR never interleave (lock); before anything else a run
+//! repairs a torn manifest line and removes temp files and Parquet parts the manifest does not
+//! vouch for; every run is bracketed by `run_start` (or `run_resume`) and `run_end` with its
+//! outcome and totals. Resume: a run that did not end `ok` is continued by the next run with
+//! the same settings (config digest) under the same `run_id`; tables it finished are skipped.
+//! SIGINT/SIGTERM end the run with a clean checkpoint and exit 130. With `--writer NAME` the
+//! lock, manifest and state are the writer's own (`DIR/writers/NAME/`, [`crate::store::writers`])
+//! and the start-up clean-up touches only files of its own runs.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::error::Interrupted;
+use crate::error::UsageError;
+use crate::http::Client;
+use crate::printer::Printer;
+use crate::run::context::{RunCtx, Totals, new_run_id, obj};
+use crate::run::settings::HarvestSettings;
+use crate::source::TableSource;
+use crate::source::datasette;
+use crate::source::datasette::table::{DatasetteFacts, DatasetteTable};
+use crate::source::rest::RestSource;
+use crate::source::settings::TableSettings;
+use crate::store::fsutil::{TEMP_SUFFIX, create_dir_all_durable, files_under};
+use crate::store::lock::DirLock;
+use crate::store::manifest::Manifest;
+use crate::store::manifest::now_rfc3339;
+
+/// The runtime for `harvest` and `incremental`: the writer runs on the calling thread (its
+/// file writes and fsyncs block only itself) while page fetches run on two worker threads.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Remove temp files a crashed run left under DIR (they were never visible as real files):
+/// under `raw/` and `parquet/` (only those of `own` runs, when DIR is shared by writers) and
+/// under the writer's `state/`.
+pub(crate) fn remove_leftover_temps(
+    out: &Path,
+    home: &Path,
+    own: Option<&std::collections::HashSet<String>>,
+) -> anyhow::Result<u64> {
+    let mut removed = 0;
+    for (root, sub) in [(out, "raw"), (out, "parquet"), (home, "state")] {
+        let files = files_under(&root.join(sub))
+            .with_context(|| format!("cannot clean temp files under {}", root.display()))?;
+        let mine = |p: &Path| {
+            root != out
+                || own.is_none_or(|runs| {
+                    crate::store::writers::written_by(&crate::store::fsutil::rel_path(out, p), runs)
+                })
+        };
+        for p in files
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(TEMP_SUFFIX) && mine(p))
+        {
+            std::fs::remove_file(p).with_context(|| format!("cannot remove {}", p.display()))?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::warn!("removed {removed} temp file(s) left by an interrupted run");
+    }
+    Ok(removed)
+}
+
+/// Stops the lease renewal when a run returns early (the lease then expires on the store, or
+/// the next run on this stage takes it over).
+struct LeaseGuard(Arc<crate::store::remote::Remote>);
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.0.stop_renewal();
+    }
+}
+
+pub(crate) async fn run_settings(
+    settings: HarvestSettings,
+    printer: Printer,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let out = settings.out.clone();
+    let home = settings.home.clone();
+    crate::store::writers::check_layout(&out, settings.writer.as_deref())?;
+    create_dir_all_durable(&home)
+        .with_context(|| format!("cannot create the output directory {}", home.display()))?;
+    let _lock = DirLock::acquire(&home, settings.wait_lock)?;
+    // Object storage: hold the store's lease, and bring the stage up to what the store holds.
+    let _lease = match &settings.remote {
+        Some(r) => {
+            r.acquire_lease(settings.wait_lock)?;
+            let guard = LeaseGuard(r.clone());
+            r.attach()?;
+            crate::store::remote::mount(r.clone());
+            tracing::info!("writing to {} through the stage {}", r.url(), out.display());
+            Some(guard)
+        }
+        None => None,
+    };
+    let (mut manifest, _) = Manifest::open(&home)?;
+    let history = crate::store::manifest::read_records(&home)?;
+    // In a shared DIR, clean-up touches only this writer's files.
+    let own = settings
+        .writer
+        .is_some()
+        .then(|| crate::store::writers::runs_of(&history));
+    remove_leftover_temps(&out, &home, own.as_ref())?;
+    let swept =
+        crate::run::resume::sweep_parts(&out, &history, own.as_ref()).with_context(|| {
+            format!(
+                "cannot remove unrecorded Parquet parts under {}",
+                out.display()
+            )
+        })?;
+    if !swept.is_empty() {
+        tracing::warn!(
+            "removed {} Parquet part(s) the manifest does not record (left by an interrupted run): {}",
+            swept.len(),
+            swept.join(", ")
+        );
+    }
+    // Delta tables: follow what the manifest wants them to hold, and first commit whatever an
+    // interrupted run recorded but did not commit.
+    let mut ledger = crate::store::delta::Ledger::default();
+    for r in &history {
+        ledger.feed(r);
+    }
+    if !ledger.outputs.is_empty()
+        || settings.table_format == crate::store::delta::TableFormat::Delta
+    {
+        for (output, c) in crate::store::delta::reconcile(&out, &ledger)? {
+            tracing::warn!(
+                "{output}: committed Delta version {} with {} part(s) added and {} removed that an interrupted run had recorded but not committed",
+                c.version,
+                c.added,
+                c.removed
+            );
+        }
+        manifest.follow(Box::new(ledger));
+    }
+    if let Some(r) = &settings.remote {
+        r.publish()?;
+    }
+    if settings.command == "incremental" {
+        let (fwd, back) = crate::store::watermark::Store::new(&home).recover(&history)?;
+        if fwd + back > 0 {
+            tracing::warn!(
+                "watermark recovery after an interrupted run: {fwd} committed state(s) rolled forward, {back} uncommitted discarded"
+            );
+        }
+    }
+    let resume = match crate::run::resume::find_resumable(&history, &settings.config_digest) {
+        Some(r) if settings.restart => {
+            tracing::info!("--restart: not resuming the unfinished run {}", r.run_id);
+            None
+        }
+        Some(r) => Some(r),
+        None => {
+            if let Some(last) = history.iter().rev().find(|r| r["kind"] == "run_start")
+                && !history.iter().any(|r| {
+                    r["kind"] == "run_end" && r["run_id"] == last["run_id"] && r["outcome"] == "ok"
+                })
+                && !settings.restart
+            {
+                tracing::warn!(
+                    "the previous run {} did not finish, but the settings changed since, so this run starts over",
+                    last["run_id"].as_str().unwrap_or("?")
+                );
+            }
+            None
+        }
+    };
+    let run_id = match &resume {
+        Some(r) => {
+            crate::printer::set_run_id(&r.run_id);
+            let replay: usize = r
+                .tables
+                .values()
+                .flat_map(|t| t.streams.values())
+                .map(|s| s.replay.len())
+                .sum();
+            let done = r.tables.values().filter(|t| t.done.is_some()).count();
+            tracing::info!(
+                "resuming run {}: {done} table(s) already done, {replay} recorded page(s) to replay from snapshots",
+                r.run_id
+            );
+            manifest.append(
+                "run_resume",
+                &r.run_id,
+                obj(json!({
+                    "tool_version": env!("CARGO_PKG_VERSION"),
+                    "config_digest": settings.config_digest,
+                    "resumed_at": now_rfc3339(),
+                    "replay_pages": replay,
+                })),
+            )?;
+            r.run_id.clone()
+        }
+        None => {
+            let run_id = new_run_id();
+            manifest.append(
+                "run_start",
+                &run_id,
+                obj(json!({
+                    "command": settings.command,
+                    "tool_version": env!("CARGO_PKG_VERSION"),
+                    "config_digest": settings.config_digest,
+                    "settings": settings.described,
+                    "started_at": now_rfc3339(),
+                })),
+            )?;
+            run_id
+        }
+    };
+    crate::printer::set_run_id(&run_id);
+    let shown = match &settings.remote {
+        Some(r) => r.url().to_string(),
+        None => out.display().to_string(),
+    };
+    tracing::info!(out = %shown, "run {run_id} started; writing to {shown}");
+    let signals = watch_signals();
+
+    let mut totals = Totals::default();
+    let mut retries = 0u64;
+    let (mut bytes, mut wire_bytes) = (0u64, 0u64);
+    let mut result = Ok(());
+    for source in &settings.sources {
+        let mut http = settings.http.clone();
+        http.auth = source.auth.clone();
+        http.headers = source.headers.clone();
+        http.credentials = source.sends_credentials();
+        let client = Arc::new(Client::new(http)?);
+        let ctx = RunCtx {
+            settings: &settings,
+            source,
+            client: &client,
+            run_id: &run_id,
+            resume: resume.as_ref(),
+            signals: signals.clone(),
+            quiet: printer.quiet,
+            history: &history,
+        };
+        let r = harvest_source(&ctx, &mut manifest, &mut totals).await;
+        let st = client.stats();
+        retries += st.retries;
+        bytes += st.bytes;
+        wire_bytes += st.wire_bytes;
+        if r.is_err() {
+            result = r;
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    let outcome = match &result {
+        Ok(()) => json!("ok"),
+        Err(e) if e.chain().any(|c| c.is::<Interrupted>()) => json!("interrupted"),
+        Err(e) => json!(format!("failed: {e:#}")),
+    };
+    // The run's totals: in `run_end`, and as the fields of the summary log line.
+    let counts = obj(json!({
+        "tables": totals.tables,
+        "pages": totals.pages,
+        "rows": totals.rows,
+        "fetched_pages": totals.fetched_pages,
+        "replayed_pages": totals.replayed_pages,
+        "bytes": bytes,
+        "wire_bytes": wire_bytes,
+        "retries": retries,
+    }));
+    let mut run_totals = counts.clone();
+    run_totals.insert("parts".into(), json!(totals.parts));
+    run_totals.insert("wall_ms".into(), json!(elapsed.as_millis() as u64));
+    manifest.append(
+        "run_end",
+        &run_id,
+        obj(json!({
+            "outcome": outcome,
+            "ended_at": now_rfc3339(),
+            "totals": run_totals,
+            "warnings": totals.warnings,
+            "watermarks": totals.watermarks,
+        })),
+    )?;
+    // Everything durable in the stage (also after a failure: a rerun resumes from it).
+    if let Some(r) = &settings.remote {
+        let published = r.publish();
+        if let (Err(e), Ok(())) = (&published, &result) {
+            tracing::error!("{e:#}");
+        }
+        result = result.and(published.map(|_| ()));
+        if let Err(e) = r.release_lease() {
+            tracing::warn!("{e:#}");
+        }
+    }
+    result?;
+    let resumed = if totals.pages == totals.fetched_pages {
+        String::new()
+    } else {
+        format!(
+            " ({} fetched now, {} replayed from snapshots, {} by an earlier process)",
+            totals.fetched_pages,
+            totals.replayed_pages,
+            totals.pages - totals.fetched_pages - totals.replayed_pages
+        )
+    };
+    let wire = if wire_bytes == bytes {
+        String::new()
+    } else {
+        format!(" ({:.1} MB on the wire)", wire_bytes as f64 / 1e6)
+    };
+    printer.summary_with(
+        &format!(
+            "harvested {} table(s): {} pages{resumed}, {} rows, {:.1} MB{wire}, {} retries in {:.1}s -> {}",
+            totals.tables,
+            totals.pages,
+            totals.rows,
+            bytes as f64 / 1e6,
+            retries,
+            elapsed.as_secs_f64(),
+            shown
+        ),
+        {
+            let mut f = counts;
+            f.insert("outcome".into(), json!("ok"));
+            f.insert("elapsed_ms".into(), json!(elapsed.as_millis() as u64));
+            Value::Object(f)
+        },
+    );
+    Ok(())
+}
+
+/// SIGINT/SIGTERM set the watched value; the page loop checks it between pages and while a
+/// request is in flight.
+fn watch_signals() -> watch::Receiver<Option<&'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = watch::channel(None);
+    for (kind, name) in [
+        (SignalKind::interrupt(), "SIGINT"),
+        (SignalKind::terminate(), "SIGTERM"),
+    ] {
+        let tx = tx.clone();
+        match signal(kind) {
+            Ok(mut s) => {
+                tokio::spawn(async move {
+                    if s.recv().await.is_some() {
+                        tracing::warn!("{name} received: finishing with a clean checkpoint");
+                        let _ = tx.send(Some(name));
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("cannot listen for {name}: {e}"),
+        }
+    }
+    rx
+}
+
+async fn harvest_source(
+    ctx: &RunCtx<'_>,
+    manifest: &mut Manifest,
+    totals: &mut Totals,
+) -> anyhow::Result<()> {
+    let source = ctx.source;
+    if source.kind == crate::source::settings::SourceKind::Rest {
+        tracing::info!(
+            "source {:?}: REST API at {}",
+            source.name,
+            crate::http::display_url(&source.base)
+        );
+        for table in &source.tables {
+            let Some(progress) = unfinished(ctx, table, totals) else {
+                continue;
+            };
+            let result = if table.rows.is_some() {
+                crate::run::row_driven::harvest_rows(ctx, table, progress, manifest, totals).await
+            } else {
+                let Some(rest) = RestSource::new(source, table) else {
+                    anyhow::bail!(
+                        "table {:?} of a REST source has no REST settings",
+                        table.output
+                    );
+                };
+                let src = TableSource::Rest(Box::new(rest));
+                crate::run::pipeline::harvest_table(ctx, table, src, progress, manifest, totals)
+                    .await
+            };
+            result.with_context(|| {
+                format!(
+                    "harvesting table {:?} of source {:?}",
+                    table.output, source.name
+                )
+            })?;
+        }
+        return Ok(());
+    }
+    let flavor = match datasette::detect_flavor(ctx.client, &source.base).await? {
+        Some((f, v)) => {
+            tracing::info!(
+                "source {:?}: Datasette {v} at {}",
+                source.name,
+                crate::http::display_url(&source.base)
+            );
+            Some(f)
+        }
+        None => {
+            tracing::warn!(
+                "source {:?}: /-/versions.json did not say the Datasette version; detecting from the first page",
+                source.name
+            );
+            None
+        }
+    };
+    let sends_infinity =
+        datasette::sends_infinity(ctx.client, &source.base, &source.database).await?;
+    if sends_infinity == Some(false) {
+        tracing::warn!(
+            "source {:?}: the server sends ±Infinity as null even when asked (_json_infinity=on); tables holding them will be refused",
+            source.name
+        );
+    }
+    let facts = DatasetteFacts {
+        flavor,
+        sends_infinity,
+    };
+    let table_source = |table: &TableSettings| {
+        TableSource::Datasette(Box::new(DatasetteTable::new(
+            ctx.client,
+            &source.base,
+            &source.database,
+            table,
+            facts,
+        )))
+    };
+    let max_rows = datasette::max_returned_rows(ctx.client, &source.base).await?;
+    for table in &source.tables {
+        let mut table = fit_page_size(table, max_rows)?;
+        let Some(progress) = unfinished(ctx, &table, totals) else {
+            continue;
+        };
+        let fresh = progress.streams.is_empty() && progress.slices.is_none();
+        let seq_before = manifest.next_seq();
+        let mut result = crate::run::pipeline::harvest_table(
+            ctx,
+            &table,
+            table_source(&table),
+            progress.clone(),
+            manifest,
+            totals,
+        )
+        .await;
+        // A server that would not show its settings names its limit when it refuses the first
+        // page; a defaulted page size then drops to it. (Only for a table that had recorded
+        // nothing, so the retry starts clean.)
+        if let Err(e) = &result
+            && fresh
+            && table.parallel <= 1
+            && !table.page_size_given
+            && let Some(limit) = refused_page_size(e).filter(|l| *l < table.page_size)
+            && manifest.next_seq() == seq_before
+        {
+            tracing::info!(
+                "{}: the server refused pages of {} and returns at most {limit} rows per request; using pages of {limit}",
+                table.output,
+                table.page_size
+            );
+            table.page_size = limit;
+            let src = table_source(&table);
+            result =
+                crate::run::pipeline::harvest_table(ctx, &table, src, progress, manifest, totals)
+                    .await;
+        }
+        result.with_context(|| {
+            format!(
+                "harvesting table {:?} of source {:?}",
+                table.name, source.name
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Where `table` stands in the resumed run (nothing recorded for a new run); `None` when the
+/// resumed run already completed it (its totals are counted).
+fn unfinished(
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    totals: &mut Totals,
+) -> Option<crate::run::resume::TableProgress> {
+    let progress = ctx
+        .resume
+        .and_then(|r| r.tables.get(&table.output))
+        .cloned()
+        .unwrap_or_default();
+    if let Some(done) = progress.done {
+        tracing::info!("{}: already complete in the resumed run", table.output);
+        totals.add_table(done.pages, done.rows, 0);
+        return None;
+    }
+    Some(progress)
+}
+
+/// The page size limit a server named when it refused a request with 400 (Datasette:
+/// `_size must be <= 1000`).
+fn refused_page_size(e: &anyhow::Error) -> Option<u32> {
+    e.chain()
+        .find_map(|c| match c.downcast_ref::<crate::http::HttpError>() {
+            Some(crate::http::HttpError::Status {
+                status: 400,
+                detail,
+                ..
+            }) => {
+                let rest = &detail[detail.find("_size must be <= ")? + "_size must be <= ".len()..];
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok().filter(|n| *n > 0)
+            }
+            _ => None,
+        })
+}
+
+/// The table with a page size the server accepts: a defaulted one above the server's
+/// `max_returned_rows` becomes that limit (logged); a given one is a usage error.
+fn fit_page_size(table: &TableSettings, max_rows: Option<u32>) -> anyhow::Result<TableSettings> {
+    let mut t = table.clone();
+    let Some(max) = max_rows.filter(|m| *m < table.page_size) else {
+        return Ok(t);
+    };
+    if table.page_size_given {
+        return Err(UsageError::with_hint(
+            format!(
+                "table {:?}: the page size {} is above the server's max_returned_rows ({max})",
+                table.name, table.page_size
+            ),
+            format!("pass --page-size {max} or less (or leave it out to use the server's limit)"),
+        )
+        .into());
+    }
+    tracing::info!(
+        "{}: the server returns at most {max} rows per request (max_returned_rows); using pages of {max}",
+        table.output
+    );
+    t.page_size = max;
+    Ok(t)
+}

@@ -1,0 +1,311 @@
+//! What a table's Parquet parts need around them: their manifest lines, Delta commits,
+//! superseding a dataset's older parts, and removing parts an unfinished run left.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// In a DIR shared by writers: what this writer knows of the table's Delta files, and whether
+/// the table is split between writers (`--shard`).
+pub(crate) fn shared_table<'m>(
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    manifest: &'m Manifest,
+) -> Option<crate::store::delta::Shared<'m>> {
+    ctx.settings.writer.as_ref()?;
+    Some(crate::store::delta::Shared {
+        known: manifest
+            .follower::<crate::store::delta::Ledger>()
+            .and_then(|l| l.outputs.get(&table.output))
+            .map(|d| &d.known),
+        split: table.shard.is_some(),
+    })
+}
+
+/// What a shard records about its share of a split table: `index`/`count` as in
+/// `--shard I/N`, and the slices it pages.
+pub(super) fn shard_json(share: crate::source::settings::SliceShare, plan: &SlicePlan) -> Value {
+    let mine: Vec<u32> = plan
+        .slices
+        .iter()
+        .map(|s| s.index)
+        .filter(|k| share.owns(*k))
+        .collect();
+    json!({ "index": share.index, "count": share.count, "slices": mine })
+}
+
+pub(super) fn record_parts(
+    manifest: &mut Manifest,
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    plan: &TablePlan,
+    stream: &Stream,
+    closed: &[ClosedPart],
+    delta: Option<&crate::store::delta::Target>,
+) -> anyhow::Result<()> {
+    let mut pages = json!({
+        "raw_run": ctx.run_id,
+        "first": stream.first_page_since_checkpoint,
+        "last": stream.taken,
+    });
+    if let Some(k) = stream.slice {
+        pages["slice"] = json!(k);
+    }
+    record_part_lines(manifest, ctx, table, &plan.columns, &pages, closed, delta)
+}
+
+/// One `parquet` manifest line per closed part: the pages (or batches) whose rows it holds,
+/// the table's schema, and its partition. A Delta table written by appends then commits them.
+pub(crate) fn record_part_lines(
+    manifest: &mut Manifest,
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    columns: &[crate::schema::ColumnPlan],
+    pages: &Value,
+    closed: &[ClosedPart],
+    delta: Option<&crate::store::delta::Target>,
+) -> anyhow::Result<()> {
+    for part in closed {
+        let mut rec = obj(json!({
+            "path": part.rel_path,
+            "sha256": part.sha256,
+            "bytes": part.bytes,
+            "rows": part.rows,
+            "source": crate::http::display_url(&ctx.source.base),
+            "table": table.name,
+            "output": table.output,
+            "pages": pages,
+            "schema": columns,
+        }));
+        if let (Some(col), Some(v)) = (&table.partition_by, &part.partition) {
+            rec.insert("partition".into(), json!({ col: v }));
+        }
+        if let Some(t) = delta {
+            rec.insert("delta".into(), json!(t.mode.as_str()));
+        }
+        manifest.append("parquet", ctx.run_id, rec)?;
+    }
+    if let Some(t) = delta.filter(|t| t.mode == crate::store::delta::Mode::Append)
+        && !closed.is_empty()
+    {
+        commit_delta(manifest, ctx, &table.output, t, pages)?;
+    } else if let Some(r) = &ctx.settings.remote {
+        // Object storage: the checkpoint's files, then its manifest lines.
+        r.publish()?;
+    }
+    Ok(())
+}
+
+/// Commit to the table's Delta log what the manifest now says it holds (nothing when they
+/// agree), and record the commit.
+pub(crate) fn commit_delta(
+    manifest: &mut Manifest,
+    ctx: &RunCtx<'_>,
+    output: &str,
+    target: &crate::store::delta::Target,
+    pages: &Value,
+) -> anyhow::Result<()> {
+    let Some(desired) = manifest
+        .follower::<crate::store::delta::Ledger>()
+        .and_then(|l| l.outputs.get(output))
+    else {
+        return Ok(());
+    };
+    // Object storage: the parts go up before the commit that names them.
+    if let Some(r) = &ctx.settings.remote {
+        r.publish()?;
+    }
+    crate::failpoint("delta:before-commit");
+    let mut info = serde_json::Map::new();
+    info.insert("harvest.run_id".into(), json!(ctx.run_id));
+    info.insert("harvest.command".into(), json!(ctx.settings.command));
+    info.insert("harvest.pages".into(), pages.clone());
+    let done =
+        crate::store::delta::sync(&ctx.settings.out, &target.table_rel, output, desired, info)?;
+    crate::failpoint("delta:after-commit");
+    if let Some(c) = done {
+        tracing::info!(
+            table = %output,
+            version = c.version,
+            "{output}: Delta version {} ({} file(s) added, {} removed)",
+            c.version,
+            c.added,
+            c.removed
+        );
+        manifest.append(
+            "delta_commit",
+            ctx.run_id,
+            obj(json!({
+                "output": output,
+                "table": target.table_rel,
+                "delta_version": c.version,
+                "mode": target.mode.as_str(),
+                "added": c.added,
+                "removed": c.removed,
+            })),
+        )?;
+    }
+    Ok(())
+}
+
+/// The end of a table written to a Delta log. An overwriting run records the files it
+/// replaces as superseded (kept on disk: older versions still read them), then commits their
+/// removal and its own parts together; an appending run has committed at its checkpoints. A
+/// complete (not incremental) appending run also retires the parts earlier runs recorded that
+/// the log does not hold (their dataset directory was removed by hand): this run replaces them.
+pub(crate) fn finish_delta(
+    manifest: &mut Manifest,
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    target: &crate::store::delta::Target,
+    complete: bool,
+) -> anyhow::Result<()> {
+    let desired = manifest
+        .follower::<crate::store::delta::Ledger>()
+        .and_then(|l| l.outputs.get(&table.output));
+    let (stale, kept, reason): (Vec<String>, bool, &str) = match (target.mode, desired) {
+        (crate::store::delta::Mode::Overwrite, Some(d)) => {
+            let state = crate::store::delta::load(&ctx.settings.out, &target.table_rel)?;
+            let stale = state
+                .files
+                .keys()
+                .filter(|p| d.known.contains(*p) && !d.files.contains_key(*p))
+                .cloned()
+                .collect();
+            (
+                stale,
+                true,
+                "a newer complete harvest of the table replaces these parts in a Delta commit; the files stay for time travel",
+            )
+        }
+        (crate::store::delta::Mode::Append, Some(d)) if complete => (
+            d.files
+                .iter()
+                .filter(|(_, w)| w.run_id != ctx.run_id)
+                .map(|(p, _)| p.clone())
+                .collect(),
+            false,
+            "parts of earlier runs that are no longer on disk nor in the Delta table; this complete harvest replaces them",
+        ),
+        _ => (vec![], false, ""),
+    };
+    if !stale.is_empty() {
+        let mut rec = obj(json!({
+            "output": table.output,
+            "reason": reason,
+            "paths": stale,
+        }));
+        if kept {
+            rec.insert("kept".into(), json!(true));
+        }
+        manifest.append("supersede", ctx.run_id, rec)?;
+    }
+    commit_delta(
+        manifest,
+        ctx,
+        &table.output,
+        target,
+        &json!({ "raw_run": ctx.run_id, "table_end": true }),
+    )
+}
+
+/// After a complete harvest of a table, the parts earlier runs wrote for the same dataset are
+/// stale: record their removal, then remove them, so readers see exactly one copy of each row.
+pub(crate) fn supersede_parts(
+    out: &Path,
+    table_rel: &str,
+    run_id: &str,
+    output: &str,
+    manifest: &mut Manifest,
+) -> anyhow::Result<()> {
+    let mine = format!("part-{run_id}-");
+    let mut stale: Vec<PathBuf> = files_under(&out.join(table_rel))?
+        .into_iter()
+        .filter(|p| {
+            is_part_file(p)
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&mine))
+        })
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    stale.sort();
+    let rels: Vec<String> = stale.iter().map(|p| rel_path(out, p)).collect();
+    manifest.append(
+        "supersede",
+        run_id,
+        obj(json!({ "output": output, "reason": "a newer complete harvest of the table replaces these parts", "paths": rels })),
+    )?;
+    for p in &stale {
+        std::fs::remove_file(p)
+            .with_context(|| format!("cannot remove the superseded part {}", p.display()))?;
+        if let Some(dir) = p.parent() {
+            let _ = crate::store::fsutil::fsync_dir(dir);
+            // Drop partition directories that are now empty.
+            if dir != out.join(table_rel)
+                && std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+            {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+    tracing::info!(
+        "{output}: replaced {} part(s) from earlier runs",
+        stale.len()
+    );
+    Ok(())
+}
+
+pub(super) fn dataset_has_parts(dir: &Path) -> bool {
+    files_under(dir).is_ok_and(|files| files.iter().any(|p| is_part_file(p)))
+}
+
+/// Incremental datasets accumulate parts, so parts recorded by an earlier run that never
+/// finished this table (and is not being resumed) would duplicate rows: record, then remove.
+pub(super) fn remove_unfinished_parts(
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    manifest: &mut Manifest,
+    delta: Option<&crate::store::delta::Target>,
+) -> anyhow::Result<()> {
+    let paths = crate::run::resume::unfinished_parts(ctx.history, &table.output, ctx.run_id);
+    let paths: Vec<String> = paths
+        .into_iter()
+        .filter(|p| ctx.settings.out.join(p).exists())
+        .collect();
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let mut rec = obj(
+        json!({ "output": table.output, "reason": "parts of an unfinished run that is not being resumed", "paths": paths }),
+    );
+    if let Some(t) = delta {
+        // Committed parts: a Delta commit removes them; the files stay for older versions.
+        rec.insert("kept".into(), json!(true));
+        manifest.append("supersede", ctx.run_id, rec)?;
+        tracing::warn!(
+            "{}: removing {} part(s) of an unfinished earlier run from the Delta table",
+            table.output,
+            paths.len()
+        );
+        return commit_delta(
+            manifest,
+            ctx,
+            &table.output,
+            t,
+            &json!({ "raw_run": ctx.run_id, "removed_unfinished": true }),
+        );
+    }
+    manifest.append("supersede", ctx.run_id, rec)?;
+    for p in &paths {
+        let full = ctx.settings.out.join(p);
+        std::fs::remove_file(&full).with_context(|| format!("cannot remove {}", full.display()))?;
+    }
+    tracing::warn!(
+        "{}: removed {} part(s) of an unfinished earlier run",
+        table.output,
+        paths.len()
+    );
+    Ok(())
+}

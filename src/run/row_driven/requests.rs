@@ -1,0 +1,104 @@
+//! A row-driven table's requests: one input row's first request built from the templates
+//! (with its deterministic request id), and its walker started from there or from a
+//! recorded page.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// The first request of one input row.
+pub(super) struct Built {
+    pub(super) url: Url,
+    pub(super) shape: Arc<Shape>,
+    pub(super) id: String,
+}
+
+/// What the table needs to build requests.
+pub(super) struct Requests {
+    pub(super) base: Url,
+    pub(super) rest: RestTable,
+    pub(super) output: String,
+    pub(super) method: reqwest::Method,
+    pub(super) templates: Templates,
+    pub(super) keep: Vec<u16>,
+    pub(super) id_header: Option<String>,
+    pub(super) secret_param: Option<String>,
+    /// The source sends credentials: a next URL on another origin is refused.
+    pub(super) credentials: bool,
+    /// Requests in flight, across inputs.
+    pub(super) permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Requests {
+    pub(super) fn build(&self, columns: &[String], values: &[Value]) -> Result<Built, String> {
+        let row = Row { columns, values };
+        let t = &self.templates;
+        let path = t.path.fill(&row, true)?;
+        let params = t
+            .params
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.fill(&row, false)?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        let headers = t
+            .headers
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.fill(&row, false)?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        let body = match &t.body {
+            Some(b) => Some(serde_json::to_vec(&b.fill(&row)?).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let url = crate::source::rest::first_url_at(&self.base, &path, &self.rest, &params);
+        let id = cursor::request_id(&self.method, &url, body.as_deref());
+        Ok(Built {
+            url,
+            id,
+            shape: Arc::new(Shape {
+                method: self.method.clone(),
+                headers,
+                body,
+                keep: self.keep.clone(),
+                id_header: self.id_header.clone(),
+                permits: Some(Arc::clone(&self.permits)),
+            }),
+        })
+    }
+
+    /// Start the requests of one input row: from its first page, or (resume) after page
+    /// `after` whose recorded next URL is `next`.
+    pub(super) fn start(
+        &self,
+        client: &Arc<Client>,
+        b: &Built,
+        after: u64,
+        next: Option<String>,
+        paging: Option<Paginate>,
+    ) -> (Walkers, tokio::sync::mpsc::Receiver<Event>) {
+        let pager = RestPager::starting_at(
+            b.url.clone(),
+            &self.output,
+            &self.rest,
+            paging,
+            self.secret_param.clone(),
+        )
+        .carrying_credentials(self.credentials);
+        let walk = Walk {
+            stream: 0,
+            pager: Arc::new(pager),
+            start: Start {
+                page: after,
+                cursor: next,
+                seen: HashSet::new(),
+                columns: None,
+            },
+            shape: Some(Arc::clone(&b.shape)),
+        };
+        cursor::spawn_one(client, walk, FETCH_AHEAD)
+    }
+}
+
+use crate::http::Client;
+
+/// The first 16 bytes of a hex request id, for the compact set of taken inputs.
+pub(super) fn short_id(hex: &str) -> u128 {
+    u128::from_str_radix(hex.get(..32).unwrap_or(hex), 16).unwrap_or(0)
+}

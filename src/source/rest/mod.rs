@@ -1,0 +1,789 @@
+//! The REST source: any paginated JSON API (docs/rest.md).
+//!
+//! Guarantees:
+//! - A page's cursor is the absolute URL of the next page, whatever the paginator (`link`,
+//!   `next_url`, `cursor`, `offset`, `page_number`, `none`, or `auto`, which picks one on the
+//!   first page and logs and records the choice). So resume continues from the recorded URL,
+//!   and one guard stops a URL, cursor, offset or page number that repeats. `max_pages` caps a
+//!   table (the run says so).
+//! - Records come from a JSON Pointer (RFC 6901; an object there is one record) or, when none
+//!   is given, from the body itself if it is an array, else from its only array-valued
+//!   top-level field. Several candidates is
+//!   a configuration error naming them; a body without the array is refused naming the URL and
+//!   what came back; a body cut off is retried.
+//! - Nested objects become columns joined with `__` (`owner__login`); arrays become JSON text;
+//!   integers stay exact (`i64`). A field that first appears after the first page stops the run
+//!   naming the field and the `types` entry that declares it: no field is dropped silently.
+//! - A query-parameter API key is added by the HTTP client to each request and stripped from
+//!   any URL the server sends back, so it is never part of a recorded URL.
+//!
+//! The folder: [`paginate`] (where the next page is), [`link`] (RFC 8288 headers), [`records`]
+//! (decoding, record selection, flattening), [`rows`] (the fast path from a body to rows) and,
+//! here, the pager and the source.
+//!
+//! Architecture invariant: the REST source knows only what a response says; it writes nothing,
+//! and its paginators turn one response into the next URL without I/O of their own.
+
+mod link;
+pub mod paginate;
+mod records;
+mod rows;
+
+pub use link::*;
+pub use paginate::*;
+pub use records::*;
+use rows::*;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+use reqwest::header::HeaderMap;
+use serde_json::{Map, Value, json};
+use url::Url;
+
+use crate::error::UsageError;
+use crate::http::Fetched;
+use crate::schema::{ColType, ColumnPlan};
+use crate::source::TablePlan;
+use crate::source::settings::TableSettings;
+use crate::source::{BodyProblem, Page, Pager, Scanned, json_kind};
+
+/// Separator between the names of nested fields in a column name.
+pub const NEST: &str = "__";
+
+/// A marker at the start of a refusal that is the configuration's to fix (exit 2).
+pub const CONFIG_PROBLEM: &str = "configuration: ";
+
+/// One REST table as a [`Pager`].
+pub struct RestPager {
+    first: Url,
+    rest: RestTable,
+    /// The paginator in use: `auto` until the first page decides.
+    resolved: Mutex<Paginate>,
+    /// The query parameter that carries an API key: never part of a recorded URL.
+    secret_param: Option<String>,
+    /// The source sends credentials: a next URL on another origin is refused, not followed.
+    credentials: bool,
+    table: String,
+    /// A row-driven request's pager (one per input row).
+    per_row: bool,
+}
+
+impl RestPager {
+    /// `resolved`: the paginator a resumed run recorded (for `auto`).
+    pub fn new(
+        base: &Url,
+        table: &TableSettings,
+        params: &[(String, String)],
+        rest: &RestTable,
+        resolved: Option<Paginate>,
+        secret_param: Option<String>,
+    ) -> Self {
+        Self {
+            first: first_url(base, rest, params),
+            resolved: Mutex::new(resolved.unwrap_or_else(|| rest.paginate.clone())),
+            rest: rest.clone(),
+            secret_param,
+            credentials: false,
+            table: table.output.clone(),
+            per_row: false,
+        }
+    }
+
+    /// A pager whose first page is `first` (a row-driven request's URL).
+    pub fn starting_at(
+        first: Url,
+        output: &str,
+        rest: &RestTable,
+        resolved: Option<Paginate>,
+        secret_param: Option<String>,
+    ) -> Self {
+        Self {
+            first,
+            resolved: Mutex::new(resolved.unwrap_or_else(|| rest.paginate.clone())),
+            rest: rest.clone(),
+            secret_param,
+            credentials: false,
+            table: output.to_string(),
+            per_row: true,
+        }
+    }
+
+    /// Refuse (exit 1) a server-sent next URL on another origin than the page it came from,
+    /// when the source sends credentials: they would go with it.
+    pub fn carrying_credentials(mut self, credentials: bool) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    fn paginator(&self) -> Paginate {
+        self.resolved
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or(Paginate::None)
+    }
+}
+
+impl Pager for RestPager {
+    fn url(&self, page_no: u64, cursor: Option<&str>) -> anyhow::Result<Url> {
+        match cursor {
+            None if page_no == 1 => Ok(self.first.clone()),
+            None => anyhow::bail!("page {page_no} of {:?} has no URL to fetch", self.table),
+            Some(c) => Url::parse(c).map_err(|e| {
+                anyhow::anyhow!(
+                    "the recorded next URL {c:?} is not a URL ({e}); rerun with --restart"
+                )
+            }),
+        }
+    }
+
+    fn scan(
+        &self,
+        page_no: u64,
+        url: &Url,
+        fetched: &Fetched,
+        _known: Option<&[String]>,
+    ) -> Result<Scanned, BodyProblem> {
+        let view = View::new(&fetched.body)?;
+        let pointer = self.rest.records.as_deref();
+        // Where the records are, for the common shapes (no pass over them).
+        let range = view.records_range(pointer);
+        let lookup = |ptr: &str| view.pointer(ptr);
+        let mut p = self.paginator();
+        if p == Paginate::Auto {
+            p = detect(&fetched.headers, &lookup);
+            let note = match &p {
+                Paginate::None => format!(
+                    "{}: paginate = \"auto\" found no Link header, next URL or cursor on the first page: taking one page (set `paginate` if the API pages differently)",
+                    self.table
+                ),
+                other => format!(
+                    "{}: paginate = \"auto\" chose {}",
+                    self.table,
+                    serde_json::to_string(other).unwrap_or_default()
+                ),
+            };
+            if self.per_row {
+                // One pager per input row: the choice is in every batch entry, not the log.
+                tracing::debug!("{note}");
+            } else if p == Paginate::None {
+                tracing::warn!("{note}");
+            } else {
+                tracing::info!("{note}");
+            }
+            if let Ok(mut r) = self.resolved.lock() {
+                *r = p.clone();
+            }
+        }
+        // Counting the records is a pass over them: only where the paginator needs the count,
+        // or the shape is unusual (where it also refuses a body without its records).
+        let n = if range.is_none()
+            || matches!(p, Paginate::Offset { .. } | Paginate::PageNumber { .. })
+        {
+            view.count_records(pointer)?
+        } else {
+            0
+        };
+        let mut next =
+            next_url(&p, url, &fetched.headers, &lookup, n).map_err(BodyProblem::Wrong)?;
+        if let (Some(u), Some(secret)) = (next.as_mut(), &self.secret_param) {
+            remove_param(u, secret);
+        }
+        if let Some(u) = &next
+            && self.credentials
+            && !crate::http::same_origin(url, u)
+        {
+            return Err(BodyProblem::Wrong(format!(
+                "its next page is on another origin ({}): {}",
+                crate::http::display_url(u),
+                crate::http::left_origin_advice(url, u)
+            )));
+        }
+        if let Some(max) = self.rest.max_pages
+            && page_no >= max
+            && next.is_some()
+        {
+            tracing::warn!(
+                "{}: stopping after max_pages = {max}; the server has more pages",
+                self.table
+            );
+            next = None;
+        }
+        let count = fetched
+            .headers
+            .get("x-total-count")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        let pointer = self.rest.records.clone();
+        let body = fetched.body.clone();
+        let next = next.map(|u| u.to_string());
+        let cursor = next.clone();
+        Ok(Scanned {
+            next,
+            columns: None,
+            paging: Some(json!(p)),
+            work: Box::new(move || {
+                let mut page = parse_records(&body, pointer.as_deref(), range)?;
+                page.count = count;
+                page.next = cursor;
+                Ok(page)
+            }),
+        })
+    }
+
+    fn repeated(&self, cursor: &str, page_no: u64) -> String {
+        format!(
+            "table {:?}: the server led back to {} after page {page_no}, a page already fetched; following it would loop forever (check the paginator settings, or cap the table with max_pages)",
+            self.table,
+            crate::redact::redact(cursor)
+        )
+    }
+}
+
+/// A REST table's side of the source seam ([`crate::source::TableSource`]).
+pub struct RestSource {
+    base: Url,
+    table: TableSettings,
+    rest: RestTable,
+    /// The query parameter that carries an API key (stripped from server-sent URLs).
+    secret_param: Option<String>,
+    /// The source sends credentials (see [`RestPager::carrying_credentials`]).
+    credentials: bool,
+}
+
+impl RestSource {
+    pub fn new(
+        source: &crate::source::settings::SourceSettings,
+        table: &TableSettings,
+    ) -> Option<Self> {
+        Some(Self {
+            base: source.base.clone(),
+            rest: table.rest.clone()?,
+            table: table.clone(),
+            secret_param: source.secret_param(),
+            credentials: source.sends_credentials(),
+        })
+    }
+
+    pub fn plan(&self, first: &Page) -> anyhow::Result<TablePlan> {
+        plan_table(&self.table, &self.rest, first)
+    }
+
+    /// A cursor for the table; `paging`: the paginator a resumed run recorded.
+    pub fn pager(&self, params: &[(String, String)], paging: Option<&Value>) -> RestPager {
+        let resolved = paging.and_then(|p| serde_json::from_value(p.clone()).ok());
+        RestPager::new(
+            &self.base,
+            &self.table,
+            params,
+            &self.rest,
+            resolved,
+            self.secret_param.clone(),
+        )
+        .carrying_credentials(self.credentials)
+    }
+
+    pub fn parse_snapshot(&self, body: &[u8]) -> Result<Page, String> {
+        parse_snapshot(body, self.rest.records.as_deref())
+    }
+
+    /// Incremental: `{watermark}` in a parameter value becomes the lower bound (see
+    /// [`crate::store::watermark::Mark::param_text`]); without a bound (first run, no `initial`)
+    /// such parameters are left out and every record is taken. Without such a parameter the
+    /// API cannot filter: every page is read, and the tracker writes only rows at or past
+    /// the bound.
+    pub fn watermark_params(
+        &self,
+        params: &mut Vec<(String, String)>,
+        lower: Option<&crate::store::watermark::Mark>,
+        wm: &crate::source::settings::WatermarkSettings,
+    ) {
+        const SLOT: &str = "{watermark}";
+        let out = &self.table.output;
+        let slotted = params.iter().any(|(_, v)| v.contains(SLOT));
+        match lower {
+            Some(l) => {
+                let text = l.param_text(wm.format.as_deref());
+                if slotted {
+                    tracing::info!(
+                        "{out}: asking the API for records with {} >= {text:?}",
+                        wm.column
+                    );
+                } else {
+                    tracing::warn!(
+                        "{out}: no parameter carries {SLOT}, so the API cannot filter: reading every page and writing only records with {} >= {text:?}",
+                        wm.column
+                    );
+                }
+                for (_, v) in params.iter_mut() {
+                    *v = v.replace(SLOT, &text);
+                }
+            }
+            None => {
+                tracing::info!(
+                    "{out}: no stored watermark and no initial value: taking every record"
+                );
+                params.retain(|(_, v)| !v.contains(SLOT));
+            }
+        }
+    }
+
+    /// A fetch failure, naming the REST table's likely causes.
+    pub fn fetch_error(&self, page_no: u64, error: anyhow::Error) -> anyhow::Error {
+        use crate::http::HttpError;
+        let out = &self.table.output;
+        if let Some(HttpError::BadBody { url, reason }) = error.downcast_ref::<HttpError>()
+            && let Some(why) = reason.strip_prefix(CONFIG_PROBLEM)
+        {
+            return UsageError::with_hint(
+                format!("table {out:?}: {url}: {why}"),
+                "set `records` on the table to the JSON Pointer of the array of records",
+            )
+            .into();
+        }
+        match error
+            .downcast_ref::<HttpError>()
+            .and_then(HttpError::status)
+        {
+            Some(404) if page_no == 1 => UsageError::with_hint(
+                format!(
+                    "table {out:?}: {} answered 404 Not Found for its first page",
+                    crate::http::display_url(&self.base)
+                ),
+                format!(
+                    "check the source `url` and the table's `path` ({:?})",
+                    self.rest.path
+                ),
+            )
+            .into(),
+            _ => error.context(format!("table {out:?}, page {page_no}")),
+        }
+    }
+}
+
+/// The table's columns and types from its first page: the page's fields in order, then the
+/// fields declared in `types` that the page lacks. Per column: the override, else the JSON
+/// values on the first page (booleans, integers, numbers with a fraction, text).
+pub fn plan_table(
+    table: &TableSettings,
+    rest: &RestTable,
+    first: &Page,
+) -> anyhow::Result<TablePlan> {
+    let mut columns = first.columns.clone().unwrap_or_default();
+    for c in table.types.keys() {
+        if !columns.contains(c) {
+            columns.push(c.clone());
+        }
+    }
+    for (col, what) in table
+        .partition_by
+        .iter()
+        .map(|c| (c, "partition_by"))
+        .chain(rest.primary_key.iter().map(|c| (c, "primary_key")))
+    {
+        if !columns.contains(col) {
+            return Err(UsageError::with_hint(
+                format!(
+                    "{what} names field {col:?}, which the first page of {:?} does not hold",
+                    table.output
+                ),
+                format!(
+                    "its fields are: {} (nested fields are joined with {NEST:?}); or declare it in `types`",
+                    columns.join(", ")
+                ),
+            )
+            .into());
+        }
+    }
+    let mut plans = Vec::with_capacity(columns.len());
+    for (idx, name) in columns.iter().enumerate() {
+        let mut seen = BTreeMap::new();
+        for r in &first.rows {
+            let kind = match r.get(idx) {
+                Some(Value::Bool(_)) => "boolean",
+                Some(Value::Number(n)) if n.is_i64() || n.is_u64() => "integer",
+                Some(Value::Number(_)) => "float",
+                Some(Value::String(_)) => "text",
+                _ => continue,
+            };
+            *seen.entry(kind).or_insert(0u64) += 1;
+        }
+        let plan = |ty, reason: &str| ColumnPlan {
+            name: name.clone(),
+            ty,
+            reason: reason.to_string(),
+            numbers_as_text: false,
+        };
+        let p = if let Some(ty) = table.types.get(name) {
+            let mut p = plan(*ty, "override");
+            p.numbers_as_text = *ty == ColType::Text;
+            p
+        } else {
+            let has = |k: &str| seen.contains_key(k);
+            let numeric = has("integer") || has("float");
+            if has("text") && (numeric || has("boolean")) || has("boolean") && numeric {
+                return Err(UsageError::with_hint(
+                    format!(
+                        "{}: field {name:?} holds values of several JSON types on the first page ({})",
+                        table.output,
+                        seen.keys().copied().collect::<Vec<_>>().join(", ")
+                    ),
+                    format!("choose how to keep it with `types = {{ {name} = \"text\" }}` (values are written as their JSON text)"),
+                )
+                .into());
+            }
+            if has("boolean") {
+                plan(ColType::Boolean, "booleans on the first page")
+            } else if has("float") {
+                plan(ColType::Float, "numbers on the first page")
+            } else if has("integer") {
+                plan(ColType::Integer, "integers on the first page")
+            } else if has("text") {
+                plan(ColType::Text, "text on the first page")
+            } else {
+                plan(ColType::Text, "only nulls on the first page")
+            }
+        };
+        plans.push(p);
+    }
+    Ok(TablePlan {
+        columns: plans,
+        is_view: false,
+        count: first.count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderValue, LINK};
+
+    fn nx(
+        p: &Paginate,
+        u: &Url,
+        h: &HeaderMap,
+        body: &Value,
+        n: usize,
+    ) -> Result<Option<Url>, String> {
+        next_url(p, u, h, &|q: &str| body.pointer(q).cloned(), n)
+    }
+
+    fn dt(h: &HeaderMap, body: &Value) -> Paginate {
+        detect(h, &|q: &str| body.pointer(q).cloned())
+    }
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn link_headers_parse_every_form() {
+        let links = parse_link_header(
+            r#"<http://h/p?_page=1>; rel="first", <http://h/p?_page=3>; rel="next", </p?x=1,2>; title="a, b"; rel=last"#,
+        );
+        assert_eq!(links.len(), 3);
+        assert_eq!(links[1], ("http://h/p?_page=3".into(), vec!["next".into()]));
+        assert_eq!(links[2], ("/p?x=1,2".into(), vec!["last".into()]));
+        let several = parse_link_header(r#"<a>; rel="prev next""#);
+        assert_eq!(several[0].1, vec!["prev", "next"]);
+        // Relative targets resolve against the request URL; two Link headers are both read.
+        let h = headers(&[
+            ("link", r#"<?page=1>; rel="prev""#),
+            ("link", "<?page=3>; rel=next"),
+        ]);
+        let next = link_next(&h, &url("http://h/api/items?page=2")).unwrap();
+        assert_eq!(next.unwrap().as_str(), "http://h/api/items?page=3");
+        assert_eq!(
+            link_next(&HeaderMap::new(), &url("http://h/")).unwrap(),
+            None
+        );
+        let _ = LINK;
+    }
+
+    #[test]
+    fn next_url_and_cursor_stop_on_null_absent_or_empty() {
+        let u = url("http://h/v1/items?limit=2");
+        let p = Paginate::NextUrl {
+            pointer: "/links/next".into(),
+        };
+        let h = HeaderMap::new();
+        let body = json!({"links": {"next": "/v1/items?limit=2&after=5"}});
+        assert_eq!(
+            nx(&p, &u, &h, &body, 2).unwrap().unwrap().as_str(),
+            "http://h/v1/items?limit=2&after=5"
+        );
+        for end in [
+            json!({"links": {"next": null}}),
+            json!({}),
+            json!({"links": {"next": ""}}),
+        ] {
+            assert_eq!(nx(&p, &u, &h, &end, 2).unwrap(), None);
+        }
+        assert!(nx(&p, &u, &h, &json!({"links": {"next": 5}}), 2).is_err());
+        let c = Paginate::Cursor {
+            pointer: "/meta/cursor".into(),
+            param: "after".into(),
+        };
+        let body = json!({"meta": {"cursor": "abc=="}});
+        let n = nx(&c, &u, &h, &body, 2).unwrap().unwrap();
+        assert_eq!(param_value(&n, "after").as_deref(), Some("abc=="));
+        // The token replaces the previous one rather than adding a second parameter.
+        let n2 = nx(&c, &n, &h, &json!({"meta": {"cursor": 7}}), 2)
+            .unwrap()
+            .unwrap();
+        assert_eq!(n2.query_pairs().filter(|(k, _)| k == "after").count(), 1);
+        assert_eq!(param_value(&n2, "after").as_deref(), Some("7"));
+        assert_eq!(
+            nx(&c, &u, &h, &json!({"meta": {"cursor": null}}), 2).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn offset_stops_on_short_empty_or_total() {
+        let p = Paginate::Offset {
+            offset_param: "_start".into(),
+            limit_param: "_limit".into(),
+            limit: 10,
+            start: 0,
+            total: Some(Total::Header("X-Total-Count".into())),
+        };
+        let u = url("http://h/posts?_start=20&_limit=10");
+        let none = HeaderMap::new();
+        let n = nx(&p, &u, &none, &json!([]), 10).unwrap().unwrap();
+        assert_eq!(param_value(&n, "_start").as_deref(), Some("30"));
+        assert_eq!(nx(&p, &u, &none, &json!([]), 9).unwrap(), None);
+        assert_eq!(nx(&p, &u, &none, &json!([]), 0).unwrap(), None);
+        let h = headers(&[("x-total-count", "30")]);
+        assert_eq!(nx(&p, &u, &h, &json!([]), 10).unwrap(), None);
+        let h = headers(&[("x-total-count", "31")]);
+        assert!(nx(&p, &u, &h, &json!([]), 10).unwrap().is_some());
+        let bad = headers(&[("x-total-count", "many")]);
+        assert!(nx(&p, &u, &bad, &json!([]), 10).is_err());
+    }
+
+    #[test]
+    fn page_numbers_stop_on_empty_or_total_pages() {
+        let p = Paginate::PageNumber {
+            param: "page".into(),
+            start: 1,
+            total_pages: Some(Total::Pointer("/total_pages".into())),
+        };
+        let u = url("http://h/items?page=2");
+        let n = nx(&p, &u, &HeaderMap::new(), &json!({"total_pages": 3}), 5)
+            .unwrap()
+            .unwrap();
+        assert_eq!(param_value(&n, "page").as_deref(), Some("3"));
+        let last = url("http://h/items?page=3");
+        let body = json!({"total_pages": 3});
+        assert_eq!(nx(&p, &last, &HeaderMap::new(), &body, 5).unwrap(), None);
+        assert_eq!(nx(&p, &u, &HeaderMap::new(), &json!({}), 0).unwrap(), None);
+    }
+
+    #[test]
+    fn auto_prefers_link_then_next_url_then_cursor() {
+        let body = json!({"next": "/x?page=2", "next_cursor": "c"});
+        assert_eq!(
+            dt(&headers(&[("link", "<x>; rel=next")]), &body),
+            Paginate::Link
+        );
+        assert_eq!(
+            dt(&HeaderMap::new(), &body),
+            Paginate::NextUrl {
+                pointer: "/next".into()
+            }
+        );
+        // Datasette's `next` is a token, not a URL: not a next URL.
+        let body = json!({"next": "3", "meta": {"next_cursor": "c"}});
+        assert_eq!(
+            dt(&HeaderMap::new(), &body),
+            Paginate::Cursor {
+                pointer: "/meta/next_cursor".into(),
+                param: "cursor".into()
+            }
+        );
+        assert_eq!(dt(&HeaderMap::new(), &json!([1])), Paginate::None);
+    }
+
+    /// Records read straight into rows match the general path field for field, and keep
+    /// the API's field order.
+    #[test]
+    fn records_read_straight_match_the_general_path() {
+        let bodies = [
+            r#"[{"z": 1, "a": {"y": [1, {"b": 2}], "x": null, "e": {}}, "big": 18446744073709551615, "f": 0.1, "s": "é\"", "t": true},
+                {"a": {"x": 5}, "new": -9223372036854775808}]"#,
+            r#"{"meta": {"n": 2}, "rows": [{"id": 1, "o": {"k": "v"}}, {"id": 2}]}"#,
+            // Fields in another order, a column first seen in a later record, a nested field
+            // under an empty name, an empty object (no column).
+            r#"[{"b": 1, "a": "x"}, {"a": "y", "c": {"d": [1, 2]}, "b": 2}, {"": {"k": 1}, "e": {}}, {}]"#,
+            // A name given twice in one record takes the general path.
+            r#"[{"a": 1, "a": 2}, {"a": 3}]"#,
+            // Escaped names are read as the text they stand for.
+            r#"[{"caf\u00e9": 1, "x": {"\u00e9\"": 2}}, {"café": 3}]"#,
+        ];
+        for body in bodies {
+            let fast = parse_snapshot(body.as_bytes(), None).unwrap();
+            let slow = records_page(
+                take_records(serde_json::from_str(body).unwrap(), None)
+                    .ok()
+                    .unwrap(),
+            )
+            .unwrap();
+            let by_name = |p: &Page| -> Vec<BTreeMap<String, Value>> {
+                p.rows
+                    .iter()
+                    .map(|r| {
+                        p.columns
+                            .clone()
+                            .unwrap()
+                            .into_iter()
+                            .zip(r.iter().cloned())
+                            .collect()
+                    })
+                    .collect()
+            };
+            assert_eq!(by_name(&fast), by_name(&slow), "{body}");
+        }
+        // The bare arrays are read straight, except the one naming a field twice.
+        let straight = |b: &str| RowsReader::read(b.as_bytes()).is_some();
+        assert!(straight(bodies[0]) && straight(bodies[2]) && !straight(bodies[3]));
+        assert!(straight(bodies[4]));
+        // A name that is not UTF-8 is left to the general path (which refuses the body).
+        assert!(RowsReader::read(b"[{\"a\xff\": 1}]").is_none());
+        assert!(parse_snapshot(b"[{\"a\xff\": 1}]", None).is_err());
+        let first = parse_snapshot(bodies[0].as_bytes(), None).unwrap();
+        assert_eq!(first.columns.unwrap()[..3], ["z", "a__y", "a__x"]);
+        // A name collision is still refused (by the general path).
+        assert!(parse_snapshot(br#"[{"a": {"b": 1}, "a__b": 2}]"#, None).is_err());
+    }
+
+    /// The cheap view counts what the full parse selects, and refuses what it refuses.
+    #[test]
+    fn the_view_agrees_with_the_full_parse() {
+        let bodies = [
+            (r#"[{"a": 1}, {"a": 2}]"#, None),
+            (
+                r#" {"data": [1, 2, 3], "meta": {"next": "/x?p=2", "n": 3}}"#,
+                None,
+            ),
+            (
+                r#"{"data": [1, 2, 3], "meta": {"next": "/x?p=2"}}"#,
+                Some("/data"),
+            ),
+            (r#"{"result": {"items": [1]}}"#, Some("/result/items")),
+            (r#"{"result": {"items": [1]}}"#, Some("/result")),
+            (r#"{"a~b": [1, 2]}"#, Some("/a~0b")),
+        ];
+        for (body, pointer) in bodies {
+            let full: Value = serde_json::from_str(body).unwrap();
+            let view = View::new(body.as_bytes()).ok().unwrap();
+            assert_eq!(
+                view.count_records(pointer).ok(),
+                select_records(&full, pointer).ok().map(<[Value]>::len),
+                "{body}"
+            );
+            for p in ["/meta/next", "/meta", "/data/1", "/nothing"] {
+                assert_eq!(view.pointer(p), full.pointer(p).cloned(), "{body} {p}");
+            }
+        }
+        let two = View::new(br#"{"a": [1], "b": []}"#).ok().unwrap();
+        let why = two.count_records(None).err().unwrap().into_reason();
+        assert!(why.starts_with(CONFIG_PROBLEM), "{why}");
+        assert!(matches!(
+            View::new(br#"{"a": [1, 2"#),
+            Err(BodyProblem::Truncated(_))
+        ));
+        assert!(matches!(
+            View::new(b"<html>nope</html>"),
+            Err(BodyProblem::Wrong(w)) if w.contains("HTML")
+        ));
+    }
+
+    #[test]
+    fn records_are_found_or_refused_with_the_candidates() {
+        let arr = json!([{"a": 1}]);
+        assert_eq!(select_records(&arr, None).ok().unwrap().len(), 1);
+        let one = json!({"data": [1, 2], "meta": {"n": 2}});
+        assert_eq!(select_records(&one, None).ok().unwrap().len(), 2);
+        let two = json!({"data": [1], "errors": []});
+        let why = select_records(&two, None).err().unwrap().into_reason();
+        assert!(
+            why.starts_with(CONFIG_PROBLEM) && why.contains("\"/data\""),
+            "{why}"
+        );
+        let none = json!({"message": "rate limited"});
+        let why = select_records(&none, None).err().unwrap().into_reason();
+        assert!(why.contains("\"message\""), "{why}");
+        let nested = json!({"result": {"items": [1]}});
+        assert_eq!(
+            select_records(&nested, Some("/result/items"))
+                .ok()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            select_records(&nested, Some("/result")).ok().unwrap().len(),
+            1
+        );
+        assert!(select_records(&nested, Some("/result/items/0")).is_err());
+    }
+
+    #[test]
+    fn records_flatten_with_exact_integers_and_json_arrays() {
+        let body: Value = serde_json::from_str(
+            r#"[{"id": 9007199254740993, "owner": {"login": "a", "site": {"id": 1}}, "tags": ["x", 1]},
+                {"id": 2, "extra": true}]"#,
+        )
+        .unwrap();
+        let page = records_page(body.as_array().unwrap().clone()).unwrap();
+        let cols = page.columns.clone().unwrap();
+        assert_eq!(
+            cols,
+            ["id", "owner__login", "owner__site__id", "tags", "extra"]
+        );
+        assert_eq!(page.rows[0][0].as_i64(), Some(9007199254740993));
+        assert_eq!(page.rows[0][3], json!("[\"x\",1]"));
+        assert_eq!(page.rows[1][1], Value::Null);
+        assert_eq!(page.rows[1][4], json!(true));
+        let clash = json!({"a": {"b": 1}, "a__b": 2});
+        assert!(flatten(clash).is_err());
+    }
+
+    #[test]
+    fn first_url_keeps_the_base_path_and_adds_the_start() {
+        let rest = RestTable {
+            path: "/posts".into(),
+            records: None,
+            paginate: Paginate::Offset {
+                offset_param: "offset".into(),
+                limit_param: "limit".into(),
+                limit: 50,
+                start: 0,
+                total: None,
+            },
+            max_pages: None,
+            primary_key: vec![],
+        };
+        let u = first_url(
+            &url("http://h:1/api/v2/"),
+            &rest,
+            &[("q".into(), "a b".into())],
+        );
+        assert_eq!(
+            u.as_str(),
+            "http://h:1/api/v2/posts?q=a+b&offset=0&limit=50"
+        );
+    }
+}
