@@ -1,8 +1,12 @@
 //! Credentials from the config and the flags: `${VAR}` references read from the environment
 //! (a literal secret is refused), basic, bearer, header, query-key and OAuth2 auth.
 
-#[allow(unused_imports)]
-use super::*;
+use crate::cli::HarvestArgs;
+use crate::config::AuthConfig;
+use crate::config::OAuth2Config;
+use crate::config::parse_url;
+use crate::error::UsageError;
+use crate::http::Auth;
 
 /// `${VAR}` → the variable's value. Anything else is a literal secret and refused.
 pub(super) fn secret_from_ref(key: &str, raw: &str) -> Result<String, UsageError> {

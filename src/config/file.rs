@@ -1,8 +1,13 @@
 //! The TOML file's types, exactly as written (serde, `deny_unknown_fields`: a typo is an
 //! error), and reading the file.
 
-#[allow(unused_imports)]
-use super::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::error::UsageError;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

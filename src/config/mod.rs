@@ -26,17 +26,12 @@ use rest::*;
 pub use values::*;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use serde::Deserialize;
-use url::Url;
+use std::path::Path;
 
 use crate::cli::HarvestArgs;
 use crate::error::UsageError;
 use crate::http::{Auth, HttpSettings};
 pub use crate::run::settings::HarvestSettings;
-use crate::schema::ColType;
 pub use crate::source::settings::{
     SliceShare, SourceKind, SourceSettings, TableSettings, WatermarkSettings,
 };
@@ -130,274 +125,16 @@ fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, Usa
         )
     })?;
 
-    let mut http = HttpSettings::default();
-    let h = &file.http;
-    if let Some(v) = args.connect_timeout.or(h.connect_timeout_secs) {
-        http.connect_timeout = secs(v, "connect timeout")?;
-    }
-    if let Some(v) = args.request_timeout.or(h.request_timeout_secs) {
-        http.request_timeout = secs(v, "request timeout")?;
-    }
-    if let Some(v) = args.stall_timeout.or(h.stall_timeout_secs) {
-        http.stall_timeout = secs(v, "stall timeout")?;
-    }
-    if let Some(v) = args.retry_budget.or(h.retry_budget_secs) {
-        http.retry_budget = secs(v, "retry budget")?;
-    }
-    if let Some(v) = args.max_attempts.or(h.max_attempts) {
-        if v == 0 {
-            return Err(UsageError::new("max attempts must be at least 1"));
-        }
-        http.max_attempts = v;
-    }
-    if let Some(r) = args.rate_limit.as_ref().or(h.rate_limit.as_ref()) {
-        http.rate_limit = Some(parse_rate(r)?);
-    }
-    if let Some(v) = args.max_body_bytes.or(h.max_body_bytes) {
-        http.max_body_bytes = v;
-    }
-    // Compression changes only the bytes on the wire, never a snapshot, so it is left out of
-    // the described settings (and the config digest): a resumed run may toggle it.
-    http.compression = !args.no_compression && h.compression.unwrap_or(true);
-
-    let mut sink = SinkSettings::default();
-    if let Some(v) = args.part_rows.or(file.parquet.part_rows) {
-        sink.part_rows = v.max(1);
-    }
-    if let Some(v) = args.row_group_rows.or(file.parquet.row_group_rows) {
-        sink.row_group_rows = v.max(1);
-    }
-    if let Some(v) = args.zstd_level.or(file.parquet.zstd_level) {
-        if !(1..=22).contains(&v) {
-            return Err(UsageError::new(format!(
-                "zstd level must be 1 to 22, not {v}"
-            )));
-        }
-        sink.zstd_level = v;
-    }
-
+    let http = http_settings(args, &file.http)?;
+    let mut sink = sink_settings(args, &file.parquet)?;
     let flag_auth = auth_from_flags(args)?;
-    let mut sources = Vec::new();
-    if !args.tables.is_empty() && !rest_selected {
-        let only = match file.sources.as_slice() {
-            [one] => Some(one),
-            _ => None,
-        };
-        let url = args
-            .url
-            .clone()
-            .or(only.map(|s| s.url.clone()))
-            .ok_or_else(|| {
-                UsageError::with_hint(
-                    "no Datasette URL",
-                    "pass --url http://HOST:PORT (or a config with one source)",
-                )
-            })?;
-        let database = args
-            .db
-            .clone()
-            .or(only.and_then(|s| s.database.clone()))
-            .ok_or_else(|| {
-                UsageError::with_hint(
-                    "no database name",
-                    "pass --db NAME (the path segment after the host)",
-                )
-            })?;
-        let auth = match flag_auth {
-            Some(a) => Some(a),
-            None => match only.and_then(|s| s.auth.as_ref()) {
-                Some(a) => auth_from_config(a)?,
-                None => None,
-            },
-        };
-        let params = args
-            .params
-            .iter()
-            .map(|p| split_kv(p, "--param"))
-            .collect::<Result<Vec<_>, _>>()?;
-        let types = parse_type_flags(&args.types)?;
-        let tables = args
-            .tables
-            .iter()
-            .map(|t| TableSettings {
-                name: t.clone(),
-                output: t.clone(),
-                params: params.clone(),
-                page_size: args.page_size.unwrap_or(DEFAULT_PAGE_SIZE),
-                page_size_given: args.page_size.is_some(),
-                partition_by: args.partition_by.clone(),
-                sort: args.sort.clone(),
-                types: types.clone(),
-                watermark: None,
-                parallel: args.parallel.unwrap_or(1),
-                rest: None,
-                rows: None,
-                shard: None,
-            })
-            .collect();
-        sources.push(SourceSettings {
-            name: args.source_name.clone().unwrap_or_else(|| database.clone()),
-            kind: SourceKind::Datasette,
-            base: parse_url(&url, "--url")?,
-            database,
-            headers: Vec::new(),
-            secret_headers: false,
-            auth,
-            tables,
-        });
+    let mut sources = if !args.tables.is_empty() && !rest_selected {
+        vec![flag_source(args, &file, flag_auth)?]
     } else {
-        if file.sources.is_empty() {
-            return Err(UsageError::with_hint(
-                "nothing to harvest: no --table and no [[source]] in a config",
-                "pass --url, --db and --table, or --config harvest.toml",
-            ));
-        }
-        if file.sources.len() > 1 && (args.url.is_some() || args.db.is_some()) {
-            return Err(UsageError::new(
-                "--url/--db can only override a config with exactly one [[source]]",
-            ));
-        }
-        for s in &file.sources {
-            let kind = source_kind(s)?;
-            if kind == SourceKind::Rest && (args.db.is_some() || args.page_size.is_some()) {
-                return Err(UsageError::with_hint(
-                    "--db and --page-size are for Datasette sources, and the config has a kind = \"rest\" source",
-                    "for a REST table, set its page size in `params` or `paginate`",
-                ));
-            }
-            let database = match kind {
-                SourceKind::Rest => String::new(),
-                SourceKind::Datasette => args.db.clone().or(s.database.clone()).ok_or_else(|| {
-                    UsageError::with_hint(
-                        format!(
-                            "source {:?} has no `database`",
-                            s.name.as_deref().unwrap_or(&s.url)
-                        ),
-                        "set `database = \"NAME\"` (the path segment after the host), or `kind = \"rest\"` for a JSON API that is not Datasette",
-                    )
-                })?,
-            };
-            let headers = s
-                .headers
-                .iter()
-                .map(|(k, v)| {
-                    let v = if v.starts_with("${") {
-                        secret_from_ref(&format!("headers.{k}"), v)?
-                    } else {
-                        v.clone()
-                    };
-                    Ok((k.clone(), v))
-                })
-                .collect::<Result<Vec<_>, UsageError>>()?;
-            let auth = match (&flag_auth, &s.auth) {
-                (Some(a), _) => Some(a.clone()),
-                (None, Some(a)) => auth_from_config(a)?,
-                (None, None) => None,
-            };
-            let mut tables = Vec::new();
-            for t in &s.tables {
-                let params = t
-                    .params
-                    .iter()
-                    .map(|(k, v)| Ok((k.clone(), toml_scalar(k, v)?)))
-                    .collect::<Result<Vec<_>, UsageError>>()?;
-                let page_size = args.page_size.or(t.page_size).or(s.page_size);
-                tables.push(TableSettings {
-                    name: t.name.clone(),
-                    output: t.output.clone().unwrap_or_else(|| t.name.clone()),
-                    params,
-                    page_size: page_size.unwrap_or(DEFAULT_PAGE_SIZE),
-                    page_size_given: page_size.is_some(),
-                    partition_by: t.partition_by.clone(),
-                    sort: t.sort.clone(),
-                    parallel: args.parallel.or(t.parallel).unwrap_or(1),
-                    types: parse_types(t.types.clone())?,
-                    watermark: match &t.watermark {
-                        None => None,
-                        Some(col) => Some(WatermarkSettings {
-                            column: watermark_column(kind, col),
-                            format: t.watermark_format.clone(),
-                            initial: t
-                                .initial
-                                .as_ref()
-                                .map(|v| toml_scalar("initial", v))
-                                .transpose()?,
-                            lookback: t
-                                .lookback
-                                .as_ref()
-                                .map(|v| toml_scalar("lookback", v))
-                                .transpose()?
-                                .unwrap_or_default(),
-                            lookback_parsed: None,
-                            max_window_rows: crate::store::watermark::DEFAULT_MAX_WINDOW_IDS,
-                        }),
-                    },
-                    rest: rest_table(kind, t)?,
-                    rows: rows::row_driven(kind == SourceKind::Rest, t, &s.tables)?,
-                    shard: None,
-                });
-            }
-            if tables.is_empty() {
-                return Err(UsageError::with_hint(
-                    format!(
-                        "source {:?} lists no tables",
-                        s.name.as_deref().unwrap_or(&s.url)
-                    ),
-                    "add [[source.table]] entries with a name",
-                ));
-            }
-            sources.push(SourceSettings {
-                name: s.name.clone().unwrap_or_else(|| match kind {
-                    SourceKind::Datasette => database.clone(),
-                    SourceKind::Rest => s.url.clone(),
-                }),
-                kind,
-                base: parse_url(args.url.as_deref().unwrap_or(&s.url), "source url")?,
-                database,
-                secret_headers: s.headers.values().any(|v| v.starts_with("${")),
-                headers,
-                auth,
-                tables,
-            });
-        }
-    }
+        config_sources(args, &file, &flag_auth)?
+    };
 
-    // Validate what the sources ask for.
-    let mut outputs = std::collections::BTreeSet::new();
-    for s in &sources {
-        for t in &s.tables {
-            if t.parallel == 0 || t.parallel > MAX_PARALLEL {
-                return Err(UsageError::with_hint(
-                    format!(
-                        "parallel for table {:?} is {}, outside 1..={MAX_PARALLEL}",
-                        t.name, t.parallel
-                    ),
-                    "a local Datasette runs 3 SQL threads; 2-4 cursors are usually enough",
-                ));
-            }
-            if t.rest.is_some() && t.parallel > 1 {
-                return Err(UsageError::with_hint(
-                    format!("--parallel cannot split the REST table {:?}", t.name),
-                    "a REST table's pages are reachable only by following its paginator, so it is read with one cursor; drop --parallel",
-                ));
-            }
-            if t.page_size == 0 {
-                return Err(UsageError::new(format!(
-                    "page size for table {:?} must be at least 1",
-                    t.name
-                )));
-            }
-            if !outputs.insert(crate::store::fsutil::sanitize_component(&t.output)) {
-                return Err(UsageError::with_hint(
-                    format!(
-                        "two tables would write to the same dataset parquet/{}/",
-                        t.output
-                    ),
-                    "give one of them another `output = \"…\"` name in the config",
-                ));
-            }
-        }
-    }
+    check_tables(&sources)?;
 
     let table_format = match args.table_format.as_ref().or(file.table_format.as_ref()) {
         Some(f) => crate::store::delta::TableFormat::parse(f)?,
@@ -488,6 +225,316 @@ fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, Usa
         command: "harvest",
         config_digest,
         described,
+    })
+}
+
+/// What the sources ask for, checked: cursors per table, page sizes, one dataset per table.
+fn check_tables(sources: &[SourceSettings]) -> Result<(), UsageError> {
+    let mut outputs = std::collections::BTreeSet::new();
+    for s in sources {
+        for t in &s.tables {
+            if t.parallel == 0 || t.parallel > MAX_PARALLEL {
+                return Err(UsageError::with_hint(
+                    format!(
+                        "parallel for table {:?} is {}, outside 1..={MAX_PARALLEL}",
+                        t.name, t.parallel
+                    ),
+                    "a local Datasette runs 3 SQL threads; 2-4 cursors are usually enough",
+                ));
+            }
+            if t.rest.is_some() && t.parallel > 1 {
+                return Err(UsageError::with_hint(
+                    format!("--parallel cannot split the REST table {:?}", t.name),
+                    "a REST table's pages are reachable only by following its paginator, so it is read with one cursor; drop --parallel",
+                ));
+            }
+            if t.page_size == 0 {
+                return Err(UsageError::new(format!(
+                    "page size for table {:?} must be at least 1",
+                    t.name
+                )));
+            }
+            if !outputs.insert(crate::store::fsutil::sanitize_component(&t.output)) {
+                return Err(UsageError::with_hint(
+                    format!(
+                        "two tables would write to the same dataset parquet/{}/",
+                        t.output
+                    ),
+                    "give one of them another `output = \"…\"` name in the config",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `[http]` and the HTTP flags (flags win).
+fn http_settings(args: &HarvestArgs, h: &HttpConfig) -> Result<HttpSettings, UsageError> {
+    let mut http = HttpSettings::default();
+    if let Some(v) = args.connect_timeout.or(h.connect_timeout_secs) {
+        http.connect_timeout = secs(v, "connect timeout")?;
+    }
+    if let Some(v) = args.request_timeout.or(h.request_timeout_secs) {
+        http.request_timeout = secs(v, "request timeout")?;
+    }
+    if let Some(v) = args.stall_timeout.or(h.stall_timeout_secs) {
+        http.stall_timeout = secs(v, "stall timeout")?;
+    }
+    if let Some(v) = args.retry_budget.or(h.retry_budget_secs) {
+        http.retry_budget = secs(v, "retry budget")?;
+    }
+    if let Some(v) = args.max_attempts.or(h.max_attempts) {
+        if v == 0 {
+            return Err(UsageError::new("max attempts must be at least 1"));
+        }
+        http.max_attempts = v;
+    }
+    if let Some(r) = args.rate_limit.as_ref().or(h.rate_limit.as_ref()) {
+        http.rate_limit = Some(parse_rate(r)?);
+    }
+    if let Some(v) = args.max_body_bytes.or(h.max_body_bytes) {
+        http.max_body_bytes = v;
+    }
+    // Compression changes only the bytes on the wire, never a snapshot, so it is left out of
+    // the described settings (and the config digest): a resumed run may toggle it.
+    http.compression = !args.no_compression && h.compression.unwrap_or(true);
+    Ok(http)
+}
+
+/// `[parquet]` and the Parquet flags (flags win).
+fn sink_settings(args: &HarvestArgs, p: &ParquetConfig) -> Result<SinkSettings, UsageError> {
+    let mut sink = SinkSettings::default();
+    if let Some(v) = args.part_rows.or(p.part_rows) {
+        sink.part_rows = v.max(1);
+    }
+    if let Some(v) = args.row_group_rows.or(p.row_group_rows) {
+        sink.row_group_rows = v.max(1);
+    }
+    if let Some(v) = args.zstd_level.or(p.zstd_level) {
+        if !(1..=22).contains(&v) {
+            return Err(UsageError::new(format!(
+                "zstd level must be 1 to 22, not {v}"
+            )));
+        }
+        sink.zstd_level = v;
+    }
+    Ok(sink)
+}
+
+/// The source `--table` flags describe: command-line Datasette tables, with URL and database
+/// from `--url`/`--db` or else the config's only source.
+fn flag_source(
+    args: &HarvestArgs,
+    file: &ConfigFile,
+    flag_auth: Option<Auth>,
+) -> Result<SourceSettings, UsageError> {
+    let only = match file.sources.as_slice() {
+        [one] => Some(one),
+        _ => None,
+    };
+    let url = args
+        .url
+        .clone()
+        .or(only.map(|s| s.url.clone()))
+        .ok_or_else(|| {
+            UsageError::with_hint(
+                "no Datasette URL",
+                "pass --url http://HOST:PORT (or a config with one source)",
+            )
+        })?;
+    let database = args
+        .db
+        .clone()
+        .or(only.and_then(|s| s.database.clone()))
+        .ok_or_else(|| {
+            UsageError::with_hint(
+                "no database name",
+                "pass --db NAME (the path segment after the host)",
+            )
+        })?;
+    let auth = match flag_auth {
+        Some(a) => Some(a),
+        None => match only.and_then(|s| s.auth.as_ref()) {
+            Some(a) => auth_from_config(a)?,
+            None => None,
+        },
+    };
+    let params = args
+        .params
+        .iter()
+        .map(|p| split_kv(p, "--param"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let types = parse_type_flags(&args.types)?;
+    let tables = args
+        .tables
+        .iter()
+        .map(|t| TableSettings {
+            name: t.clone(),
+            output: t.clone(),
+            params: params.clone(),
+            page_size: args.page_size.unwrap_or(DEFAULT_PAGE_SIZE),
+            page_size_given: args.page_size.is_some(),
+            partition_by: args.partition_by.clone(),
+            sort: args.sort.clone(),
+            types: types.clone(),
+            watermark: None,
+            parallel: args.parallel.unwrap_or(1),
+            rest: None,
+            rows: None,
+            shard: None,
+        })
+        .collect();
+    Ok(SourceSettings {
+        name: args.source_name.clone().unwrap_or_else(|| database.clone()),
+        kind: SourceKind::Datasette,
+        base: parse_url(&url, "--url")?,
+        database,
+        headers: Vec::new(),
+        secret_headers: false,
+        auth,
+        tables,
+    })
+}
+
+/// The sources of the config file, each resolved, after the checks that concern them all.
+fn config_sources(
+    args: &HarvestArgs,
+    file: &ConfigFile,
+    flag_auth: &Option<Auth>,
+) -> Result<Vec<SourceSettings>, UsageError> {
+    if file.sources.is_empty() {
+        return Err(UsageError::with_hint(
+            "nothing to harvest: no --table and no [[source]] in a config",
+            "pass --url, --db and --table, or --config harvest.toml",
+        ));
+    }
+    if file.sources.len() > 1 && (args.url.is_some() || args.db.is_some()) {
+        return Err(UsageError::new(
+            "--url/--db can only override a config with exactly one [[source]]",
+        ));
+    }
+    file.sources
+        .iter()
+        .map(|s| config_source(args, s, flag_auth))
+        .collect()
+}
+
+/// One `[[source]]` of the config, resolved (`--url`, `--db` and the auth flags override it).
+fn config_source(
+    args: &HarvestArgs,
+    s: &SourceConfig,
+    flag_auth: &Option<Auth>,
+) -> Result<SourceSettings, UsageError> {
+    let kind = source_kind(s)?;
+    if kind == SourceKind::Rest && (args.db.is_some() || args.page_size.is_some()) {
+        return Err(UsageError::with_hint(
+            "--db and --page-size are for Datasette sources, and the config has a kind = \"rest\" source",
+            "for a REST table, set its page size in `params` or `paginate`",
+        ));
+    }
+    let database = match kind {
+        SourceKind::Rest => String::new(),
+        SourceKind::Datasette => args.db.clone().or(s.database.clone()).ok_or_else(|| {
+            UsageError::with_hint(
+                format!(
+                    "source {:?} has no `database`",
+                    s.name.as_deref().unwrap_or(&s.url)
+                ),
+                "set `database = \"NAME\"` (the path segment after the host), or `kind = \"rest\"` for a JSON API that is not Datasette",
+            )
+        })?,
+    };
+    let headers = s
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            let v = if v.starts_with("${") {
+                secret_from_ref(&format!("headers.{k}"), v)?
+            } else {
+                v.clone()
+            };
+            Ok((k.clone(), v))
+        })
+        .collect::<Result<Vec<_>, UsageError>>()?;
+    let auth = match (flag_auth, &s.auth) {
+        (Some(a), _) => Some(a.clone()),
+        (None, Some(a)) => auth_from_config(a)?,
+        (None, None) => None,
+    };
+    let mut tables = Vec::new();
+    for t in &s.tables {
+        tables.push(table_settings(args, kind, s, t)?);
+    }
+    if tables.is_empty() {
+        return Err(UsageError::with_hint(
+            format!(
+                "source {:?} lists no tables",
+                s.name.as_deref().unwrap_or(&s.url)
+            ),
+            "add [[source.table]] entries with a name",
+        ));
+    }
+    Ok(SourceSettings {
+        name: s.name.clone().unwrap_or_else(|| match kind {
+            SourceKind::Datasette => database.clone(),
+            SourceKind::Rest => s.url.clone(),
+        }),
+        kind,
+        base: parse_url(args.url.as_deref().unwrap_or(&s.url), "source url")?,
+        database,
+        secret_headers: s.headers.values().any(|v| v.starts_with("${")),
+        headers,
+        auth,
+        tables,
+    })
+}
+
+/// One `[[source.table]]` of a config source, resolved (flags override its keys).
+fn table_settings(
+    args: &HarvestArgs,
+    kind: SourceKind,
+    s: &SourceConfig,
+    t: &TableConfig,
+) -> Result<TableSettings, UsageError> {
+    let params = t
+        .params
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), toml_scalar(k, v)?)))
+        .collect::<Result<Vec<_>, UsageError>>()?;
+    let page_size = args.page_size.or(t.page_size).or(s.page_size);
+    Ok(TableSettings {
+        name: t.name.clone(),
+        output: t.output.clone().unwrap_or_else(|| t.name.clone()),
+        params,
+        page_size: page_size.unwrap_or(DEFAULT_PAGE_SIZE),
+        page_size_given: page_size.is_some(),
+        partition_by: t.partition_by.clone(),
+        sort: t.sort.clone(),
+        parallel: args.parallel.or(t.parallel).unwrap_or(1),
+        types: parse_types(t.types.clone())?,
+        watermark: match &t.watermark {
+            None => None,
+            Some(col) => Some(WatermarkSettings {
+                column: watermark_column(kind, col),
+                format: t.watermark_format.clone(),
+                initial: t
+                    .initial
+                    .as_ref()
+                    .map(|v| toml_scalar("initial", v))
+                    .transpose()?,
+                lookback: t
+                    .lookback
+                    .as_ref()
+                    .map(|v| toml_scalar("lookback", v))
+                    .transpose()?
+                    .unwrap_or_default(),
+                lookback_parsed: None,
+                max_window_rows: crate::store::watermark::DEFAULT_MAX_WINDOW_IDS,
+            }),
+        },
+        rest: rest_table(kind, t)?,
+        rows: rows::row_driven(kind == SourceKind::Rest, t, &s.tables)?,
+        shard: None,
     })
 }
 

@@ -1,8 +1,10 @@
 //! A REST table's keys checked and turned into its [`RestTable`] settings: REST keys only on
 //! REST sources, Datasette-only keys refused there, a paginator with the options it needs.
 
-#[allow(unused_imports)]
-use super::*;
+use crate::config::PaginateConfig;
+use crate::config::TableConfig;
+use crate::error::UsageError;
+use crate::source::settings::SourceKind;
 
 /// A table's REST settings, checked: REST keys only on REST sources, Datasette-only keys
 /// refused on them, and a paginator with the options it needs.

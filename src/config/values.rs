@@ -1,8 +1,15 @@
 //! Small values of the config and the flags checked and converted: URLs, rates, `K=V` pairs,
 //! column types, durations and scalars.
 
-#[allow(unused_imports)]
-use super::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::config::SourceConfig;
+use crate::error::UsageError;
+use crate::schema::ColType;
+use crate::source::settings::SourceKind;
 
 pub(super) fn parse_url(raw: &str, what: &str) -> Result<Url, UsageError> {
     let url = Url::parse(raw).map_err(|e| {

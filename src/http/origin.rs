@@ -1,8 +1,7 @@
 //! Where a request may go: origins compared, redirects followed only within the origin while
 //! credentials are sent, and URLs and client errors shown with their secrets redacted.
 
-#[allow(unused_imports)]
-use super::*;
+use url::Url;
 
 /// The query parameters of a URL, for the manifest (values redacted).
 pub fn query_params(url: &Url) -> serde_json::Map<String, serde_json::Value> {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
 use crate::error::Interrupted;
@@ -25,6 +25,7 @@ use crate::error::UsageError;
 use crate::http::Client;
 use crate::printer::Printer;
 use crate::run::context::{RunCtx, Totals, new_run_id, obj};
+use crate::run::resume::ResumePoint;
 use crate::run::settings::HarvestSettings;
 use crate::source::TableSource;
 use crate::source::datasette;
@@ -113,119 +114,8 @@ pub(crate) async fn run_settings(
     };
     let (mut manifest, _) = Manifest::open(&home)?;
     let history = crate::store::manifest::read_records(&home)?;
-    // In a shared DIR, clean-up touches only this writer's files.
-    let own = settings
-        .writer
-        .is_some()
-        .then(|| crate::store::writers::runs_of(&history));
-    remove_leftover_temps(&out, &home, own.as_ref())?;
-    let swept =
-        crate::run::resume::sweep_parts(&out, &history, own.as_ref()).with_context(|| {
-            format!(
-                "cannot remove unrecorded Parquet parts under {}",
-                out.display()
-            )
-        })?;
-    if !swept.is_empty() {
-        tracing::warn!(
-            "removed {} Parquet part(s) the manifest does not record (left by an interrupted run): {}",
-            swept.len(),
-            swept.join(", ")
-        );
-    }
-    // Delta tables: follow what the manifest wants them to hold, and first commit whatever an
-    // interrupted run recorded but did not commit.
-    let mut ledger = crate::store::delta::Ledger::default();
-    for r in &history {
-        ledger.feed(r);
-    }
-    if !ledger.outputs.is_empty()
-        || settings.table_format == crate::store::delta::TableFormat::Delta
-    {
-        for (output, c) in crate::store::delta::reconcile(&out, &ledger)? {
-            tracing::warn!(
-                "{output}: committed Delta version {} with {} part(s) added and {} removed that an interrupted run had recorded but not committed",
-                c.version,
-                c.added,
-                c.removed
-            );
-        }
-        manifest.follow(Box::new(ledger));
-    }
-    if let Some(r) = &settings.remote {
-        r.publish()?;
-    }
-    if settings.command == "incremental" {
-        let (fwd, back) = crate::store::watermark::Store::new(&home).recover(&history)?;
-        if fwd + back > 0 {
-            tracing::warn!(
-                "watermark recovery after an interrupted run: {fwd} committed state(s) rolled forward, {back} uncommitted discarded"
-            );
-        }
-    }
-    let resume = match crate::run::resume::find_resumable(&history, &settings.config_digest) {
-        Some(r) if settings.restart => {
-            tracing::info!("--restart: not resuming the unfinished run {}", r.run_id);
-            None
-        }
-        Some(r) => Some(r),
-        None => {
-            if let Some(last) = history.iter().rev().find(|r| r["kind"] == "run_start")
-                && !history.iter().any(|r| {
-                    r["kind"] == "run_end" && r["run_id"] == last["run_id"] && r["outcome"] == "ok"
-                })
-                && !settings.restart
-            {
-                tracing::warn!(
-                    "the previous run {} did not finish, but the settings changed since, so this run starts over",
-                    last["run_id"].as_str().unwrap_or("?")
-                );
-            }
-            None
-        }
-    };
-    let run_id = match &resume {
-        Some(r) => {
-            crate::printer::set_run_id(&r.run_id);
-            let replay: usize = r
-                .tables
-                .values()
-                .flat_map(|t| t.streams.values())
-                .map(|s| s.replay.len())
-                .sum();
-            let done = r.tables.values().filter(|t| t.done.is_some()).count();
-            tracing::info!(
-                "resuming run {}: {done} table(s) already done, {replay} recorded page(s) to replay from snapshots",
-                r.run_id
-            );
-            manifest.append(
-                "run_resume",
-                &r.run_id,
-                obj(json!({
-                    "tool_version": env!("CARGO_PKG_VERSION"),
-                    "config_digest": settings.config_digest,
-                    "resumed_at": now_rfc3339(),
-                    "replay_pages": replay,
-                })),
-            )?;
-            r.run_id.clone()
-        }
-        None => {
-            let run_id = new_run_id();
-            manifest.append(
-                "run_start",
-                &run_id,
-                obj(json!({
-                    "command": settings.command,
-                    "tool_version": env!("CARGO_PKG_VERSION"),
-                    "config_digest": settings.config_digest,
-                    "settings": settings.described,
-                    "started_at": now_rfc3339(),
-                })),
-            )?;
-            run_id
-        }
-    };
+    clean_up(&settings, &history, &mut manifest)?;
+    let (resume, run_id) = begin(&settings, &history, &mut manifest)?;
     crate::printer::set_run_id(&run_id);
     let shown = match &settings.remote {
         Some(r) => r.url().to_string(),
@@ -307,6 +197,156 @@ pub(crate) async fn run_settings(
         }
     }
     result?;
+    print_summary(printer, &totals, counts, &shown, elapsed);
+    Ok(())
+}
+
+/// Before anything else: remove what an interrupted run left unrecorded (temp files, Parquet
+/// parts), commit what it recorded but did not commit to a Delta table, publish what is
+/// durable (object storage) and recover watermarks (`incremental`).
+fn clean_up(
+    settings: &HarvestSettings,
+    history: &[Value],
+    manifest: &mut Manifest,
+) -> anyhow::Result<()> {
+    let (out, home) = (&settings.out, &settings.home);
+    // In a shared DIR, clean-up touches only this writer's files.
+    let own = settings
+        .writer
+        .is_some()
+        .then(|| crate::store::writers::runs_of(history));
+    remove_leftover_temps(out, home, own.as_ref())?;
+    let swept = crate::run::resume::sweep_parts(out, history, own.as_ref()).with_context(|| {
+        format!(
+            "cannot remove unrecorded Parquet parts under {}",
+            out.display()
+        )
+    })?;
+    if !swept.is_empty() {
+        tracing::warn!(
+            "removed {} Parquet part(s) the manifest does not record (left by an interrupted run): {}",
+            swept.len(),
+            swept.join(", ")
+        );
+    }
+    // Delta tables: follow what the manifest wants them to hold, and first commit whatever an
+    // interrupted run recorded but did not commit.
+    let mut ledger = crate::store::delta::Ledger::default();
+    for r in history {
+        ledger.feed(r);
+    }
+    if !ledger.outputs.is_empty()
+        || settings.table_format == crate::store::delta::TableFormat::Delta
+    {
+        for (output, c) in crate::store::delta::reconcile(out, &ledger)? {
+            tracing::warn!(
+                "{output}: committed Delta version {} with {} part(s) added and {} removed that an interrupted run had recorded but not committed",
+                c.version,
+                c.added,
+                c.removed
+            );
+        }
+        manifest.follow(Box::new(ledger));
+    }
+    if let Some(r) = &settings.remote {
+        r.publish()?;
+    }
+    if settings.command == "incremental" {
+        let (fwd, back) = crate::store::watermark::Store::new(home).recover(history)?;
+        if fwd + back > 0 {
+            tracing::warn!(
+                "watermark recovery after an interrupted run: {fwd} committed state(s) rolled forward, {back} uncommitted discarded"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The run this process continues (an unfinished run with the same settings, unless
+/// `--restart`), recorded as `run_resume`; or a new run, recorded as `run_start`. Returns it
+/// with its id.
+fn begin(
+    settings: &HarvestSettings,
+    history: &[Value],
+    manifest: &mut Manifest,
+) -> anyhow::Result<(Option<ResumePoint>, String)> {
+    let resume = match crate::run::resume::find_resumable(history, &settings.config_digest) {
+        Some(r) if settings.restart => {
+            tracing::info!("--restart: not resuming the unfinished run {}", r.run_id);
+            None
+        }
+        Some(r) => Some(r),
+        None => {
+            if let Some(last) = history.iter().rev().find(|r| r["kind"] == "run_start")
+                && !history.iter().any(|r| {
+                    r["kind"] == "run_end" && r["run_id"] == last["run_id"] && r["outcome"] == "ok"
+                })
+                && !settings.restart
+            {
+                tracing::warn!(
+                    "the previous run {} did not finish, but the settings changed since, so this run starts over",
+                    last["run_id"].as_str().unwrap_or("?")
+                );
+            }
+            None
+        }
+    };
+    let run_id = match &resume {
+        Some(r) => {
+            crate::printer::set_run_id(&r.run_id);
+            let replay: usize = r
+                .tables
+                .values()
+                .flat_map(|t| t.streams.values())
+                .map(|s| s.replay.len())
+                .sum();
+            let done = r.tables.values().filter(|t| t.done.is_some()).count();
+            tracing::info!(
+                "resuming run {}: {done} table(s) already done, {replay} recorded page(s) to replay from snapshots",
+                r.run_id
+            );
+            manifest.append(
+                "run_resume",
+                &r.run_id,
+                obj(json!({
+                    "tool_version": env!("CARGO_PKG_VERSION"),
+                    "config_digest": settings.config_digest,
+                    "resumed_at": now_rfc3339(),
+                    "replay_pages": replay,
+                })),
+            )?;
+            r.run_id.clone()
+        }
+        None => {
+            let run_id = new_run_id();
+            manifest.append(
+                "run_start",
+                &run_id,
+                obj(json!({
+                    "command": settings.command,
+                    "tool_version": env!("CARGO_PKG_VERSION"),
+                    "config_digest": settings.config_digest,
+                    "settings": settings.described,
+                    "started_at": now_rfc3339(),
+                })),
+            )?;
+            run_id
+        }
+    };
+    Ok((resume, run_id))
+}
+
+/// The summary line of a run that succeeded (its counts as fields with `--log-format json`).
+fn print_summary(
+    printer: Printer,
+    totals: &Totals,
+    counts: Map<String, Value>,
+    shown: &str,
+    elapsed: std::time::Duration,
+) {
+    let bytes = counts["bytes"].as_u64().unwrap_or(0);
+    let wire_bytes = counts["wire_bytes"].as_u64().unwrap_or(0);
+    let retries = counts["retries"].as_u64().unwrap_or(0);
     let resumed = if totals.pages == totals.fetched_pages {
         String::new()
     } else {
@@ -340,7 +380,6 @@ pub(crate) async fn run_settings(
             Value::Object(f)
         },
     );
-    Ok(())
 }
 
 /// SIGINT/SIGTERM set the watched value; the page loop checks it between pages and while a

@@ -547,55 +547,15 @@ fn sync_once(
             Some(t) => state_of(t, table_rel)?,
             None => TableState::default(),
         };
-        let prefix = format!("{table_rel}/");
-        // A recorded part that is gone from disk (a dataset directory removed by hand) is
-        // never committed: the table would point at a file no reader can open.
-        let (present, gone): (Vec<_>, Vec<_>) = desired
-            .files
-            .iter()
-            .filter(|(rel, _)| !state.files.contains_key(*rel))
-            .partition(|(rel, _)| match &remote {
-                Some(r) => r.is_published(rel),
-                None => out.join(rel).is_file(),
-            });
-        if !gone.is_empty() {
-            tracing::warn!(
-                "{output}: {} recorded part(s) are missing from disk and were not committed to the Delta table (first: {}); `harvest verify` lists them",
-                gone.len(),
-                gone[0].0
-            );
-        }
-        let adds: Vec<Action> = present
-            .into_iter()
-            .map(|(rel, w)| {
-                let inner = rel.strip_prefix(&prefix).unwrap_or(rel);
-                Action::Add(Add {
-                    path: inner.to_string(),
-                    partition_values: w.partition.iter().cloned().collect(),
-                    size: w.bytes as i64,
-                    modification_time: now,
-                    data_change: true,
-                    stats: Some(json!({ "numRecords": w.rows }).to_string()),
-                    ..Default::default()
-                })
-            })
-            .collect();
-        let removes: Vec<Action> = state
-            .files
-            .iter()
-            .filter(|(rel, _)| desired.known.contains(*rel) && !desired.files.contains_key(*rel))
-            .map(|(rel, size)| {
-                let inner = rel.strip_prefix(&prefix).unwrap_or(rel);
-                Action::Remove(Remove {
-                    path: inner.to_string(),
-                    data_change: true,
-                    deletion_timestamp: Some(now),
-                    extended_file_metadata: Some(false),
-                    size: Some(*size),
-                    ..Default::default()
-                })
-            })
-            .collect();
+        let (adds, removes) = adds_and_removes(
+            out,
+            remote.as_deref(),
+            table_rel,
+            output,
+            desired,
+            &state,
+            now,
+        );
         let schema = delta_schema(&desired.columns)?;
         let partition_cols: Vec<String> = desired.partition_by.iter().cloned().collect();
         let (added, removed) = (adds.len(), removes.len());
@@ -691,6 +651,69 @@ fn sync_once(
             removed,
         }))
     })
+}
+
+/// The actions that bring the log from `state` to `desired`: an `add` for every recorded part
+/// it lacks, a `remove` for every file it holds that the manifest superseded.
+fn adds_and_removes(
+    out: &Path,
+    remote: Option<&crate::store::remote::Remote>,
+    table_rel: &str,
+    output: &str,
+    desired: &Desired,
+    state: &TableState,
+    now: i64,
+) -> (Vec<Action>, Vec<Action>) {
+    let prefix = format!("{table_rel}/");
+    // A recorded part that is gone from disk (a dataset directory removed by hand) is
+    // never committed: the table would point at a file no reader can open.
+    let (present, gone): (Vec<_>, Vec<_>) = desired
+        .files
+        .iter()
+        .filter(|(rel, _)| !state.files.contains_key(*rel))
+        .partition(|(rel, _)| match remote {
+            Some(r) => r.is_published(rel),
+            None => out.join(rel).is_file(),
+        });
+    if !gone.is_empty() {
+        tracing::warn!(
+            "{output}: {} recorded part(s) are missing from disk and were not committed to the Delta table (first: {}); `harvest verify` lists them",
+            gone.len(),
+            gone[0].0
+        );
+    }
+    let adds: Vec<Action> = present
+        .into_iter()
+        .map(|(rel, w)| {
+            let inner = rel.strip_prefix(&prefix).unwrap_or(rel);
+            Action::Add(Add {
+                path: inner.to_string(),
+                partition_values: w.partition.iter().cloned().collect(),
+                size: w.bytes as i64,
+                modification_time: now,
+                data_change: true,
+                stats: Some(json!({ "numRecords": w.rows }).to_string()),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let removes: Vec<Action> = state
+        .files
+        .iter()
+        .filter(|(rel, _)| desired.known.contains(*rel) && !desired.files.contains_key(*rel))
+        .map(|(rel, size)| {
+            let inner = rel.strip_prefix(&prefix).unwrap_or(rel);
+            Action::Remove(Remove {
+                path: inner.to_string(),
+                data_change: true,
+                deletion_timestamp: Some(now),
+                extended_file_metadata: Some(false),
+                size: Some(*size),
+                ..Default::default()
+            })
+        })
+        .collect();
+    (adds, removes)
 }
 
 /// Startup repair: commit what the manifest recorded but the log lacks (a crash between a

@@ -2,8 +2,21 @@
 //! value written straight into the output line; the file written under a temp name and
 //! hashed on the way.
 
-#[allow(unused_imports)]
-use super::*;
+use std::io::BufWriter;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use anyhow::bail;
+use arrow::array::Array;
+use arrow::array::AsArray;
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use base64::Engine;
+
+use crate::cli::ExportFormat;
+use crate::commands::export::Dataset;
+use crate::commands::export::stream;
 
 /// Where the rows go.
 pub(super) trait Sink {

@@ -29,14 +29,13 @@ mod formats;
 use formats::*;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
-use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::cli::{ExportArgs, ExportFormat};

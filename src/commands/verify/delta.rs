@@ -1,8 +1,16 @@
 //! `verify` of Delta tables: the log read back and held against what the manifest says each
 //! table holds (uncommitted, stale, unrecorded or resized files, missing versions).
 
-#[allow(unused_imports)]
-use super::*;
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::Value;
+use serde_json::json;
+
+use crate::commands::verify::Finding;
+use crate::commands::verify::Report;
+use crate::commands::verify::finding;
 
 /// What a manifest says its Delta tables hold, and the newest version it recorded for each.
 pub(super) fn ledger_of(

@@ -2,8 +2,23 @@
 //! tiling each batch's snapshot, and the live parts' `_request_id` values exactly the
 //! recorded ids with their row counts.
 
-#[allow(unused_imports)]
-use super::*;
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use serde_json::Value;
+use serde_json::json;
+
+use crate::commands::verify::FileClaim;
+use crate::commands::verify::Finding;
+use crate::commands::verify::Report;
+use crate::commands::verify::finding;
+use crate::commands::verify::hash_file;
+use crate::commands::verify::run_and_output;
+use crate::store::manifest::sha256_hex;
 
 /// Row-driven batches: each entry's place in its snapshot, its hash, the uniqueness of its
 /// request id, and (for the Parquet check) the rows recorded per id. Ids are kept as their

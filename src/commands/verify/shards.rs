@@ -2,8 +2,22 @@
 //! every table split across them (one plan in all, every shard present once and finished,
 //! every slice paged by exactly one shard).
 
-#[allow(unused_imports)]
-use super::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use serde_json::Value;
+use serde_json::json;
+
+use crate::cli::VerifyArgs;
+use crate::commands::verify::DirOutcome;
+use crate::commands::verify::Finding;
+use crate::commands::verify::REPORT_VERSION;
+use crate::commands::verify::Report;
+use crate::commands::verify::finding;
+use crate::error::Discrepancies;
+use crate::printer::Printer;
 
 /// One shard's share of a split table, as its DIR's last run of the table recorded it.
 pub(super) struct ShardClaim {
@@ -90,113 +104,9 @@ pub(super) fn verify_shards(
     }
     let mut tables = vec![];
     for (output, claims) in &by_output {
-        let shard_finding = |message: String| Finding {
-            path: Some(format!("parquet/{output}")),
-            ..finding("shard_coverage", message)
-        };
-        let name = |c: &ShardClaim| format!("shard {}/{} ({})", c.index, c.count, c.dir.display());
-        let first = claims[0];
-        let plan = |c: &ShardClaim| {
-            c.plan
-                .as_ref()
-                .map(|p| (p.column.clone(), p.min, p.max, p.slices.clone()))
-        };
-        if let Some(c) = claims.iter().find(|c| plan(c) != plan(first)) {
-            let show = |c: &ShardClaim| match &c.plan {
-                Some(p) => format!(
-                    "{} slices of {} over {}..={}",
-                    p.slices.len(),
-                    p.column,
-                    p.min,
-                    p.max
-                ),
-                None => "no readable plan".into(),
-            };
-            report.add(Finding {
-                path: Some(format!("parquet/{output}")),
-                expected: json!(show(first)),
-                actual: json!(show(c)),
-                ..finding(
-                    "shard_plan_mismatch",
-                    format!(
-                        "dataset {output:?}: {} planned {} but {} planned {}: the table's key range changed between the shards' starts, so their slices do not tile it; rerun every shard with --restart while the table holds still",
-                        name(first),
-                        show(first),
-                        name(c),
-                        show(c)
-                    ),
-                )
-            });
-            continue;
+        if let Some(t) = check_split_table(output, claims, &report) {
+            tables.push(t);
         }
-        if let Some(c) = claims.iter().find(|c| c.count != first.count) {
-            report.add(shard_finding(format!(
-                "dataset {output:?}: {} and {} were run with different shard counts; run every shard with the same N",
-                name(first),
-                name(c)
-            )));
-            continue;
-        }
-        let mut holders: BTreeMap<u64, Vec<&ShardClaim>> = BTreeMap::new();
-        for c in claims {
-            holders.entry(c.index).or_default().push(c);
-        }
-        for i in 1..=first.count {
-            match holders.get(&i).map(Vec::as_slice) {
-                None | Some([]) => report.add(shard_finding(format!(
-                    "dataset {output:?}: shard {i}/{} is missing: pass its DIR too, or run `--shard {i}/{}` with the same config",
-                    first.count, first.count
-                ))),
-                Some([_]) => {}
-                Some(many) => report.add(shard_finding(format!(
-                    "dataset {output:?}: shard {i}/{} is in {} DIRs ({}): its rows are there twice; pass one of them",
-                    first.count,
-                    many.len(),
-                    many.iter()
-                        .map(|c| c.dir.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))),
-            }
-        }
-        for c in claims.iter().filter(|c| c.rows.is_none()) {
-            report.add(Finding {
-                run_id: Some(c.run_id.clone()),
-                ..shard_finding(format!(
-                    "dataset {output:?}: {} has not finished the table (run {}); rerun that shard to resume it",
-                    name(c),
-                    c.run_id
-                ))
-            });
-        }
-        if let Some(p) = &first.plan {
-            for s in &p.slices {
-                let k = u64::from(s.index);
-                let n = claims.iter().filter(|c| c.slices.contains(&k)).count();
-                if n != 1 {
-                    report.add(Finding {
-                        expected: json!(1),
-                        actual: json!(n),
-                        ..shard_finding(format!(
-                            "dataset {output:?}: slice {k} ({}) was paged by {n} shards, not exactly one",
-                            s.filters
-                                .iter()
-                                .map(|(f, v)| format!("{f}={v}"))
-                                .collect::<Vec<_>>()
-                                .join("&")
-                        ))
-                    });
-                }
-            }
-        }
-        let rows: Option<u64> = claims.iter().map(|c| c.rows).sum();
-        tables.push(json!({
-            "dataset": output,
-            "shards": claims.len(),
-            "count": first.count,
-            "rows": rows,
-            "server_count": first.plan.as_ref().and_then(|p| p.server_count),
-        }));
     }
     let shard_findings = report.findings.into_inner().unwrap_or_default();
     let findings = dirs.iter().map(|d| d.findings).sum::<usize>() + shard_findings.len();
@@ -244,4 +154,117 @@ pub(super) fn verify_shards(
         )
         .into())
     }
+}
+
+/// One table split across shards: one plan in all, the same N, every shard present once and
+/// finished, every slice paged by exactly one shard. Returns the table's line of the report
+/// (none when the shards disagree on the plan or on N: nothing else can be checked).
+fn check_split_table(output: &str, claims: &[&ShardClaim], report: &Report) -> Option<Value> {
+    let shard_finding = |message: String| Finding {
+        path: Some(format!("parquet/{output}")),
+        ..finding("shard_coverage", message)
+    };
+    let name = |c: &ShardClaim| format!("shard {}/{} ({})", c.index, c.count, c.dir.display());
+    let first = claims[0];
+    let plan = |c: &ShardClaim| {
+        c.plan
+            .as_ref()
+            .map(|p| (p.column.clone(), p.min, p.max, p.slices.clone()))
+    };
+    if let Some(c) = claims.iter().find(|c| plan(c) != plan(first)) {
+        let show = |c: &ShardClaim| match &c.plan {
+            Some(p) => format!(
+                "{} slices of {} over {}..={}",
+                p.slices.len(),
+                p.column,
+                p.min,
+                p.max
+            ),
+            None => "no readable plan".into(),
+        };
+        report.add(Finding {
+            path: Some(format!("parquet/{output}")),
+            expected: json!(show(first)),
+            actual: json!(show(c)),
+            ..finding(
+                "shard_plan_mismatch",
+                format!(
+                    "dataset {output:?}: {} planned {} but {} planned {}: the table's key range changed between the shards' starts, so their slices do not tile it; rerun every shard with --restart while the table holds still",
+                    name(first),
+                    show(first),
+                    name(c),
+                    show(c)
+                ),
+            )
+        });
+        return None;
+    }
+    if let Some(c) = claims.iter().find(|c| c.count != first.count) {
+        report.add(shard_finding(format!(
+            "dataset {output:?}: {} and {} were run with different shard counts; run every shard with the same N",
+            name(first),
+            name(c)
+        )));
+        return None;
+    }
+    let mut holders: BTreeMap<u64, Vec<&ShardClaim>> = BTreeMap::new();
+    for c in claims {
+        holders.entry(c.index).or_default().push(c);
+    }
+    for i in 1..=first.count {
+        match holders.get(&i).map(Vec::as_slice) {
+            None | Some([]) => report.add(shard_finding(format!(
+                "dataset {output:?}: shard {i}/{} is missing: pass its DIR too, or run `--shard {i}/{}` with the same config",
+                first.count, first.count
+            ))),
+            Some([_]) => {}
+            Some(many) => report.add(shard_finding(format!(
+                "dataset {output:?}: shard {i}/{} is in {} DIRs ({}): its rows are there twice; pass one of them",
+                first.count,
+                many.len(),
+                many.iter()
+                    .map(|c| c.dir.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+    for c in claims.iter().filter(|c| c.rows.is_none()) {
+        report.add(Finding {
+            run_id: Some(c.run_id.clone()),
+            ..shard_finding(format!(
+                "dataset {output:?}: {} has not finished the table (run {}); rerun that shard to resume it",
+                name(c),
+                c.run_id
+            ))
+        });
+    }
+    if let Some(p) = &first.plan {
+        for s in &p.slices {
+            let k = u64::from(s.index);
+            let n = claims.iter().filter(|c| c.slices.contains(&k)).count();
+            if n != 1 {
+                report.add(Finding {
+                    expected: json!(1),
+                    actual: json!(n),
+                    ..shard_finding(format!(
+                        "dataset {output:?}: slice {k} ({}) was paged by {n} shards, not exactly one",
+                        s.filters
+                            .iter()
+                            .map(|(f, v)| format!("{f}={v}"))
+                            .collect::<Vec<_>>()
+                            .join("&")
+                    ))
+                });
+            }
+        }
+    }
+    let rows: Option<u64> = claims.iter().map(|c| c.rows).sum();
+    Some(json!({
+        "dataset": output,
+        "shards": claims.len(),
+        "count": first.count,
+        "rows": rows,
+        "server_count": first.plan.as_ref().and_then(|p| p.server_count),
+    }))
 }

@@ -33,7 +33,7 @@
 //!   before anything is deleted); an incremental table instead adds parts and then moves its
 //!   watermark (pending → `table_end` → published).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
@@ -47,17 +47,15 @@ pub(crate) use parts::{finish_delta, record_part_lines, shared_table, supersede_
 
 use crate::error::{Interrupted, UsageError};
 use crate::run::context::{RunCtx, Totals, obj};
-use crate::run::cursor::{self, Event, FetchedPage, Start, Walk};
+use crate::run::cursor::{self, Event, Start, Walk};
 use crate::run::resume::{RecordedPage, StreamProgress, TableProgress};
+use crate::source::TablePlan;
 use crate::source::datasette::slices::{Planned, SlicePlan};
 use crate::source::settings::TableSettings;
-use crate::source::{Observed, TablePlan, watermark_index};
 use crate::source::{Page, TableSource};
-use crate::store::fsutil::{
-    atomic_write, create_dir_all_durable, files_under, is_part_file, rel_path, sanitize_component,
-};
-use crate::store::manifest::{Manifest, sha256_hex};
-use crate::store::parts::{ClosedPart, TableSink};
+use crate::store::fsutil::{create_dir_all_durable, sanitize_component};
+use crate::store::manifest::Manifest;
+use crate::store::parts::TableSink;
 use crate::store::watermark::{Lookback, Mark, Tracker};
 
 /// Pages each walker may fetch ahead of the writer.
@@ -130,7 +128,7 @@ pub(crate) async fn harvest_table(
     totals: &mut Totals,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (settings, source) = (ctx.settings, ctx.source);
+    let settings = ctx.settings;
     let delta = crate::store::delta::target(
         &settings.out,
         &format!("parquet/{}", sanitize_component(&table.output)),
@@ -144,160 +142,40 @@ pub(crate) async fn harvest_table(
     // already written at the boundary.
     let store = crate::store::watermark::Store::new(&settings.home);
     let mut params = table.params.clone();
-    let mut tracker = None;
-    let mut prev_state = None;
-    if let Some(wm) = &table.watermark {
-        prev_state = store.load(&source.name, &table.output)?;
-        if let Some(st) = prev_state.as_ref().filter(|st| st.column != wm.column) {
-            return Err(UsageError::with_hint(
-                format!(
-                    "the stored watermark of {:?} is for column {:?}, not {:?}",
-                    table.output, st.column, wm.column
-                ),
-                "use the original column, or give this table another `output` name (a new dataset and watermark)",
-            )
-            .into());
-        }
-        let lookback = wm.lookback_parsed.clone().unwrap_or(Lookback::None);
-        // The bound as a typed value (compared with rows where the server may not filter) and
-        // as the configured text (a configured initial value is sent as written).
-        let (lower, lower_text) = match prev_state.as_ref().and_then(|s| Mark::from_json(&s.value))
-        {
-            Some(m) => {
-                let l = m.minus(&lookback)?;
-                let text = l.filter_text();
-                (Some(l), Some(text))
-            }
-            None => (
-                wm.initial
-                    .as_deref()
-                    .map(crate::store::watermark::Mark::from_text),
-                wm.initial.clone(),
-            ),
-        };
-        let bound = src.watermark_params(&mut params, lower, lower_text, wm);
-        let mut t = Tracker::new(prev_state.as_ref(), lookback, wm.max_window_rows);
-        // Rows below the bound are not written, whether or not the server filtered them.
-        t.skip_below(bound);
-        tracker = Some(t);
-        if progress.streams.is_empty() {
-            remove_unfinished_parts(ctx, table, manifest, delta.as_ref())?;
-        }
-    }
-
-    // --parallel: the recorded slice plan of a resumed run, or a new one (recorded first).
-    let slices = match progress.slices.take() {
-        Some(p) => Some(p),
-        None if table.parallel > 1 && tracker.is_none() && progress.streams.is_empty() => {
-            match src.plan_slices(&params).await? {
-                Planned::Split(plan) => {
-                    tracing::info!(
-                        "{}: {} cursors over {} from {} to {}",
-                        table.output,
-                        plan.slices.len(),
-                        plan.column,
-                        plan.min,
-                        plan.max
-                    );
-                    let mut rec = obj(json!({
-                        "source": crate::http::display_url(&source.base),
-                        "table": table.name,
-                        "output": table.output,
-                        "plan": plan,
-                    }));
-                    if let Some(share) = table.shard {
-                        rec.insert("shard".into(), shard_json(share, &plan));
-                    }
-                    manifest.append("slices", ctx.run_id, rec)?;
-                    Some(plan)
-                }
-                Planned::Sequential(why) if table.shard.is_some() => {
-                    return Err(UsageError::with_hint(
-                        format!(
-                            "table {:?} cannot be split across shards: {why}",
-                            table.name
-                        ),
-                        "give the table `parallel = 1` in the config so that --shard deals it out whole to one shard",
-                    )
-                    .into());
-                }
-                Planned::Sequential(why) => {
-                    let w = format!(
-                        "{}: --parallel {} not used, one cursor instead: {why}",
-                        table.output, table.parallel
-                    );
-                    tracing::warn!("{w}");
-                    totals.warnings.push(w);
-                    None
-                }
-            }
-        }
-        None => None,
+    let (tracker, prev_state) = if table.watermark.is_some() {
+        let resuming_nothing = progress.streams.is_empty();
+        watermark_bound(
+            ctx,
+            table,
+            &src,
+            &store,
+            &mut params,
+            resuming_nothing,
+            manifest,
+            delta.as_ref(),
+        )?
+    } else {
+        (None, None)
     };
 
-    let raw_rel = format!(
-        "raw/{}/{}/{}",
-        sanitize_component(&source.name),
-        sanitize_component(&table.output),
-        ctx.run_id
-    );
+    // --parallel: the recorded slice plan of a resumed run, or a new one (recorded first).
+    let incremental = tracker.is_some();
+    let slices = slice_plan(
+        ctx,
+        table,
+        &src,
+        &params,
+        incremental,
+        &mut progress,
+        manifest,
+        totals,
+    )
+    .await?;
+
     // Rows in parts that earlier processes of this run recorded (before the streams below
     // take their progress out of `progress`).
     let rows_before = progress.rows_in_parts();
-    let layout: Vec<Option<&crate::source::datasette::slices::Slice>> = match &slices {
-        None => vec![None],
-        Some(p) => p
-            .slices
-            .iter()
-            .filter(|s| table.shard.is_none_or(|share| share.owns(s.index)))
-            .map(Some)
-            .collect(),
-    };
-    if layout.is_empty()
-        && let (Some(share), Some(p)) = (table.shard, &slices)
-    {
-        bail!(
-            "table {:?}: its key range {}..={} of {} gave only {} slice(s), none of them for shard {}/{}; harvest it with fewer shards, or without --shard",
-            table.name,
-            p.min,
-            p.max,
-            p.column,
-            p.slices.len(),
-            share.index,
-            share.count
-        );
-    }
-    let mut streams = Vec::with_capacity(layout.len());
-    for sl in layout {
-        let slice = sl.map(|s| s.index);
-        let sp = progress.streams.remove(&slice).unwrap_or_default();
-        let mut stream_params = params.clone();
-        stream_params.extend(sl.iter().flat_map(|s| s.filters.iter().cloned()));
-        let rel = match slice {
-            None => raw_rel.clone(),
-            Some(k) => format!("{raw_rel}/slice-{k}"),
-        };
-        let dir = settings.out.join(&rel);
-        create_dir_all_durable(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        streams.push(Stream {
-            slice,
-            params: stream_params,
-            raw_rel: rel,
-            raw_dir: dir,
-            sink: None,
-            page_no: sp.checkpoint_page,
-            taken: sp.checkpoint_page,
-            cursor: sp.checkpoint_cursor.clone(),
-            first_page_since_checkpoint: sp.checkpoint_page + 1,
-            last_part: sp.last_part,
-            rows: 0,
-            rows_replayed: 0,
-            parts: 0,
-            fetched: 0,
-            replayed: 0,
-            progress: sp,
-        });
-    }
+    let streams = open_streams(ctx, table, &params, slices.as_ref(), &mut progress)?;
     let mut run = TableRun {
         ctx,
         table,
@@ -331,9 +209,214 @@ pub(crate) async fn harvest_table(
     let bar = crate::progress::Progress::rows(&table.output, ctx.quiet);
     let mut signals = ctx.signals.clone();
 
-    // 1. Replay recorded pages after each stream's checkpoint from their snapshots
-    //    (incremental replays every recorded page, to rebuild its tracker; only those after
-    //    the checkpoint are new).
+    replay_recorded(&mut run, &signals, manifest, totals).await?;
+    fetch_remaining(&mut run, &mut signals, manifest, totals, &bar).await?;
+    finish_table(run, manifest, totals, &store, prev_state, started)
+}
+
+/// Incremental: the stored watermark gives an inclusive lower bound; its window, the rows
+/// already written at the boundary.
+/// Returns the tracker that decides which rows are new, and the stored state.
+#[allow(clippy::too_many_arguments)]
+fn watermark_bound(
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    src: &TableSource,
+    store: &crate::store::watermark::Store,
+    params: &mut Vec<(String, String)>,
+    resuming_nothing: bool,
+    manifest: &mut Manifest,
+    delta: Option<&crate::store::delta::Target>,
+) -> anyhow::Result<(Option<Tracker>, Option<crate::store::watermark::State>)> {
+    let source = ctx.source;
+    let mut tracker = None;
+    let mut prev_state = None;
+    if let Some(wm) = &table.watermark {
+        prev_state = store.load(&source.name, &table.output)?;
+        if let Some(st) = prev_state.as_ref().filter(|st| st.column != wm.column) {
+            return Err(UsageError::with_hint(
+                format!(
+                    "the stored watermark of {:?} is for column {:?}, not {:?}",
+                    table.output, st.column, wm.column
+                ),
+                "use the original column, or give this table another `output` name (a new dataset and watermark)",
+            )
+            .into());
+        }
+        let lookback = wm.lookback_parsed.clone().unwrap_or(Lookback::None);
+        // The bound as a typed value (compared with rows where the server may not filter) and
+        // as the configured text (a configured initial value is sent as written).
+        let (lower, lower_text) = match prev_state.as_ref().and_then(|s| Mark::from_json(&s.value))
+        {
+            Some(m) => {
+                let l = m.minus(&lookback)?;
+                let text = l.filter_text();
+                (Some(l), Some(text))
+            }
+            None => (
+                wm.initial
+                    .as_deref()
+                    .map(crate::store::watermark::Mark::from_text),
+                wm.initial.clone(),
+            ),
+        };
+        let bound = src.watermark_params(params, lower, lower_text, wm);
+        let mut t = Tracker::new(prev_state.as_ref(), lookback, wm.max_window_rows);
+        // Rows below the bound are not written, whether or not the server filtered them.
+        t.skip_below(bound);
+        tracker = Some(t);
+        if resuming_nothing {
+            remove_unfinished_parts(ctx, table, manifest, delta)?;
+        }
+    }
+    Ok((tracker, prev_state))
+}
+
+/// --parallel: the recorded slice plan of a resumed run, or a new one (recorded first).
+#[allow(clippy::too_many_arguments)]
+async fn slice_plan(
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    src: &TableSource,
+    params: &[(String, String)],
+    incremental: bool,
+    progress: &mut TableProgress,
+    manifest: &mut Manifest,
+    totals: &mut Totals,
+) -> anyhow::Result<Option<SlicePlan>> {
+    Ok(match progress.slices.take() {
+        Some(p) => Some(p),
+        None if table.parallel > 1 && !incremental && progress.streams.is_empty() => {
+            match src.plan_slices(params).await? {
+                Planned::Split(plan) => {
+                    tracing::info!(
+                        "{}: {} cursors over {} from {} to {}",
+                        table.output,
+                        plan.slices.len(),
+                        plan.column,
+                        plan.min,
+                        plan.max
+                    );
+                    let mut rec = obj(json!({
+                        "source": crate::http::display_url(&ctx.source.base),
+                        "table": table.name,
+                        "output": table.output,
+                        "plan": plan,
+                    }));
+                    if let Some(share) = table.shard {
+                        rec.insert("shard".into(), shard_json(share, &plan));
+                    }
+                    manifest.append("slices", ctx.run_id, rec)?;
+                    Some(plan)
+                }
+                Planned::Sequential(why) if table.shard.is_some() => {
+                    return Err(UsageError::with_hint(
+                        format!(
+                            "table {:?} cannot be split across shards: {why}",
+                            table.name
+                        ),
+                        "give the table `parallel = 1` in the config so that --shard deals it out whole to one shard",
+                    )
+                    .into());
+                }
+                Planned::Sequential(why) => {
+                    let w = format!(
+                        "{}: --parallel {} not used, one cursor instead: {why}",
+                        table.output, table.parallel
+                    );
+                    tracing::warn!("{w}");
+                    totals.warnings.push(w);
+                    None
+                }
+            }
+        }
+        None => None,
+    })
+}
+
+/// The table's streams (one cursor, or this shard's slices of a `--parallel` plan), each
+/// starting at its recorded checkpoint, with its snapshot directory created.
+fn open_streams(
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    params: &[(String, String)],
+    slices: Option<&SlicePlan>,
+    progress: &mut TableProgress,
+) -> anyhow::Result<Vec<Stream>> {
+    let (settings, source) = (ctx.settings, ctx.source);
+    let raw_rel = format!(
+        "raw/{}/{}/{}",
+        sanitize_component(&source.name),
+        sanitize_component(&table.output),
+        ctx.run_id
+    );
+    let layout: Vec<Option<&crate::source::datasette::slices::Slice>> = match slices {
+        None => vec![None],
+        Some(p) => p
+            .slices
+            .iter()
+            .filter(|s| table.shard.is_none_or(|share| share.owns(s.index)))
+            .map(Some)
+            .collect(),
+    };
+    if layout.is_empty()
+        && let (Some(share), Some(p)) = (table.shard, slices)
+    {
+        bail!(
+            "table {:?}: its key range {}..={} of {} gave only {} slice(s), none of them for shard {}/{}; harvest it with fewer shards, or without --shard",
+            table.name,
+            p.min,
+            p.max,
+            p.column,
+            p.slices.len(),
+            share.index,
+            share.count
+        );
+    }
+    let mut streams = Vec::with_capacity(layout.len());
+    for sl in layout {
+        let slice = sl.map(|s| s.index);
+        let sp = progress.streams.remove(&slice).unwrap_or_default();
+        let mut stream_params = params.to_vec();
+        stream_params.extend(sl.iter().flat_map(|s| s.filters.iter().cloned()));
+        let rel = match slice {
+            None => raw_rel.clone(),
+            Some(k) => format!("{raw_rel}/slice-{k}"),
+        };
+        let dir = settings.out.join(&rel);
+        create_dir_all_durable(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        streams.push(Stream {
+            slice,
+            params: stream_params,
+            raw_rel: rel,
+            raw_dir: dir,
+            sink: None,
+            page_no: sp.checkpoint_page,
+            taken: sp.checkpoint_page,
+            cursor: sp.checkpoint_cursor.clone(),
+            first_page_since_checkpoint: sp.checkpoint_page + 1,
+            last_part: sp.last_part,
+            rows: 0,
+            rows_replayed: 0,
+            parts: 0,
+            fetched: 0,
+            replayed: 0,
+            progress: sp,
+        });
+    }
+    Ok(streams)
+}
+
+/// Replay recorded pages after each stream's checkpoint from their snapshots
+/// (incremental replays every recorded page, to rebuild its tracker; only those after
+/// the checkpoint are new).
+async fn replay_recorded(
+    run: &mut TableRun<'_>,
+    signals: &tokio::sync::watch::Receiver<Option<&'static str>>,
+    manifest: &mut Manifest,
+    totals: &mut Totals,
+) -> anyhow::Result<()> {
+    let table = run.table;
     for si in 0..run.streams.len() {
         let sp = &run.streams[si].progress;
         let to_replay = if run.tracker.is_some() {
@@ -367,8 +450,18 @@ pub(crate) async fn harvest_table(
             table.output
         );
     }
+    Ok(())
+}
 
-    // 2. Fetch the rest of every stream whose last recorded page was not its last page.
+/// Fetch the rest of every stream whose last recorded page was not its last page.
+async fn fetch_remaining(
+    run: &mut TableRun<'_>,
+    signals: &mut tokio::sync::watch::Receiver<Option<&'static str>>,
+    manifest: &mut Manifest,
+    totals: &mut Totals,
+    bar: &crate::progress::Progress,
+) -> anyhow::Result<()> {
+    let table = run.table;
     let known = run.known_columns();
     let walks: Vec<Walk> = run
         .streams
@@ -388,7 +481,7 @@ pub(crate) async fn harvest_table(
         })
         .collect();
     let mut open = walks.len();
-    let (walkers, mut rx) = cursor::spawn(ctx.client, walks, FETCH_AHEAD);
+    let (walkers, mut rx) = cursor::spawn(run.ctx.client, walks, FETCH_AHEAD);
     let mut taken = 0u64;
     while open > 0 {
         if let Some(sig) = *signals.borrow() {
@@ -439,7 +532,7 @@ pub(crate) async fn harvest_table(
         }
     }
     drop(walkers);
-    finish_table(run, manifest, totals, &store, prev_state, started)
+    Ok(())
 }
 
 /// Close the table: final parts, the watermark (incremental), `table_end`, then supersede.
@@ -462,36 +555,7 @@ fn finish_table(
     };
     let count = plan.count.or(run.server_count);
     let table_rel = format!("parquet/{}", sanitize_component(&table.output));
-    // One run writes at least one part (an empty table still gets its schema), but no more
-    // empty parts than that; later incremental runs without new rows add nothing.
-    let wrote_any = run
-        .streams
-        .iter()
-        .any(|s| s.last_part > 0 || s.parts > 0 || s.sink.as_ref().is_some_and(|k| !k.is_empty()));
-    let adds_to_dataset =
-        run.tracker.is_some() && dataset_has_parts(&settings.out.join(&table_rel));
-    // A table with no columns (a REST table whose first page had no records and that declares
-    // no `types`) gets no part: a Parquet file without columns is one DuckDB cannot read.
-    let no_columns = plan.columns.is_empty();
-    if no_columns && !wrote_any {
-        tracing::warn!(
-            "{}: no records and no columns known, so no Parquet part was written; declare the \
-             columns with `types = {{ … }}` to get an empty table with its schema",
-            table.output
-        );
-    }
-    let keep_empty = !wrote_any && !adds_to_dataset && !no_columns;
-    for (i, s) in run.streams.iter_mut().enumerate() {
-        let Some(mut sink) = s.sink.take() else {
-            unreachable!("a plan always comes with sinks")
-        };
-        if !(keep_empty && i == 0) {
-            sink.skip_empty_part();
-        }
-        let closed = sink.finish()?;
-        record_parts(manifest, ctx, table, &plan, s, &closed, run.delta.as_ref())?;
-        s.parts += closed.len() as u64;
-    }
+    close_parts(&mut run, &plan, &table_rel, manifest)?;
     let rows = run.rows();
     let sum = |f: fn(&Stream) -> u64| run.streams.iter().map(f).sum::<u64>();
     let (pages, fetched, replayed, parts) = (
@@ -530,49 +594,7 @@ fn finish_table(
     }
     // Incremental: the new watermark is made durable (pending) after the parts it covers are
     // recorded, committed by table_end, then published.
-    let committed = match (&table.watermark, &run.tracker) {
-        (Some(wm), Some(tracker)) => {
-            let base = prev_state
-                .clone()
-                .unwrap_or_else(|| crate::store::watermark::State {
-                    version: crate::store::watermark::STATE_VERSION,
-                    source: source.name.clone(),
-                    table: table.name.clone(),
-                    output: table.output.clone(),
-                    column: wm.column.clone(),
-                    value: Value::Null,
-                    window: vec![],
-                    set_by_run: None,
-                    updated_at: None,
-                    history: vec![],
-                });
-            let next = tracker.next_state(base, ctx.run_id, rows)?;
-            crate::failpoint("incremental:before-watermark");
-            store.write_pending(&next, ctx.run_id)?;
-            let before = prev_state.as_ref().map_or(Value::Null, |s| s.value.clone());
-            let wm_rec = json!({
-                "output": table.output,
-                "column": wm.column,
-                "before": before,
-                "after": next.value,
-                "skipped_duplicates": tracker.skipped_dupes,
-                "skipped_nulls": tracker.skipped_nulls,
-                "skipped_below": tracker.skipped_below,
-            });
-            end.insert("watermark".into(), wm_rec.clone());
-            totals.watermarks.push(wm_rec);
-            if tracker.skipped_nulls > 0 {
-                let w = format!(
-                    "{}: {} row(s) with a NULL {} cannot be harvested incrementally",
-                    table.output, tracker.skipped_nulls, wm.column
-                );
-                tracing::warn!("{w}");
-                totals.warnings.push(w);
-            }
-            true
-        }
-        _ => false,
-    };
+    let committed = next_watermark(&run, rows, prev_state.as_ref(), store, &mut end, totals)?;
     manifest.append("table_end", ctx.run_id, end)?;
     if committed {
         crate::failpoint("incremental:before-publish");
@@ -626,4 +648,101 @@ fn finish_table(
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Close the table's open parts and record them. One run writes at least one part (an empty
+/// table still gets its schema), but no more empty parts than that; later incremental runs
+/// without new rows add nothing.
+fn close_parts(
+    run: &mut TableRun<'_>,
+    plan: &TablePlan,
+    table_rel: &str,
+    manifest: &mut Manifest,
+) -> anyhow::Result<()> {
+    let (ctx, table, settings) = (run.ctx, run.table, run.ctx.settings);
+    let wrote_any = run
+        .streams
+        .iter()
+        .any(|s| s.last_part > 0 || s.parts > 0 || s.sink.as_ref().is_some_and(|k| !k.is_empty()));
+    let adds_to_dataset = run.tracker.is_some() && dataset_has_parts(&settings.out.join(table_rel));
+    // A table with no columns (a REST table whose first page had no records and that declares
+    // no `types`) gets no part: a Parquet file without columns is one DuckDB cannot read.
+    let no_columns = plan.columns.is_empty();
+    if no_columns && !wrote_any {
+        tracing::warn!(
+            "{}: no records and no columns known, so no Parquet part was written; declare the \
+             columns with `types = {{ … }}` to get an empty table with its schema",
+            table.output
+        );
+    }
+    let keep_empty = !wrote_any && !adds_to_dataset && !no_columns;
+    for (i, s) in run.streams.iter_mut().enumerate() {
+        let Some(mut sink) = s.sink.take() else {
+            unreachable!("a plan always comes with sinks")
+        };
+        if !(keep_empty && i == 0) {
+            sink.skip_empty_part();
+        }
+        let closed = sink.finish()?;
+        record_parts(manifest, ctx, table, plan, s, &closed, run.delta.as_ref())?;
+        s.parts += closed.len() as u64;
+    }
+    Ok(())
+}
+
+/// Incremental: the new watermark is made durable (pending) after the parts it covers are
+/// recorded, committed by table_end, then published.
+/// Returns whether there is a new watermark to commit.
+fn next_watermark(
+    run: &TableRun<'_>,
+    rows: u64,
+    prev_state: Option<&crate::store::watermark::State>,
+    store: &crate::store::watermark::Store,
+    end: &mut serde_json::Map<String, Value>,
+    totals: &mut Totals,
+) -> anyhow::Result<bool> {
+    let (ctx, table, source) = (run.ctx, run.table, run.ctx.source);
+    Ok(match (&table.watermark, &run.tracker) {
+        (Some(wm), Some(tracker)) => {
+            let base = prev_state
+                .cloned()
+                .unwrap_or_else(|| crate::store::watermark::State {
+                    version: crate::store::watermark::STATE_VERSION,
+                    source: source.name.clone(),
+                    table: table.name.clone(),
+                    output: table.output.clone(),
+                    column: wm.column.clone(),
+                    value: Value::Null,
+                    window: vec![],
+                    set_by_run: None,
+                    updated_at: None,
+                    history: vec![],
+                });
+            let next = tracker.next_state(base, ctx.run_id, rows)?;
+            crate::failpoint("incremental:before-watermark");
+            store.write_pending(&next, ctx.run_id)?;
+            let before = prev_state.map_or(Value::Null, |s| s.value.clone());
+            let wm_rec = json!({
+                "output": table.output,
+                "column": wm.column,
+                "before": before,
+                "after": next.value,
+                "skipped_duplicates": tracker.skipped_dupes,
+                "skipped_nulls": tracker.skipped_nulls,
+                "skipped_below": tracker.skipped_below,
+            });
+            end.insert("watermark".into(), wm_rec.clone());
+            totals.watermarks.push(wm_rec);
+            if tracker.skipped_nulls > 0 {
+                let w = format!(
+                    "{}: {} row(s) with a NULL {} cannot be harvested incrementally",
+                    table.output, tracker.skipped_nulls, wm.column
+                );
+                tracing::warn!("{w}");
+                totals.warnings.push(w);
+            }
+            true
+        }
+        _ => false,
+    })
 }

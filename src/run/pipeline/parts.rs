@@ -1,8 +1,24 @@
 //! What a table's Parquet parts need around them: their manifest lines, Delta commits,
 //! superseding a dataset's older parts, and removing parts an unfinished run left.
 
-#[allow(unused_imports)]
-use super::*;
+use std::path::Path;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde_json::Value;
+use serde_json::json;
+
+use crate::run::context::RunCtx;
+use crate::run::context::obj;
+use crate::run::pipeline::Stream;
+use crate::source::TablePlan;
+use crate::source::datasette::slices::SlicePlan;
+use crate::source::settings::TableSettings;
+use crate::store::fsutil::files_under;
+use crate::store::fsutil::is_part_file;
+use crate::store::fsutil::rel_path;
+use crate::store::manifest::Manifest;
+use crate::store::parts::ClosedPart;
 
 /// In a DIR shared by writers: what this writer knows of the table's Delta files, and whether
 /// the table is split between writers (`--shard`).

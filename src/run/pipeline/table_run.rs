@@ -1,8 +1,25 @@
 //! One table's run, page by page: each page made durable (snapshot, then manifest line),
 //! its rows taken into the stream's sink, checkpoints and the watermark tracker kept.
 
-#[allow(unused_imports)]
-use super::*;
+use anyhow::Context;
+use anyhow::bail;
+use serde_json::Value;
+use serde_json::json;
+
+use crate::run::context::Totals;
+use crate::run::context::obj;
+use crate::run::cursor::FetchedPage;
+use crate::run::pipeline::TableRun;
+use crate::run::pipeline::record_parts;
+use crate::run::resume::RecordedPage;
+use crate::source::Observed;
+use crate::source::Page;
+use crate::source::TablePlan;
+use crate::source::watermark_index;
+use crate::store::fsutil::atomic_write;
+use crate::store::manifest::Manifest;
+use crate::store::manifest::sha256_hex;
+use crate::store::parts::TableSink;
 
 impl<'a> TableRun<'a> {
     pub(super) fn rows(&self) -> u64 {

@@ -42,23 +42,20 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use serde_json::{Map, Value, json};
-use url::Url;
 
 use crate::error::{Interrupted, UsageError};
 use crate::run::context::{RunCtx, Totals, obj};
-use crate::run::cursor::{self, Event, FetchedPage, Shape, Start, Walk, Walkers};
-use crate::run::resume::TableProgress;
-use crate::schema::ColType;
+use crate::run::cursor::{Event, FetchedPage, Walkers};
+use crate::run::resume::{RecordedPage, StreamProgress, TableProgress};
 use crate::source::Page;
 use crate::source::TablePlan;
-use crate::source::rest::{Paginate, RestPager, RestTable};
+use crate::source::rest::RestTable;
 use crate::source::rows::inputs::Inputs;
-use crate::source::rows::template::Row;
-use crate::source::rows::{INPUT_PREFIX, REQUEST_ID, STATUS, Templates};
+use crate::source::rows::{REQUEST_ID, RowDriven, STATUS, Templates};
 use crate::source::settings::TableSettings;
-use crate::store::fsutil::{atomic_write, create_dir_all_durable, sanitize_component};
-use crate::store::manifest::{Manifest, sha256_hex};
-use crate::store::parts::{ClosedPart, TableSink};
+use crate::store::fsutil::{create_dir_all_durable, sanitize_component};
+use crate::store::manifest::Manifest;
+use crate::store::parts::TableSink;
 
 /// Pages each request may fetch ahead of the writer (a paginating child).
 const FETCH_AHEAD: usize = 1;
@@ -213,46 +210,8 @@ pub(crate) async fn harvest_rows(
     let (Some(rd), Some(rest)) = (table.rows.as_ref(), table.rest.as_ref()) else {
         bail!("table {out_name:?} is not a row-driven REST table");
     };
-    let templates = rd
-        .templates(&rest.path, &table.params)
-        .map_err(|why| UsageError::new(format!("table {out_name:?}: {why}")))?;
-    let mut inputs: Inputs =
-        crate::source::rows::inputs::open(&rd.input, &ctx.settings.out, ctx.run_id)
-            .await
-            .with_context(|| format!("table {out_name:?}: opening {}", rd.input.describe()))?;
-    for (place, slot) in templates.slots() {
-        if !inputs.columns.iter().any(|c| c == slot) {
-            return Err(UsageError::with_hint(
-                format!(
-                    "table {out_name:?}: {place} uses the placeholder {{{slot}}}, but {} has no column {slot:?}",
-                    rd.input.describe()
-                ),
-                format!("its columns are: {}", inputs.columns.join(", ")),
-            )
-            .into());
-        }
-    }
-    let concurrency = rd.concurrency.max(1) as usize;
-    let method: reqwest::Method = rd.method.parse().unwrap_or(reqwest::Method::GET);
-    // Inputs sent and not yet recorded: in flight, plus (GET only) answered and waiting.
-    let window = if method == reqwest::Method::GET {
-        concurrency + GET_READ_AHEAD
-    } else {
-        concurrency
-    };
-    let requests = Requests {
-        permits: Arc::new(tokio::sync::Semaphore::new(concurrency)),
-        base: ctx.source.base.clone(),
-        rest: rest.clone(),
-        output: out_name.clone(),
-        method,
-        templates,
-        keep: rd.record_status.clone(),
-        id_header: rd.request_id_header.clone(),
-        secret_param: ctx.source.secret_param(),
-        credentials: ctx.source.sends_credentials(),
-    };
-
+    let (templates, mut inputs) = open_inputs(ctx, table, rd, rest).await?;
+    let (requests, window) = requests(ctx, out_name, rd, rest, templates);
     let sp = progress.streams.remove(&None).unwrap_or_default();
     let resumed = !sp.all_pages.is_empty() || sp.last_part > 0;
     let rec = if resumed {
@@ -260,50 +219,7 @@ pub(crate) async fn harvest_rows(
     } else {
         Recorded::default()
     };
-    let raw_rel = format!(
-        "raw/{}/{}/{}",
-        sanitize_component(&ctx.source.name),
-        sanitize_component(out_name),
-        ctx.run_id
-    );
-    let raw_dir = ctx.settings.out.join(&raw_rel);
-    create_dir_all_durable(&raw_dir)
-        .with_context(|| format!("cannot create {}", raw_dir.display()))?;
-    let delta = crate::store::delta::target(
-        &ctx.settings.out,
-        &format!("parquet/{}", sanitize_component(&table.output)),
-        &table.output,
-        ctx.settings.table_format,
-        ctx.run_id,
-        false,
-        crate::run::pipeline::shared_table(ctx, table, manifest),
-    )?;
-    let mut run = RowRun {
-        ctx,
-        table,
-        delta,
-        raw_rel,
-        raw_dir,
-        input_columns: inputs.columns.clone(),
-        plan: None,
-        sink: None,
-        unplanned: vec![],
-        unplanned_rows: 0,
-        batch_no: sp.checkpoint_page,
-        taken: sp.checkpoint_page,
-        first_since_checkpoint: sp.checkpoint_page + 1,
-        last_part: sp.last_part,
-        rows: 0,
-        rows_before: sp.rows_in_parts,
-        parts: 0,
-        fetched_batches: 0,
-        replayed_batches: 0,
-        counts: Counts {
-            responses: rec.responses,
-            statuses: rec.statuses.clone(),
-            ..Counts::default()
-        },
-    };
+    let mut run = start_run(ctx, table, &inputs.columns, &sp, &rec, manifest)?;
     if let Some(columns) = progress.plan.take() {
         run.set_plan(TablePlan {
             columns,
@@ -312,83 +228,14 @@ pub(crate) async fn harvest_rows(
         })?;
     }
 
-    // 1. Batches recorded after the last checkpoint: their rows again, from the snapshots.
-    for rp in &sp.replay {
-        let body = rp.read_snapshot(&ctx.settings.out)?;
-        for e in rec.batches.get(&rp.page).into_iter().flatten() {
-            let (off, len) = (
-                e["offset"].as_u64().unwrap_or(0) as usize,
-                e["bytes"].as_u64().unwrap_or(0) as usize,
-            );
-            let Some(slice) = body.get(off..off + len) else {
-                bail!(
-                    "the snapshot {} is shorter than its manifest line says; rerun with --restart",
-                    rp.path
-                );
-            };
-            let status = e["status"].as_u64().unwrap_or(0) as u16;
-            let page = if (200..300).contains(&status) {
-                crate::source::rest::parse_snapshot(slice, rest.records.as_deref()).map_err(
-                    |why| {
-                        anyhow::anyhow!("the recorded response in {} is unusable: {why}", rp.path)
-                    },
-                )?
-            } else {
-                Page::default()
-            };
-            let key = e["key"].as_object().cloned().unwrap_or_default();
-            let id = e["id"].as_str().unwrap_or_default();
-            let p = run.response_page(id, status, &key, page)?;
-            run.take(rp.page, p)?;
-        }
-        run.batch_no = rp.page;
-        run.replayed_batches += 1;
-        run.batch_taken(rp.page, manifest)?;
-    }
-    if run.replayed_batches > 0 {
-        tracing::info!(
-            "{out_name}: replayed {} recorded batch(es) from snapshots; {} input(s) already answered are skipped",
-            run.replayed_batches,
-            rec.done.len()
-        );
-    }
+    replay_batches(&mut run, &sp.replay, &rec, rest, manifest)?;
 
     // 2. The rest of the inputs, `concurrency` in flight, recorded in input order.
     let mut jobs: VecDeque<Job> = VecDeque::new();
     let mut earlier: HashSet<u128> = rec.done;
     let mut seen: HashSet<u128> = HashSet::new();
-    if let Some(Partial {
-        input_id: id,
-        key,
-        n,
-        next,
-        paging,
-    }) = rec.partial
-    {
-        // An input cut off between two of its pages: continue it from its next URL.
-        let values: Vec<Value> = run
-            .input_columns
-            .iter()
-            .map(|c| key.get(c).cloned().unwrap_or(Value::Null))
-            .collect();
-        let built = requests
-            .build(&run.input_columns, &values)
-            .map_err(|why| anyhow::anyhow!("table {out_name:?}: resuming input {key:?}: {why}"))?;
-        if built.id != id {
-            bail!(
-                "table {out_name:?}: the input {} no longer builds the request it was recorded with; rerun with --restart",
-                Value::Object(key)
-            );
-        }
-        let paging = paging.and_then(|p| serde_json::from_value(p).ok());
-        let (walkers, rx) = requests.start(ctx.client, &built, n, Some(next), paging);
-        jobs.push_back(Job {
-            input_id: id,
-            n,
-            key,
-            _walkers: walkers,
-            rx,
-        });
+    if let Some(partial) = rec.partial {
+        jobs.push_back(resume_partial(&run, &requests, partial)?);
     }
     let mut signals = ctx.signals.clone();
     let bar = crate::progress::Progress::rows(out_name, ctx.quiet);
@@ -499,6 +346,212 @@ pub(crate) async fn harvest_rows(
     }
     drop(inputs);
     finish(run, manifest, totals, started)
+}
+
+/// The table's run state, from its recorded checkpoint: the snapshot directory of this
+/// run created, the Delta target found, the counts the manifest already holds.
+fn start_run<'a>(
+    ctx: &'a RunCtx<'a>,
+    table: &'a TableSettings,
+    input_columns: &[String],
+    sp: &StreamProgress,
+    rec: &Recorded,
+    manifest: &Manifest,
+) -> anyhow::Result<RowRun<'a>> {
+    let raw_rel = format!(
+        "raw/{}/{}/{}",
+        sanitize_component(&ctx.source.name),
+        sanitize_component(&table.output),
+        ctx.run_id
+    );
+    let raw_dir = ctx.settings.out.join(&raw_rel);
+    create_dir_all_durable(&raw_dir)
+        .with_context(|| format!("cannot create {}", raw_dir.display()))?;
+    let delta = crate::store::delta::target(
+        &ctx.settings.out,
+        &format!("parquet/{}", sanitize_component(&table.output)),
+        &table.output,
+        ctx.settings.table_format,
+        ctx.run_id,
+        false,
+        crate::run::pipeline::shared_table(ctx, table, manifest),
+    )?;
+    Ok(RowRun {
+        ctx,
+        table,
+        delta,
+        raw_rel,
+        raw_dir,
+        input_columns: input_columns.to_vec(),
+        plan: None,
+        sink: None,
+        unplanned: vec![],
+        unplanned_rows: 0,
+        batch_no: sp.checkpoint_page,
+        taken: sp.checkpoint_page,
+        first_since_checkpoint: sp.checkpoint_page + 1,
+        last_part: sp.last_part,
+        rows: 0,
+        rows_before: sp.rows_in_parts,
+        parts: 0,
+        fetched_batches: 0,
+        replayed_batches: 0,
+        counts: Counts {
+            responses: rec.responses,
+            statuses: rec.statuses.clone(),
+            ..Counts::default()
+        },
+    })
+}
+
+/// The table's input, opened, with every placeholder of its templates checked against the
+/// input's columns before any request is sent.
+async fn open_inputs(
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    rd: &RowDriven,
+    rest: &RestTable,
+) -> anyhow::Result<(Templates, Inputs)> {
+    let out_name = &table.output;
+    let templates = rd
+        .templates(&rest.path, &table.params)
+        .map_err(|why| UsageError::new(format!("table {out_name:?}: {why}")))?;
+    let inputs: Inputs =
+        crate::source::rows::inputs::open(&rd.input, &ctx.settings.out, ctx.run_id)
+            .await
+            .with_context(|| format!("table {out_name:?}: opening {}", rd.input.describe()))?;
+    for (place, slot) in templates.slots() {
+        if !inputs.columns.iter().any(|c| c == slot) {
+            return Err(UsageError::with_hint(
+                format!(
+                    "table {out_name:?}: {place} uses the placeholder {{{slot}}}, but {} has no column {slot:?}",
+                    rd.input.describe()
+                ),
+                format!("its columns are: {}", inputs.columns.join(", ")),
+            )
+            .into());
+        }
+    }
+    Ok((templates, inputs))
+}
+
+/// How the table's requests are built and how many inputs may be sent and not yet recorded:
+/// in flight, plus (GET only) answered and waiting.
+fn requests(
+    ctx: &RunCtx<'_>,
+    out_name: &str,
+    rd: &RowDriven,
+    rest: &RestTable,
+    templates: Templates,
+) -> (Requests, usize) {
+    let concurrency = rd.concurrency.max(1) as usize;
+    let method: reqwest::Method = rd.method.parse().unwrap_or(reqwest::Method::GET);
+    // Inputs sent and not yet recorded: in flight, plus (GET only) answered and waiting.
+    let window = if method == reqwest::Method::GET {
+        concurrency + GET_READ_AHEAD
+    } else {
+        concurrency
+    };
+    let requests = Requests {
+        permits: Arc::new(tokio::sync::Semaphore::new(concurrency)),
+        base: ctx.source.base.clone(),
+        rest: rest.clone(),
+        output: out_name.to_string(),
+        method,
+        templates,
+        keep: rd.record_status.clone(),
+        id_header: rd.request_id_header.clone(),
+        secret_param: ctx.source.secret_param(),
+        credentials: ctx.source.sends_credentials(),
+    };
+    (requests, window)
+}
+
+/// Batches recorded after the last checkpoint: their rows again, from the snapshots.
+fn replay_batches(
+    run: &mut RowRun<'_>,
+    replay: &[RecordedPage],
+    rec: &Recorded,
+    rest: &RestTable,
+    manifest: &mut Manifest,
+) -> anyhow::Result<()> {
+    let (ctx, out_name) = (run.ctx, &run.table.output);
+    for rp in replay {
+        let body = rp.read_snapshot(&ctx.settings.out)?;
+        for e in rec.batches.get(&rp.page).into_iter().flatten() {
+            let (off, len) = (
+                e["offset"].as_u64().unwrap_or(0) as usize,
+                e["bytes"].as_u64().unwrap_or(0) as usize,
+            );
+            let Some(slice) = body.get(off..off + len) else {
+                bail!(
+                    "the snapshot {} is shorter than its manifest line says; rerun with --restart",
+                    rp.path
+                );
+            };
+            let status = e["status"].as_u64().unwrap_or(0) as u16;
+            let page = if (200..300).contains(&status) {
+                crate::source::rest::parse_snapshot(slice, rest.records.as_deref()).map_err(
+                    |why| {
+                        anyhow::anyhow!("the recorded response in {} is unusable: {why}", rp.path)
+                    },
+                )?
+            } else {
+                Page::default()
+            };
+            let key = e["key"].as_object().cloned().unwrap_or_default();
+            let id = e["id"].as_str().unwrap_or_default();
+            let p = run.response_page(id, status, &key, page)?;
+            run.take(rp.page, p)?;
+        }
+        run.batch_no = rp.page;
+        run.replayed_batches += 1;
+        run.batch_taken(rp.page, manifest)?;
+    }
+    if run.replayed_batches > 0 {
+        tracing::info!(
+            "{out_name}: replayed {} recorded batch(es) from snapshots; {} input(s) already answered are skipped",
+            run.replayed_batches,
+            rec.done.len()
+        );
+    }
+    Ok(())
+}
+
+/// An input cut off between two of its pages: its job, continued from its recorded next URL.
+fn resume_partial(run: &RowRun<'_>, requests: &Requests, partial: Partial) -> anyhow::Result<Job> {
+    let (ctx, out_name) = (run.ctx, &run.table.output);
+    let Partial {
+        input_id: id,
+        key,
+        n,
+        next,
+        paging,
+    } = partial;
+    // An input cut off between two of its pages: continue it from its next URL.
+    let values: Vec<Value> = run
+        .input_columns
+        .iter()
+        .map(|c| key.get(c).cloned().unwrap_or(Value::Null))
+        .collect();
+    let built = requests
+        .build(&run.input_columns, &values)
+        .map_err(|why| anyhow::anyhow!("table {out_name:?}: resuming input {key:?}: {why}"))?;
+    if built.id != id {
+        bail!(
+            "table {out_name:?}: the input {} no longer builds the request it was recorded with; rerun with --restart",
+            Value::Object(key)
+        );
+    }
+    let paging = paging.and_then(|p| serde_json::from_value(p).ok());
+    let (walkers, rx) = requests.start(ctx.client, &built, n, Some(next), paging);
+    Ok(Job {
+        input_id: id,
+        n,
+        key,
+        _walkers: walkers,
+        rx,
+    })
 }
 
 /// Take what the head job reported: a page joins the batch; the end of its pages retires it;

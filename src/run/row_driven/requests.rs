@@ -2,8 +2,24 @@
 //! (with its deterministic request id), and its walker started from there or from a
 //! recorded page.
 
-#[allow(unused_imports)]
-use super::*;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::Value;
+use url::Url;
+
+use crate::run::cursor;
+use crate::run::cursor::Event;
+use crate::run::cursor::Shape;
+use crate::run::cursor::Start;
+use crate::run::cursor::Walk;
+use crate::run::cursor::Walkers;
+use crate::run::row_driven::FETCH_AHEAD;
+use crate::source::rest::Paginate;
+use crate::source::rest::RestPager;
+use crate::source::rest::RestTable;
+use crate::source::rows::Templates;
+use crate::source::rows::template::Row;
 
 /// The first request of one input row.
 pub(super) struct Built {

@@ -1,8 +1,27 @@
 //! One row-driven table's run: responses taken in input order, recorded in batches (snapshot,
 //! manifest line), their rows joined back to the input and written to the table's sink.
 
-#[allow(unused_imports)]
-use super::*;
+use anyhow::Context;
+use anyhow::bail;
+use serde_json::Map;
+use serde_json::Value;
+use serde_json::json;
+
+use crate::run::context::obj;
+use crate::run::row_driven::MAX_UNPLANNED_ROWS;
+use crate::run::row_driven::Response;
+use crate::run::row_driven::RowRun;
+use crate::schema::ColType;
+use crate::source::Page;
+use crate::source::TablePlan;
+use crate::source::rows::INPUT_PREFIX;
+use crate::source::rows::REQUEST_ID;
+use crate::source::rows::STATUS;
+use crate::store::fsutil::atomic_write;
+use crate::store::manifest::Manifest;
+use crate::store::manifest::sha256_hex;
+use crate::store::parts::ClosedPart;
+use crate::store::parts::TableSink;
 
 impl RowRun<'_> {
     pub(super) fn meta_columns(&self) -> Vec<String> {

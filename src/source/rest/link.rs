@@ -1,7 +1,7 @@
 //! RFC 8288 `Link` headers: every link of one or more header values, and the `rel="next"` one.
 
-#[allow(unused_imports)]
-use super::*;
+use reqwest::header::HeaderMap;
+use url::Url;
 
 /// The links of one or more RFC 8288 `Link` header values: `(target, rels)` in order.
 /// Handles several links per header, quoted and unquoted parameters, commas inside quotes

@@ -34,11 +34,10 @@ pub use paginate::*;
 pub use records::*;
 use rows::*;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use reqwest::header::HeaderMap;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use url::Url;
 
 use crate::error::UsageError;
@@ -46,7 +45,7 @@ use crate::http::Fetched;
 use crate::schema::{ColType, ColumnPlan};
 use crate::source::TablePlan;
 use crate::source::settings::TableSettings;
-use crate::source::{BodyProblem, Page, Pager, Scanned, json_kind};
+use crate::source::{BodyProblem, Page, Pager, Scanned};
 
 /// Separator between the names of nested fields in a column name.
 pub const NEST: &str = "__";
@@ -456,6 +455,7 @@ pub fn plan_table(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reqwest::header::HeaderMap;
     use reqwest::header::{HeaderValue, LINK};
 
     fn nx(

@@ -3,8 +3,13 @@
 //! Every paginator turns one response into the absolute URL of the next page (or none), so
 //! resume continues from a recorded URL.
 
-#[allow(unused_imports)]
-use super::*;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use url::Url;
+
+use crate::source::json_kind;
+use crate::source::rest::has_links;
+use crate::source::rest::link_next;
 
 /// How a REST table pages.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

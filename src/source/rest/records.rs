@@ -2,8 +2,19 @@
 //! selects, and nested objects flattened into `a__b` columns (arrays as JSON text). A body that
 //! is cut off is retryable; any other problem is described with what came back.
 
-#[allow(unused_imports)]
-use super::*;
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::collections::HashSet;
+
+use serde_json::Map;
+use serde_json::Value;
+
+use crate::source::BodyProblem;
+use crate::source::Page;
+use crate::source::json_kind;
+use crate::source::rest::CONFIG_PROBLEM;
+use crate::source::rest::NEST;
+use crate::source::rest::RowsReader;
 
 /// Decode a body as strict JSON; cut off is retryable, anything else is described.
 pub fn decode(body: &[u8]) -> Result<Value, BodyProblem> {

@@ -2,8 +2,12 @@
 //! by field name, one allocation per row. Anything unusual falls back to [`super::records`],
 //! whose messages it keeps.
 
-#[allow(unused_imports)]
-use super::*;
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::source::Page;
+use crate::source::rest::NEST;
 
 /// Records read straight from JSON into rows, as [`records_page`] builds them from
 /// [`flatten`]ed records: columns in first-seen order (the API's field order), nested objects

@@ -2,8 +2,24 @@
 //! a conditional update on its ETag, taken over only once expired or provably abandoned, and
 //! released at the end; store calls retried while the lease holds.
 
-#[allow(unused_imports)]
-use super::*;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use object_store::ObjectStoreExt;
+use object_store::PutMode;
+use object_store::PutPayload;
+use object_store::UpdateVersion;
+
+use crate::error::UsageError;
+use crate::store::remote::LEASE;
+use crate::store::remote::LEASE_TTL;
+use crate::store::remote::RENEW_EVERY;
+use crate::store::remote::Remote;
+use crate::store::remote::hostname;
+use crate::store::remote::is_transient;
+use crate::store::remote::store_error;
 
 impl Remote {
     pub(super) fn lease_body(&self) -> Vec<u8> {

@@ -34,8 +34,7 @@
 mod lease;
 mod sync;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::io::{Read as _, Write as _};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,9 +43,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use object_store::path::Path as Key;
-use object_store::{
-    ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload, UpdateVersion,
-};
+use object_store::{ObjectStore, ObjectStoreExt as _};
 
 use crate::error::UsageError;
 

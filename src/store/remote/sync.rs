@@ -2,8 +2,29 @@
 //! store restored from it) and publishing (files before the manifest segment that names
 //! them, each by conditional put).
 
-#[allow(unused_imports)]
-use super::*;
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::io::Read;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use anyhow::bail;
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use object_store::PutMode;
+use object_store::PutOptions;
+use object_store::PutPayload;
+
+use crate::error::UsageError;
+use crate::store::remote::LEASE;
+use crate::store::remote::MULTIPART_ABOVE;
+use crate::store::remote::Published;
+use crate::store::remote::Remote;
+use crate::store::remote::SEGMENTS;
+use crate::store::remote::first_few;
+use crate::store::remote::store_error;
 
 impl Remote {
     /// The store's manifest segments for this home, checked contiguous: (offset, size).
