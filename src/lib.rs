@@ -1,6 +1,10 @@
 //! `harvest`: move data out of HTTP APIs and SQLite into Parquet, with proof of where every
-//! byte came from. The binary calls [`main_entry`]; each subcommand lives in
-//! `commands/<name>.rs`; the shared machinery has one module each.
+//! byte came from. The binary calls [`main_entry`], which parses the arguments, dispatches one
+//! line per subcommand to `commands/<name>.rs`, and maps the result to an exit code.
+//!
+//! The modules are layered, top first: `commands` → `cli`, `config` → `run` → `source` →
+//! `store` → `error`, `printer`, `progress` → `http`, `schema`, `redact`. A module names only its
+//! own layer or those below (`src/LAYERS`, checked by `scripts/test`; docs/development.md).
 
 pub mod cli;
 pub mod commands;
@@ -16,7 +20,7 @@ pub mod source;
 pub mod store;
 
 /// The manifest's hashing, by its old path (the integration tests check chains with it).
-pub use store::manifest;
+pub use self::store::manifest;
 
 use clap::Parser as _;
 
@@ -53,13 +57,5 @@ pub fn main_entry() -> i32 {
             printer.error(&err);
             exit_code_for(&err) as i32
         }
-    }
-}
-
-/// Test-only crash points: when `HARVEST_FAILPOINT` equals `name`, abort the process right
-/// here, as a power cut would. Used by the tests of the commit protocol; inert otherwise.
-pub fn failpoint(name: &str) {
-    if std::env::var("HARVEST_FAILPOINT").is_ok_and(|v| v == name) {
-        std::process::abort();
     }
 }

@@ -20,10 +20,10 @@ mod rest;
 mod rows;
 mod values;
 
-use auth::*;
-pub use file::*;
-use rest::*;
-pub use values::*;
+use self::auth::*;
+pub use self::file::*;
+use self::rest::*;
+pub use self::values::*;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -29,8 +29,8 @@ pub mod oauth2;
 mod origin;
 mod settings;
 
-pub use origin::*;
-pub use settings::{Auth, HttpSettings};
+pub use self::origin::*;
+pub use self::settings::{Auth, HttpSettings};
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -40,7 +40,7 @@ use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap};
 use url::Url;
 
-use content_encoding::DecodeError;
+use self::content_encoding::DecodeError;
 
 /// One request to send: a GET of a URL, or any method with headers and a JSON body.
 #[derive(Debug, Clone)]

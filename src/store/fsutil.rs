@@ -4,7 +4,8 @@
 //! its final name only complete and durable (temp name in the same directory, fsync, rename,
 //! fsync of the directory). Temp names start with `.` and end with [`TEMP_SUFFIX`], so dataset
 //! readers (pyarrow, DuckDB) ignore them and the next run can find and remove them.
-//! [`sanitize_component`] turns any name into a single safe path component.
+//! [`sanitize_component`] turns any name into a single safe path component. [`failpoint`]s
+//! mark the points between durable steps where the crash tests abort the process.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -194,6 +195,14 @@ pub fn sanitize_component(name: &str) -> String {
         }
     }
     out
+}
+
+/// Test-only crash points: when `HARVEST_FAILPOINT` equals `name`, abort the process right
+/// here, as a power cut would. Used by the tests of the commit protocol; inert otherwise.
+pub fn failpoint(name: &str) {
+    if std::env::var("HARVEST_FAILPOINT").is_ok_and(|v| v == name) {
+        std::process::abort();
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@
 
 mod formats;
 
-use formats::*;
+use self::formats::*;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::BufWriter;

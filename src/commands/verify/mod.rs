@@ -37,10 +37,10 @@ mod dir;
 mod requests;
 mod shards;
 
-use delta::*;
-use dir::*;
-use requests::*;
-use shards::*;
+use self::delta::*;
+use self::dir::*;
+use self::requests::*;
+use self::shards::*;
 
 use crate::cli::VerifyArgs;
 use crate::error::{Discrepancies, UsageError};

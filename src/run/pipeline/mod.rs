@@ -42,8 +42,8 @@ use serde_json::{Value, json};
 mod parts;
 mod table_run;
 
-use parts::*;
-pub(crate) use parts::{finish_delta, record_part_lines, shared_table, supersede_parts};
+use self::parts::*;
+pub(crate) use self::parts::{finish_delta, record_part_lines, shared_table, supersede_parts};
 
 use crate::error::{Interrupted, UsageError};
 use crate::run::context::{RunCtx, Totals, obj};
@@ -597,7 +597,7 @@ fn finish_table(
     let committed = next_watermark(&run, rows, prev_state.as_ref(), store, &mut end, totals)?;
     manifest.append("table_end", ctx.run_id, end)?;
     if committed {
-        crate::failpoint("incremental:before-publish");
+        crate::store::fsutil::failpoint("incremental:before-publish");
         store.publish(&source.name, &table.output, ctx.run_id)?;
     }
     totals.add_table(pages, rows, replayed);
@@ -719,7 +719,7 @@ fn next_watermark(
                     history: vec![],
                 });
             let next = tracker.next_state(base, ctx.run_id, rows)?;
-            crate::failpoint("incremental:before-watermark");
+            crate::store::fsutil::failpoint("incremental:before-watermark");
             store.write_pending(&next, ctx.run_id)?;
             let before = prev_state.map_or(Value::Null, |s| s.value.clone());
             let wm_rec = json!({

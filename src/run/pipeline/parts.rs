@@ -130,14 +130,14 @@ pub(crate) fn commit_delta(
     if let Some(r) = &ctx.settings.remote {
         r.publish()?;
     }
-    crate::failpoint("delta:before-commit");
+    crate::store::fsutil::failpoint("delta:before-commit");
     let mut info = serde_json::Map::new();
     info.insert("harvest.run_id".into(), json!(ctx.run_id));
     info.insert("harvest.command".into(), json!(ctx.settings.command));
     info.insert("harvest.pages".into(), pages.clone());
     let done =
         crate::store::delta::sync(&ctx.settings.out, &target.table_rel, output, desired, info)?;
-    crate::failpoint("delta:after-commit");
+    crate::store::fsutil::failpoint("delta:after-commit");
     if let Some(c) = done {
         tracing::info!(
             table = %output,

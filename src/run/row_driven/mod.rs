@@ -33,7 +33,7 @@
 mod requests;
 mod row_run;
 
-use requests::*;
+use self::requests::*;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;

@@ -285,7 +285,7 @@ impl RowRun<'_> {
         let rel = format!("{}/{name}", self.raw_rel);
         atomic_write(&self.raw_dir.join(&name), &bytes)
             .with_context(|| format!("cannot write the snapshot {rel}"))?;
-        crate::failpoint("rows:after-snapshot");
+        crate::store::fsutil::failpoint("rows:after-snapshot");
         let rows: usize = pages.iter().map(|p| p.rows.len()).sum();
         manifest.append(
             "page",
@@ -305,7 +305,7 @@ impl RowRun<'_> {
                 "requests": entries,
             })),
         )?;
-        crate::failpoint("rows:after-batch");
+        crate::store::fsutil::failpoint("rows:after-batch");
         self.batch_no = batch_no;
         self.fetched_batches += 1;
         for p in pages {

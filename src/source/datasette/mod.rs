@@ -16,8 +16,10 @@
 //! source seam, [`planner`] types a table before its first row, [`slices`] splits one table into
 //! key ranges for `--parallel`.
 //!
-//! Architecture invariant: nothing outside `source/` names a type of this folder except through
-//! the seam (and `--parallel`'s slice plan, which resume and `verify` read back).
+//! Architecture invariant: outside `source/`, only the run's per-source set-up (`run/job.rs`
+//! builds each table's [`crate::source::TableSource`]) and `--parallel`'s slice plan (which the
+//! pipeline pages, and resume and `verify` read back) name this folder; the pipeline drives a
+//! Datasette table through the seam alone.
 
 pub mod planner;
 pub mod slices;

@@ -22,17 +22,19 @@
 //! here, the pager and the source.
 //!
 //! Architecture invariant: the REST source knows only what a response says; it writes nothing,
-//! and its paginators turn one response into the next URL without I/O of their own.
+//! and its paginators turn one response into the next URL without I/O of their own. Outside
+//! `source/`, the config builds its settings ([`RestTable`], [`Paginate`]) and the row-driven
+//! driver reuses its pager and snapshot parser; the pipeline reaches it through the seam.
 
 mod link;
 pub mod paginate;
-mod records;
+pub mod records;
 mod rows;
 
-pub use link::*;
-pub use paginate::*;
-pub use records::*;
-use rows::*;
+pub use self::link::*;
+pub use self::paginate::*;
+pub use self::records::*;
+pub use self::rows::NEST;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -46,12 +48,6 @@ use crate::schema::{ColType, ColumnPlan};
 use crate::source::TablePlan;
 use crate::source::settings::TableSettings;
 use crate::source::{BodyProblem, Page, Pager, Scanned};
-
-/// Separator between the names of nested fields in a column name.
-pub const NEST: &str = "__";
-
-/// A marker at the start of a refusal that is the configuration's to fix (exit 2).
-pub const CONFIG_PROBLEM: &str = "configuration: ";
 
 /// One REST table as a [`Pager`].
 pub struct RestPager {
@@ -454,6 +450,7 @@ pub fn plan_table(
 
 #[cfg(test)]
 mod tests {
+    use super::rows::RowsReader;
     use super::*;
     use reqwest::header::HeaderMap;
     use reqwest::header::{HeaderValue, LINK};

@@ -7,9 +7,8 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 use url::Url;
 
+use super::link::{has_links, link_next};
 use crate::source::json_kind;
-use crate::source::rest::has_links;
-use crate::source::rest::link_next;
 
 /// How a REST table pages.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -9,12 +9,14 @@ use std::collections::HashSet;
 use serde_json::Map;
 use serde_json::Value;
 
+use super::rows::NEST;
+use super::rows::RowsReader;
 use crate::source::BodyProblem;
 use crate::source::Page;
 use crate::source::json_kind;
-use crate::source::rest::CONFIG_PROBLEM;
-use crate::source::rest::NEST;
-use crate::source::rest::RowsReader;
+
+/// A marker at the start of a refusal that is the configuration's to fix (exit 2).
+pub const CONFIG_PROBLEM: &str = "configuration: ";
 
 /// Decode a body as strict JSON; cut off is retryable, anything else is described.
 pub fn decode(body: &[u8]) -> Result<Value, BodyProblem> {

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::source::Page;
-use crate::source::rest::NEST;
+
+/// Separator between the names of nested fields in a column name.
+pub const NEST: &str = "__";
 
 /// Records read straight from JSON into rows, as [`records_page`] builds them from
 /// [`flatten`]ed records: columns in first-seen order (the API's field order), nested objects

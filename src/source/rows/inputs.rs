@@ -465,9 +465,9 @@ fn read_parent(
                 "the parent's snapshot {rel} no longer matches its recorded sha256; rerun with --restart"
             );
         }
-        let doc = crate::source::rest::decode(&body)
+        let doc = crate::source::rest::records::decode(&body)
             .map_err(|p| anyhow::anyhow!("parent page {page}: {}", p.into_reason()))?;
-        let recs = crate::source::rest::take_records(doc, records)
+        let recs = crate::source::rest::records::take_records(doc, records)
             .map_err(|p| anyhow::anyhow!("parent page {page}: {}", p.into_reason()))?;
         for r in recs {
             let values = fields

@@ -11,8 +11,8 @@ pub mod template;
 
 use serde_json::Value;
 
-use inputs::InputSpec;
-use template::{BodyTemplate, Template};
+use self::inputs::InputSpec;
+use self::template::{BodyTemplate, Template};
 
 /// The column holding each row's request id.
 pub const REQUEST_ID: &str = "_request_id";
