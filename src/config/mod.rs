@@ -31,8 +31,8 @@ use std::path::Path;
 use crate::cli::HarvestArgs;
 use crate::error::UsageError;
 use crate::http::{Auth, HttpSettings};
-pub use crate::run::settings::HarvestSettings;
-pub use crate::source::settings::{
+use crate::run::settings::HarvestSettings;
+use crate::source::settings::{
     SliceShare, SourceKind, SourceSettings, TableSettings, WatermarkSettings,
 };
 use crate::store::parts::SinkSettings;
@@ -131,7 +131,7 @@ fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, Usa
     let mut sources = if !args.tables.is_empty() && !rest_selected {
         vec![flag_source(args, &file, flag_auth)?]
     } else {
-        config_sources(args, &file, &flag_auth)?
+        config_sources(args, &file, flag_auth.as_ref())?
     };
 
     check_tables(&sources)?;
@@ -400,7 +400,7 @@ fn flag_source(
 fn config_sources(
     args: &HarvestArgs,
     file: &ConfigFile,
-    flag_auth: &Option<Auth>,
+    flag_auth: Option<&Auth>,
 ) -> Result<Vec<SourceSettings>, UsageError> {
     if file.sources.is_empty() {
         return Err(UsageError::with_hint(
@@ -423,7 +423,7 @@ fn config_sources(
 fn config_source(
     args: &HarvestArgs,
     s: &SourceConfig,
-    flag_auth: &Option<Auth>,
+    flag_auth: Option<&Auth>,
 ) -> Result<SourceSettings, UsageError> {
     let kind = source_kind(s)?;
     if kind == SourceKind::Rest && (args.db.is_some() || args.page_size.is_some()) {

@@ -125,8 +125,7 @@ pub(crate) async fn run_settings(
     let signals = watch_signals();
 
     let mut totals = Totals::default();
-    let mut retries = 0u64;
-    let (mut bytes, mut wire_bytes) = (0u64, 0u64);
+    let mut traffic = crate::http::HttpStats::default();
     let mut result = Ok(());
     for source in &settings.sources {
         let mut http = settings.http.clone();
@@ -146,9 +145,9 @@ pub(crate) async fn run_settings(
         };
         let r = harvest_source(&ctx, &mut manifest, &mut totals).await;
         let st = client.stats();
-        retries += st.retries;
-        bytes += st.bytes;
-        wire_bytes += st.wire_bytes;
+        traffic.retries += st.retries;
+        traffic.bytes += st.bytes;
+        traffic.wire_bytes += st.wire_bytes;
         if r.is_err() {
             result = r;
             break;
@@ -167,9 +166,9 @@ pub(crate) async fn run_settings(
         "rows": totals.rows,
         "fetched_pages": totals.fetched_pages,
         "replayed_pages": totals.replayed_pages,
-        "bytes": bytes,
-        "wire_bytes": wire_bytes,
-        "retries": retries,
+        "bytes": traffic.bytes,
+        "wire_bytes": traffic.wire_bytes,
+        "retries": traffic.retries,
     }));
     let mut run_totals = counts.clone();
     run_totals.insert("parts".into(), json!(totals.parts));
@@ -197,7 +196,7 @@ pub(crate) async fn run_settings(
         }
     }
     result?;
-    print_summary(printer, &totals, counts, &shown, elapsed);
+    print_summary(printer, &totals, traffic, counts, &shown, elapsed);
     Ok(())
 }
 
@@ -340,13 +339,17 @@ fn begin(
 fn print_summary(
     printer: Printer,
     totals: &Totals,
+    traffic: crate::http::HttpStats,
     counts: Map<String, Value>,
     shown: &str,
     elapsed: std::time::Duration,
 ) {
-    let bytes = counts["bytes"].as_u64().unwrap_or(0);
-    let wire_bytes = counts["wire_bytes"].as_u64().unwrap_or(0);
-    let retries = counts["retries"].as_u64().unwrap_or(0);
+    let crate::http::HttpStats {
+        bytes,
+        wire_bytes,
+        retries,
+        ..
+    } = traffic;
     let resumed = if totals.pages == totals.fetched_pages {
         String::new()
     } else {
