@@ -146,7 +146,7 @@ pub struct OAuth2Config {
 #[serde(untagged)]
 pub enum PaginateConfig {
     Name(String),
-    Table(PaginateTable),
+    Table(Box<PaginateTable>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +161,32 @@ pub struct PaginateTable {
     pub start: Option<u64>,
     pub total_pointer: Option<String>,
     pub total_header: Option<String>,
+    /// Cursor: the token is this JSON Pointer into the page's last record.
+    pub last_record: Option<String>,
+    /// Cursor: the token is this response header.
+    pub from_header: Option<String>,
+    /// Cursor: send the token at this JSON Pointer into the request body.
+    pub body_field: Option<String>,
+    /// Cursor: send the token in this request header.
+    pub to_header: Option<String>,
+    /// Any paginator: stop when the boolean here is false or absent.
+    pub has_more: Option<String>,
+    /// Any paginator: stop when the boolean here is true.
+    pub done: Option<String>,
+    /// Any paginator: stop on a page without records.
+    pub stop_on_empty: Option<bool>,
+}
+
+/// `window`: read a table one time window after another.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    pub start_param: String,
+    pub end_param: String,
+    pub from: toml::Value,
+    pub to: Option<toml::Value>,
+    pub step: String,
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -190,6 +216,12 @@ pub struct TableConfig {
     pub paginate: Option<PaginateConfig>,
     /// REST only: stop after this many pages.
     pub max_pages: Option<u64>,
+    /// REST only: read one time window after another.
+    pub window: Option<WindowConfig>,
+    /// REST only: `json` (default), `ndjson` or `csv` pages.
+    pub format: Option<String>,
+    /// REST only: `values` reads records from an object keyed by id.
+    pub records_from: Option<String>,
     /// REST only: the fields that identify a record.
     #[serde(default)]
     pub primary_key: Vec<String>,
@@ -197,9 +229,9 @@ pub struct TableConfig {
     pub watermark_format: Option<String>,
     /// REST only: one request per input row (a row-driven table).
     pub for_each: Option<ForEachConfig>,
-    /// Row-driven: GET (the default), POST, PUT, PATCH or DELETE.
+    /// GET (the default), POST, PUT, PATCH or DELETE (paged tables: GET or POST).
     pub method: Option<String>,
-    /// Row-driven: the JSON body template (`{Column}` placeholders keep their type).
+    /// The JSON body (row-driven: a template, `{Column}` placeholders keep their type).
     pub body: Option<toml::Value>,
     /// Row-driven: request headers (templates).
     #[serde(default)]
@@ -214,10 +246,8 @@ pub struct TableConfig {
 
 impl TableConfig {
     /// The keys only a row-driven table may set, and whether this table sets each.
-    pub fn row_driven_keys(&self) -> [(&'static str, bool); 6] {
+    pub fn row_driven_keys(&self) -> [(&'static str, bool); 4] {
         [
-            ("method", self.method.is_some()),
-            ("body", self.body.is_some()),
             ("headers", !self.headers.is_empty()),
             ("concurrency", self.concurrency.is_some()),
             ("request_id_header", self.request_id_header.is_some()),

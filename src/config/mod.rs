@@ -19,6 +19,7 @@ mod file;
 mod rest;
 mod rows;
 mod values;
+mod window;
 
 use self::auth::*;
 pub use self::file::*;

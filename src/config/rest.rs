@@ -22,6 +22,11 @@ pub(super) fn rest_table(
             ("primary_key", !t.primary_key.is_empty()),
             ("watermark_format", t.watermark_format.is_some()),
             ("for_each", t.for_each.is_some()),
+            ("method", t.method.is_some()),
+            ("body", t.body.is_some()),
+            ("window", t.window.is_some()),
+            ("format", t.format.is_some()),
+            ("records_from", t.records_from.is_some()),
         ]
         .into_iter()
         .chain(t.row_driven_keys())
@@ -71,6 +76,53 @@ pub(super) fn rest_table(
         ));
     }
     let row_driven = t.for_each.is_some();
+    let (paginate, stops) = match (&t.paginate, row_driven) {
+        (None, true) => (
+            crate::source::rest::Paginate::None,
+            crate::source::rest::Stops::default(),
+        ),
+        (p, _) => paginate(name, p.as_ref())?,
+    };
+    let (method, body) = if row_driven {
+        // A row-driven table's method and body are templates of its own (config/rows.rs).
+        ("GET".to_string(), None)
+    } else {
+        paged_request(t)?
+    };
+    if row_driven
+        && matches!(
+            paginate.token_to(),
+            Some(crate::source::rest::TokenTo::Body(_))
+        )
+    {
+        return Err(UsageError::with_hint(
+            format!("table {name:?}: `body_field` is for paged tables"),
+            "a row-driven table's body is its template; send the cursor in a query parameter or header",
+        ));
+    }
+    if matches!(
+        paginate.token_to(),
+        Some(crate::source::rest::TokenTo::Body(_))
+    ) && method == "GET"
+    {
+        return Err(UsageError::with_hint(
+            format!(
+                "table {name:?}: the cursor goes in the request body (`body_field`), but the table sends GET"
+            ),
+            "set method = \"POST\" (and `body` to the search's first request)",
+        ));
+    }
+    let window = match &t.window {
+        Some(w) if row_driven => {
+            let _ = w;
+            return Err(UsageError::new(format!(
+                "table {name:?}: `window` is for paged tables, not row-driven ones"
+            )));
+        }
+        Some(w) => Some(super::window::window(name, w)?),
+        None => None,
+    };
+    let (format, records_from) = body_shape(t, &paginate, &stops)?;
     Ok(Some(crate::source::rest::RestTable {
         path,
         // A row-driven response is usually one object or one array: the body itself.
@@ -78,10 +130,13 @@ pub(super) fn rest_table(
             (None, true) => Some(String::new()),
             (r, _) => r.clone(),
         },
-        paginate: match (&t.paginate, row_driven) {
-            (None, true) => crate::source::rest::Paginate::None,
-            (p, _) => paginate(name, p.as_ref())?,
-        },
+        paginate,
+        stops,
+        method,
+        body,
+        window,
+        format,
+        records_from,
         max_pages: match t.max_pages {
             Some(0) => {
                 return Err(UsageError::new(format!(
@@ -94,19 +149,120 @@ pub(super) fn rest_table(
     }))
 }
 
+/// What a table's bodies are: `format` and `records_from`, checked against the paginator
+/// (an NDJSON or CSV body has no fields a pointer could read).
+fn body_shape(
+    t: &TableConfig,
+    paginate: &crate::source::rest::Paginate,
+    stops: &crate::source::rest::Stops,
+) -> Result<
+    (
+        crate::source::rest::BodyFormat,
+        crate::source::rest::RecordsFrom,
+    ),
+    UsageError,
+> {
+    use crate::source::rest::{BodyFormat, Paginate, RecordsFrom, TokenFrom};
+    let name = &t.name;
+    let format = match t.format.as_deref() {
+        None | Some("json") => BodyFormat::Json,
+        Some("ndjson") => BodyFormat::Ndjson,
+        Some("csv") => BodyFormat::Csv,
+        Some(other) => {
+            return Err(UsageError::with_hint(
+                format!("table {name:?}: format = {other:?} is not a page format"),
+                "use \"json\" (the default), \"ndjson\" (a record per line) or \"csv\" (a header row, then a record per row)",
+            ));
+        }
+    };
+    let records_from = match t.records_from.as_deref() {
+        None | Some("array") => RecordsFrom::Array,
+        Some("values") => RecordsFrom::Values,
+        Some(other) => {
+            return Err(UsageError::with_hint(
+                format!("table {name:?}: records_from = {other:?} is not known"),
+                "use \"values\" for records kept as the values of an object keyed by id (the key becomes the column _key)",
+            ));
+        }
+    };
+    if format != BodyFormat::Json {
+        let body_pointer = match paginate {
+            Paginate::NextUrl { .. } => Some("a next URL read from the body"),
+            Paginate::Cursor { .. }
+                if matches!(paginate.token_from(), Some(TokenFrom::Body(_))) =>
+            {
+                Some("a cursor read from the body")
+            }
+            _ if stops.has_more.is_some() || stops.done.is_some() => {
+                Some("a has_more or done flag read from the body")
+            }
+            _ => None,
+        };
+        let refuse = |what: String| {
+            Err(UsageError::with_hint(
+                format!("table {name:?}: {what}"),
+                "an NDJSON or CSV page is records only: page it by `link`, `offset`, `page_number`, or a cursor from `last_record` or `from_header`",
+            ))
+        };
+        if let Some(what) = body_pointer {
+            return refuse(format!(
+                "{what} cannot work with format = {:?}",
+                t.format.as_deref().unwrap_or_default()
+            ));
+        }
+        if t.records.is_some() || records_from != RecordsFrom::Array {
+            return refuse("`records` and `records_from` are for JSON pages".into());
+        }
+    }
+    Ok((format, records_from))
+}
+
+/// A paged table's method (GET, or POST for a search) and JSON body.
+fn paged_request(t: &TableConfig) -> Result<(String, Option<serde_json::Value>), UsageError> {
+    let name = &t.name;
+    let method = t
+        .method
+        .clone()
+        .unwrap_or_else(|| "GET".into())
+        .to_ascii_uppercase();
+    if method != "GET" && method != "POST" {
+        return Err(UsageError::with_hint(
+            format!("table {name:?}: a paged table sends GET or POST, not {method}"),
+            "use method = \"POST\" for a search that pages with a body; other methods are for row-driven tables (`for_each`)",
+        ));
+    }
+    let body = t.body.as_ref().map(super::rows::toml_to_json);
+    if body.is_some() && method == "GET" {
+        return Err(UsageError::with_hint(
+            format!("table {name:?}: a GET request has no body"),
+            "set method = \"POST\" to send `body`",
+        ));
+    }
+    if let Some(b) = &body
+        && !b.is_object()
+    {
+        return Err(UsageError::with_hint(
+            format!("table {name:?}: `body` must be a table (a JSON object)"),
+            "e.g. body = { page_size = 100 }",
+        ));
+    }
+    Ok((method, body))
+}
+
 pub(super) fn paginate(
     table: &str,
     c: Option<&PaginateConfig>,
-) -> Result<crate::source::rest::Paginate, UsageError> {
-    use crate::source::rest::{Paginate, Total};
+) -> Result<(crate::source::rest::Paginate, crate::source::rest::Stops), UsageError> {
+    use crate::source::rest::{Paginate, Stops, Total};
     let kinds = "auto, link, next_url, cursor, offset, page_number, none";
+    let bare = |p| Ok((p, Stops::default()));
     let t = match c {
-        None => return Ok(Paginate::Auto),
+        None => return bare(Paginate::Auto),
         Some(PaginateConfig::Name(n)) => {
             return match n.as_str() {
-                "auto" => Ok(Paginate::Auto),
-                "link" => Ok(Paginate::Link),
-                "none" => Ok(Paginate::None),
+                "auto" => bare(Paginate::Auto),
+                "link" => bare(Paginate::Link),
+                "none" => bare(Paginate::None),
                 "next_url" | "cursor" | "offset" | "page_number" => Err(UsageError::with_hint(
                     format!("table {table:?}: paginate = {n:?} needs options"),
                     match n.as_str() {
@@ -114,7 +270,7 @@ pub(super) fn paginate(
                             "e.g. paginate = { kind = \"next_url\", pointer = \"/links/next\" }"
                         }
                         "cursor" => {
-                            "e.g. paginate = { kind = \"cursor\", pointer = \"/meta/next_cursor\", param = \"cursor\" }"
+                            "e.g. paginate = { kind = \"cursor\", pointer = \"/meta/next_cursor\", param = \"cursor\" } (the token from `pointer`, `last_record` or `from_header`; sent as `param`, `body_field` or `to_header`)"
                         }
                         "offset" => {
                             "e.g. paginate = { kind = \"offset\", offset_param = \"offset\", limit_param = \"limit\", limit = 100 }"
@@ -160,10 +316,22 @@ pub(super) fn paginate(
             ))),
         }
     };
+    const STOPS: [&str; 3] = ["has_more", "done", "stop_on_empty"];
     let allowed: &[&str] = match t.kind.as_str() {
-        "auto" | "link" | "none" => &[],
-        "next_url" => &["pointer"],
-        "cursor" => &["pointer", "param"],
+        "auto" | "none" => &[],
+        "link" => &STOPS,
+        "next_url" => &["pointer", "has_more", "done", "stop_on_empty"],
+        "cursor" => &[
+            "pointer",
+            "last_record",
+            "from_header",
+            "param",
+            "body_field",
+            "to_header",
+            "has_more",
+            "done",
+            "stop_on_empty",
+        ],
         "offset" => &[
             "offset_param",
             "limit_param",
@@ -171,8 +339,19 @@ pub(super) fn paginate(
             "start",
             "total_pointer",
             "total_header",
+            "has_more",
+            "done",
+            "stop_on_empty",
         ],
-        "page_number" => &["param", "start", "total_pointer", "total_header"],
+        "page_number" => &[
+            "param",
+            "start",
+            "total_pointer",
+            "total_header",
+            "has_more",
+            "done",
+            "stop_on_empty",
+        ],
         other => {
             return Err(UsageError::with_hint(
                 format!("table {table:?}: unknown paginator {other:?}"),
@@ -189,6 +368,13 @@ pub(super) fn paginate(
         ("start", t.start.is_some()),
         ("total_pointer", t.total_pointer.is_some()),
         ("total_header", t.total_header.is_some()),
+        ("last_record", t.last_record.is_some()),
+        ("from_header", t.from_header.is_some()),
+        ("body_field", t.body_field.is_some()),
+        ("to_header", t.to_header.is_some()),
+        ("has_more", t.has_more.is_some()),
+        ("done", t.done.is_some()),
+        ("stop_on_empty", t.stop_on_empty.is_some()),
     ] {
         if set && !allowed.contains(&key) {
             return Err(UsageError::new(format!(
@@ -197,17 +383,19 @@ pub(super) fn paginate(
             )));
         }
     }
-    Ok(match t.kind.as_str() {
+    let stops = Stops {
+        has_more: t.has_more.clone().map(pointer).transpose()?,
+        done: t.done.clone().map(pointer).transpose()?,
+        stop_on_empty: t.stop_on_empty,
+    };
+    let p = match t.kind.as_str() {
         "auto" => Paginate::Auto,
         "link" => Paginate::Link,
         "none" => Paginate::None,
         "next_url" => Paginate::NextUrl {
             pointer: pointer(need(&t.pointer, "pointer")?)?,
         },
-        "cursor" => Paginate::Cursor {
-            pointer: pointer(need(&t.pointer, "pointer")?)?,
-            param: need(&t.param, "param")?,
-        },
+        "cursor" => cursor(table, t, &pointer)?,
         "offset" => Paginate::Offset {
             offset_param: t.offset_param.clone().unwrap_or_else(|| "offset".into()),
             limit_param: t.limit_param.clone().unwrap_or_else(|| "limit".into()),
@@ -228,5 +416,66 @@ pub(super) fn paginate(
             start: t.start.unwrap_or(1),
             total_pages: total(&t.total_pointer, &t.total_header)?,
         },
+    };
+    Ok((p, stops))
+}
+
+/// A cursor paginator: exactly one place the token is read, exactly one it is sent.
+fn cursor(
+    table: &str,
+    t: &crate::config::PaginateTable,
+    pointer: &dyn Fn(String) -> Result<String, UsageError>,
+) -> Result<crate::source::rest::Paginate, UsageError> {
+    let one_of = |what: &str, keys: [(&str, &Option<String>); 3], example: &str| {
+        let set: Vec<&str> = keys
+            .iter()
+            .filter(|(_, v)| v.as_deref().is_some_and(|s| !s.is_empty()))
+            .map(|(k, _)| *k)
+            .collect();
+        match set.as_slice() {
+            [_] => Ok(()),
+            [] => Err(UsageError::with_hint(
+                format!(
+                    "table {table:?}: the cursor paginator needs {what}: one of `{}`, `{}` or `{}`",
+                    keys[0].0, keys[1].0, keys[2].0
+                ),
+                example.to_string(),
+            )),
+            several => Err(UsageError::new(format!(
+                "table {table:?}: the cursor paginator takes one of {}, not several",
+                several
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    };
+    one_of(
+        "the place its token is read",
+        [
+            ("pointer", &t.pointer),
+            ("last_record", &t.last_record),
+            ("from_header", &t.from_header),
+        ],
+        "e.g. pointer = \"/meta/next_cursor\" (in the body), last_record = \"/id\" (the last record's id) or from_header = \"X-Next-Cursor\"",
+    )?;
+    one_of(
+        "the place its token is sent",
+        [
+            ("param", &t.param),
+            ("body_field", &t.body_field),
+            ("to_header", &t.to_header),
+        ],
+        "e.g. param = \"cursor\" (a query parameter), body_field = \"/start_cursor\" (in a POST body) or to_header = \"X-Cursor\"",
+    )?;
+    let ptr = |v: &Option<String>| v.clone().map(pointer).transpose();
+    Ok(crate::source::rest::Paginate::Cursor {
+        pointer: ptr(&t.pointer)?,
+        last_record: ptr(&t.last_record)?,
+        from_header: t.from_header.clone(),
+        param: t.param.clone(),
+        body_field: ptr(&t.body_field)?,
+        to_header: t.to_header.clone(),
     })
 }

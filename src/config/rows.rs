@@ -8,7 +8,7 @@ use crate::error::UsageError;
 use crate::source::rows::inputs::InputSpec;
 use crate::source::rows::{MAX_CONCURRENCY, RowDriven};
 
-fn toml_to_json(v: &toml::Value) -> Value {
+pub(super) fn toml_to_json(v: &toml::Value) -> Value {
     match v {
         toml::Value::String(s) => Value::String(s.clone()),
         toml::Value::Integer(i) => Value::from(*i),

@@ -50,7 +50,17 @@ pub struct FetchedPage {
     pub paging: Option<serde_json::Value>,
     /// A shaped (row-driven) request's id ([`request_id`]).
     pub request_id: Option<String>,
+    /// A paged request other than a GET: its method and body, for the manifest.
+    pub sent: Option<Sent>,
     pub parsed: JoinHandle<Result<Page, String>>,
+}
+
+/// A paged request sent with another method than GET (a search paging in its body).
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub method: String,
+    /// The sha256 (hex) of the request body as sent, cursor included.
+    pub body_sha256: Option<String>,
 }
 
 /// What a walker reports.
@@ -170,13 +180,15 @@ async fn walk_pages(
     } = start;
     loop {
         page_no += 1;
-        let url = pager
-            .url(page_no, cursor.as_deref())
+        let page_req = pager
+            .request(page_no, cursor.as_deref())
             .map_err(|e| (page_no, e))?;
+        let url = page_req.url.clone();
         let known = columns.clone();
+        let cursor_in = cursor.clone();
         let validate = |f: &Fetched| {
             if (200..300).contains(&f.status) {
-                verdict(pager.scan(page_no, &url, f, known.as_deref()))
+                verdict(pager.scan(page_no, &url, cursor_in.as_deref(), f, known.as_deref()))
             } else {
                 // A kept error status (a row-driven 404): recorded as it came, no rows, last.
                 crate::http::Verdict::Accept(Scanned {
@@ -191,9 +203,18 @@ async fn walk_pages(
         let id = shape
             .as_ref()
             .map(|sh| request_id(&sh.method, &url, sh.body.as_deref()));
+        // A paged request with a body (a search paging in its body), for the manifest.
+        let sent = (shape.is_none() && page_req.method != reqwest::Method::GET).then(|| Sent {
+            method: page_req.method.to_string(),
+            body_sha256: page_req
+                .body
+                .as_deref()
+                .map(crate::store::manifest::sha256_hex),
+        });
         let result = match (&shape, &id) {
             (Some(sh), Some(id)) => {
                 let mut headers = sh.headers.clone();
+                headers.extend(page_req.headers.iter().cloned());
                 if let Some(name) = &sh.id_header {
                     headers.push((name.clone(), id.clone()));
                 }
@@ -210,7 +231,19 @@ async fn walk_pages(
                 };
                 client.send(&req, validate).await
             }
-            _ => client.get(&url, validate).await,
+            _ if page_req.method == reqwest::Method::GET && page_req.headers.is_empty() => {
+                client.get(&url, validate).await
+            }
+            _ => {
+                let req = crate::http::Request {
+                    method: page_req.method.clone(),
+                    url: &url,
+                    headers: &page_req.headers,
+                    body: page_req.body.as_deref(),
+                    keep: &[],
+                };
+                client.send(&req, validate).await
+            }
         };
         let (fetched, scanned) =
             result.map_err(|e| (page_no, anyhow::Error::new::<HttpError>(e)))?;
@@ -229,6 +262,7 @@ async fn walk_pages(
             fetched,
             paging: scanned.paging,
             request_id: id,
+            sent,
             parsed,
         };
         if tx.send(Event::Page(Box::new(msg))).await.is_err() {

@@ -206,16 +206,44 @@ pub struct Scanned {
     pub work: RowWork,
 }
 
+/// One page's request, as a pager builds it from the cursor.
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    pub url: Url,
+    pub method: reqwest::Method,
+    /// Sent after the source's own headers (a cursor sent in a header).
+    pub headers: Vec<(String, String)>,
+    /// A JSON body (a paged search, with its cursor in it).
+    pub body: Option<Vec<u8>>,
+}
+
+impl PageRequest {
+    pub fn get(url: Url) -> Self {
+        PageRequest {
+            url,
+            method: reqwest::Method::GET,
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+}
+
 /// One cursor's view of a source: how to ask for a page and how to read one.
 pub trait Pager: Send + Sync {
     /// The URL of page `page_no` (1-based), continuing from `cursor` (`None`: the first).
     fn url(&self, page_no: u64, cursor: Option<&str>) -> anyhow::Result<Url>;
-    /// Check a fetched body the cheap way and read its next cursor. `known` are the column
-    /// names learned so far (for bodies that do not list them).
+    /// The whole request for page `page_no` (by default a GET of [`Pager::url`]).
+    fn request(&self, page_no: u64, cursor: Option<&str>) -> anyhow::Result<PageRequest> {
+        Ok(PageRequest::get(self.url(page_no, cursor)?))
+    }
+    /// Check a fetched body the cheap way and read its next cursor. `cursor` is the one the
+    /// page was requested with; `known` are the column names learned so far (for bodies that
+    /// do not list them).
     fn scan(
         &self,
         page_no: u64,
         url: &Url,
+        cursor: Option<&str>,
         fetched: &Fetched,
         known: Option<&[String]>,
     ) -> Result<Scanned, BodyProblem>;

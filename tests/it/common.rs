@@ -851,6 +851,54 @@ pub fn assert_exit(o: &Output, code: i32) {
     );
 }
 
+/// Start `harvest ARGS` and SIGKILL it after a seeded delay (`base_ms` plus up to 1.5 s), once
+/// or twice per seed; then the caller runs it to completion. Returns how many kills landed
+/// while it was still running.
+pub fn kill_at_seeded_moments(args: &[&str], seed: u64, base_ms: u64) -> usize {
+    let mut landed = 0;
+    for k in 0..=(seed % 2) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_harvest"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = Duration::from_millis(base_ms + (seed * 7919 + k * 104_729) % 1500);
+        let started = Instant::now();
+        while started.elapsed() < delay && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if child.try_wait().unwrap().is_none() {
+            landed += 1;
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+    landed
+}
+
+/// Every page line of the manifest in `out` is the only one of its run, output and page
+/// number: no recorded page was fetched again.
+#[track_caller]
+pub fn assert_no_page_fetched_twice(out: &Path, what: &str) {
+    let m = manifest(out);
+    let mut per_page: BTreeMap<(String, String, u64), usize> = BTreeMap::new();
+    for p in records(&m, "page") {
+        let key = (
+            p["run_id"].as_str().unwrap().to_string(),
+            p["output"].as_str().unwrap().to_string(),
+            p["page"].as_u64().unwrap(),
+        );
+        *per_page.entry(key).or_default() += 1;
+    }
+    assert!(
+        per_page.values().all(|c| *c == 1),
+        "{what}: a recorded page was fetched again"
+    );
+}
+
 /// SIGKILL `child` once `manifest` records `pages` pages; false when it ended first (or did
 /// not get there within two minutes).
 pub fn kill_after_pages(child: &mut Child, manifest: &Path, pages: usize) -> bool {

@@ -18,6 +18,8 @@ pub struct Request {
     pub path: String,
     pub query: Vec<(String, String)>,
     pub headers: Vec<(String, String)>,
+    /// The request body (as far as Content-Length says).
+    pub body: Vec<u8>,
     /// 1-based count of requests this server has seen.
     pub n: u64,
 }
@@ -260,6 +262,20 @@ async fn serve(
         })
         .collect();
     let url = url::Url::parse(&format!("http://x{target}")).unwrap();
+    // The body, as far as Content-Length says.
+    let head_len = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_len + length {
+        let n = sock.read(&mut tmp).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
     let req = Request {
         method,
         path: url.path().to_string(),
@@ -268,6 +284,7 @@ async fn serve(
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect(),
         headers,
+        body: buf[head_len..head_len + length].to_vec(),
         n: counter.fetch_add(1, Ordering::SeqCst) + 1,
     };
     log.lock().unwrap().push(req.clone());
@@ -278,19 +295,7 @@ async fn serve(
         lose_answer,
     } = action
     {
-        // The rest of the body, then the request as it came (asking for one answer only).
-        let head_len = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
-        let length: usize = req
-            .header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_len + length {
-            let n = sock.read(&mut tmp).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&tmp[..n]);
-        }
+        // The request as it came, body included (read above), asking for one answer only.
         tokio::time::sleep(delay).await;
         let mut up = TcpStream::connect(("127.0.0.1", port)).await?;
         let head_text = String::from_utf8_lossy(&buf[..head_len - 4]).into_owned();

@@ -1,5 +1,6 @@
 //! One integration-test binary (ripgrep style): one module per area, sharing `common`.
 
+mod api_shapes;
 mod cli;
 mod common;
 mod compression;
@@ -11,6 +12,7 @@ mod fault_server;
 mod faults;
 mod history;
 mod incremental;
+mod paging;
 mod parallel;
 mod real_datasette;
 mod rest;

@@ -3,9 +3,9 @@
 //! the in-process fault server in front of them for retries, API keys, loops and bad bodies.
 //! Every dataset is compared value for value with what the server holds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -421,44 +421,12 @@ paginate = {{ kind = "offset", offset_param = "_start", limit_param = "_limit", 
             "--out",
             out.to_str().unwrap(),
         ];
-        for k in 0..=(seed % 2) {
-            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_harvest"))
-                .env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .args(args)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap();
-            let delay = Duration::from_millis(200 + (seed * 7919 + k * 104_729) % 1500);
-            let started = Instant::now();
-            while started.elapsed() < delay && child.try_wait().unwrap().is_none() {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if child.try_wait().unwrap().is_none() {
-                landed += 1;
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        landed += kill_at_seeded_moments(&args, seed, 200);
         let o = harvest(&args, &[]);
         assert_exit(&o, 0);
         assert_posts(&out, "by_link", 1..=n);
         assert_posts(&out, "by_offset", 1..=n);
-        let m = manifest(&out);
-        let mut per_page: HashMap<(String, String, u64), usize> = HashMap::new();
-        for p in records(&m, "page") {
-            let key = (
-                p["run_id"].as_str().unwrap().to_string(),
-                p["output"].as_str().unwrap().to_string(),
-                p["page"].as_u64().unwrap(),
-            );
-            *per_page.entry(key).or_default() += 1;
-        }
-        assert!(
-            per_page.values().all(|c| *c == 1),
-            "seed {seed}: a recorded page was fetched again"
-        );
+        assert_no_page_fetched_twice(&out, &format!("seed {seed}"));
         assert_exit(
             &harvest(&["verify", "--out", out.to_str().unwrap()], &[]),
             0,

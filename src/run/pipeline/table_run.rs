@@ -320,6 +320,7 @@ impl<'a> TableRun<'a> {
             cursor_in,
             fetched,
             paging,
+            sent,
             parsed,
             ..
         } = f;
@@ -372,6 +373,12 @@ impl<'a> TableRun<'a> {
         }
         if let Some(p) = paging {
             rec.insert("paging".into(), p);
+        }
+        if let Some(sent) = sent {
+            rec.insert("method".into(), json!(sent.method));
+            if let Some(h) = sent.body_sha256 {
+                rec.insert("request_body_sha256".into(), json!(h));
+            }
         }
         if let Some(k) = s.slice {
             rec.insert("slice".into(), json!(k));

@@ -49,7 +49,7 @@ use crate::run::cursor::{Event, FetchedPage, Walkers};
 use crate::run::resume::{RecordedPage, StreamProgress, TableProgress};
 use crate::source::Page;
 use crate::source::TablePlan;
-use crate::source::rest::RestTable;
+use crate::source::rest::{Paging, RestTable};
 use crate::source::rows::inputs::Inputs;
 use crate::source::rows::{REQUEST_ID, RowDriven, STATUS, Templates};
 use crate::source::settings::TableSettings;
@@ -491,7 +491,7 @@ fn replay_batches(
             };
             let status = e["status"].as_u64().unwrap_or(0) as u16;
             let page = if (200..300).contains(&status) {
-                crate::source::rest::parse_snapshot(slice, rest.records.as_deref()).map_err(
+                crate::source::rest::snapshot_page(rest, &BTreeMap::new(), slice).map_err(
                     |why| {
                         anyhow::anyhow!("the recorded response in {} is unusable: {why}", rp.path)
                     },
@@ -543,7 +543,7 @@ fn resume_partial(run: &RowRun<'_>, requests: &Requests, partial: Partial) -> an
             Value::Object(key)
         );
     }
-    let paging = paging.and_then(|p| serde_json::from_value(p).ok());
+    let paging = paging.as_ref().and_then(Paging::from_json);
     let (walkers, rx) = requests.start(ctx.client, &built, n, Some(next), paging);
     Ok(Job {
         input_id: id,

@@ -15,7 +15,7 @@ use crate::run::cursor::Start;
 use crate::run::cursor::Walk;
 use crate::run::cursor::Walkers;
 use crate::run::row_driven::FETCH_AHEAD;
-use crate::source::rest::Paginate;
+use crate::source::rest::Paging;
 use crate::source::rest::RestPager;
 use crate::source::rest::RestTable;
 use crate::source::rows::Templates;
@@ -87,7 +87,7 @@ impl Requests {
         b: &Built,
         after: u64,
         next: Option<String>,
-        paging: Option<Paginate>,
+        paging: Option<Paging>,
     ) -> (Walkers, tokio::sync::mpsc::Receiver<Event>) {
         let pager = RestPager::starting_at(
             b.url.clone(),

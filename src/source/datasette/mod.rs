@@ -340,6 +340,7 @@ impl Pager for DatasettePager {
         &self,
         page_no: u64,
         _url: &Url,
+        _cursor: Option<&str>,
         fetched: &Fetched,
         known: Option<&[String]>,
     ) -> Result<Scanned, BodyProblem> {

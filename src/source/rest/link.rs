@@ -96,9 +96,12 @@ pub(super) fn link_next(headers: &HeaderMap, url: &Url) -> Result<Option<Url>, S
     Ok(None)
 }
 
-pub(super) fn has_links(headers: &HeaderMap) -> bool {
+/// Every link of the response's `Link` headers, `(target, rels)` in order.
+pub(super) fn link_rels(headers: &HeaderMap) -> Vec<(String, Vec<String>)> {
     headers
         .get_all(reqwest::header::LINK)
         .iter()
-        .any(|v| v.to_str().is_ok_and(|s| !parse_link_header(s).is_empty()))
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(parse_link_header)
+        .collect()
 }

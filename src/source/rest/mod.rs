@@ -26,18 +26,26 @@
 //! `source/`, the config builds its settings ([`RestTable`], [`Paginate`]) and the row-driven
 //! driver reuses its pager and snapshot parser; the pipeline reaches it through the seam.
 
+mod auto;
+pub mod formats;
 mod link;
 pub mod paginate;
+pub mod position;
 pub mod records;
 mod rows;
 
+pub use self::auto::{detect, signs_of_more};
+pub use self::formats::{BodyFormat, RecordsFrom};
 pub use self::link::*;
 pub use self::paginate::*;
+pub use self::position::{Position, Window, bound, rfc3339};
 pub use self::records::*;
 pub use self::rows::NEST;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+
+use chrono::{DateTime, Timelike, Utc};
 
 use serde_json::{Value, json};
 use url::Url;
@@ -47,14 +55,14 @@ use crate::http::Fetched;
 use crate::schema::{ColType, ColumnPlan};
 use crate::source::TablePlan;
 use crate::source::settings::TableSettings;
-use crate::source::{BodyProblem, Page, Pager, Scanned};
+use crate::source::{BodyProblem, Page, PageRequest, Pager, Scanned};
 
 /// One REST table as a [`Pager`].
 pub struct RestPager {
     first: Url,
     rest: RestTable,
     /// The paginator in use: `auto` until the first page decides.
-    resolved: Mutex<Paginate>,
+    resolved: Mutex<Paging>,
     /// The query parameter that carries an API key: never part of a recorded URL.
     secret_param: Option<String>,
     /// The source sends credentials: a next URL on another origin is refused, not followed.
@@ -62,6 +70,10 @@ pub struct RestPager {
     table: String,
     /// A row-driven request's pager (one per input row).
     per_row: bool,
+    /// Time windows: where the first starts and where the last ends.
+    window_span: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Declared column types (CSV values are converted to them).
+    types: BTreeMap<String, ColType>,
 }
 
 impl RestPager {
@@ -71,18 +83,19 @@ impl RestPager {
         table: &TableSettings,
         params: &[(String, String)],
         rest: &RestTable,
-        resolved: Option<Paginate>,
+        resolved: Option<Paging>,
         secret_param: Option<String>,
     ) -> Self {
-        Self {
-            first: first_url(base, rest, params),
-            resolved: Mutex::new(resolved.unwrap_or_else(|| rest.paginate.clone())),
-            rest: rest.clone(),
+        let mut me = Self::starting_at(
+            first_url(base, rest, params),
+            &table.output,
+            rest,
+            resolved,
             secret_param,
-            credentials: false,
-            table: table.output.clone(),
-            per_row: false,
-        }
+        );
+        me.per_row = false;
+        me.types = table.types.clone();
+        me
     }
 
     /// A pager whose first page is `first` (a row-driven request's URL).
@@ -90,17 +103,22 @@ impl RestPager {
         first: Url,
         output: &str,
         rest: &RestTable,
-        resolved: Option<Paginate>,
+        resolved: Option<Paging>,
         secret_param: Option<String>,
     ) -> Self {
         Self {
             first,
-            resolved: Mutex::new(resolved.unwrap_or_else(|| rest.paginate.clone())),
+            resolved: Mutex::new(resolved.unwrap_or_else(|| Paging {
+                paginate: rest.paginate.clone(),
+                stops: rest.stops.clone(),
+            })),
             rest: rest.clone(),
             secret_param,
             credentials: false,
             table: output.to_string(),
             per_row: true,
+            window_span: rest.window.as_ref().map(|w| window_span(w, None)),
+            types: BTreeMap::new(),
         }
     }
 
@@ -111,88 +129,249 @@ impl RestPager {
         self
     }
 
-    fn paginator(&self) -> Paginate {
-        self.resolved
-            .lock()
-            .map(|p| p.clone())
-            .unwrap_or(Paginate::None)
+    /// Windows start at `from` (an incremental run's bound) instead of the configured start.
+    pub fn windows_from(mut self, from: Option<DateTime<Utc>>) -> Self {
+        if let (Some(w), Some(f)) = (&self.rest.window, from) {
+            self.window_span = Some(window_span(w, Some(f)));
+        }
+        self
     }
+
+    fn paging(&self) -> Paging {
+        self.resolved.lock().map(|p| p.clone()).unwrap_or(Paging {
+            paginate: Paginate::None,
+            stops: Stops::default(),
+        })
+    }
+
+    /// The first request's position: the first URL, in the first window if there are any.
+    fn first_position(&self) -> Position {
+        match (&self.rest.window, self.window_span) {
+            (Some(w), Some((from, to))) => {
+                // A span already past its end still reads one window (from `from`).
+                let [a, b] = w
+                    .starting(from, to)
+                    .unwrap_or([from, from + chrono::Duration::seconds(w.step_secs)]);
+                self.window_position(w, a, b)
+            }
+            _ => Position::at(&self.first),
+        }
+    }
+
+    fn window_position(&self, w: &Window, a: DateTime<Utc>, b: DateTime<Utc>) -> Position {
+        let mut u = self.first.clone();
+        set_param(&mut u, &w.start_param, &w.text(a));
+        set_param(&mut u, &w.end_param, &w.text(b));
+        Position {
+            url: u.to_string(),
+            token: None,
+            window: Some([rfc3339(a), rfc3339(b)]),
+        }
+    }
+
+    /// The position after the page fetched at `at`, `next` as its paginator found it: in the
+    /// same window, else the next window's first page.
+    fn advance(&self, at: &Position, next: Option<Next>) -> Result<Option<Position>, String> {
+        if let Some(n) = next {
+            return Ok(Some(Position {
+                url: n.url.to_string(),
+                token: n.token,
+                window: at.window.clone(),
+            }));
+        }
+        let (Some(w), Some([_, end]), Some((_, to))) =
+            (&self.rest.window, &at.window, self.window_span)
+        else {
+            return Ok(None);
+        };
+        Ok(w.starting(bound(end)?, to)
+            .map(|[a, b]| self.window_position(w, a, b)))
+    }
+
+    /// Decide `auto` on the first page: the paging it shows, logged and kept; when it shows
+    /// none, a page that says there is more is refused.
+    fn decide(
+        &self,
+        fetched: &Fetched,
+        view: &View<'_>,
+        pointer: Option<&str>,
+        lookup: Lookup<'_>,
+        url: &Url,
+    ) -> Result<Paging, BodyProblem> {
+        let p = detect(&fetched.headers, lookup, self.rest.body.is_some());
+        if p.paginate == Paginate::None {
+            let n = view.count_records(pointer)?;
+            if let Some((seen, fix)) =
+                signs_of_more(url, self.rest.body.as_ref(), &fetched.headers, lookup, n)
+            {
+                return Err(BodyProblem::Wrong(format!(
+                    "{PAGING_PROBLEM}paginate = \"auto\" found no Link header, next URL or cursor on the first page, but the page says there is more: {seen}. Nothing was written; set the table's paginator, e.g. {fix}"
+                )));
+            }
+        }
+        let note = match &p.paginate {
+            Paginate::None => format!(
+                "{}: paginate = \"auto\" found no Link header, next URL or cursor on the first page, and no sign of more: taking one page",
+                self.table
+            ),
+            _ => format!("{}: paginate = \"auto\" chose {}", self.table, p.to_json()),
+        };
+        if self.per_row {
+            // One pager per input row: the choice is in every batch entry, not the log.
+            tracing::debug!("{note}");
+        } else {
+            tracing::info!("{note}");
+        }
+        if let Ok(mut r) = self.resolved.lock() {
+            *r = p.clone();
+        }
+        Ok(p)
+    }
+}
+
+/// The span of a table's windows: from `from` (else the configured start) to the configured
+/// end, else now (for date windows, the end of today).
+fn window_span(w: &Window, from: Option<DateTime<Utc>>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let to = w.to.unwrap_or_else(|| {
+        let now = Utc::now();
+        if w.dates {
+            now.date_naive()
+                .succ_opt()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map_or(now, |t| t.and_utc())
+        } else {
+            now.with_nanosecond(0).unwrap_or(now)
+        }
+    });
+    (from.unwrap_or(w.from), to)
 }
 
 impl Pager for RestPager {
     fn url(&self, page_no: u64, cursor: Option<&str>) -> anyhow::Result<Url> {
-        match cursor {
-            None if page_no == 1 => Ok(self.first.clone()),
+        Ok(self.request(page_no, cursor)?.url)
+    }
+
+    fn request(&self, page_no: u64, cursor: Option<&str>) -> anyhow::Result<PageRequest> {
+        let pos = match cursor {
+            None if page_no == 1 => self.first_position(),
             None => anyhow::bail!("page {page_no} of {:?} has no URL to fetch", self.table),
-            Some(c) => Url::parse(c).map_err(|e| {
-                anyhow::anyhow!(
-                    "the recorded next URL {c:?} is not a URL ({e}); rerun with --restart"
-                )
-            }),
+            Some(c) => {
+                Position::decode(c).map_err(|why| anyhow::anyhow!("{why}; rerun with --restart"))?
+            }
+        };
+        let url = Url::parse(&pos.url).map_err(|e| {
+            anyhow::anyhow!(
+                "the recorded next URL {:?} is not a URL ({e}); rerun with --restart",
+                pos.url
+            )
+        })?;
+        let mut req = PageRequest::get(url);
+        req.method = reqwest::Method::from_bytes(self.rest.method.as_bytes())
+            .unwrap_or(reqwest::Method::GET);
+        let mut body = self.rest.body.clone();
+        if let Some(tok) = pos.token {
+            let paging = self.paging();
+            match paging.paginate.token_to() {
+                Some(TokenTo::Body(ptr)) => {
+                    let b = body.get_or_insert_with(|| json!({}));
+                    set_pointer(b, ptr, tok).map_err(|why| {
+                        anyhow::anyhow!(
+                            "table {:?}: cannot set the cursor in the body: {why}",
+                            self.table
+                        )
+                    })?;
+                }
+                Some(TokenTo::Header(h)) => {
+                    let text =
+                        token_text(&tok).map_err(|why| anyhow::anyhow!("the cursor {why}"))?;
+                    req.headers.push((h.to_string(), text));
+                }
+                _ => {}
+            }
         }
+        req.body = body.map(|b| serde_json::to_vec(&b)).transpose()?;
+        Ok(req)
     }
 
     fn scan(
         &self,
         page_no: u64,
         url: &Url,
+        cursor: Option<&str>,
         fetched: &Fetched,
         _known: Option<&[String]>,
     ) -> Result<Scanned, BodyProblem> {
-        let view = View::new(&fetched.body)?;
-        let pointer = self.rest.records.as_deref();
+        // The body as received (a JSON view of it, for the paginator's pointers), and the
+        // records as a JSON array when the body holds them otherwise (NDJSON, CSV, keyed).
+        let json_body = self.rest.format == BodyFormat::Json;
+        let original = if json_body {
+            Some(View::new(&fetched.body)?)
+        } else {
+            None
+        };
+        let converted = formats::records_array(
+            self.rest.format,
+            self.rest.records_from,
+            &fetched.body,
+            self.rest.records.as_deref(),
+            &self.types,
+        )?;
+        let own_view;
+        let (view, pointer) = match (&converted, &original) {
+            (Some(array), _) => {
+                own_view = View::new(array)?;
+                (&own_view, None)
+            }
+            (None, Some(v)) => (v, self.rest.records.as_deref()),
+            (None, None) => return Err(BodyProblem::Wrong("the body has no records".into())),
+        };
         // Where the records are, for the common shapes (no pass over them).
         let range = view.records_range(pointer);
-        let lookup = |ptr: &str| view.pointer(ptr);
-        let mut p = self.paginator();
-        if p == Paginate::Auto {
-            p = detect(&fetched.headers, &lookup);
-            let note = match &p {
-                Paginate::None => format!(
-                    "{}: paginate = \"auto\" found no Link header, next URL or cursor on the first page: taking one page (set `paginate` if the API pages differently)",
-                    self.table
-                ),
-                other => format!(
-                    "{}: paginate = \"auto\" chose {}",
-                    self.table,
-                    serde_json::to_string(other).unwrap_or_default()
-                ),
-            };
-            if self.per_row {
-                // One pager per input row: the choice is in every batch entry, not the log.
-                tracing::debug!("{note}");
-            } else if p == Paginate::None {
-                tracing::warn!("{note}");
-            } else {
-                tracing::info!("{note}");
-            }
-            if let Ok(mut r) = self.resolved.lock() {
-                *r = p.clone();
-            }
+        let lookup = |ptr: &str| original.as_ref().and_then(|v| v.pointer(ptr));
+        let mut paging = self.paging();
+        if paging.paginate == Paginate::Auto {
+            paging = self.decide(fetched, view, pointer, &lookup, url)?;
         }
         // Counting the records is a pass over them: only where the paginator needs the count,
         // or the shape is unusual (where it also refuses a body without its records).
-        let n = if range.is_none()
-            || matches!(p, Paginate::Offset { .. } | Paginate::PageNumber { .. })
-        {
+        let n = if range.is_none() || paging.needs_records() {
             view.count_records(pointer)?
         } else {
             0
         };
-        let mut next =
-            next_url(&p, url, &fetched.headers, &lookup, n).map_err(BodyProblem::Wrong)?;
-        if let (Some(u), Some(secret)) = (next.as_mut(), &self.secret_param) {
-            remove_param(u, secret);
-        }
-        if let Some(u) = &next
-            && self.credentials
-            && !crate::http::same_origin(url, u)
-        {
-            return Err(BodyProblem::Wrong(format!(
-                "its next page is on another origin ({}): {}",
-                crate::http::display_url(u),
-                crate::http::left_origin_advice(url, u)
-            )));
+        let last = match paging.paginate.token_from() {
+            Some(TokenFrom::LastRecord(_)) if n > 0 => view.last_record(pointer),
+            _ => None,
+        };
+        let at = match cursor {
+            Some(c) => Position::decode(c).map_err(BodyProblem::Wrong)?,
+            None => self.first_position(),
+        };
+        let found = next_page(
+            &paging,
+            &Response {
+                url,
+                headers: &fetched.headers,
+                body: &lookup,
+                records: n,
+                last,
+            },
+        )
+        .map_err(BodyProblem::Wrong)?;
+        let mut next = self.advance(&at, found).map_err(BodyProblem::Wrong)?;
+        if let Some(pos) = next.as_mut() {
+            let mut u = Url::parse(&pos.url).map_err(|e| BodyProblem::Wrong(e.to_string()))?;
+            if let Some(secret) = &self.secret_param {
+                remove_param(&mut u, secret);
+            }
+            if self.credentials && !crate::http::same_origin(url, &u) {
+                return Err(BodyProblem::Wrong(format!(
+                    "its next page is on another origin ({}): {}",
+                    crate::http::display_url(&u),
+                    crate::http::left_origin_advice(url, &u)
+                )));
+            }
+            pos.url = u.to_string();
         }
         if let Some(max) = self.rest.max_pages
             && page_no >= max
@@ -209,14 +388,14 @@ impl Pager for RestPager {
             .get("x-total-count")
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.trim().parse::<u64>().ok());
-        let pointer = self.rest.records.clone();
-        let body = fetched.body.clone();
-        let next = next.map(|u| u.to_string());
+        let pointer = pointer.map(str::to_string);
+        let body = converted.unwrap_or_else(|| fetched.body.clone());
+        let next = next.map(|p| p.encode());
         let cursor = next.clone();
         Ok(Scanned {
             next,
             columns: None,
-            paging: Some(json!(p)),
+            paging: Some(paging.to_json()),
             work: Box::new(move || {
                 let mut page = parse_records(&body, pointer.as_deref(), range)?;
                 page.count = count;
@@ -244,6 +423,8 @@ pub struct RestSource {
     secret_param: Option<String>,
     /// The source sends credentials (see [`RestPager::carrying_credentials`]).
     credentials: bool,
+    /// Incremental: where the windows start (the stored watermark).
+    window_from: Mutex<Option<DateTime<Utc>>>,
 }
 
 impl RestSource {
@@ -257,6 +438,7 @@ impl RestSource {
             table: table.clone(),
             secret_param: source.secret_param(),
             credentials: source.sends_credentials(),
+            window_from: Mutex::new(None),
         })
     }
 
@@ -266,7 +448,8 @@ impl RestSource {
 
     /// A cursor for the table; `paging`: the paginator a resumed run recorded.
     pub fn pager(&self, params: &[(String, String)], paging: Option<&Value>) -> RestPager {
-        let resolved = paging.and_then(|p| serde_json::from_value(p.clone()).ok());
+        let resolved = paging.and_then(Paging::from_json);
+        let from = self.window_from.lock().ok().and_then(|f| *f);
         RestPager::new(
             &self.base,
             &self.table,
@@ -276,10 +459,11 @@ impl RestSource {
             self.secret_param.clone(),
         )
         .carrying_credentials(self.credentials)
+        .windows_from(from)
     }
 
     pub fn parse_snapshot(&self, body: &[u8]) -> Result<Page, String> {
-        parse_snapshot(body, self.rest.records.as_deref())
+        snapshot_page(&self.rest, &self.table.types, body)
     }
 
     /// Incremental: `{watermark}` in a parameter value becomes the lower bound (see
@@ -296,6 +480,23 @@ impl RestSource {
         const SLOT: &str = "{watermark}";
         let out = &self.table.output;
         let slotted = params.iter().any(|(_, v)| v.contains(SLOT));
+        if let (Some(w), Some(l)) = (&self.rest.window, lower) {
+            let text = l.param_text(None);
+            match position::parse_instant(&text) {
+                Some((t, _)) => {
+                    tracing::info!(
+                        "{out}: windows of {} start at the watermark {text}",
+                        wm.column
+                    );
+                    if let Ok(mut f) = self.window_from.lock() {
+                        *f = Some(t.max(w.from));
+                    }
+                }
+                None => tracing::warn!(
+                    "{out}: the watermark {text:?} is not an instant, so the windows start at their configured `from`"
+                ),
+            }
+        }
         match lower {
             Some(l) => {
                 let text = l.param_text(wm.format.as_deref());
@@ -328,6 +529,15 @@ impl RestSource {
         use crate::http::HttpError;
         let out = &self.table.output;
         if let Some(HttpError::BadBody { url, reason }) = error.downcast_ref::<HttpError>()
+            && let Some(why) = reason.strip_prefix(PAGING_PROBLEM)
+        {
+            return UsageError::with_hint(
+                format!("table {out:?}: {url}: {why}"),
+                "see docs/rest.md#paginators for every paginator and stop condition",
+            )
+            .into();
+        }
+        if let Some(HttpError::BadBody { url, reason }) = error.downcast_ref::<HttpError>()
             && let Some(why) = reason.strip_prefix(CONFIG_PROBLEM)
         {
             return UsageError::with_hint(
@@ -353,6 +563,26 @@ impl RestSource {
             .into(),
             _ => error.context(format!("table {out:?}, page {page_no}")),
         }
+    }
+}
+
+/// The rows of a recorded snapshot of a `rest` table, whatever its format.
+pub fn snapshot_page(
+    rest: &RestTable,
+    types: &BTreeMap<String, ColType>,
+    body: &[u8],
+) -> Result<Page, String> {
+    let converted = formats::records_array(
+        rest.format,
+        rest.records_from,
+        body,
+        rest.records.as_deref(),
+        types,
+    )
+    .map_err(BodyProblem::into_reason)?;
+    match converted {
+        Some(array) => parse_snapshot(&array, None),
+        None => parse_snapshot(body, rest.records.as_deref()),
     }
 }
 
@@ -462,11 +692,22 @@ mod tests {
         body: &Value,
         n: usize,
     ) -> Result<Option<Url>, String> {
-        next_url(p, u, h, &|q: &str| body.pointer(q).cloned(), n)
+        let paging = Paging {
+            paginate: p.clone(),
+            stops: Stops::default(),
+        };
+        let r = Response {
+            url: u,
+            headers: h,
+            body: &|q: &str| body.pointer(q).cloned(),
+            records: n,
+            last: None,
+        };
+        next_page(&paging, &r).map(|n| n.map(|n| n.url))
     }
 
     fn dt(h: &HeaderMap, body: &Value) -> Paginate {
-        detect(h, &|q: &str| body.pointer(q).cloned())
+        detect(h, &|q: &str| body.pointer(q).cloned(), false).paginate
     }
 
     fn url(s: &str) -> Url {
@@ -528,10 +769,7 @@ mod tests {
             assert_eq!(nx(&p, &u, &h, &end, 2).unwrap(), None);
         }
         assert!(nx(&p, &u, &h, &json!({"links": {"next": 5}}), 2).is_err());
-        let c = Paginate::Cursor {
-            pointer: "/meta/cursor".into(),
-            param: "after".into(),
-        };
+        let c = Paginate::cursor("/meta/cursor", "after");
         let body = json!({"meta": {"cursor": "abc=="}});
         let n = nx(&c, &u, &h, &body, 2).unwrap().unwrap();
         assert_eq!(param_value(&n, "after").as_deref(), Some("abc=="));
@@ -605,10 +843,7 @@ mod tests {
         let body = json!({"next": "3", "meta": {"next_cursor": "c"}});
         assert_eq!(
             dt(&HeaderMap::new(), &body),
-            Paginate::Cursor {
-                pointer: "/meta/next_cursor".into(),
-                param: "cursor".into()
-            }
+            Paginate::cursor("/meta/next_cursor", "cursor")
         );
         assert_eq!(dt(&HeaderMap::new(), &json!([1])), Paginate::None);
     }
@@ -770,6 +1005,12 @@ mod tests {
                 start: 0,
                 total: None,
             },
+            stops: Stops::default(),
+            method: "GET".into(),
+            body: None,
+            window: None,
+            format: BodyFormat::Json,
+            records_from: RecordsFrom::Array,
             max_pages: None,
             primary_key: vec![],
         };

@@ -17,6 +17,8 @@ use crate::source::json_kind;
 
 /// A marker at the start of a refusal that is the configuration's to fix (exit 2).
 pub const CONFIG_PROBLEM: &str = "configuration: ";
+/// A marker at the start of a refusal that the table's paginator is the fix for (exit 2).
+pub const PAGING_PROBLEM: &str = "paging: ";
 
 /// Decode a body as strict JSON; cut off is retryable, anything else is described.
 pub fn decode(body: &[u8]) -> Result<Value, BodyProblem> {
@@ -154,8 +156,25 @@ impl<'a> View<'a> {
 
     /// The rare shapes (records nested deeper, and every refusal with its message).
     pub(super) fn full_count(&self, pointer: Option<&str>) -> Result<usize, BodyProblem> {
-        let whole = match &self.top {
-            Top::Array(n) => return Ok(*n),
+        if let Top::Array(n) = &self.top {
+            return Ok(*n);
+        }
+        select_records(&self.whole(), pointer).map(<[Value]>::len)
+    }
+
+    /// The last of the records (by the rules of [`select_records`]), for a cursor read from it.
+    pub fn last_record(&self, pointer: Option<&str>) -> Option<Value> {
+        if let Some(raw) = self.records_slice(pointer) {
+            let all: Vec<&serde_json::value::RawValue> = serde_json::from_str(raw).ok()?;
+            return serde_json::from_str(all.last()?.get()).ok();
+        }
+        select_records(&self.whole(), pointer).ok()?.last().cloned()
+    }
+
+    /// The whole body as a value (the rare shapes only: it builds every record).
+    fn whole(&self) -> Value {
+        match &self.top {
+            Top::Array(_) => serde_json::from_slice(self.body).unwrap_or(Value::Null),
             Top::Object(m) => Value::Object(
                 m.iter()
                     .map(|(k, r)| {
@@ -167,8 +186,7 @@ impl<'a> View<'a> {
                     .collect(),
             ),
             Top::Other(v) => v.clone(),
-        };
-        select_records(&whole, pointer).map(<[Value]>::len)
+        }
     }
 }
 
