@@ -58,6 +58,13 @@ pub fn start(n: u64) -> FaultServer {
     FaultServer::start(Synthetic { rows: 0 }, move |req| answer(req, n))
 }
 
+/// Start the server with as many records as `n` holds when each request comes.
+pub fn start_growing(n: std::sync::Arc<std::sync::atomic::AtomicU64>) -> FaultServer {
+    FaultServer::start(Synthetic { rows: 0 }, move |req| {
+        answer(req, n.load(std::sync::atomic::Ordering::SeqCst))
+    })
+}
+
 fn answer(req: &Request, n: u64) -> Option<Action> {
     let host = req.header("host").unwrap_or("127.0.0.1").to_string();
     match (req.method.as_str(), req.path.as_str()) {

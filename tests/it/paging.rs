@@ -471,3 +471,60 @@ fn paginator_mistakes_are_named_before_any_request() {
         assert_exit_saying(&o, 2, says);
     }
 }
+
+/// `incremental` over time windows: the second run's windows start at the stored watermark,
+/// and every record is written once.
+#[test]
+fn incremental_windows_start_at_the_watermark() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let n = Arc::new(AtomicU64::new(30));
+    let server = api_shapes::start_growing(Arc::clone(&n));
+    let work = TempDir::new("paging-windows-incremental");
+    let cfg = write_config(
+        work.path(),
+        &format!(
+            r#"
+[[source]]
+kind = "rest"
+url = "{url}"
+
+[[source.table]]
+name = "commits"
+path = "/commits"
+watermark = "created"
+paginate = {{ kind = "page_number", param = "page", start = 1 }}
+window = {{ start_param = "since", end_param = "until", from = "2024-01-01T00:00:00Z", to = "2024-01-03T00:00:00Z", step = "12h" }}
+"#,
+            url = server.url
+        ),
+    );
+    let out = work.path().join("out");
+    let run = || crate::rest::config_cmd("incremental", &cfg, &out, &[], &[]);
+    assert_exit(&run(), 0);
+    assert_eq!(ids(&out, "commits", "id", ""), (1..=30).collect::<Vec<_>>());
+    n.store(N, Ordering::SeqCst);
+    let o = run();
+    assert_exit(&o, 0);
+    let mut got = ids(&out, "commits", "id", "");
+    got.sort_unstable();
+    assert_eq!(got, all());
+    // The second run asked only for windows from the watermark (record 30's time) on.
+    let m = manifest(&out);
+    let run_ids: Vec<&str> = records(&m, "run_start")
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
+    let second: Vec<&Value> = records(&m, "page")
+        .into_iter()
+        .filter(|p| p["run_id"] == run_ids[1])
+        .collect();
+    let first_url = second[0]["url"].as_str().unwrap();
+    assert!(
+        first_url.contains(&format!(
+            "since={}",
+            api_shapes::created_text(30).replace(':', "%3A")
+        )),
+        "{first_url}"
+    );
+}
