@@ -42,6 +42,28 @@ struct Line {
     rows: Option<Value>,
     pages: Option<Value>,
     watermark: Option<Value>,
+    /// On `schema`: the page that widened the dataset's columns, and what it added.
+    page: Option<u64>,
+    added: Option<Vec<AddedColumn>>,
+}
+
+/// A column a `schema` record added.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct AddedColumn {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant_of: Option<String>,
+}
+
+/// A widening of one dataset's columns within one run (schema evolution).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct SchemaChange {
+    pub dataset: String,
+    pub page: u64,
+    pub added: Vec<AddedColumn>,
 }
 
 #[derive(Deserialize, Default)]
@@ -82,6 +104,8 @@ pub struct Run {
     pub retries: u64,
     pub resumes: u64,
     pub datasets: Vec<DatasetRun>,
+    /// Columns the run added to its datasets.
+    pub schema_changes: Vec<SchemaChange>,
     /// A process of the run is still to end (set while reading).
     #[serde(skip)]
     open: bool,
@@ -236,6 +260,11 @@ fn take(run: &mut Run, line: Line) {
                 watermark_after: w.get("after").cloned(),
             });
         }
+        "schema" => run.schema_changes.push(SchemaChange {
+            dataset: line.output.unwrap_or_default(),
+            page: line.page.unwrap_or(0),
+            added: line.added.unwrap_or_default(),
+        }),
         _ => {}
     }
 }
@@ -381,6 +410,32 @@ pub fn render(runs: &[Run], summary: &Summary, dataset: Option<&str>) -> String 
         out.push('\n');
         out.push_str(&table(&drows, &[2, 3]));
     }
+    // Schema changes, one line each, below the tables.
+    let changes: Vec<(&Run, &SchemaChange)> = runs
+        .iter()
+        .flat_map(|r| r.schema_changes.iter().map(move |c| (r, c)))
+        .filter(|(_, c)| dataset.is_none_or(|d| c.dataset == d))
+        .collect();
+    if !changes.is_empty() {
+        out.push('\n');
+        for (r, c) in changes {
+            let added: Vec<String> = c
+                .added
+                .iter()
+                .map(|a| match &a.variant_of {
+                    Some(of) => format!("{} {} (variant of {of})", a.name, a.ty),
+                    None => format!("{} {}", a.name, a.ty),
+                })
+                .collect();
+            out.push_str(&format!(
+                "{} {}: page {} added {}\n",
+                r.run_id,
+                c.dataset,
+                c.page,
+                added.join(", ")
+            ));
+        }
+    }
     let s = summary;
     let opt = |v: Option<u64>, f: fn(u64) -> String| v.map_or("-".to_string(), f);
     out.push_str(&format!(
@@ -471,6 +526,7 @@ fn run_on(args: &HistoryArgs, dir: &Path, printer: Printer) -> anyhow::Result<()
     if let Some(ds) = &args.dataset {
         for r in &mut runs {
             r.datasets.retain(|d| d.dataset == *ds);
+            r.schema_changes.retain(|c| c.dataset == *ds);
         }
     }
     if !health.ok() {

@@ -222,6 +222,8 @@ pub struct TableConfig {
     pub format: Option<String>,
     /// REST only: `values` reads records from an object keyed by id.
     pub records_from: Option<String>,
+    /// REST only: `evolve` (default) or `freeze` the columns planned from the first page.
+    pub schema: Option<String>,
     /// REST only: the fields that identify a record.
     #[serde(default)]
     pub primary_key: Vec<String>,

@@ -382,6 +382,7 @@ fn flag_source(
             parallel: args.parallel.unwrap_or(1),
             rest: None,
             rows: None,
+            schema_frozen: false,
             shard: None,
         })
         .collect();
@@ -535,6 +536,16 @@ fn table_settings(
         },
         rest: rest_table(kind, t)?,
         rows: rows::row_driven(kind == SourceKind::Rest, t, &s.tables)?,
+        schema_frozen: match t.schema.as_deref() {
+            None | Some("evolve") => false,
+            Some("freeze") => true,
+            Some(other) => {
+                return Err(UsageError::with_hint(
+                    format!("table {:?}: schema = {other:?} is not known", t.name),
+                    "use \"evolve\" (the default: new fields become columns, misfit values variant columns) or \"freeze\" (stop the run instead)",
+                ));
+            }
+        },
         shard: None,
     })
 }

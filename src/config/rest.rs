@@ -27,6 +27,7 @@ pub(super) fn rest_table(
             ("window", t.window.is_some()),
             ("format", t.format.is_some()),
             ("records_from", t.records_from.is_some()),
+            ("schema", t.schema.is_some()),
         ]
         .into_iter()
         .chain(t.row_driven_keys())

@@ -175,10 +175,9 @@ pub fn find_resumable(records: &[Value], digest: &str) -> Option<ResumePoint> {
                     .last_part
                     .max(part_number(r["path"].as_str().unwrap_or("")));
                 s.rows_in_parts += r["rows"].as_u64().unwrap_or(0);
-                if t.plan.is_none() {
-                    t.plan = serde_json::from_value::<Vec<ColumnPlan>>(r["schema"].clone())
-                        .ok()
-                        .map(|p| p.into_iter().map(ColumnPlan::restored).collect());
+                // The last part's plan: columns only ever widen (schema evolution).
+                if let Ok(p) = serde_json::from_value::<Vec<ColumnPlan>>(r["schema"].clone()) {
+                    t.plan = Some(p.into_iter().map(ColumnPlan::restored).collect());
                 }
             }
             Some("table_end") => {
@@ -285,6 +284,30 @@ pub fn finished_runs<'a>(records: &'a [Value], output: &str) -> HashSet<&'a str>
         .filter(|r| r["kind"] == "table_end" && r["output"] == output)
         .filter_map(|r| r["run_id"].as_str())
         .collect()
+}
+
+/// The schema dataset `output` has so far: the columns of its live parts (not superseded),
+/// in the order they first appeared, each with the type it was first written with.
+pub fn dataset_schema(records: &[Value], output: &str) -> Vec<ColumnPlan> {
+    let superseded = superseded_paths(records);
+    let mut columns: Vec<ColumnPlan> = Vec::new();
+    for r in records
+        .iter()
+        .filter(|r| r["kind"] == "parquet" && r["output"] == output)
+    {
+        if r["path"].as_str().is_some_and(|p| superseded.contains(p)) {
+            continue;
+        }
+        let Ok(plan) = serde_json::from_value::<Vec<ColumnPlan>>(r["schema"].clone()) else {
+            continue;
+        };
+        for c in plan {
+            if !columns.iter().any(|k| k.name == c.name) {
+                columns.push(c.restored());
+            }
+        }
+    }
+    columns
 }
 
 /// Every part path a `supersede` record removed.

@@ -16,6 +16,7 @@
 //! Architecture invariant: the base layer. Typing knows values and Arrow types, never a source:
 //! a source turns its bodies into JSON values and typing takes it from there.
 
+pub mod evolve;
 pub mod json;
 
 use std::sync::Arc;
@@ -488,6 +489,18 @@ enum Converted<'a> {
     Date(Option<i32>),
     Ts(Option<i64>),
     Bool(Option<bool>),
+}
+
+/// Whether the writer can store `v` in the column `plan` (NULL always fits). The common
+/// cases are decided by kind alone; the rest by the conversion itself.
+pub fn fits(v: &Value, plan: &ColumnPlan) -> bool {
+    use ColType as T;
+    match (plan.ty, v) {
+        (_, Value::Null) => true,
+        (T::Integer, Value::Number(n)) => n.is_i64(),
+        (T::Text, Value::String(_)) | (T::Boolean, Value::Bool(_)) => true,
+        _ => convert(v, plan).is_ok(),
+    }
 }
 
 fn convert<'a>(v: &'a Value, plan: &ColumnPlan) -> Result<Converted<'a>, &'static str> {

@@ -65,6 +65,9 @@ pub struct TableSettings {
     pub rest: Option<crate::source::rest::paginate::RestTable>,
     /// A row-driven table's input and request templates.
     pub rows: Option<crate::source::rows::RowDriven>,
+    /// `schema = "freeze"`: a field or value the first page's columns cannot hold stops the
+    /// run (default: the columns evolve, see [`crate::schema::evolve`]).
+    pub schema_frozen: bool,
     /// `--shard I/N` on a `--parallel` table: this run pages only its share of the slices (on a
     /// row-driven child of such a table: it sends the requests of its shard's parent rows).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -170,6 +170,22 @@ impl TableSink {
         })
     }
 
+    /// Take the table's widened column list (`plans`: the old columns, then new ones) for the
+    /// parts opened from now on. Only between checkpoints: an open part keeps its schema.
+    pub fn widen(&mut self, plans: &[ColumnPlan]) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.open.is_empty(),
+            "internal: the columns of {:?} changed while a part was open",
+            self.table
+        );
+        self.keep_idx = (0..plans.len())
+            .filter(|i| Some(*i) != self.partition_idx)
+            .collect();
+        self.file_plans = self.keep_idx.iter().map(|i| plans[*i].clone()).collect();
+        self.file_schema = arrow_schema(&self.file_plans);
+        Ok(())
+    }
+
     /// Do not write a zero-row part for a run without rows (the dataset has parts already).
     pub fn skip_empty_part(&mut self) {
         self.empty_part = false;

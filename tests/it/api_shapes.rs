@@ -79,6 +79,7 @@ fn answer(req: &Request, n: u64) -> Option<Action> {
         ("GET", "/export.ndjson") => ndjson(req, n),
         ("GET", "/export.csv") => csv(req, n),
         ("GET", "/keyed") => keyed(req, n),
+        ("GET", "/evolving") => evolving(req),
         ("GET", p) if p.starts_with("/more/") => more(req, n),
         _ => Some(json(404, r#"{"error": "no such shape"}"#)),
     }
@@ -355,6 +356,37 @@ fn keyed(req: &Request, n: u64) -> Option<Action> {
         .collect();
     let next = ids.last().filter(|&&l| l < n).map(|l| l.to_string());
     ok(json!({"items": items, "next": next}))
+}
+
+/// Records of the evolving collection: 10 a page, 7 pages.
+pub const EVOLVING: u64 = 70;
+
+/// Evolving record `i` as the server sends it: pages 1-2 hold `id`, `name`, `amount`; from
+/// page 3 on, `tier` and a nested `meta.score` too; on page 5, odd records' `amount` is text.
+pub fn evolving_record(i: u64) -> Value {
+    let page = (i - 1) / 10 + 1;
+    let mut r = json!({"id": i, "name": format!("name {i}"), "amount": i});
+    if page >= 3 {
+        r["tier"] = json!(if i.is_multiple_of(2) {
+            "gold"
+        } else {
+            "silver"
+        });
+        r["meta"] = json!({"score": i as f64 * 0.5});
+    }
+    if page == 5 && i % 2 == 1 {
+        r["amount"] = json!(format!("n/a-{i}"));
+    }
+    r
+}
+
+/// The evolving collection, by `page` (an empty page at the end).
+fn evolving(req: &Request) -> Option<Action> {
+    let page: u64 = req.param("page").and_then(|v| v.parse().ok()).unwrap_or(1);
+    let ids = page_of((page - 1) * 10 + 1, 10, EVOLVING);
+    ok(Value::Array(
+        ids.iter().map(|&i| evolving_record(i)).collect(),
+    ))
 }
 
 /// Bodies that say there is more in a way `auto` cannot follow; `/more/none` says nothing.

@@ -7,6 +7,7 @@ mod compression;
 mod crash;
 mod delta;
 mod docs;
+mod evolution;
 mod export;
 mod fault_server;
 mod faults;

@@ -53,6 +53,9 @@ pub struct LivePart {
     pub rows: u64,
     /// The partition column and its value's text (`None`: NULL), for a partitioned dataset.
     pub partition: Option<(String, Option<String>)>,
+    /// The columns its manifest line records (fewer than the dataset's when the schema
+    /// evolved after it was written).
+    pub columns: Vec<String>,
 }
 
 /// A dataset as the manifest describes it.
@@ -95,10 +98,15 @@ pub fn live_dataset(records: &[Value], name: &str) -> Option<Dataset> {
             unfinished.push(path.to_string());
             continue;
         }
-        if columns.is_none() {
-            columns = serde_json::from_value::<Vec<ColumnPlan>>(r["schema"].clone())
-                .ok()
-                .map(|p| p.into_iter().map(ColumnPlan::restored).collect());
+        // The dataset's columns: every part's, in the order they first appeared (a schema
+        // that evolved has parts without the later columns; they read as NULL there).
+        if let Ok(plan) = serde_json::from_value::<Vec<ColumnPlan>>(r["schema"].clone()) {
+            let all: &mut Vec<ColumnPlan> = columns.get_or_insert_with(Vec::new);
+            for c in plan {
+                if !all.iter().any(|k| k.name == c.name) {
+                    all.push(c.restored());
+                }
+            }
         }
         let partition = r["partition"].as_object().and_then(|m| {
             m.iter()
@@ -110,6 +118,14 @@ pub fn live_dataset(records: &[Value], name: &str) -> Option<Dataset> {
             sha256: r["sha256"].as_str().unwrap_or_default().to_string(),
             rows: r["rows"].as_u64().unwrap_or(0),
             partition,
+            columns: r["schema"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|c| c["name"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
         });
     }
     any.then(|| Dataset {
@@ -259,6 +275,10 @@ fn read_batches(
                     (Some((col, v)), None) if *col == c.name => {
                         partition_array(c.ty, v.as_deref(), n)
                             .with_context(|| format!("part {}", part.path))?
+                    }
+                    // A part written before the column was added (schema evolution).
+                    _ if !part.columns.contains(&c.name) => {
+                        arrow::array::new_null_array(&c.ty.arrow(), n)
                     }
                     _ => bail!(
                         "the part {} has no column {:?}; run `harvest verify`",

@@ -358,21 +358,31 @@ fn check_files(out: &Path, claims: &[FileClaim], quick: bool, report: &Report) -
             });
         }
     });
-    for (output, parts) in schemas.into_inner().unwrap_or_default() {
-        let first = &parts[0].1;
-        for (path, schema) in &parts[1..] {
-            if schema != first {
-                report.add(Finding {
-                    path: Some(path.clone()),
-                    expected: json!(first),
-                    actual: json!(schema),
-                    ..finding(
-                        "schema_mismatch",
-                        format!(
-                            "this part's schema differs from the other parts of dataset {output:?}"
-                        ),
-                    )
-                });
+    // Columns only ever widen (schema evolution), so parts may hold different columns; but
+    // a column holds one type in every part of its dataset.
+    for (output, mut parts) in schemas.into_inner().unwrap_or_default() {
+        parts.sort();
+        let mut first_seen: BTreeMap<String, (String, String)> = BTreeMap::new();
+        for (path, schema) in &parts {
+            for field in schema.lines().filter(|f| !f.is_empty()) {
+                let (name, ty) = field.split_once(':').unwrap_or((field, ""));
+                match first_seen.get(name) {
+                    None => {
+                        first_seen.insert(name.to_string(), (ty.to_string(), path.clone()));
+                    }
+                    Some((t, other)) if t != ty => report.add(Finding {
+                        path: Some(path.clone()),
+                        expected: json!(format!("{name}:{t}")),
+                        actual: json!(format!("{name}:{ty}")),
+                        ..finding(
+                            "schema_mismatch",
+                            format!(
+                                "column {name:?} of dataset {output:?} is {ty} here but {t} in {other}"
+                            ),
+                        )
+                    }),
+                    Some(_) => {}
+                }
             }
         }
     }

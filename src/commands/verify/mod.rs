@@ -11,8 +11,8 @@
 //! already written); a `--parallel` table's slice plan covers its key range exactly once and
 //! each of its pages carries its slice's filters; a row-driven batch's responses tile its
 //! snapshot with their recorded hashes, request ids are unique per run and dataset, and the
-//! live parts' `_request_id` values are exactly the recorded ids with their row counts; one
-//! dataset's parts share one schema; a run
+//! live parts' `_request_id` values are exactly the recorded ids with their row counts; a column
+//! holds one type in every part of its dataset (parts may hold different columns); a run
 //! without an `ok` `run_end` is reported as unfinished, a kind distinct from corruption.
 //! Given several DIRs (the shards of a `--shard I/N` job), each is checked on its own, then
 //! every table split across them: one plan in all, every shard present once and finished,

@@ -210,7 +210,7 @@ pub(super) fn check_claim(
                     .iter()
                     .map(|f| format!("{}:{}", f.name(), f.data_type()))
                     .collect::<Vec<_>>()
-                    .join(",");
+                    .join("\n");
                 if let Ok(mut s) = schemas.lock() {
                     s.entry(output.clone())
                         .or_default()

@@ -39,6 +39,7 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
+mod evolve;
 mod parts;
 mod table_run;
 

@@ -49,11 +49,22 @@ impl<'a> TableRun<'a> {
                 Some(s) => s.server_count,
                 None => page.count,
             };
-            let p = self.src.plan(page, count)?;
+            let mut p = self.src.plan(page, count)?;
+            if page.sparse && !self.table.schema_frozen {
+                // The dataset's columns keep the types earlier runs wrote them with.
+                let prior =
+                    crate::run::resume::dataset_schema(self.ctx.history, &self.table.output);
+                p.columns = crate::schema::evolve::continue_schema(prior, p.columns);
+            }
             self.install_plan(p, totals)?;
             if self.src.typing_from_pages() {
                 self.first_page = Some(page.clone());
             }
+        }
+        // A page whose fields vary (REST): the columns evolve, unless frozen.
+        let evolving = page.sparse && !self.table.schema_frozen;
+        if evolving && to_sink {
+            self.evolve(page_no, page, manifest)?;
         }
         let Some(plan) = self.plan.as_ref() else {
             unreachable!("planned above")
@@ -63,7 +74,16 @@ impl<'a> TableRun<'a> {
             cols.len() == plan.columns.len()
                 && cols.iter().zip(&plan.columns).all(|(a, b)| *a == b.name)
         });
-        let page_rows: &[Vec<Value>] = if page.sparse && !same_columns {
+        let page_rows: &[Vec<Value>] = if evolving {
+            let cols = page.columns.as_deref().unwrap_or_default();
+            match crate::schema::evolve::place(&plan.columns, cols, &page.rows) {
+                Some(placed) => {
+                    aligned = placed;
+                    &aligned
+                }
+                None => &page.rows,
+            }
+        } else if page.sparse && !same_columns {
             aligned = page.aligned(&plan.columns, &self.table.output, page_no)?;
             &aligned
         } else {

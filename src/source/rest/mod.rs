@@ -623,6 +623,7 @@ pub fn plan_table(
     let mut plans = Vec::with_capacity(columns.len());
     for (idx, name) in columns.iter().enumerate() {
         let mut seen = BTreeMap::new();
+        let mut first_kind = None;
         for r in &first.rows {
             let kind = match r.get(idx) {
                 Some(Value::Bool(_)) => "boolean",
@@ -631,6 +632,7 @@ pub fn plan_table(
                 Some(Value::String(_)) => "text",
                 _ => continue,
             };
+            first_kind.get_or_insert(kind);
             *seen.entry(kind).or_insert(0u64) += 1;
         }
         let plan = |ty, reason: &str| ColumnPlan {
@@ -646,7 +648,16 @@ pub fn plan_table(
         } else {
             let has = |k: &str| seen.contains_key(k);
             let numeric = has("integer") || has("float");
-            if has("text") && (numeric || has("boolean")) || has("boolean") && numeric {
+            let mixed = has("text") && (numeric || has("boolean")) || has("boolean") && numeric;
+            if mixed && !table.schema_frozen {
+                // The columns evolve: the first value's kind decides, the others are variants.
+                match first_kind {
+                    Some("boolean") => plan(ColType::Boolean, "the first value on the first page"),
+                    Some("text") => plan(ColType::Text, "the first value on the first page"),
+                    _ if has("float") => plan(ColType::Float, "the first value on the first page"),
+                    _ => plan(ColType::Integer, "the first value on the first page"),
+                }
+            } else if mixed {
                 return Err(UsageError::with_hint(
                     format!(
                         "{}: field {name:?} holds values of several JSON types on the first page ({})",
@@ -656,8 +667,7 @@ pub fn plan_table(
                     format!("choose how to keep it with `types = {{ {name} = \"text\" }}` (values are written as their JSON text)"),
                 )
                 .into());
-            }
-            if has("boolean") {
+            } else if has("boolean") {
                 plan(ColType::Boolean, "booleans on the first page")
             } else if has("float") {
                 plan(ColType::Float, "numbers on the first page")
