@@ -580,7 +580,20 @@ fn loops_bad_bodies_and_new_fields_are_refused_clearly() {
     assert_exit(&o, 1);
     let e = stderr(&o);
     assert!(e.contains("HTML") && e.contains("/html"), "{e}");
-    let (o, _) = run("/late-field", "");
+    // A late field: the columns evolve (a new column from page 2) ...
+    let (o, out) = run("/late-field", "");
+    assert_exit(&o, 0);
+    let (names, _, rows) = read_evolved(&out.join("parquet").join("t"));
+    assert_eq!(names, ["id", "added"]);
+    assert_eq!(
+        rows,
+        vec![
+            vec![Cell::Int(1), Cell::Null],
+            vec![Cell::Int(2), Cell::Int(5)],
+        ]
+    );
+    // ... unless the schema is frozen: then the run stops naming the field and the fix.
+    let (o, _) = run("/late-field", "schema = \"freeze\"");
     assert_exit(&o, 1);
     let e = stderr(&o);
     assert!(
@@ -606,6 +619,45 @@ fn loops_bad_bodies_and_new_fields_are_refused_clearly() {
     let (o, _) = run("/missing", "");
     assert_exit(&o, 2);
     assert!(stderr(&o).contains("404"), "{}", stderr(&o));
+}
+
+/// The rows of a dataset whose parts may hold different columns (schema evolution), by name:
+/// every part's rows with NULL where it lacks a column, columns in the order first seen.
+fn read_evolved(dir: &Path) -> (Vec<String>, (), Vec<Vec<Cell>>) {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    files.sort();
+    let mut names: Vec<String> = Vec::new();
+    let mut parts = Vec::new();
+    for f in files {
+        let (n, _, rows) = read_dataset(&f);
+        for c in &n {
+            if !names.contains(c) {
+                names.push(c.clone());
+            }
+        }
+        parts.push((n, rows));
+    }
+    let rows = parts
+        .into_iter()
+        .flat_map(|(n, rows)| {
+            let names = &names;
+            rows.into_iter().map(move |r| {
+                names
+                    .iter()
+                    .map(|c| {
+                        n.iter()
+                            .position(|k| k == c)
+                            .map_or(Cell::Null, |i| r[i].clone())
+                    })
+                    .collect()
+            })
+        })
+        .collect();
+    (names, (), rows)
 }
 
 /// A source's credentials stay with its origin: a `Link` next URL or a redirect that points at
