@@ -537,6 +537,17 @@ fn table_settings(
         rest: rest_table(kind, t)?,
         rows: rows::row_driven(kind == SourceKind::Rest, t, &s.tables)?,
         schema_frozen: match t.schema.as_deref() {
+            // A row-driven table keeps its first response's columns.
+            None if t.for_each.is_some() => true,
+            Some("evolve") if t.for_each.is_some() => {
+                return Err(UsageError::with_hint(
+                    format!(
+                        "table {:?}: a row-driven table's columns do not evolve",
+                        t.name
+                    ),
+                    "declare late fields in `types`; schema evolution is for paged tables",
+                ));
+            }
             None | Some("evolve") => false,
             Some("freeze") => true,
             Some(other) => {

@@ -145,8 +145,8 @@ impl Page {
                         })
                         .unwrap_or_else(|| "null".into());
                     anyhow::bail!(
-                        "table {table:?}, page {page_no}: field {c:?} (e.g. {example}) is not in the table's schema, which `schema = \"freeze\"` fixed from the first page; no row of this page was written. \
-    Declare it so it is a column from the start, e.g. `types = {{ {c} = \"text\" }}` (or its type), and rerun, or let the columns evolve (remove `schema = \"freeze\"`)"
+                        "table {table:?}, page {page_no}: field {c:?} (e.g. {example}) is not in the table's schema, which is fixed from the first page (`schema = \"freeze\"`, or a row-driven table); no row of this page was written. \
+    Declare it so it is a column from the start, e.g. `types = {{ {c} = \"text\" }}` (or its type), and rerun (or, on a paged table, let the columns evolve: remove `schema = \"freeze\"`)"
                     );
                 }
             }
