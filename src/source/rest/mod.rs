@@ -198,7 +198,7 @@ impl RestPager {
         lookup: Lookup<'_>,
         url: &Url,
     ) -> Result<Paging, BodyProblem> {
-        let p = detect(&fetched.headers, lookup, self.rest.body.is_some());
+        let p = detect(&fetched.headers, lookup, self.rest.method == "POST");
         if p.paginate == Paginate::None {
             let n = view.count_records(pointer)?;
             if let Some((seen, fix)) =
