@@ -124,14 +124,7 @@ pub fn detect(headers: &HeaderMap, body: Lookup<'_>, post: bool) -> Paging {
     let list = body("/object").as_ref().and_then(Value::as_str) == Some("list");
     if list && body("/data").is_some_and(|d| d.is_array()) && bool_at(body, "/has_more").is_some() {
         // Stripe: the next page starts after the last record's id.
-        return paging(Paginate::Cursor {
-            pointer: None,
-            last_record: Some("/id".into()),
-            from_header: None,
-            param: Some("starting_after".into()),
-            body_field: None,
-            to_header: None,
-        });
+        return paging(Paginate::after_last_record("/id", "starting_after"));
     }
     let cursor_to = |pointer: &str, param: &str| {
         let mut c = Paginate::cursor(pointer, param);

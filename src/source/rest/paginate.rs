@@ -94,6 +94,19 @@ impl Paginate {
         }
     }
 
+    /// A cursor read from the last record at `pointer` and sent back as query parameter
+    /// `param` (Stripe's `starting_after`, `since_id` APIs).
+    pub fn after_last_record(pointer: &str, param: &str) -> Self {
+        Paginate::Cursor {
+            pointer: None,
+            last_record: Some(pointer.into()),
+            from_header: None,
+            param: Some(param.into()),
+            body_field: None,
+            to_header: None,
+        }
+    }
+
     /// Where a cursor paginator reads its token (`None` for other kinds).
     pub fn token_from(&self) -> Option<TokenFrom<'_>> {
         let Paginate::Cursor {
@@ -645,14 +658,7 @@ mod tests {
     }
 
     fn last_record_cursor() -> Paginate {
-        Paginate::Cursor {
-            pointer: None,
-            last_record: Some("/id".into()),
-            from_header: None,
-            param: Some("starting_after".into()),
-            body_field: None,
-            to_header: None,
-        }
+        Paginate::after_last_record("/id", "starting_after")
     }
 
     #[test]
