@@ -9,7 +9,8 @@
 //! parse is refused naming its line (a last line cut off mid-JSON is retried); a CSV row with
 //! another number of fields than the header is refused naming the row. CSV values are text,
 //! an empty field is NULL, and a column `types` declares `integer`, `float` or `boolean` is
-//! converted (a value that does not convert is kept as text, and the writer names it).
+//! converted (a value that does not convert is kept as text, and the writer names it). A
+//! UTF-8 byte order mark before an NDJSON or CSV body is skipped.
 
 use std::collections::BTreeMap;
 
@@ -52,11 +53,13 @@ pub fn records_array(
     records: Option<&str>,
     types: &BTreeMap<String, ColType>,
 ) -> Result<Option<Vec<u8>>, BodyProblem> {
+    // A UTF-8 byte order mark (spreadsheet exports write one) is not part of the first field.
+    let text_body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     match (format, from) {
         (BodyFormat::Json, RecordsFrom::Array) => Ok(None),
         (BodyFormat::Json, RecordsFrom::Values) => keyed(body, records).map(Some),
-        (BodyFormat::Ndjson, _) => ndjson(body).map(Some),
-        (BodyFormat::Csv, _) => csv(body, types).map(Some),
+        (BodyFormat::Ndjson, _) => ndjson(text_body).map(Some),
+        (BodyFormat::Csv, _) => csv(text_body, types).map(Some),
     }
 }
 
@@ -263,6 +266,11 @@ mod tests {
 
     #[test]
     fn ndjson_csv_and_keyed_values_become_arrays() {
+        // A byte order mark is not part of the first column's name.
+        assert_eq!(
+            array(BodyFormat::Csv, RecordsFrom::Array, "\u{feff}n\n5\n", None),
+            serde_json::json!([{"n": 5}])
+        );
         let v = array(
             BodyFormat::Ndjson,
             RecordsFrom::Array,
