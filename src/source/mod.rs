@@ -10,9 +10,12 @@
 //! hands back the work that builds the page's rows, run off the fetch path.
 //!
 //! Guarantees: a cursor is an opaque string that continues a table after a page (a Datasette
-//! `_next` token, or a REST source's next URL); the pipeline records it with the page and
-//! refuses one that repeats, so every kind gets the same resume and loop guards. A sparse
-//! page is aligned to the planned columns by name, and a field the plan lacks is refused.
+//! `_next` token, or a REST source's next request: a URL, or a JSON position with a token
+//! and a window); the pipeline records it with the page and refuses one that repeats, so
+//! every kind gets the same resume and loop guards. A pager builds each page's whole request
+//! ([`PageRequest`]: a GET by default, a POST with its body for a search). A sparse page is
+//! aligned to the planned columns by name; where the columns are frozen, a field the plan
+//! lacks is refused.
 //!
 //! The folder holds the seam (this file), one folder per kind of server (`datasette/`,
 //! `rest/`), the row-driven request side (`rows/`), the SQLite reader (`sqlite`) and the

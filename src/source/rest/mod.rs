@@ -1,30 +1,35 @@
-//! The REST source: any paginated JSON API (docs/rest.md).
+//! The REST source: any paginated JSON API (docs/rest.md, docs/rest-apis.md).
 //!
 //! Guarantees:
-//! - A page's cursor is the absolute URL of the next page, whatever the paginator (`link`,
+//! - A page's cursor names the next request completely, whatever the paginator (`link`,
 //!   `next_url`, `cursor`, `offset`, `page_number`, `none`, or `auto`, which picks one on the
-//!   first page and logs and records the choice). So resume continues from the recorded URL,
-//!   and one guard stops a URL, cursor, offset or page number that repeats. `max_pages` caps a
-//!   table (the run says so).
+//!   first page and logs and records the choice, stop flags included): the absolute URL of the
+//!   next page, or a [`Position`] with the token sent in the body or a header and the time
+//!   window. So resume sends exactly the request an uninterrupted run would, and one guard
+//!   stops a cursor that repeats. `max_pages` caps a table (the run says so).
+//! - `auto` never ends a table early in silence: a first page it cannot follow that says there
+//!   is more is refused (exit 2) before anything of the table is written.
 //! - Records come from a JSON Pointer (RFC 6901; an object there is one record) or, when none
 //!   is given, from the body itself if it is an array, else from its only array-valued
-//!   top-level field. Several candidates is
-//!   a configuration error naming them; a body without the array is refused naming the URL and
-//!   what came back; a body cut off is retried.
+//!   top-level field; NDJSON, CSV and keyed-object pages are turned into such an array first
+//!   ([`formats`]). Several candidates is a configuration error naming them; a body without
+//!   the array is refused naming the URL and what came back; a body cut off is retried.
 //! - Nested objects become columns joined with `__` (`owner__login`); arrays become JSON text;
-//!   integers stay exact (`i64`). A field that first appears after the first page stops the run
-//!   naming the field and the `types` entry that declares it: no field is dropped silently.
+//!   integers stay exact (`i64`). A page's fields may vary: the pipeline evolves the table's
+//!   columns ([`crate::schema::evolve`]) unless the table freezes them.
 //! - A query-parameter API key is added by the HTTP client to each request and stripped from
 //!   any URL the server sends back, so it is never part of a recorded URL.
 //!
-//! The folder: [`paginate`] (where the next page is), [`link`] (RFC 8288 headers), [`records`]
-//! (decoding, record selection, flattening), [`rows`] (the fast path from a body to rows) and,
-//! here, the pager and the source.
+//! The folder: [`paginate`] (where the next page is, and when to stop), `auto` (detection),
+//! [`position`] (cursors and windows), [`link`] (RFC 8288 headers), [`records`] (decoding,
+//! record selection, flattening), [`formats`] (NDJSON, CSV, keyed objects), [`rows`] (the fast
+//! path from a body to rows) and, here, the pager and the source.
 //!
 //! Architecture invariant: the REST source knows only what a response says; it writes nothing,
-//! and its paginators turn one response into the next URL without I/O of their own. Outside
-//! `source/`, the config builds its settings ([`RestTable`], [`Paginate`]) and the row-driven
-//! driver reuses its pager and snapshot parser; the pipeline reaches it through the seam.
+//! and its paginators turn one response into the next request without I/O of their own.
+//! Outside `source/`, the config builds its settings ([`RestTable`], [`Paginate`]) and the
+//! row-driven driver reuses its pager and snapshot parser; the pipeline reaches it through
+//! the seam.
 
 mod auto;
 pub mod formats;
