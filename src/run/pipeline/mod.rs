@@ -16,6 +16,10 @@
 //!   the open (never recorded) parts and encoding their pages again from their hash-checked
 //!   snapshots. No part is recorded with such a plan unconfirmed: a due checkpoint runs the
 //!   scan first, and an interruption records no part (the resume replays the pages).
+//! - Pages whose fields vary (REST) widen the plan instead of stopping, unless the table
+//!   freezes its columns ([`evolve`]): the open parts are recorded with the old columns first,
+//!   a new run continues the dataset's columns and types, and a resumed run takes its last
+//!   part's columns and meets the same changes at the same pages.
 //! - A Parquet part is recorded only once durable and visible; a checkpoint closes a stream's
 //!   open parts at a page boundary, so "pages up to N of this stream are in recorded parts".
 //! - A table is paged by one cursor, or with `--parallel N` by one cursor per disjoint key
