@@ -84,6 +84,9 @@ pub struct TableProgress {
     pub slices: Option<SlicePlan>,
     /// Keyed by slice index (`None`: the table is paged with one cursor).
     pub streams: BTreeMap<Option<u32>, StreamProgress>,
+    /// Parts of a checkpoint whose part lines were cut short by a crash: removed before the
+    /// table continues, their pages replayed.
+    pub incomplete_parts: Vec<String>,
 }
 
 impl TableProgress {
@@ -126,6 +129,38 @@ fn slice_of(r: &Value) -> Option<u32> {
     v.as_u64().and_then(|n| u32::try_from(n).ok())
 }
 
+/// What identifies one checkpoint's part lines: the dataset, the key range and the pages.
+type CheckpointKey = (String, Option<u32>, String, u64, u64);
+
+fn checkpoint_key(r: &Value) -> CheckpointKey {
+    (
+        r["output"].as_str().unwrap_or_default().to_string(),
+        slice_of(r),
+        r["pages"]["raw_run"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        r["pages"]["first"].as_u64().unwrap_or(0),
+        r["pages"]["last"].as_u64().unwrap_or(0),
+    )
+}
+
+/// Checkpoints whose part lines are not all recorded: a checkpoint closes several parts (one
+/// per partition) and records one line each, each saying how many there are (`of`); a crash
+/// between those lines leaves fewer. (Lines without `of` come from before it was recorded.)
+fn incomplete_checkpoints(mine: &[&Value]) -> std::collections::HashSet<CheckpointKey> {
+    let mut seen: BTreeMap<CheckpointKey, (u64, u64)> = BTreeMap::new();
+    for r in mine.iter().filter(|r| r["kind"] == "parquet") {
+        let Some(of) = r["of"].as_u64() else { continue };
+        let e = seen.entry(checkpoint_key(r)).or_insert((0, of));
+        e.0 += 1;
+    }
+    seen.into_iter()
+        .filter(|(_, (n, of))| n < of)
+        .map(|(k, _)| k)
+        .collect()
+}
+
 /// The last run, if it is unfinished and was started with `digest`.
 pub fn find_resumable(records: &[Value], digest: &str) -> Option<ResumePoint> {
     let last_start = records
@@ -151,6 +186,7 @@ pub fn find_resumable(records: &[Value], digest: &str) -> Option<ResumePoint> {
     {
         return None;
     }
+    let incomplete = incomplete_checkpoints(&mine);
     let mut tables: BTreeMap<String, TableProgress> = BTreeMap::new();
     let mut pages: BTreeMap<(String, Option<u32>), Vec<&Value>> = BTreeMap::new();
     for r in &mine {
@@ -169,11 +205,19 @@ pub fn find_resumable(records: &[Value], digest: &str) -> Option<ResumePoint> {
             }
             Some("parquet") => {
                 let s = t.streams.entry(slice_of(r)).or_default();
-                let last = r["pages"]["last"].as_u64().unwrap_or(0);
-                s.checkpoint_page = s.checkpoint_page.max(last);
+                // Numbered past every recorded part, so no path is ever recorded twice.
                 s.last_part = s
                     .last_part
                     .max(part_number(r["path"].as_str().unwrap_or("")));
+                if incomplete.contains(&checkpoint_key(r)) {
+                    // A checkpoint cut short: its pages are replayed, its parts go.
+                    if let Some(p) = r["path"].as_str() {
+                        t.incomplete_parts.push(p.to_string());
+                    }
+                    continue;
+                }
+                let last = r["pages"]["last"].as_u64().unwrap_or(0);
+                s.checkpoint_page = s.checkpoint_page.max(last);
                 s.rows_in_parts += r["rows"].as_u64().unwrap_or(0);
                 // The last part's plan: columns only ever widen (schema evolution).
                 if let Ok(p) = serde_json::from_value::<Vec<ColumnPlan>>(r["schema"].clone()) {

@@ -48,7 +48,9 @@ mod parts;
 mod table_run;
 
 use self::parts::*;
-pub(crate) use self::parts::{finish_delta, record_part_lines, shared_table, supersede_parts};
+pub(crate) use self::parts::{
+    finish_delta, record_part_lines, remove_incomplete_checkpoint, shared_table, supersede_parts,
+};
 
 use crate::error::{Interrupted, UsageError};
 use crate::run::context::{RunCtx, Totals, obj};
@@ -142,6 +144,13 @@ pub(crate) async fn harvest_table(
         ctx.run_id,
         table.watermark.is_some(),
         shared_table(ctx, table, manifest),
+    )?;
+    remove_incomplete_checkpoint(
+        ctx,
+        table,
+        &progress.incomplete_parts,
+        manifest,
+        delta.as_ref(),
     )?;
     // Incremental: the stored watermark gives an inclusive lower bound; its window, the rows
     // already written at the boundary.

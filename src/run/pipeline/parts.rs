@@ -91,6 +91,9 @@ pub(crate) fn record_part_lines(
             "output": table.output,
             "pages": pages,
             "schema": columns,
+            // How many parts this checkpoint closed: resume knows a checkpoint whose lines
+            // a crash cut short.
+            "of": closed.len(),
         }));
         if let (Some(col), Some(v)) = (&table.partition_by, &part.partition) {
             rec.insert("partition".into(), json!({ col: v }));
@@ -99,6 +102,7 @@ pub(crate) fn record_part_lines(
             rec.insert("delta".into(), json!(t.mode.as_str()));
         }
         manifest.append("parquet", ctx.run_id, rec)?;
+        crate::store::fsutil::failpoint("parts:between-lines");
     }
     if let Some(t) = delta.filter(|t| t.mode == crate::store::delta::Mode::Append)
         && !closed.is_empty()
@@ -286,6 +290,46 @@ pub(super) fn remove_unfinished_parts(
     delta: Option<&crate::store::delta::Target>,
 ) -> anyhow::Result<()> {
     let paths = crate::run::resume::unfinished_parts(ctx.history, &table.output, ctx.run_id);
+    remove_recorded_parts(
+        ctx,
+        table,
+        paths,
+        "parts of an unfinished run that is not being resumed",
+        manifest,
+        delta,
+    )
+}
+
+/// The recorded parts of a checkpoint a crash cut short (see
+/// [`crate::run::resume::TableProgress::incomplete_parts`]): the resumed run replays their
+/// pages, so they go first (record, then remove), or their rows would be there twice.
+pub(crate) fn remove_incomplete_checkpoint(
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    paths: &[String],
+    manifest: &mut Manifest,
+    delta: Option<&crate::store::delta::Target>,
+) -> anyhow::Result<()> {
+    remove_recorded_parts(
+        ctx,
+        table,
+        paths.to_vec(),
+        "parts of a checkpoint whose records a crash cut short; their pages are replayed",
+        manifest,
+        delta,
+    )
+}
+
+/// Record the removal of `paths` (those still on disk), then remove them; on a Delta table
+/// a commit removes them and the files stay for older versions.
+fn remove_recorded_parts(
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    paths: Vec<String>,
+    reason: &str,
+    manifest: &mut Manifest,
+    delta: Option<&crate::store::delta::Target>,
+) -> anyhow::Result<()> {
     let paths: Vec<String> = paths
         .into_iter()
         .filter(|p| ctx.settings.out.join(p).exists())
@@ -293,15 +337,13 @@ pub(super) fn remove_unfinished_parts(
     if paths.is_empty() {
         return Ok(());
     }
-    let mut rec = obj(
-        json!({ "output": table.output, "reason": "parts of an unfinished run that is not being resumed", "paths": paths }),
-    );
+    let mut rec = obj(json!({ "output": table.output, "reason": reason, "paths": paths }));
     if let Some(t) = delta {
         // Committed parts: a Delta commit removes them; the files stay for older versions.
         rec.insert("kept".into(), json!(true));
         manifest.append("supersede", ctx.run_id, rec)?;
         tracing::warn!(
-            "{}: removing {} part(s) of an unfinished earlier run from the Delta table",
+            "{}: removing {} part(s) from the Delta table: {reason}",
             table.output,
             paths.len()
         );
@@ -319,7 +361,7 @@ pub(super) fn remove_unfinished_parts(
         std::fs::remove_file(&full).with_context(|| format!("cannot remove {}", full.display()))?;
     }
     tracing::warn!(
-        "{}: removed {} part(s) of an unfinished earlier run",
+        "{}: removed {} part(s): {reason}",
         table.output,
         paths.len()
     );

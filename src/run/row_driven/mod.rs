@@ -220,6 +220,13 @@ pub(crate) async fn harvest_rows(
         Recorded::default()
     };
     let mut run = start_run(ctx, table, &inputs.columns, &sp, &rec, manifest)?;
+    crate::run::pipeline::remove_incomplete_checkpoint(
+        ctx,
+        table,
+        &progress.incomplete_parts,
+        manifest,
+        run.delta.as_ref(),
+    )?;
     if let Some(columns) = progress.plan.take() {
         run.set_plan(TablePlan {
             columns,
