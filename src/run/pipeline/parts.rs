@@ -294,7 +294,7 @@ pub(super) fn remove_unfinished_parts(
         ctx,
         table,
         paths,
-        "parts of an unfinished run that is not being resumed",
+        "parts of an unfinished earlier run that is not being resumed",
         manifest,
         delta,
     )
