@@ -228,7 +228,14 @@ fn search_after(req: &Request, n: u64) -> Option<Action> {
         }
         _ => return Some(json(400, r#"{"error": "search_after must be an array"}"#)),
     };
-    let ids = page_of(from, size, n);
+    // An optional `query.range.created.gte` filter (RFC 3339 text compares in time order).
+    let gte = b
+        .pointer("/query/range/created/gte")
+        .and_then(Value::as_str);
+    let ids: Vec<u64> = (from..=n)
+        .filter(|&i| gte.is_none_or(|g| created_text(i).as_str() >= g))
+        .take(size as usize)
+        .collect();
     let hits: Vec<Value> = ids
         .iter()
         .map(|&i| {

@@ -430,6 +430,8 @@ pub struct RestSource {
     credentials: bool,
     /// Incremental: where the windows start (the stored watermark).
     window_from: Mutex<Option<DateTime<Utc>>>,
+    /// Incremental: the POST body with its `{watermark}` filled in.
+    body_filled: Mutex<Option<Value>>,
 }
 
 impl RestSource {
@@ -444,6 +446,7 @@ impl RestSource {
             secret_param: source.secret_param(),
             credentials: source.sends_credentials(),
             window_from: Mutex::new(None),
+            body_filled: Mutex::new(None),
         })
     }
 
@@ -455,11 +458,15 @@ impl RestSource {
     pub fn pager(&self, params: &[(String, String)], paging: Option<&Value>) -> RestPager {
         let resolved = paging.and_then(Paging::from_json);
         let from = self.window_from.lock().ok().and_then(|f| *f);
+        let mut rest = self.rest.clone();
+        if let Some(b) = self.body_filled.lock().ok().and_then(|b| b.clone()) {
+            rest.body = Some(b);
+        }
         RestPager::new(
             &self.base,
             &self.table,
             params,
-            &self.rest,
+            &rest,
             resolved,
             self.secret_param.clone(),
         )
@@ -484,7 +491,12 @@ impl RestSource {
     ) {
         const SLOT: &str = "{watermark}";
         let out = &self.table.output;
-        let slotted = params.iter().any(|(_, v)| v.contains(SLOT));
+        // A POST body's strings carry the slot too (a search's range filter).
+        let mut body = self.rest.body.clone();
+        let in_body = body
+            .as_mut()
+            .is_some_and(|b| fill_slot(b, SLOT, None, true));
+        let slotted = in_body || params.iter().any(|(_, v)| v.contains(SLOT));
         if let (Some(w), Some(l)) = (&self.rest.window, lower) {
             let text = l.param_text(None);
             match position::parse_instant(&text) {
@@ -519,13 +531,22 @@ impl RestSource {
                 for (_, v) in params.iter_mut() {
                     *v = v.replace(SLOT, &text);
                 }
+                if let Some(b) = body.as_mut() {
+                    fill_slot(b, SLOT, Some(&text), false);
+                }
             }
             None => {
                 tracing::info!(
                     "{out}: no stored watermark and no initial value: taking every record"
                 );
                 params.retain(|(_, v)| !v.contains(SLOT));
+                if let Some(b) = body.as_mut() {
+                    fill_slot(b, SLOT, None, false);
+                }
             }
+        }
+        if in_body && let Ok(mut f) = self.body_filled.lock() {
+            *f = body;
         }
     }
 
@@ -568,6 +589,34 @@ impl RestSource {
             .into(),
             _ => error.context(format!("table {out:?}, page {page_no}")),
         }
+    }
+}
+
+/// `{watermark}` in the strings of a JSON body: filled with `text`, or, without a bound, the
+/// object entries holding it left out (as query parameters are). `probe`: only report
+/// whether the slot is there. Returns whether it was found.
+fn fill_slot(v: &mut Value, slot: &str, text: Option<&str>, probe: bool) -> bool {
+    match v {
+        Value::String(s) if s.contains(slot) => {
+            if !probe && let Some(t) = text {
+                *s = s.replace(slot, t);
+            }
+            true
+        }
+        Value::Array(a) => a
+            .iter_mut()
+            .fold(false, |found, x| fill_slot(x, slot, text, probe) | found),
+        Value::Object(m) => {
+            let mut found = false;
+            if !probe && text.is_none() {
+                let before = m.len();
+                m.retain(|_, x| !matches!(x, Value::String(s) if s.contains(slot)));
+                found = m.len() != before;
+            }
+            m.values_mut()
+                .fold(found, |found, x| fill_slot(x, slot, text, probe) | found)
+        }
+        _ => false,
     }
 }
 
