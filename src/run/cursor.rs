@@ -231,9 +231,6 @@ async fn walk_pages(
                 };
                 client.send(&req, validate).await
             }
-            _ if page_req.method == reqwest::Method::GET && page_req.headers.is_empty() => {
-                client.get(&url, validate).await
-            }
             _ => {
                 let req = crate::http::Request {
                     method: page_req.method.clone(),

@@ -176,18 +176,20 @@ pub fn continue_schema(prior: Vec<ColumnPlan>, planned: Vec<ColumnPlan>) -> Vec<
     out
 }
 
-/// The page's rows in `plan`'s column order: `None` when they can be written as they are
-/// (the same columns, every value fitting). Fields the plan lacks are left out (the caller
-/// widened the plan with [`additions`] first).
-pub fn place(plan: &[ColumnPlan], cols: &[String], rows: &[Vec<Value>]) -> Option<Vec<Vec<Value>>> {
-    let same = cols.len() == plan.len() && cols.iter().zip(plan).all(|(a, b)| *a == b.name);
-    if same
+/// Whether a page's rows can be written as they are: the planned columns in order, every
+/// value fitting its column (the common page; one pass, no allocation).
+pub fn fits_as_is(plan: &[ColumnPlan], cols: &[String], rows: &[Vec<Value>]) -> bool {
+    cols.len() == plan.len()
+        && cols.iter().zip(plan).all(|(a, b)| *a == b.name)
         && rows
             .iter()
             .all(|r| r.iter().zip(plan).all(|(v, p)| fits(v, p)))
-    {
-        return None;
-    }
+}
+
+/// The page's rows in `plan`'s column order, a value that does not fit its column in its
+/// variant. Fields the plan lacks are left out (the caller widened the plan with
+/// [`additions`] first).
+pub fn place(plan: &[ColumnPlan], cols: &[String], rows: &[Vec<Value>]) -> Vec<Vec<Value>> {
     let index: HashMap<&str, usize> = plan
         .iter()
         .enumerate()
@@ -197,28 +199,26 @@ pub fn place(plan: &[ColumnPlan], cols: &[String], rows: &[Vec<Value>]) -> Optio
         .iter()
         .map(|c| index.get(c.as_str()).copied())
         .collect();
-    Some(
-        rows.iter()
-            .map(|r| {
-                let mut out = vec![Value::Null; plan.len()];
-                for (v, at) in r.iter().zip(&map) {
-                    let Some(i) = *at else { continue };
-                    if fits(v, &plan[i]) {
-                        out[i] = v.clone();
-                    } else if let Some(&k) = index.get(variant_name(&plan[i].name, v).as_str()) {
-                        out[k] = match v {
-                            // Beyond i64: its exact digits, as text.
-                            Value::Number(n) if plan[k].ty == ColType::Text => {
-                                Value::String(n.to_string())
-                            }
-                            other => other.clone(),
-                        };
-                    }
+    rows.iter()
+        .map(|r| {
+            let mut out = vec![Value::Null; plan.len()];
+            for (v, at) in r.iter().zip(&map) {
+                let Some(i) = *at else { continue };
+                if fits(v, &plan[i]) {
+                    out[i] = v.clone();
+                } else if let Some(&k) = index.get(variant_name(&plan[i].name, v).as_str()) {
+                    out[k] = match v {
+                        // Beyond i64: its exact digits, as text.
+                        Value::Number(n) if plan[k].ty == ColType::Text => {
+                            Value::String(n.to_string())
+                        }
+                        other => other.clone(),
+                    };
                 }
-                out
-            })
-            .collect(),
-    )
+            }
+            out
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -251,7 +251,8 @@ mod tests {
         assert_eq!(added[1].variant_of.as_deref(), Some("id"));
         let mut wide = plan.clone();
         wide.extend(added.into_iter().map(|a| a.column));
-        let placed = place(&wide, &cols, &rows).unwrap();
+        assert!(!fits_as_is(&wide, &cols, &rows));
+        let placed = place(&wide, &cols, &rows);
         assert_eq!(
             placed[1],
             vec![json!(null), json!(null), json!(2), json!("x-2"), json!(7)]
@@ -259,7 +260,7 @@ mod tests {
         assert_eq!(placed[2][3], json!("18446744073709551615"));
         // The same columns, every value fitting: written as they are.
         let ok = vec![vec![json!(1), json!("a")]];
-        assert!(place(&plan, &cols[..2], &ok).is_none());
+        assert!(fits_as_is(&plan, &cols[..2], &ok));
         // A declared type wins for a new field.
         let mut types = BTreeMap::new();
         types.insert("score".to_string(), ColType::Text);

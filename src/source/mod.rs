@@ -233,12 +233,9 @@ impl PageRequest {
 
 /// One cursor's view of a source: how to ask for a page and how to read one.
 pub trait Pager: Send + Sync {
-    /// The URL of page `page_no` (1-based), continuing from `cursor` (`None`: the first).
-    fn url(&self, page_no: u64, cursor: Option<&str>) -> anyhow::Result<Url>;
-    /// The whole request for page `page_no` (by default a GET of [`Pager::url`]).
-    fn request(&self, page_no: u64, cursor: Option<&str>) -> anyhow::Result<PageRequest> {
-        Ok(PageRequest::get(self.url(page_no, cursor)?))
-    }
+    /// The request for page `page_no` (1-based), continuing from `cursor` (`None`: the
+    /// first).
+    fn request(&self, page_no: u64, cursor: Option<&str>) -> anyhow::Result<PageRequest>;
     /// Check a fetched body the cheap way and read its next cursor. `cursor` is the one the
     /// page was requested with; `known` are the column names learned so far (for bodies that
     /// do not list them).

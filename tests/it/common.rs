@@ -851,6 +851,30 @@ pub fn assert_exit(o: &Output, code: i32) {
     );
 }
 
+/// The rows of dataset `dataset` in DIR `out` as `harvest export --format ndjson` writes them
+/// (one JSON line per row, columns unified by name across the parts).
+pub fn export_ndjson(out: &Path, dataset: &str) -> Vec<String> {
+    let file = out.join(format!("export-{dataset}.ndjson"));
+    let e = harvest(
+        &[
+            "export",
+            "--out",
+            out.to_str().unwrap(),
+            "--dataset",
+            dataset,
+            "--format",
+            "ndjson",
+            "--output",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_exit(&e, 0);
+    let text = fs::read_to_string(&file).unwrap();
+    fs::remove_file(&file).unwrap();
+    text.lines().map(str::to_string).collect()
+}
+
 /// Start `harvest ARGS` and SIGKILL it after a seeded delay (`base_ms` plus up to 1.5 s), once
 /// or twice per seed; then the caller runs it to completion. Returns how many kills landed
 /// while it was still running.

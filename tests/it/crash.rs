@@ -660,25 +660,8 @@ fn a_crash_between_the_part_lines_of_one_checkpoint_loses_nothing() {
         let o = harvest(&strs(&args), &[]);
         assert_exit(&o, 0);
         assert!(stderr(&o).contains("cut short"), "{}", stderr(&o));
-        let file = root.path().join(format!("{format}.ndjson"));
-        let e = harvest(
-            &[
-                "export",
-                "--out",
-                out.to_str().unwrap(),
-                "--dataset",
-                "items",
-                "--format",
-                "ndjson",
-                "--output",
-                file.to_str().unwrap(),
-            ],
-            &[],
-        );
-        assert_exit(&e, 0);
-        let mut ids: Vec<i64> = std::fs::read_to_string(&file)
-            .unwrap()
-            .lines()
+        let mut ids: Vec<i64> = export_ndjson(&out, "items")
+            .iter()
             .map(|l| {
                 serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
                     .as_i64()

@@ -155,7 +155,7 @@ fn new_fields_and_misfit_values_widen_the_schema_and_every_reader_reads_it() {
         work.path(),
     );
     // harvest export reads it whole, NULL where a part lacks a column.
-    let got: Vec<Value> = export_lines(&out)
+    let got: Vec<Value> = export_ndjson(&out, "evolving")
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -255,8 +255,8 @@ fn a_crash_at_a_schema_change_resumes_to_the_same_parts_and_schema() {
         let o = run(&out, &[]);
         assert_exit(&o, 0);
         assert_eq!(parts(&out), parts(&whole), "{point}");
-        let mut rows = export_lines(&out);
-        let mut wrows = export_lines(&whole);
+        let mut rows = export_ndjson(&out, "evolving");
+        let mut wrows = export_ndjson(&whole, "evolving");
         rows.sort();
         wrows.sort();
         assert_eq!(rows, wrows, "{point}");
@@ -265,30 +265,6 @@ fn a_crash_at_a_schema_change_resumes_to_the_same_parts_and_schema() {
             0,
         );
     }
-}
-
-/// The dataset's rows as `harvest export` writes them (NDJSON lines, columns unified by
-/// name).
-fn export_lines(out: &Path) -> Vec<String> {
-    let file = out.join("all.ndjson");
-    let e = harvest(
-        &[
-            "export",
-            "--out",
-            out.to_str().unwrap(),
-            "--dataset",
-            "evolving",
-            "--format",
-            "ndjson",
-            "--output",
-            file.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_exit(&e, 0);
-    let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::remove_file(&file).unwrap();
-    text.lines().map(str::to_string).collect()
 }
 
 #[test]

@@ -100,12 +100,13 @@ pub fn live_dataset(records: &[Value], name: &str) -> Option<Dataset> {
         }
         // The dataset's columns: every part's, in the order they first appeared (a schema
         // that evolved has parts without the later columns; they read as NULL there).
-        if let Ok(plan) = serde_json::from_value::<Vec<ColumnPlan>>(r["schema"].clone()) {
-            let all: &mut Vec<ColumnPlan> = columns.get_or_insert_with(Vec::new);
-            for c in plan {
-                if !all.iter().any(|k| k.name == c.name) {
-                    all.push(c.restored());
-                }
+        let plan =
+            serde_json::from_value::<Vec<ColumnPlan>>(r["schema"].clone()).unwrap_or_default();
+        let part_columns: Vec<String> = plan.iter().map(|c| c.name.clone()).collect();
+        let all: &mut Vec<ColumnPlan> = columns.get_or_insert_with(Vec::new);
+        for c in plan {
+            if !all.iter().any(|k| k.name == c.name) {
+                all.push(c.restored());
             }
         }
         let partition = r["partition"].as_object().and_then(|m| {
@@ -118,14 +119,7 @@ pub fn live_dataset(records: &[Value], name: &str) -> Option<Dataset> {
             sha256: r["sha256"].as_str().unwrap_or_default().to_string(),
             rows: r["rows"].as_u64().unwrap_or(0),
             partition,
-            columns: r["schema"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|c| c["name"].as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            columns: part_columns,
         });
     }
     any.then(|| Dataset {

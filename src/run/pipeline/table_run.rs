@@ -61,33 +61,30 @@ impl<'a> TableRun<'a> {
                 self.first_page = Some(page.clone());
             }
         }
-        // A page whose fields vary (REST): the columns evolve, unless frozen.
+        // A page whose fields vary (REST): the columns evolve, unless frozen. The common
+        // page (the planned columns, every value fitting) is written as it is.
+        let cols = page.columns.as_deref().unwrap_or_default();
         let evolving = page.sparse && !self.table.schema_frozen;
-        if evolving && to_sink {
+        let as_is = !page.sparse
+            || self
+                .plan
+                .as_ref()
+                .is_some_and(|p| crate::schema::evolve::fits_as_is(&p.columns, cols, &page.rows));
+        if evolving && !as_is && to_sink {
             self.evolve(page_no, page, manifest)?;
         }
         let Some(plan) = self.plan.as_ref() else {
             unreachable!("planned above")
         };
         let aligned;
-        let same_columns = page.columns.as_ref().is_some_and(|cols| {
-            cols.len() == plan.columns.len()
-                && cols.iter().zip(&plan.columns).all(|(a, b)| *a == b.name)
-        });
-        let page_rows: &[Vec<Value>] = if evolving {
-            let cols = page.columns.as_deref().unwrap_or_default();
-            match crate::schema::evolve::place(&plan.columns, cols, &page.rows) {
-                Some(placed) => {
-                    aligned = placed;
-                    &aligned
-                }
-                None => &page.rows,
-            }
-        } else if page.sparse && !same_columns {
-            aligned = page.aligned(&plan.columns, &self.table.output, page_no)?;
+        let page_rows: &[Vec<Value>] = if as_is {
+            &page.rows
+        } else if evolving {
+            aligned = crate::schema::evolve::place(&plan.columns, cols, &page.rows);
             &aligned
         } else {
-            &page.rows
+            aligned = page.aligned(&plan.columns, &self.table.output, page_no)?;
+            &aligned
         };
         if let Some(cols) = page.columns.as_ref().filter(|_| !page.sparse)
             && (cols.len() != plan.columns.len()

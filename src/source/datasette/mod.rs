@@ -31,7 +31,7 @@ use url::Url;
 
 use crate::http::{Client, Fetched, HttpError, Verdict};
 pub use crate::source::{BodyProblem, Page, verdict};
-use crate::source::{Pager, Scanned};
+use crate::source::{PageRequest, Pager, Scanned};
 
 /// Which JSON API the server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -332,8 +332,12 @@ impl DatasettePager {
 }
 
 impl Pager for DatasettePager {
-    fn url(&self, page_no: u64, cursor: Option<&str>) -> anyhow::Result<Url> {
-        Ok(self.request.page_url(self.flavor(), cursor, page_no == 1))
+    fn request(&self, page_no: u64, cursor: Option<&str>) -> anyhow::Result<PageRequest> {
+        Ok(PageRequest::get(self.request.page_url(
+            self.flavor(),
+            cursor,
+            page_no == 1,
+        )))
     }
 
     fn scan(

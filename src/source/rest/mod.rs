@@ -252,10 +252,6 @@ fn window_span(w: &Window, from: Option<DateTime<Utc>>) -> (DateTime<Utc>, DateT
 }
 
 impl Pager for RestPager {
-    fn url(&self, page_no: u64, cursor: Option<&str>) -> anyhow::Result<Url> {
-        Ok(self.request(page_no, cursor)?.url)
-    }
-
     fn request(&self, page_no: u64, cursor: Option<&str>) -> anyhow::Result<PageRequest> {
         let pos = match cursor {
             None if page_no == 1 => self.first_position(),

@@ -71,18 +71,13 @@ pub struct Window {
     pub dates: bool,
 }
 
-/// An instant from RFC 3339 text or a date (midnight UTC); `None` when it is neither.
+/// An instant from a timestamp (the forms [`crate::schema::parse_timestamp`] reads: RFC 3339,
+/// `YYYY-MM-DD HH:MM:SS`, with a `T`) or a date (midnight UTC), and whether it was a date;
+/// `None` when it is neither.
 pub fn parse_instant(s: &str) -> Option<(DateTime<Utc>, bool)> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s.trim()) {
-        return Some((t.with_timezone(&Utc), false));
-    }
-    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s.trim(), "%Y-%m-%dT%H:%M:%S") {
-        return Some((t.and_utc(), false));
-    }
-    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| (t.and_utc(), true))
+    let micros = crate::schema::parse_timestamp(s)?;
+    let date = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").is_ok();
+    Some((DateTime::from_timestamp_micros(micros)?, date))
 }
 
 /// A step such as `1d`, `6h`, `30m`, `45s` or `2w`, in seconds.
