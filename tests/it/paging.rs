@@ -220,6 +220,27 @@ fn every_documented_paging_shape_reads_every_record_once() {
     assert_eq!(names, ["amount", "created", "id", "name"]);
     let (names, _, _) = read_dataset(&out.join("parquet/keyed"));
     assert_eq!(names[0], "_key");
+    // The same, value for value, by readers nobody here wrote: DuckDB and pyarrow.
+    python_ok(
+        &readers_python(),
+        r#"
+import sys, datetime, duckdb, pyarrow.parquet as pq
+out = sys.argv[1]
+def created(i):
+    t = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(hours=i)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+def name(i):
+    return [f"name, {i}", f'say "{i}"', f"two\nlines {i}"][i % 3]
+want = [(i, name(i), i * 1.5, created(i)) for i in range(1, 48)]
+got = duckdb.sql(f"select id, name, amount, created from read_parquet('{out}/parquet/csv/*.parquet') order by id").fetchall()
+assert got == want, (got[:3], want[:3])
+t = pq.read_table(f"{out}/parquet/csv")
+assert [str(f.type) for f in t.schema] == ["int64", "string", "double", "string"], t.schema
+keyed = duckdb.sql(f"select _key, id, name from read_parquet('{out}/parquet/keyed/*.parquet') order by _key").fetchall()
+assert keyed == [(f"k{i:03}", i, f"name {i}") for i in range(1, 48)], keyed[:3]
+"#,
+        &[&out],
+    );
     let m = manifest(&out);
     let pages = |name: &str| -> Vec<&Value> {
         records(&m, "page")
