@@ -673,6 +673,120 @@ def harvest_suite(a, work):
             print(f"| {tool} | {secs:.1f} | {mib:.0f} |")
 
 
+CHECKS_TOML = """
+[[source]]
+name = "nw"
+url = "{base}"
+database = "{db}"
+page_size = 1000
+
+[[source.table]]
+name = "{table}"
+{checks}
+"""
+
+ORDER_DETAILS_CHECKS = """
+[source.table.checks]
+required = ["OrderID", "ProductID", "Quantity"]
+range = { UnitPrice = { min = 0 }, Discount = { min = 0, max = 1 } }
+unique = ["OrderID", "ProductID"]
+"""
+
+
+def keys_db(work, n):
+    """A table of `n` rows with an integer key, for the `unique` memory case."""
+    import sqlite3
+    db = os.path.abspath(os.path.join(work, f"keys-{n}.db"))
+    if not os.path.exists(db):
+        print(f"generating {db} ...", file=sys.stderr)
+        tmp = db + ".tmp"
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        c = sqlite3.connect(tmp)
+        c.execute("create table keys (id INTEGER PRIMARY KEY, v INTEGER)")
+        c.execute(f"with recursive k(i) as (select 1 union all select i + 1 from k where i < {n}) "
+                  "insert into keys select i, i % 97 from k")
+        c.commit()
+        c.close()
+        os.rename(tmp, db)
+    return db
+
+
+def checks_suite(a, work):
+    """Row checks on Order Details (required on 3 columns, range on 2, unique on the key)
+    against the same harvest without checks, interleaved; then `unique` over many keys, for
+    peak RSS."""
+    import shutil
+    db = fixture(work, 1)
+    out = os.path.join(work, "k-out")
+    cfgs = {}
+    for name, checks in [("harvest", ""), ("harvest + checks", ORDER_DETAILS_CHECKS)]:
+        cfgs[name] = os.path.join(work, f"checks-{len(cfgs)}.toml")
+    cases = []
+    ds, port = start_datasette(db)
+    own = None
+    cases.append(("local, shared cores", port, ()))
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        own, own_port = start_datasette(db, prefix=("taskset", "-c", "0"))
+        cases.append(("local, own cores", own_port, ("taskset", "-c", "1")))
+    results = {}
+    try:
+        for case, p, prefix in cases:
+            for (name, checks), cfg in zip([("harvest", ""), ("harvest + checks", ORDER_DETAILS_CHECKS)], cfgs.values()):
+                with open(cfg, "w") as f:
+                    f.write(CHECKS_TOML.format(base=f"http://127.0.0.1:{p}", db="northwind-s1",
+                                               table="Order Details", checks=checks))
+            for rep in range(a.reps):
+                for name, cfg in cfgs.items():  # interleaved
+                    shutil.rmtree(out, ignore_errors=True)
+                    secs, mib = timed([*prefix, HARVEST, "-q", "harvest", "-c", cfg, "--out", out])
+                    results.setdefault((case, name), []).append((secs, mib))
+                    print(f"  checks-suite {case:20} {name:18} rep {rep + 1}: {secs:6.2f}s {mib:7.1f} MiB", file=sys.stderr)
+                    if name != "harvest":
+                        end = [json.loads(l) for l in open(os.path.join(out, "manifest.jsonl"))
+                               if '"table_end"' in l][-1]
+                        assert end["rows"] == 587830 and end["rows_quarantined"] == 0, end
+    finally:
+        ds.terminate()
+        if own:
+            own.terminate()
+    print(f"\nchecks benchmark: Order Details, scale 1 (587,830 rows), local Datasette 0.65.5, "
+          f"{a.reps} reps, {datetime.date.today()} (`scripts/bench --suite checks --reps {a.reps}`)\n")
+    print("| case | tool | median wall s | ÷ without checks, paired median | peak RSS MiB (max) |")
+    print("|---|---|---:|---:|---:|")
+    for case, _, _ in cases:
+        base = results[(case, "harvest")]
+        for name in cfgs:
+            r = results[(case, name)]
+            paired = statistics.median(t / b for (t, _), (b, _) in zip(r, base))
+            print(f"| {case} | {name} | {statistics.median(x for x, _ in r):.2f} | {paired:.3f} | "
+                  f"{max(m for _, m in r):.0f} |")
+    if a.unique_keys:
+        kdb = keys_db(work, a.unique_keys)
+        ds, port = start_datasette(kdb)
+        rss = {}
+        try:
+            for name, checks in [("harvest", ""), ("harvest, unique = [\"id\"]", '[source.table.checks]\nunique = ["id"]\n')]:
+                cfg = os.path.join(work, "checks-keys.toml")
+                with open(cfg, "w") as f:
+                    f.write(CHECKS_TOML.format(base=f"http://127.0.0.1:{port}", db=f"keys-{a.unique_keys}",
+                                               table="keys", checks=checks))
+                shutil.rmtree(out, ignore_errors=True)
+                rss[name] = timed([HARVEST, "-q", "harvest", "-c", cfg, "--out", out])
+                print(f"  checks-suite {a.unique_keys:,} keys {name}: {rss[name][0]:6.2f}s {rss[name][1]:7.1f} MiB", file=sys.stderr)
+                if checks:
+                    idx = os.path.join(out, "state", "unique", "keys.sqlite")
+                    rss[name] += (os.path.getsize(idx) / 2**20,)
+        finally:
+            ds.terminate()
+        print(f"\n`unique` over {a.unique_keys:,} keys (a table of {a.unique_keys:,} rows, one run each):\n")
+        print("| tool | wall s | peak RSS MiB | key index on disk MiB |")
+        print("|---|---:|---:|---:|")
+        for name, v in rss.items():
+            print(f"| {name} | {v[0]:.1f} | {v[1]:.0f} | {v[2]:.0f} |" if len(v) > 2 else f"| {name} | {v[0]:.1f} | {v[1]:.0f} | – |")
+    shutil.rmtree(out, ignore_errors=True)
+
+
 def shard_suite(a, work):
     """One big table harvested by one process, and by three `--shard I/3` processes at once,
     against three Datasette processes behind a round-robin proxy."""
@@ -795,7 +909,9 @@ def s3_suite(a, work):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--suite", default="all", choices=["all", "sql-extract", "harvest", "compression", "rest", "rows", "export", "shard", "s3"])
+    ap.add_argument("--suite", default="all", choices=["all", "sql-extract", "harvest", "compression", "rest", "rows", "export", "shard", "s3", "checks"])
+    ap.add_argument("--unique-keys", type=int, default=10_000_000,
+                    help="checks suite: rows (keys) of the `unique` memory case; 0 skips it")
     ap.add_argument("--rows-inputs", type=int, default=20_000, help="rows suite: input rows (requests) per run")
     ap.add_argument("--rows-rss", default="100000,300000,1000000",
                     help="rows suite: input counts for the peak-RSS runs (comma-separated; empty to skip)")
@@ -828,7 +944,9 @@ def main():
         shard_suite(a, a.work)
     if a.suite in ("all", "s3"):
         s3_suite(a, a.work)
-    if a.suite in ("harvest", "compression", "rest", "rows", "export", "shard"):
+    if a.suite in ("all", "checks"):
+        checks_suite(a, a.work)
+    if a.suite in ("harvest", "compression", "rest", "rows", "export", "shard", "s3", "checks"):
         return
     db = fixture(a.work, a.scale)
     tools = a.tools.split(",")

@@ -83,6 +83,11 @@ pub struct ExportArgs {
     #[arg(long)]
     pub cache: bool,
 
+    /// Export the dataset's quarantine instead: the rows that failed its checks, each with
+    /// `_checks`, `_reason`, `_run_id`, `_page`, `_row`, `_snapshot` (and `_request_id`).
+    #[arg(long, conflicts_with = "cache")]
+    pub quarantine: bool,
+
     /// With --cache: wait for a run holding DIR's lock instead of failing.
     #[arg(long)]
     pub wait_lock: bool,
@@ -211,6 +216,11 @@ pub struct SqlExtractArgs {
     #[arg(long, value_name = "N")]
     pub chunk_rows: Option<usize>,
 
+    /// Row checks (a TOML file with the keys of a `[source.table.checks]` section): rows that
+    /// fail go to DIR/quarantine/NAME/ with their reasons (not with --output FILE).
+    #[arg(long, value_name = "FILE", conflicts_with = "output")]
+    pub checks: Option<PathBuf>,
+
     /// Rows per Parquet row group (at most). Default 131072.
     #[arg(long, value_name = "N")]
     pub row_group_rows: Option<usize>,
@@ -311,6 +321,12 @@ pub struct HarvestArgs {
     /// key (`harvest` only). Tables without one are paged with one cursor. Default 1.
     #[arg(long, value_name = "N")]
     pub parallel: Option<u32>,
+
+    /// Stop the run (exit 6) once more rows than this failed their table's checks: a count
+    /// (10) or a share of the rows ("5%"). Overrides each table's `checks.max_failed`; left
+    /// out of the settings digest, so raising it lets a stopped run resume.
+    #[arg(long, value_name = "N|P%")]
+    pub max_failed: Option<String>,
 
     /// Bearer token from this environment variable.
     #[arg(long, value_name = "VAR")]

@@ -14,6 +14,7 @@ pub enum Exit {
     Discrepancies = 3,
     Auth = 4,
     RetryBudget = 5,
+    ChecksFailed = 6,
     Interrupted = 130,
 }
 
@@ -64,6 +65,20 @@ pub struct Interrupted {
 #[error("verify found {0} discrepanc{1} in {2}")]
 pub struct Discrepancies(pub usize, pub &'static str, pub String);
 
+/// Exit 6: more rows failed their checks than `max_failed` allows.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "table {output:?}: {failed} of {judged} rows failed their checks ({by_check}), more than max_failed {limit}; the rows written so far and the quarantined ones are recorded (quarantine/{quarantine_dir}/)"
+)]
+pub struct TooManyFailed {
+    pub output: String,
+    pub quarantine_dir: String,
+    pub failed: u64,
+    pub judged: u64,
+    pub by_check: String,
+    pub limit: String,
+}
+
 /// The exit code an object-store error means: refused credentials are exit 4; a request to
 /// S3 that failed after the retries (5xx, resets, timeouts, an unreachable endpoint) is
 /// exit 5, safe to rerun. Other errors keep the default.
@@ -87,6 +102,9 @@ pub fn exit_code_for(err: &anyhow::Error) -> Exit {
         }
         if cause.downcast_ref::<Interrupted>().is_some() {
             return Exit::Interrupted;
+        }
+        if cause.downcast_ref::<TooManyFailed>().is_some() {
+            return Exit::ChecksFailed;
         }
         if let Some(code) = cause
             .downcast_ref::<object_store::Error>()
@@ -114,6 +132,11 @@ pub fn hint_for(err: &anyhow::Error) -> Option<&'static str> {
             "check the credentials: the source's `auth` and the environment variables it names \
              (for object storage, the AWS credential chain); nothing was recorded past the \
              last page that was accepted, so a rerun resumes there",
+        ),
+        Exit::ChecksFailed => Some(
+            "read the reasons in the quarantine (`harvest export --dataset NAME --quarantine`); \
+             to accept these rows as failed, raise `max_failed` (or --max-failed) and rerun: the \
+             run resumes where it stopped; to fetch again after fixing the source, rerun with --restart",
         ),
         Exit::RetryBudget => Some(
             "what was recorded is kept: once the server (or object store) answers again, rerun the \

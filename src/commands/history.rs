@@ -42,6 +42,9 @@ struct Line {
     rows: Option<Value>,
     pages: Option<Value>,
     watermark: Option<Value>,
+    /// On `table_end` of a table with checks: rows quarantined, and failures per check.
+    rows_quarantined: Option<u64>,
+    checks: Option<std::collections::BTreeMap<String, u64>>,
     /// On `schema`: the page that widened the dataset's columns, and what it added.
     page: Option<u64>,
     added: Option<Vec<AddedColumn>>,
@@ -82,6 +85,11 @@ pub struct DatasetRun {
     pub pages: Option<u64>,
     pub watermark_before: Option<Value>,
     pub watermark_after: Option<Value>,
+    /// Tables with checks: rows that failed them (in quarantine), and failures per check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_quarantined: Option<u64>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub checks: std::collections::BTreeMap<String, u64>,
 }
 
 /// One run, as its records tell it.
@@ -100,6 +108,8 @@ pub struct Run {
     pub tables: u64,
     pub pages: u64,
     pub rows: u64,
+    /// Rows its tables' checks sent to quarantine.
+    pub rows_quarantined: u64,
     pub bytes: u64,
     pub retries: u64,
     pub resumes: u64,
@@ -251,6 +261,7 @@ fn take(run: &mut Run, line: Line) {
             run.tables += 1;
             run.rows += rows;
             run.pages += pages.unwrap_or(0);
+            run.rows_quarantined += line.rows_quarantined.unwrap_or(0);
             let w = line.watermark.unwrap_or(Value::Null);
             run.datasets.push(DatasetRun {
                 dataset: line.output.unwrap_or_default(),
@@ -258,6 +269,8 @@ fn take(run: &mut Run, line: Line) {
                 pages,
                 watermark_before: w.get("before").cloned(),
                 watermark_after: w.get("after").cloned(),
+                rows_quarantined: line.rows_quarantined,
+                checks: line.checks.unwrap_or_default(),
             });
         }
         "schema" => run.schema_changes.push(SchemaChange {
@@ -378,6 +391,27 @@ pub fn render(runs: &[Run], summary: &Summary, dataset: Option<&str>) -> String 
                 "{} failed: {}\n",
                 r.run_id,
                 r.reason.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    // Rows quarantined by row checks, per run and dataset, below the table.
+    let quarantined: Vec<(&Run, &DatasetRun)> = runs
+        .iter()
+        .flat_map(|r| r.datasets.iter().map(move |d| (r, d)))
+        .filter(|(_, d)| d.rows_quarantined.is_some_and(|q| q > 0))
+        .filter(|(_, d)| dataset.is_none_or(|ds| d.dataset == ds))
+        .collect();
+    if !quarantined.is_empty() {
+        out.push('\n');
+        for (r, d) in quarantined {
+            let by: Vec<String> = d.checks.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            out.push_str(&format!(
+                "{} {}: {} rows written, {} quarantined ({})\n",
+                r.run_id,
+                d.dataset,
+                d.rows,
+                d.rows_quarantined.unwrap_or(0),
+                by.join(", ")
             ));
         }
     }

@@ -48,6 +48,8 @@ pub struct Extract {
     pub types: BTreeMap<String, ColType>,
     pub output: Option<PathBuf>,
     pub chunk_rows: usize,
+    /// Row checks: failed rows go to DIR/quarantine/<name>/.
+    pub checks: Option<crate::schema::checks::Checks>,
 }
 
 impl Extract {
@@ -163,6 +165,11 @@ fn resolve(args: &SqlExtractArgs) -> Result<Settings, UsageError> {
             types,
             output: args.output.clone(),
             chunk_rows: chunk_flag.unwrap_or(DEFAULT_CHUNK_ROWS),
+            checks: args
+                .checks
+                .as_deref()
+                .map(crate::config::checks_file)
+                .transpose()?,
         });
     } else if let Some(f) = &file {
         for e in &f.extracts {
@@ -194,6 +201,11 @@ fn resolve(args: &SqlExtractArgs) -> Result<Settings, UsageError> {
                     .or(e.chunk_rows)
                     .unwrap_or(DEFAULT_CHUNK_ROWS)
                     .max(1),
+                checks: match (&args.checks, &e.checks) {
+                    (Some(f), _) => Some(crate::config::checks_file(f)?),
+                    (None, Some(c)) => Some(crate::config::extract_checks(&e.name, c)?),
+                    (None, None) => None,
+                },
             });
         }
     }
@@ -214,6 +226,18 @@ fn resolve(args: &SqlExtractArgs) -> Result<Settings, UsageError> {
                 o.display()
             ),
             "extract into a local --out DIR (object storage is for harvest and incremental)",
+        ));
+    }
+    if let Some(e) = extracts
+        .iter()
+        .find(|e| e.checks.is_some() && e.output.is_some())
+    {
+        return Err(UsageError::with_hint(
+            format!(
+                "extract {:?}: row checks need an output directory for the quarantine, and `output` writes one file",
+                e.name
+            ),
+            "extract into --out DIR (rows that fail go to DIR/quarantine/NAME/)",
         ));
     }
     if out.is_none() && extracts.iter().any(|e| e.output.is_none()) {
@@ -314,6 +338,7 @@ fn prepare<'c>(
 fn run_pipeline<W, R>(
     e: &Extract,
     quiet: bool,
+    gate: Option<&mut sqlite::RowGate<'_>>,
     make_writer: impl FnOnce(&[ColumnPlan]) -> anyhow::Result<W>,
     writer_loop: impl FnOnce(W, std::sync::mpsc::Receiver<KeyedBatch>) -> anyhow::Result<R>
     + Send
@@ -370,7 +395,14 @@ where
         partition_by: e.partition_by.as_deref(),
         chunk_rows: e.chunk_rows,
     };
-    let streamed = sqlite::stream(&mut stmt, &opts, &mut plan_hook, &mut emit, &mut progress);
+    let streamed = sqlite::stream(
+        &mut stmt,
+        &opts,
+        &mut plan_hook,
+        &mut emit,
+        &mut progress,
+        gate,
+    );
     drop(tx.borrow_mut().take()); // close the channel: the encoder finishes
     let joined = handle.borrow_mut().take().map(|h| h.join());
     let rows = streamed?;
@@ -395,6 +427,7 @@ fn extract_to_file(
     let (rows, _, file) = run_pipeline(
         e,
         quiet,
+        None,
         move |plans| {
             let file = AtomicFile::create(&p2)
                 .with_context(|| format!("cannot create {}", p2.display()))?;
@@ -434,7 +467,6 @@ fn extract_to_dir(out: &Path, extracts: &[&Extract], settings: &Settings) -> any
             swept.join(", ")
         );
     }
-    drop(history);
     let run_id = new_run_id();
     crate::printer::set_run_id(&run_id);
     let described = json!({
@@ -462,7 +494,7 @@ fn extract_to_dir(out: &Path, extracts: &[&Extract], settings: &Settings) -> any
     let mut parts_total = 0u64;
     let mut result = Ok(());
     for e in extracts {
-        match extract_one(out, e, &run_id, settings, &mut manifest) {
+        match extract_one(out, e, &run_id, settings, &mut manifest, &history) {
             Ok((rows, parts)) => {
                 total += rows;
                 parts_total += parts;
@@ -510,14 +542,88 @@ impl Drop for Unrecorded {
     }
 }
 
+/// An extract's row checks: the gate, its quarantine, and the checkpoint id its keys wait
+/// under until the extract's lines are written.
+struct Checked {
+    gate: crate::run::quarantine::Gate,
+    quarantine: crate::run::quarantine::Quarantine,
+    checkpoint: String,
+}
+
+/// A SQLite value as the JSON value the checks (and quarantine) read.
+fn cell_value(c: &crate::schema::CellRef<'_>) -> serde_json::Value {
+    use base64::Engine as _;
+    use serde_json::Value;
+    match *c {
+        crate::schema::CellRef::Null => Value::Null,
+        crate::schema::CellRef::Int(i) => Value::from(i),
+        crate::schema::CellRef::Real(f) => match serde_json::Number::from_f64(f) {
+            Some(n) => Value::Number(n),
+            None => json!({ crate::schema::json::NON_FINITE_KEY: crate::schema::float_text(f) }),
+        },
+        crate::schema::CellRef::Text(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
+        crate::schema::CellRef::Blob(b) => json!({
+            "$base64": true,
+            "encoded": base64::engine::general_purpose::STANDARD.encode(b),
+        }),
+    }
+}
+
 fn extract_one(
     out: &Path,
     e: &Extract,
     run_id: &str,
     settings: &Settings,
     manifest: &mut Manifest,
+    history: &[serde_json::Value],
 ) -> anyhow::Result<(u64, u64)> {
     let started = Instant::now();
+    // Every extract replaces its dataset, so its `unique` keys are its own.
+    let mut checked = match &e.checks {
+        None => None,
+        Some(c) => Some(Checked {
+            gate: crate::run::quarantine::Gate::open_at(
+                out,
+                history,
+                &e.name,
+                run_id,
+                c.clone(),
+                &Default::default(),
+                Default::default(),
+            )?,
+            quarantine: crate::run::quarantine::Quarantine::new(
+                out,
+                &settings.sink,
+                run_id,
+                run_id.to_string(),
+                0,
+            ),
+            checkpoint: crate::store::unique::checkpoint_id(run_id, None, 1),
+        }),
+    };
+    let mut row_gate = |plans: &[ColumnPlan], n: u64, cells: &[crate::schema::CellRef<'_>]| {
+        let Some(k) = checked.as_mut() else {
+            return Ok(true);
+        };
+        let row: Vec<serde_json::Value> = cells.iter().map(cell_value).collect();
+        let kept = k.gate.judge(
+            &e.name,
+            &mut k.quarantine,
+            plans,
+            std::slice::from_ref(&row),
+            0..1,
+            &crate::run::quarantine::PageOrigin {
+                page: 0,
+                snapshot: "",
+                checkpoint: &k.checkpoint,
+                row_base: n - 1,
+            },
+        )?;
+        if let Some(too_many) = k.gate.over_limit(&e.name, false) {
+            return Err(too_many.into());
+        }
+        Ok(!kept.is_empty())
+    };
     let (out2, out3, name, run2, sink_settings, part_by) = (
         out.to_path_buf(),
         out.to_path_buf(),
@@ -526,9 +632,15 @@ fn extract_one(
         settings.sink.clone(),
         e.partition_by.clone(),
     );
+    let gate: Option<&mut sqlite::RowGate<'_>> = if e.checks.is_some() {
+        Some(&mut row_gate)
+    } else {
+        None
+    };
     let (rows, plans, (closed, table_rel)) = run_pipeline(
         e,
         settings.quiet,
+        gate,
         move |plans| {
             TableSink::new(
                 &out2,
@@ -556,7 +668,23 @@ fn extract_one(
         },
     )
     .with_context(|| format!("extract {:?} from {}", e.name, e.db.display()))?;
+    // Row checks: the quarantine's parts, the share limit, the keys made durable.
+    let (quarantined, rows) = match checked.as_mut() {
+        None => (vec![], rows),
+        Some(k) => {
+            let q = k.quarantine.close()?;
+            if let Some(too_many) = k.gate.over_limit(&e.name, true) {
+                for p in &q {
+                    let _ = std::fs::remove_file(out.join(&p.rel_path));
+                }
+                return Err(too_many.into());
+            }
+            k.gate.before_lines()?;
+            (q, rows - k.gate.counts.quarantined)
+        }
+    };
     let closed = closed.recorded();
+    let of = closed.len() + quarantined.len();
     for part in &closed {
         let mut rec = obj(json!({
             "path": part.rel_path,
@@ -569,18 +697,52 @@ fn extract_one(
             "query": e.query,
             "params_digest": e.params_digest(),
             "schema": plans,
+            "of": of,
         }));
         if let (Some(col), Some(v)) = (&e.partition_by, &part.partition) {
             rec.insert("partition".into(), json!({ col: v }));
         }
         manifest.append("parquet", run_id, rec)?;
     }
-    manifest.append(
-        "table_end",
-        run_id,
-        obj(json!({"output": e.name, "rows": rows, "parts": closed.len(), "query": e.query})),
-    )?;
+    let mut end =
+        obj(json!({"output": e.name, "rows": rows, "parts": closed.len(), "query": e.query}));
+    if let Some(k) = checked.as_mut() {
+        crate::run::quarantine::record_quarantine_lines(
+            manifest,
+            run_id,
+            (&e.db.display().to_string(), &e.name, &e.name),
+            &json!({ "raw_run": run_id, "first": 1, "last": 1 }),
+            &quarantined,
+            &k.quarantine.since,
+            &plans,
+            of,
+        )?;
+        k.gate.end_fields(&mut end);
+    }
+    manifest.append("table_end", run_id, end)?;
+    if let Some(k) = checked.as_mut() {
+        k.gate.after_lines(&k.checkpoint)?;
+        if k.gate.counts.quarantined > 0 {
+            tracing::warn!(
+                "{}: {} row(s) failed their checks ({}) and are in quarantine/{}/",
+                e.name,
+                k.gate.counts.quarantined,
+                k.gate.counts.describe(),
+                crate::store::fsutil::sanitize_component(&e.name)
+            );
+        }
+    }
     crate::run::pipeline::supersede_parts(out, &table_rel, run_id, &e.name, manifest)?;
+    crate::run::pipeline::supersede_parts(
+        out,
+        &format!(
+            "quarantine/{}",
+            crate::store::fsutil::sanitize_component(&e.name)
+        ),
+        run_id,
+        &e.name,
+        manifest,
+    )?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         table = %e.name,

@@ -70,6 +70,8 @@ pub struct ExtractConfig {
     /// Write one file here instead of DIR/parquet/<name>/.
     pub output: Option<PathBuf>,
     pub chunk_rows: Option<usize>,
+    /// Row checks on the query's rows (failed rows go to quarantine/<name>/).
+    pub checks: Option<ChecksConfig>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -97,8 +99,10 @@ pub struct ParquetConfig {
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     pub name: Option<String>,
-    /// `datasette` (the default) or `rest`.
+    /// `datasette` (the default), `rest` or `files`.
     pub kind: Option<String>,
+    /// The server (Datasette, REST); none for `files`.
+    #[serde(default)]
     pub url: String,
     /// Datasette only: the database name in the URL.
     pub database: Option<String>,
@@ -222,6 +226,8 @@ pub struct TableConfig {
     pub format: Option<String>,
     /// REST only: `values` reads records from an object keyed by id.
     pub records_from: Option<String>,
+    /// Files only: read only files whose name matches this regex (others are reported).
+    pub name_pattern: Option<String>,
     /// REST only: `evolve` (default) or `freeze` the columns planned from the first page.
     pub schema: Option<String>,
     /// REST only: the fields that identify a record.
@@ -244,6 +250,35 @@ pub struct TableConfig {
     pub request_id_header: Option<String>,
     /// Row-driven: error statuses recorded as responses instead of failing the run.
     pub record_status: Option<Vec<u16>>,
+    /// Row checks: failed rows go to quarantine/<output>/ with their reasons.
+    pub checks: Option<ChecksConfig>,
+}
+
+/// `[source.table.checks]`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ChecksConfig {
+    #[serde(default)]
+    pub required: Vec<String>,
+    #[serde(default)]
+    pub unique: Vec<String>,
+    #[serde(default)]
+    pub one_of: BTreeMap<String, Vec<toml::Value>>,
+    #[serde(default)]
+    pub pattern: BTreeMap<String, String>,
+    #[serde(default)]
+    pub range: BTreeMap<String, RangeConfig>,
+    #[serde(default)]
+    pub max_length: BTreeMap<String, u64>,
+    /// `"5%"` or a count of rows.
+    pub max_failed: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RangeConfig {
+    pub min: Option<toml::Value>,
+    pub max: Option<toml::Value>,
 }
 
 impl TableConfig {

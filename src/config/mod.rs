@@ -15,7 +15,10 @@
 //! nothing below names a config file type.
 
 mod auth;
+mod checks;
+pub use self::checks::{checks_file, extract_checks};
 mod file;
+mod files;
 mod rest;
 mod rows;
 mod values;
@@ -23,6 +26,7 @@ mod window;
 
 use self::auth::*;
 pub use self::file::*;
+use self::files::files_table;
 use self::rest::*;
 pub use self::values::*;
 
@@ -56,7 +60,7 @@ pub fn resolve_harvest(args: &HarvestArgs) -> Result<HarvestSettings, UsageError
 /// needs its path and paginator, which flags do not give); afterwards there are no `--table`
 /// flags left to apply. With Datasette sources `--table` keeps its meaning (the tables to page).
 fn select_rest_tables(file: &mut ConfigFile, wanted: &[String]) -> Result<bool, UsageError> {
-    let rest = |s: &SourceConfig| s.kind.as_deref() == Some("rest");
+    let rest = |s: &SourceConfig| matches!(s.kind.as_deref(), Some("rest" | "files"));
     if wanted.is_empty() || file.sources.is_empty() || !file.sources.iter().all(rest) {
         return Ok(false);
     }
@@ -366,6 +370,17 @@ fn flag_source(
         .map(|p| split_kv(p, "--param"))
         .collect::<Result<Vec<_>, _>>()?;
     let types = parse_type_flags(&args.types)?;
+    // `--max-failed` alone: the `type` check, with that limit.
+    let flag_checks = match &args.max_failed {
+        None => None,
+        Some(m) => Some(crate::schema::checks::Checks {
+            max_failed: Some(checks::max_failed(
+                "--max-failed",
+                &toml::Value::String(m.clone()),
+            )?),
+            ..Default::default()
+        }),
+    };
     let tables = args
         .tables
         .iter()
@@ -382,7 +397,9 @@ fn flag_source(
             parallel: args.parallel.unwrap_or(1),
             rest: None,
             rows: None,
+            files: None,
             schema_frozen: false,
+            checks: flag_checks.clone(),
             shard: None,
         })
         .collect();
@@ -435,7 +452,7 @@ fn config_source(
         ));
     }
     let database = match kind {
-        SourceKind::Rest => String::new(),
+        SourceKind::Rest | SourceKind::Files => String::new(),
         SourceKind::Datasette => args.db.clone().or(s.database.clone()).ok_or_else(|| {
             UsageError::with_hint(
                 format!(
@@ -480,9 +497,16 @@ fn config_source(
         name: s.name.clone().unwrap_or_else(|| match kind {
             SourceKind::Datasette => database.clone(),
             SourceKind::Rest => s.url.clone(),
+            SourceKind::Files => "files".to_string(),
         }),
         kind,
-        base: parse_url(args.url.as_deref().unwrap_or(&s.url), "source url")?,
+        base: match kind {
+            // Files have no server; the URL only names the source in records.
+            SourceKind::Files => {
+                url::Url::parse("file:///").map_err(|e| UsageError::new(e.to_string()))?
+            }
+            _ => parse_url(args.url.as_deref().unwrap_or(&s.url), "source url")?,
+        },
         database,
         secret_headers: s.headers.values().any(|v| v.starts_with("${")),
         headers,
@@ -534,11 +558,17 @@ fn table_settings(
                 max_window_rows: crate::store::watermark::DEFAULT_MAX_WINDOW_IDS,
             }),
         },
-        rest: rest_table(kind, t)?,
+        rest: if kind == SourceKind::Files {
+            None
+        } else {
+            rest_table(kind, t)?
+        },
+        files: files_table(kind, t)?,
         rows: rows::row_driven(kind == SourceKind::Rest, t, &s.tables)?,
         schema_frozen: match t.schema.as_deref() {
-            // A row-driven table keeps its first response's columns.
-            None if t.for_each.is_some() => true,
+            // A row-driven table keeps its first response's columns; a files table its first
+            // file's.
+            None if t.for_each.is_some() || kind == SourceKind::Files => true,
             Some("evolve") if t.for_each.is_some() => {
                 return Err(UsageError::with_hint(
                     format!(
@@ -557,8 +587,26 @@ fn table_settings(
                 ));
             }
         },
+        checks: table_checks(args, t)?,
         shard: None,
     })
+}
+
+/// A table's `checks`, with `--max-failed` over its `max_failed`.
+fn table_checks(
+    args: &HarvestArgs,
+    t: &TableConfig,
+) -> Result<Option<crate::schema::checks::Checks>, UsageError> {
+    let what = format!("table {:?}", t.name);
+    let mut c = match &t.checks {
+        None => None,
+        Some(c) => Some(checks::checks(&what, c)?),
+    };
+    if let Some(m) = &args.max_failed {
+        let m = checks::max_failed("--max-failed", &toml::Value::String(m.clone()))?;
+        c.get_or_insert_with(Default::default).max_failed = Some(m);
+    }
+    Ok(c)
 }
 
 /// `--shard I/N`: keep this shard's tables (dealt out in config order, so the share is the
@@ -673,7 +721,7 @@ fn describe(
         "sources": sources.iter().map(|s| serde_json::json!({
             "name": s.name,
             "url": crate::http::display_url(&s.base),
-            "kind": match s.kind { SourceKind::Datasette => "datasette", SourceKind::Rest => "rest" },
+            "kind": match s.kind { SourceKind::Datasette => "datasette", SourceKind::Rest => "rest", SourceKind::Files => "files" },
             "database": s.database,
             "headers": s.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
             "auth": s.auth.as_ref().map(|a| format!("{a:?}")),

@@ -138,9 +138,26 @@ pub(super) fn source_kind(s: &SourceConfig) -> Result<SourceKind, UsageError> {
             }
             Ok(SourceKind::Rest)
         }
+        Some("files") => {
+            for (key, set) in [
+                ("url", !s.url.is_empty()),
+                ("database", s.database.is_some()),
+                ("auth", s.auth.is_some()),
+                ("headers", !s.headers.is_empty()),
+                ("page_size", s.page_size.is_some()),
+            ] {
+                if set {
+                    return Err(UsageError::with_hint(
+                        format!("`{key}` is for sources with a server, not kind = \"files\""),
+                        "a files source names its files with each table's `path` (a glob)",
+                    ));
+                }
+            }
+            Ok(SourceKind::Files)
+        }
         Some(other) => Err(UsageError::with_hint(
             format!("unknown source kind {other:?}"),
-            "use kind = \"datasette\" (the default) or kind = \"rest\"",
+            "use kind = \"datasette\" (the default), \"rest\" or \"files\"",
         )),
     }
 }

@@ -24,6 +24,24 @@ pub(crate) struct RunCtx<'a> {
     pub history: &'a [Value],
 }
 
+impl RunCtx<'_> {
+    /// The directory (relative to DIR, and full) of this run's snapshots of table `output`,
+    /// created durably.
+    pub fn raw_dir(&self, output: &str) -> anyhow::Result<(String, std::path::PathBuf)> {
+        use crate::store::fsutil::sanitize_component;
+        let rel = format!(
+            "raw/{}/{}/{}",
+            sanitize_component(&self.source.name),
+            sanitize_component(output),
+            self.run_id
+        );
+        let dir = self.settings.out.join(&rel);
+        crate::store::fsutil::create_dir_all_durable(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        Ok((rel, dir))
+    }
+}
+
 /// Totals for `run_end` and the summary line. `pages` and `rows` are the totals of the tables
 /// this run completed, whichever process of the run did the work (as in their `table_end`
 /// records); `fetched_pages` counts the requests this process made, and `replayed_pages` the
@@ -39,6 +57,11 @@ pub(crate) struct Totals {
     pub warnings: Vec<String>,
     /// Incremental runs: per table, the watermark before and after.
     pub watermarks: Vec<Value>,
+    /// Tables with row checks: rows quarantined, per check (whole tables, this run).
+    pub quarantined: u64,
+    pub checks: std::collections::BTreeMap<String, u64>,
+    /// The quarantine directories of tables that quarantined rows.
+    pub quarantine_dirs: Vec<String>,
 }
 
 impl Totals {
@@ -48,6 +71,27 @@ impl Totals {
         self.pages += pages;
         self.rows += rows;
         self.replayed_pages += replayed;
+    }
+}
+
+impl Totals {
+    /// Count a completed table's checks.
+    pub fn add_checks(
+        &mut self,
+        output: &str,
+        quarantined: u64,
+        by_check: &std::collections::BTreeMap<String, u64>,
+    ) {
+        self.quarantined += quarantined;
+        for (k, v) in by_check {
+            *self.checks.entry(k.clone()).or_default() += v;
+        }
+        if quarantined > 0 {
+            self.quarantine_dirs.push(format!(
+                "quarantine/{}",
+                crate::store::fsutil::sanitize_component(output)
+            ));
+        }
     }
 }
 

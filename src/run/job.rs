@@ -48,7 +48,7 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Remove temp files a crashed run left under DIR (they were never visible as real files):
-/// under `raw/` and `parquet/` (only those of `own` runs, when DIR is shared by writers) and
+/// under `raw/`, `parquet/` and `quarantine/` (only those of `own` runs, when DIR is shared by writers) and
 /// under the writer's `state/`.
 pub(crate) fn remove_leftover_temps(
     out: &Path,
@@ -56,7 +56,12 @@ pub(crate) fn remove_leftover_temps(
     own: Option<&std::collections::HashSet<String>>,
 ) -> anyhow::Result<u64> {
     let mut removed = 0;
-    for (root, sub) in [(out, "raw"), (out, "parquet"), (home, "state")] {
+    for (root, sub) in [
+        (out, "raw"),
+        (out, "parquet"),
+        (out, "quarantine"),
+        (home, "state"),
+    ] {
         let files = files_under(&root.join(sub))
             .with_context(|| format!("cannot clean temp files under {}", root.display()))?;
         let mine = |p: &Path| {
@@ -170,6 +175,11 @@ pub(crate) async fn run_settings(
         "wire_bytes": traffic.wire_bytes,
         "retries": traffic.retries,
     }));
+    let mut counts = counts;
+    if totals.quarantined > 0 || !totals.checks.is_empty() {
+        counts.insert("rows_quarantined".into(), json!(totals.quarantined));
+        counts.insert("checks".into(), json!(totals.checks));
+    }
     let mut run_totals = counts.clone();
     run_totals.insert("parts".into(), json!(totals.parts));
     run_totals.insert("wall_ms".into(), json!(elapsed.as_millis() as u64));
@@ -365,12 +375,27 @@ fn print_summary(
     } else {
         format!(" ({:.1} MB on the wire)", wire_bytes as f64 / 1e6)
     };
+    let rows = if totals.quarantined == 0 {
+        format!("{} rows", totals.rows)
+    } else {
+        let by: Vec<String> = totals
+            .checks
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        format!(
+            "{} rows written, {} quarantined ({}) in {}",
+            totals.rows,
+            totals.quarantined,
+            by.join(", "),
+            totals.quarantine_dirs.join(", ")
+        )
+    };
     printer.summary_with(
         &format!(
-            "harvested {} table(s): {} pages{resumed}, {} rows, {:.1} MB{wire}, {} retries in {:.1}s -> {}",
+            "harvested {} table(s): {} pages{resumed}, {rows}, {:.1} MB{wire}, {} retries in {:.1}s -> {}",
             totals.tables,
             totals.pages,
-            totals.rows,
             bytes as f64 / 1e6,
             retries,
             elapsed.as_secs_f64(),
@@ -416,6 +441,22 @@ async fn harvest_source(
     totals: &mut Totals,
 ) -> anyhow::Result<()> {
     let source = ctx.source;
+    if source.kind == crate::source::settings::SourceKind::Files {
+        for table in &source.tables {
+            let Some(progress) = unfinished(ctx, table, totals) else {
+                continue;
+            };
+            crate::run::files::harvest_files(ctx, table, progress, manifest, totals).with_context(
+                || {
+                    format!(
+                        "harvesting table {:?} of source {:?}",
+                        table.output, source.name
+                    )
+                },
+            )?;
+        }
+        return Ok(());
+    }
     if source.kind == crate::source::settings::SourceKind::Rest {
         tracing::info!(
             "source {:?}: REST API at {}",

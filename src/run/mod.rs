@@ -2,7 +2,8 @@
 //! `harvest` or `incremental` run (lock, clean-up, `run_start`/`run_end`, each source's tables
 //! in order); [`pipeline`] takes one paged table from its pages to durable snapshots, manifest
 //! lines and Parquet parts; [`row_driven`] does the same for a table whose unit is an input
-//! row; [`cursor`] walkers fetch ahead of the writer; [`resume`] reads the manifest back to say
+//! row; [`quarantine`] judges rows against their table's checks and keeps the failed ones
+//! aside; [`cursor`] walkers fetch ahead of the writer; [`resume`] reads the manifest back to say
 //! what a new run must do first; [`context`] and [`settings`] are what the tables of a run share.
 //!
 //! Architecture invariant: a run never names a config file type or a command. It is handed plain
@@ -13,8 +14,10 @@
 
 pub mod context;
 pub mod cursor;
+pub mod files;
 pub mod job;
 pub mod pipeline;
+pub mod quarantine;
 pub mod resume;
 pub mod row_driven;
 pub mod settings;

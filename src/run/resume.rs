@@ -6,7 +6,8 @@
 //!   the same settings (config digest); for each of its tables it says whether the table is
 //!   done, or which recorded pages lie after the last durable Parquet checkpoint. Those pages'
 //!   snapshots are replayed from disk (hash-checked), so a resume re-fetches no recorded page.
-//! - [`sweep_parts`] removes every Parquet part the manifest does not vouch for: parts never
+//! - [`sweep_parts`] removes every Parquet part (dataset or quarantine) the manifest does not
+//!   vouch for: parts never
 //!   recorded (a crash between rename and record) and superseded parts still present (a crash
 //!   in the middle of a supersede). Readers then see each source row exactly once.
 //! - A `--parallel` table resumes slice by slice: each slice has its own checkpoint, replay
@@ -66,6 +67,8 @@ pub struct StreamProgress {
     pub rows_in_parts: u64,
     /// Every cursor already followed (to keep the repeated-token guard across a resume).
     pub cursors: Vec<String>,
+    /// The highest quarantine part number recorded for the stream in this run.
+    pub last_quarantine_part: u64,
     /// How the source paged, as its last recorded page says (a REST table: the paginator
     /// `auto` chose); opaque here, read back by the source.
     pub paging: Option<Value>,
@@ -87,6 +90,8 @@ pub struct TableProgress {
     /// Parts of a checkpoint whose part lines were cut short by a crash: removed before the
     /// table continues, their pages replayed.
     pub incomplete_parts: Vec<String>,
+    /// The `quarantine` lines of complete checkpoints (the row checks' counts so far).
+    pub quarantined: Vec<Value>,
 }
 
 impl TableProgress {
@@ -150,7 +155,7 @@ fn checkpoint_key(r: &Value) -> CheckpointKey {
 /// between those lines leaves fewer. (Lines without `of` come from before it was recorded.)
 fn incomplete_checkpoints(mine: &[&Value]) -> std::collections::HashSet<CheckpointKey> {
     let mut seen: BTreeMap<CheckpointKey, (u64, u64)> = BTreeMap::new();
-    for r in mine.iter().filter(|r| r["kind"] == "parquet") {
+    for r in mine.iter().filter(|r| is_part_line(r)) {
         let Some(of) = r["of"].as_u64() else { continue };
         let e = seen.entry(checkpoint_key(r)).or_insert((0, of));
         e.0 += 1;
@@ -158,6 +163,49 @@ fn incomplete_checkpoints(mine: &[&Value]) -> std::collections::HashSet<Checkpoi
     seen.into_iter()
         .filter(|(_, (n, of))| n < of)
         .map(|(k, _)| k)
+        .collect()
+}
+
+/// A line that records a part of a checkpoint: a dataset part or a quarantine part.
+fn is_part_line(r: &Value) -> bool {
+    r["kind"] == "parquet" || r["kind"] == "quarantine"
+}
+
+/// The key index's ids ([`crate::store::unique::checkpoint_id`]) of every checkpoint whose
+/// part lines are all in the manifest.
+pub fn vouched_checkpoints(records: &[Value]) -> HashSet<String> {
+    let lines: Vec<&Value> = records.iter().filter(|r| is_part_line(r)).collect();
+    let incomplete = incomplete_checkpoints(&lines);
+    lines
+        .iter()
+        .filter(|r| !incomplete.contains(&checkpoint_key(r)))
+        .map(|r| {
+            let (_, slice, run, first, _) = checkpoint_key(r);
+            crate::store::unique::checkpoint_id(&run, slice, first)
+        })
+        .collect()
+}
+
+/// The checkpoints (key index ids) of `output` whose parts (dataset or quarantine) are live,
+/// recorded by a run `of_run` accepts: complete, and not superseded. Their `unique` keys are
+/// the dataset's.
+pub fn live_checkpoints(
+    records: &[Value],
+    output: &str,
+    of_run: impl Fn(&str) -> bool,
+) -> HashSet<String> {
+    let superseded = superseded_paths(records);
+    let vouched = vouched_checkpoints(records);
+    records
+        .iter()
+        .filter(|r| is_part_line(r) && r["output"] == output)
+        .filter(|r| r["run_id"].as_str().is_some_and(&of_run))
+        .filter(|r| r["path"].as_str().is_some_and(|p| !superseded.contains(p)))
+        .map(|r| {
+            let (_, slice, run, first, _) = checkpoint_key(r);
+            crate::store::unique::checkpoint_id(&run, slice, first)
+        })
+        .filter(|ck| vouched.contains(ck))
         .collect()
 }
 
@@ -224,6 +272,22 @@ pub fn find_resumable(records: &[Value], digest: &str) -> Option<ResumePoint> {
                     t.plan = Some(p.into_iter().map(ColumnPlan::restored).collect());
                 }
             }
+            Some("quarantine") => {
+                let s = t.streams.entry(slice_of(r)).or_default();
+                s.last_quarantine_part = s
+                    .last_quarantine_part
+                    .max(part_number(r["path"].as_str().unwrap_or("")));
+                if incomplete.contains(&checkpoint_key(r)) {
+                    if let Some(p) = r["path"].as_str() {
+                        t.incomplete_parts.push(p.to_string());
+                    }
+                    continue;
+                }
+                s.checkpoint_page = s
+                    .checkpoint_page
+                    .max(r["pages"]["last"].as_u64().unwrap_or(0));
+                t.quarantined.push((*r).clone());
+            }
             Some("table_end") => {
                 t.done = Some(TableDone {
                     pages: r["pages"].as_u64().unwrap_or(0),
@@ -288,7 +352,7 @@ pub fn sweep_parts(
     let mut recorded: HashSet<String> = HashSet::new();
     for r in records {
         match r["kind"].as_str() {
-            Some("parquet") => {
+            Some("parquet" | "quarantine") => {
                 if let Some(p) = r["path"].as_str() {
                     recorded.insert(p.to_string());
                 }
@@ -305,7 +369,9 @@ pub fn sweep_parts(
         }
     }
     let mut removed = vec![];
-    for p in crate::store::fsutil::files_under(&out.join("parquet"))? {
+    let mut files = crate::store::fsutil::files_under(&out.join("parquet"))?;
+    files.extend(crate::store::fsutil::files_under(&out.join("quarantine"))?);
+    for p in files {
         let rel = crate::store::fsutil::rel_path(out, &p);
         if crate::store::fsutil::is_part_file(&p)
             && !recorded.contains(&rel)
@@ -364,14 +430,14 @@ pub fn superseded_paths(records: &[Value]) -> HashSet<&str> {
         .collect()
 }
 
-/// Parts of `output` recorded by runs other than `except_run` that have no `table_end` for
-/// it, and that no `supersede` removed.
+/// Parts (dataset and quarantine) of `output` recorded by runs other than `except_run` that
+/// have no `table_end` for it, and that no `supersede` removed.
 pub fn unfinished_parts(records: &[Value], output: &str, except_run: &str) -> Vec<String> {
     let finished = finished_runs(records, output);
     let superseded = superseded_paths(records);
     records
         .iter()
-        .filter(|r| r["kind"] == "parquet" && r["output"] == output)
+        .filter(|r| is_part_line(r) && r["output"] == output)
         .filter(|r| {
             r["run_id"]
                 .as_str()

@@ -16,6 +16,7 @@
 //! Architecture invariant: the base layer. Typing knows values and Arrow types, never a source:
 //! a source turns its bodies into JSON values and typing takes it from there.
 
+pub mod checks;
 pub mod evolve;
 pub mod json;
 
@@ -501,6 +502,21 @@ pub fn fits(v: &Value, plan: &ColumnPlan) -> bool {
         (T::Text, Value::String(_)) | (T::Boolean, Value::Bool(_)) => true,
         _ => convert(v, plan).is_ok(),
     }
+}
+
+/// Why the writer cannot store `v` in the column `plan` (`None`: it fits), in the words of
+/// the error a run without checks stops with.
+pub fn misfit(v: &Value, plan: &ColumnPlan) -> Option<&'static str> {
+    if fits(v, plan) {
+        None
+    } else {
+        convert(v, plan).err()
+    }
+}
+
+/// `v` as a short text for a message: JSON, cut at 80 characters.
+pub fn describe_value(v: &Value) -> String {
+    truncate_value(v)
 }
 
 fn convert<'a>(v: &'a Value, plan: &ColumnPlan) -> Result<Converted<'a>, &'static str> {

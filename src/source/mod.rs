@@ -26,6 +26,7 @@
 //! [`Pager`], so the run never names a Datasette or REST type.
 
 pub mod datasette;
+pub mod files;
 pub mod rest;
 pub mod rows;
 pub mod settings;

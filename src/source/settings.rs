@@ -12,6 +12,8 @@ use crate::schema::ColType;
 pub enum SourceKind {
     Datasette,
     Rest,
+    /// Local files (CSV, NDJSON, Parquet) matched by a glob.
+    Files,
 }
 
 #[derive(Debug, Clone)]
@@ -65,9 +67,16 @@ pub struct TableSettings {
     pub rest: Option<crate::source::rest::paginate::RestTable>,
     /// A row-driven table's input and request templates.
     pub rows: Option<crate::source::rows::RowDriven>,
+    /// A `files` table's glob, format and name pattern.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<crate::source::files::FileTable>,
     /// `schema = "freeze"`: a field or value the first page's columns cannot hold stops the
     /// run (default: the columns evolve, see [`crate::schema::evolve`]).
     pub schema_frozen: bool,
+    /// Row checks: failed rows go to quarantine instead of the dataset (and a value that does
+    /// not fit its column is a failed row, not a stopped run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<crate::schema::checks::Checks>,
     /// `--shard I/N` on a `--parallel` table: this run pages only its share of the slices (on a
     /// row-driven child of such a table: it sends the requests of its shard's parent rows).
     #[serde(skip_serializing_if = "Option::is_none")]

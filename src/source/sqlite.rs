@@ -234,14 +234,20 @@ pub struct StreamOptions<'a> {
     pub chunk_rows: usize,
 }
 
+/// Decides whether a row (its 1-based number, its cells) goes into the batches: `false`
+/// means the caller kept it elsewhere (row checks: quarantine).
+pub type RowGate<'a> = dyn FnMut(&[ColumnPlan], u64, &[CellRef<'_>]) -> anyhow::Result<bool> + 'a;
+
 /// Run the statement and stream its rows as batches into `emit`. `plan_hook` receives the
-/// column plans once they are known (before the first batch). Returns the row count.
+/// column plans once they are known (before the first batch); `gate`, when given, sees every
+/// row first. Returns the row count (every row read, kept or not).
 pub fn stream(
     stmt: &mut rusqlite::Statement<'_>,
     opts: &StreamOptions<'_>,
     plan_hook: &mut dyn FnMut(&[ColumnPlan]) -> anyhow::Result<()>,
     emit: &mut BatchSink<'_>,
     progress: &mut dyn FnMut(u64),
+    mut gate: Option<&mut RowGate<'_>>,
 ) -> anyhow::Result<u64> {
     let StreamOptions {
         what,
@@ -316,12 +322,17 @@ pub fn stream(
     let mut count: u64 = 0;
     let partitioned = part_idx.is_some();
 
-    let take_row = |row: &[CellRef<'_>],
-                    count: &mut u64,
-                    builders: &mut BTreeMap<Option<String>, BatchBuilder>,
-                    emit: &mut BatchSink<'_>|
+    let mut take_row = |row: &[CellRef<'_>],
+                        count: &mut u64,
+                        builders: &mut BTreeMap<Option<String>, BatchBuilder>,
+                        emit: &mut BatchSink<'_>|
      -> anyhow::Result<()> {
         *count += 1;
+        if let Some(g) = gate.as_mut()
+            && !g(&plans, *count, row)?
+        {
+            return Ok(());
+        }
         let key = match part_idx {
             None => None,
             Some(p) => match row[p] {

@@ -1,6 +1,6 @@
 //! What lands on disk or in a bucket: the hash-chained [`manifest`], atomic files
 //! ([`fsutil`]), Parquet [`parts`], the [`delta`] log, object storage ([`remote`]), several
-//! writers' homes in one DIR ([`writers`]), the run [`lock`] and the [`watermark`] store.
+//! writers' homes in one DIR ([`writers`]), the run [`lock`], the [`watermark`] store and the [`unique`] key index.
 //!
 //! Architecture invariant: a store knows files, records and bytes, never where a page came
 //! from: nothing here names a source kind, a run or a command. A file becomes visible under its
@@ -13,5 +13,6 @@ pub mod lock;
 pub mod manifest;
 pub mod parts;
 pub mod remote;
+pub mod unique;
 pub mod watermark;
 pub mod writers;

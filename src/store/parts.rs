@@ -4,8 +4,8 @@
 //! - Streams: rows go into small Arrow batches, batches into a zstd-compressed `ArrowWriter`
 //!   whose row group is flushed at a row count or when the buffered bytes of all open parts pass
 //!   a budget. Memory is bounded by that budget, not by the table's size.
-//! - Layout: `DIR/parquet/<table>/[<col>=<value>/]part-<run_id>-<n>.parquet`, path components
-//!   sanitized; the partition column lives in the path (Hive style), not in the file.
+//! - Layout: `DIR/parquet/<table>/[<col>=<value>/]part-<run_id>-<n>.parquet` (quarantine
+//!   parts: `DIR/quarantine/<table>/part-<run_id>-<n>.parquet`), path components sanitized; the partition column lives in the path (Hive style), not in the file.
 //! - Atomic parts: a part is written under a temp name, hashed as it is written, fsynced and
 //!   renamed only when complete ([`crate::store::fsutil::AtomicFile`]). [`TableSink::checkpoint`] closes
 //!   every open part together, so a checkpoint is a clean page boundary: every row of every page
@@ -184,6 +184,14 @@ impl TableSink {
         self.file_plans = self.keep_idx.iter().map(|i| plans[*i].clone()).collect();
         self.file_schema = arrow_schema(&self.file_plans);
         Ok(())
+    }
+
+    /// Write the parts under `root/<table>/` instead of `parquet/<table>/` (quarantine parts).
+    /// Only before the first row.
+    pub fn under(mut self, root: &str) -> Self {
+        debug_assert!(self.open.is_empty());
+        self.table_rel = format!("{root}/{}", sanitize_component(&self.table));
+        self
     }
 
     /// Do not write a zero-row part for a run without rows (the dataset has parts already).

@@ -1,6 +1,7 @@
 //! One integration-test binary (ripgrep style): one module per area, sharing `common`.
 
 mod api_shapes;
+mod checks;
 mod cli;
 mod common;
 mod compression;
@@ -11,6 +12,7 @@ mod evolution;
 mod export;
 mod fault_server;
 mod faults;
+mod files;
 mod history;
 mod incremental;
 mod paging;

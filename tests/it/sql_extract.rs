@@ -415,3 +415,136 @@ fn a_query_failing_part_way_leaves_no_parts_and_no_file() {
         "only out/"
     );
 }
+
+/// `--checks FILE`: the query's rows that fail go to quarantine with their reasons, the rest
+/// to the dataset; `max_failed` past its limit records nothing; `--output FILE` refuses checks.
+#[test]
+fn checks_split_a_query_into_dataset_and_quarantine() {
+    let tmp = TempDir::new("extract-checks");
+    let db = make_db(
+        &tmp,
+        "people",
+        "create table people (id INTEGER, name TEXT, age INTEGER, born TEXT);
+         insert into people values (1, 'Ana', 31, '1993-04-01'), (2, NULL, 40, '1984-01-02'),
+           (3, 'Bo', 230, '1794-01-01'), (4, 'Cy', 'forty', '1985-05-05'), (1, 'Ana again', 31, '1993-04-01'),
+           (5, 'Di', 22, 'soon');",
+    );
+    let checks = tmp.path().join("checks.toml");
+    std::fs::write(
+        &checks,
+        "required = [\"name\"]\nunique = [\"id\"]\nrange = { age = { min = 0, max = 120 } }\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let o = extract(
+        &db,
+        &out,
+        "people",
+        "select id, name, age, born from people",
+        &[
+            "--checks",
+            checks.to_str().unwrap(),
+            "--type",
+            "age=integer",
+            "--type",
+            "born=date",
+        ],
+    );
+    assert_exit(&o, 0);
+    assert!(
+        stderr(&o).contains("5 row(s) failed their checks"),
+        "{}",
+        stderr(&o)
+    );
+    let good: Vec<i64> = export_ndjson(&out, "people")
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(good, [1]);
+    let q = harvest(
+        &[
+            "export",
+            "--out",
+            out.to_str().unwrap(),
+            "--dataset",
+            "people",
+            "--quarantine",
+            "--format",
+            "ndjson",
+        ],
+        &[],
+    );
+    assert_exit(&q, 0);
+    let rows: Vec<(String, String)> = String::from_utf8_lossy(&q.stdout)
+        .lines()
+        .map(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                r["_row"].to_string(),
+                r["_checks"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("2".to_string(), "required".to_string()),
+            ("3".to_string(), "range".to_string()),
+            ("4".to_string(), "type,range".to_string()),
+            ("5".to_string(), "unique".to_string()),
+            ("6".to_string(), "type".to_string()),
+        ]
+    );
+    assert_exit(
+        &harvest(&["verify", "--out", out.to_str().unwrap()], &[]),
+        0,
+    );
+    // Past max_failed: exit 6, and the extract records nothing (the earlier one stays).
+    std::fs::write(
+        &checks,
+        "required = [\"name\"]\nunique = [\"id\"]\nmax_failed = 2\n",
+    )
+    .unwrap();
+    let before = std::fs::read(out.join("manifest.jsonl")).unwrap().len();
+    let o = extract(
+        &db,
+        &out,
+        "people",
+        "select id, name, age, born from people",
+        &["--checks", checks.to_str().unwrap()],
+    );
+    assert_exit(&o, 6);
+    let m = manifest(&out);
+    assert!(
+        records(&m, "parquet").len() == 1,
+        "no part of the stopped extract is recorded"
+    );
+    assert!(std::fs::read(out.join("manifest.jsonl")).unwrap().len() > before);
+    assert!(
+        all_files(&out.join("quarantine/people")).len() == 1,
+        "only the first extract's quarantine part is on disk"
+    );
+    let o = harvest(
+        &[
+            "sql-extract",
+            "--db",
+            db.to_str().unwrap(),
+            "--query",
+            "select * from people",
+            "--checks",
+            checks.to_str().unwrap(),
+            "--name",
+            "p",
+            "--out",
+            out.to_str().unwrap(),
+            "--output",
+            tmp.path().join("p.parquet").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_exit(&o, 2);
+}

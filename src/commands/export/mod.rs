@@ -77,6 +77,16 @@ fn dataset_names(records: &[Value]) -> BTreeSet<String> {
 
 /// The live parts of `name`.
 pub fn live_dataset(records: &[Value], name: &str) -> Option<Dataset> {
+    live_parts(records, name, "parquet")
+}
+
+/// The live parts of `name`'s quarantine (rows that failed its checks).
+pub fn live_quarantine(records: &[Value], name: &str) -> Option<Dataset> {
+    live_parts(records, name, "quarantine")
+}
+
+/// The live parts of `name` that `kind` lines (`parquet` or `quarantine`) record.
+fn live_parts(records: &[Value], name: &str, kind: &str) -> Option<Dataset> {
     let finished = crate::run::resume::finished_runs(records, name);
     let superseded = crate::run::resume::superseded_paths(records);
     let mut columns = None;
@@ -85,7 +95,7 @@ pub fn live_dataset(records: &[Value], name: &str) -> Option<Dataset> {
     let mut any = false;
     for r in records
         .iter()
-        .filter(|r| r["kind"] == "parquet" && r["output"] == name)
+        .filter(|r| r["kind"] == kind && r["output"] == name)
     {
         any = true;
         let Some(path) = r["path"].as_str() else {
@@ -94,7 +104,9 @@ pub fn live_dataset(records: &[Value], name: &str) -> Option<Dataset> {
         if superseded.contains(path) {
             continue;
         }
-        if !r["run_id"].as_str().is_some_and(|id| finished.contains(id)) {
+        // A run stopped by `max_failed` (exit 6) is unfinished, and its quarantine is what
+        // its user needs to read: quarantine parts count whether or not their run ended.
+        if kind == "parquet" && !r["run_id"].as_str().is_some_and(|id| finished.contains(id)) {
             unfinished.push(path.to_string());
             continue;
         }
@@ -370,7 +382,19 @@ fn run_on(args: &ExportArgs, out: &Path, printer: Printer) -> anyhow::Result<()>
         None
     };
     let records = crate::store::manifest::read_records(out)?;
-    let Some(mut ds) = live_dataset(&records, &args.dataset) else {
+    let found = if args.quarantine {
+        live_quarantine(&records, &args.dataset)
+    } else {
+        live_dataset(&records, &args.dataset)
+    };
+    if args.quarantine && found.is_none() && live_dataset(&records, &args.dataset).is_some() {
+        return Err(UsageError::with_hint(
+            format!("dataset {:?} has no quarantined rows", args.dataset),
+            "no run of it quarantined a row (only tables with `checks` quarantine); export the dataset itself without --quarantine",
+        )
+        .into());
+    }
+    let Some(mut ds) = found else {
         let names = dataset_names(&records);
         return Err(UsageError::with_hint(
             format!("{} has no dataset {:?}", args.out.display(), args.dataset),

@@ -301,7 +301,7 @@ fn file_claims(
     let mut referenced: HashSet<String> = HashSet::new();
     for (_, r) in records {
         let kind = r["kind"].as_str().unwrap_or("");
-        if kind != "page" && kind != "parquet" && kind != "export" {
+        if kind != "page" && kind != "parquet" && kind != "quarantine" && kind != "export" {
             continue;
         }
         let Some(path) = r["path"].as_str() else {
@@ -326,10 +326,16 @@ fn file_claims(
             rel: path.to_string(),
             bytes: r["bytes"].as_u64().unwrap_or(u64::MAX),
             sha256: r["sha256"].as_str().unwrap_or("").to_string(),
-            parquet: (kind == "parquet").then(|| {
+            parquet: (kind == "parquet" || kind == "quarantine").then(|| {
+                let output = r["output"].as_str().unwrap_or("");
                 (
                     r["rows"].as_u64().unwrap_or(u64::MAX),
-                    r["output"].as_str().unwrap_or("").to_string(),
+                    // A quarantine's columns are all text: its own schema group.
+                    if kind == "quarantine" {
+                        format!("{output} (quarantine)")
+                    } else {
+                        output.to_string()
+                    },
                 )
             }),
             run_id: r["run_id"].as_str().unwrap_or("").to_string(),
@@ -389,7 +395,7 @@ fn check_files(out: &Path, claims: &[FileClaim], quick: bool, report: &Report) -
     hashed_bytes.into_inner()
 }
 
-/// Orphans: files under raw/ and parquet/ no record vouches for.
+/// Orphans: files under raw/, parquet/, quarantine/ and exports/ no record vouches for.
 fn check_orphans(
     out: &Path,
     run: Option<&str>,
@@ -397,7 +403,7 @@ fn check_orphans(
     claimed: &Claimed<'_>,
     report: &Report,
 ) {
-    for sub in ["raw", "parquet", "exports"] {
+    for sub in ["raw", "parquet", "quarantine", "exports"] {
         for p in crate::store::fsutil::files_under(&out.join(sub)).unwrap_or_default() {
             let rel = crate::store::fsutil::rel_path(out, &p);
             let in_run = run.is_none_or(|id| rel.contains(id))
@@ -416,10 +422,14 @@ fn check_orphans(
 }
 
 /// Per run and dataset: page rows (less rows skipped as already written, NULL, or below
-/// the watermark where the API could not filter) = part rows.
+/// the watermark where the API could not filter) = part rows + quarantined rows, and the
+/// rows `table_end` says were quarantined are those its quarantine parts hold.
 fn check_row_sums(records: &[(u64, Value)], run: Option<&str>, report: &Report) {
     let mut page_rows: HashMap<(String, String), u64> = HashMap::new();
     let mut part_rows: HashMap<(String, String), u64> = HashMap::new();
+    // Rows that failed the table's checks: in quarantine parts, not in the dataset's.
+    let mut quarantine_rows: HashMap<(String, String), u64> = HashMap::new();
+    let mut claimed_quarantined: HashMap<(String, String), u64> = HashMap::new();
     let mut skipped: HashMap<(String, String), u64> = HashMap::new();
     // What each `table_end` claims: the rows in the run's parts (and, for paged tables, pages).
     let mut ended: HashMap<(String, String), (Option<u64>, Option<u64>)> = HashMap::new();
@@ -453,7 +463,17 @@ fn check_row_sums(records: &[(u64, Value)], run: Option<&str>, report: &Report) 
                 }
                 *part_rows.entry(key).or_default() += r["rows"].as_u64().unwrap_or(0)
             }
+            Some("quarantine") => {
+                let path = r["path"].as_str().unwrap_or_default().to_string();
+                if own_removed.contains(&(key.0.clone(), path)) {
+                    continue;
+                }
+                *quarantine_rows.entry(key).or_default() += r["rows"].as_u64().unwrap_or(0)
+            }
             Some("table_end") => {
+                if let Some(q) = r["rows_quarantined"].as_u64() {
+                    claimed_quarantined.insert(key.clone(), q);
+                }
                 let w = &r["watermark"];
                 *skipped.entry(key.clone()).or_default() +=
                     w["skipped_duplicates"].as_u64().unwrap_or(0)
@@ -495,12 +515,30 @@ fn check_row_sums(records: &[(u64, Value)], run: Option<&str>, report: &Report) 
             }
         }
     }
+    for (key, claim) in &claimed_quarantined {
+        let got = quarantine_rows.get(key).copied().unwrap_or(0);
+        if *claim != got {
+            report.add(Finding {
+                run_id: Some(key.0.clone()),
+                expected: json!(claim),
+                actual: json!(got),
+                ..finding(
+                    "row_sum_mismatch",
+                    format!(
+                        "dataset {:?}: table_end says {claim} rows were quarantined but its quarantine parts hold {got}",
+                        key.1
+                    ),
+                )
+            });
+        }
+    }
     for (key, pages) in &page_rows {
         if !ended.contains_key(key) {
             continue; // an unfinished table is reported with its run
         }
         let want = pages - skipped.get(key).copied().unwrap_or(0).min(*pages);
-        let got = part_rows.get(key).copied().unwrap_or(0);
+        let got = part_rows.get(key).copied().unwrap_or(0)
+            + quarantine_rows.get(key).copied().unwrap_or(0);
         if want != got {
             report.add(Finding {
                 run_id: Some(key.0.clone()),

@@ -49,7 +49,8 @@ mod table_run;
 
 use self::parts::*;
 pub(crate) use self::parts::{
-    finish_delta, record_part_lines, remove_incomplete_checkpoint, shared_table, supersede_parts,
+    finish_delta, record_part_lines, remove_incomplete_checkpoint, remove_unfinished_parts,
+    shared_table, supersede_parts,
 };
 
 use crate::error::{Interrupted, UsageError};
@@ -91,6 +92,8 @@ struct Stream {
     fetched: u64,
     replayed: u64,
     progress: StreamProgress,
+    /// Rows that failed the table's checks, kept aside until the next checkpoint.
+    quarantine: crate::run::quarantine::Quarantine,
 }
 
 impl Stream {
@@ -123,6 +126,8 @@ struct TableRun<'a> {
     open_pages: Vec<RecordedPage>,
     /// A checkpoint came due while typing from the pages: the type scan runs first.
     confirm_due: bool,
+    /// The table's row checks (`None`: no checks; a value that does not fit stops the run).
+    gate: Option<crate::run::quarantine::Gate>,
 }
 
 /// Harvest one table of the run's current source.
@@ -189,6 +194,7 @@ pub(crate) async fn harvest_table(
     // Rows in parts that earlier processes of this run recorded (before the streams below
     // take their progress out of `progress`).
     let rows_before = progress.rows_in_parts();
+    let gate = open_gate(ctx, table, tracker.is_some(), rows_before, &progress)?;
     let streams = open_streams(ctx, table, &params, slices.as_ref(), &mut progress)?;
     let mut run = TableRun {
         ctx,
@@ -206,6 +212,7 @@ pub(crate) async fn harvest_table(
         first_page: None,
         open_pages: Vec::new(),
         confirm_due: false,
+        gate,
     };
     // Planning: the source prepares before any page is requested (Datasette's type probe,
     // which alone fits the server's SQL time limit far more often); the first page completes
@@ -226,6 +233,32 @@ pub(crate) async fn harvest_table(
     replay_recorded(&mut run, &signals, manifest, totals).await?;
     fetch_remaining(&mut run, &mut signals, manifest, totals, &bar).await?;
     finish_table(run, manifest, totals, &store, prev_state, started)
+}
+
+/// The table's checks, with the counts of the run's recorded checkpoints, and its key index
+/// scoped to the dataset it adds to: an incremental table's finished runs and this one, or,
+/// for a complete harvest (which replaces the dataset), this run alone.
+fn open_gate(
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    incremental: bool,
+    rows_before: u64,
+    progress: &TableProgress,
+) -> anyhow::Result<Option<crate::run::quarantine::Gate>> {
+    let mut before = crate::run::quarantine::CheckCounts {
+        judged: rows_before,
+        ..Default::default()
+    };
+    for r in &progress.quarantined {
+        before.add(&crate::run::quarantine::CheckCounts::from_line(r));
+    }
+    let live = if incremental {
+        let finished = crate::run::resume::finished_runs(ctx.history, &table.output);
+        crate::run::resume::live_checkpoints(ctx.history, &table.output, |r| finished.contains(r))
+    } else {
+        std::collections::HashSet::new()
+    };
+    crate::run::quarantine::Gate::open(ctx, table, &live, before)
 }
 
 /// Incremental: the stored watermark gives an inclusive lower bound; its window, the rows
@@ -415,6 +448,16 @@ fn open_streams(
             parts: 0,
             fetched: 0,
             replayed: 0,
+            quarantine: crate::run::quarantine::Quarantine::new(
+                &ctx.settings.out,
+                &ctx.settings.sink,
+                ctx.run_id,
+                match slice {
+                    None => ctx.run_id.to_string(),
+                    Some(k) => format!("{}-s{k}", ctx.run_id),
+                },
+                sp.last_quarantine_part,
+            ),
             progress: sp,
         });
     }
@@ -570,6 +613,15 @@ fn finish_table(
     let count = plan.count.or(run.server_count);
     let table_rel = format!("parquet/{}", sanitize_component(&table.output));
     close_parts(&mut run, &plan, &table_rel, manifest)?;
+    // A share of failed rows is judged over the whole table: its parts are recorded, and
+    // the run stops before `table_end` (raising `max_failed` lets a rerun resume and end it).
+    if let Some(too_many) = run
+        .gate
+        .as_ref()
+        .and_then(|g| g.over_limit(&table.output, true))
+    {
+        return Err(too_many.into());
+    }
     let rows = run.rows();
     let sum = |f: fn(&Stream) -> u64| run.streams.iter().map(f).sum::<u64>();
     let (pages, fetched, replayed, parts) = (
@@ -605,6 +657,10 @@ fn finish_table(
     }
     if let Some(t) = &run.delta {
         end.insert("delta".into(), json!(t.mode.as_str()));
+    }
+    if let Some(g) = &run.gate {
+        g.end_fields(&mut end);
+        totals.add_checks(&table.output, g.counts.quarantined, &g.counts.by_check);
     }
     // Incremental: the new watermark is made durable (pending) after the parts it covers are
     // recorded, committed by table_end, then published.
@@ -647,6 +703,16 @@ fn finish_table(
             )?;
         }
         None => {}
+    }
+    if !committed {
+        // The dataset's quarantine is replaced with it.
+        supersede_parts(
+            &settings.out,
+            &format!("quarantine/{}", sanitize_component(&table.output)),
+            ctx.run_id,
+            &table.output,
+            manifest,
+        )?;
     }
     tracing::info!(
         source = %crate::http::display_url(&source.base),
@@ -698,7 +764,26 @@ fn close_parts(
             sink.skip_empty_part();
         }
         let closed = sink.finish()?;
-        record_parts(manifest, ctx, table, plan, s, &closed, run.delta.as_ref())?;
+        let quarantined = s.quarantine.close()?;
+        let ck =
+            crate::store::unique::checkpoint_id(ctx.run_id, s.slice, s.first_page_since_checkpoint);
+        if let Some(g) = run.gate.as_mut() {
+            g.before_lines()?;
+        }
+        record_parts(
+            manifest,
+            ctx,
+            table,
+            plan,
+            s,
+            &closed,
+            &quarantined,
+            run.delta.as_ref(),
+        )?;
+        s.quarantine.since = Default::default();
+        if let Some(g) = run.gate.as_mut() {
+            g.after_lines(&ck)?;
+        }
         s.parts += closed.len() as u64;
     }
     Ok(())

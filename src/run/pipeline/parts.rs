@@ -49,6 +49,7 @@ pub(super) fn shard_json(share: crate::source::settings::SliceShare, plan: &Slic
     json!({ "index": share.index, "count": share.count, "slices": mine })
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn record_parts(
     manifest: &mut Manifest,
     ctx: &RunCtx<'_>,
@@ -56,6 +57,7 @@ pub(super) fn record_parts(
     plan: &TablePlan,
     stream: &Stream,
     closed: &[ClosedPart],
+    quarantined: &[ClosedPart],
     delta: Option<&crate::store::delta::Target>,
 ) -> anyhow::Result<()> {
     let mut pages = json!({
@@ -66,11 +68,23 @@ pub(super) fn record_parts(
     if let Some(k) = stream.slice {
         pages["slice"] = json!(k);
     }
-    record_part_lines(manifest, ctx, table, &plan.columns, &pages, closed, delta)
+    record_part_lines(
+        manifest,
+        ctx,
+        table,
+        &plan.columns,
+        &pages,
+        closed,
+        Some((quarantined, &stream.quarantine.since)),
+        delta,
+    )
 }
 
 /// One `parquet` manifest line per closed part: the pages (or batches) whose rows it holds,
-/// the table's schema, and its partition. A Delta table written by appends then commits them.
+/// the table's schema, and its partition; then one `quarantine` line per quarantine part of
+/// the same checkpoint (`of` counts both). A Delta table written by appends then commits the
+/// dataset's parts.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn record_part_lines(
     manifest: &mut Manifest,
     ctx: &RunCtx<'_>,
@@ -78,8 +92,10 @@ pub(crate) fn record_part_lines(
     columns: &[crate::schema::ColumnPlan],
     pages: &Value,
     closed: &[ClosedPart],
+    quarantined: Option<(&[ClosedPart], &crate::run::quarantine::CheckCounts)>,
     delta: Option<&crate::store::delta::Target>,
 ) -> anyhow::Result<()> {
+    let of = closed.len() + quarantined.map_or(0, |(q, _)| q.len());
     for part in closed {
         let mut rec = obj(json!({
             "path": part.rel_path,
@@ -93,7 +109,7 @@ pub(crate) fn record_part_lines(
             "schema": columns,
             // How many parts this checkpoint closed: resume knows a checkpoint whose lines
             // a crash cut short.
-            "of": closed.len(),
+            "of": of,
         }));
         if let (Some(col), Some(v)) = (&table.partition_by, &part.partition) {
             rec.insert("partition".into(), json!({ col: v }));
@@ -103,6 +119,22 @@ pub(crate) fn record_part_lines(
         }
         manifest.append("parquet", ctx.run_id, rec)?;
         crate::store::fsutil::failpoint("parts:between-lines");
+    }
+    if let Some((q, counts)) = quarantined {
+        crate::run::quarantine::record_quarantine_lines(
+            manifest,
+            ctx.run_id,
+            (
+                &crate::http::display_url(&ctx.source.base),
+                &table.name,
+                &table.output,
+            ),
+            pages,
+            q,
+            counts,
+            columns,
+            of,
+        )?;
     }
     if let Some(t) = delta.filter(|t| t.mode == crate::store::delta::Mode::Append)
         && !closed.is_empty()
@@ -283,7 +315,7 @@ pub(super) fn dataset_has_parts(dir: &Path) -> bool {
 
 /// Incremental datasets accumulate parts, so parts recorded by an earlier run that never
 /// finished this table (and is not being resumed) would duplicate rows: record, then remove.
-pub(super) fn remove_unfinished_parts(
+pub(crate) fn remove_unfinished_parts(
     ctx: &RunCtx<'_>,
     table: &TableSettings,
     manifest: &mut Manifest,

@@ -11,6 +11,7 @@ use crate::run::context::obj;
 use crate::run::cursor::FetchedPage;
 use crate::run::pipeline::TableRun;
 use crate::run::pipeline::record_parts;
+use crate::run::quarantine::PageOrigin;
 use crate::run::resume::RecordedPage;
 use crate::source::Observed;
 use crate::source::Page;
@@ -96,30 +97,37 @@ impl<'a> TableRun<'a> {
                 plan.columns.iter().map(|c| &c.name).collect::<Vec<_>>()
             );
         }
-        let rows: std::borrow::Cow<'_, [Vec<Value>]> = match self.tracker.as_mut() {
-            None => std::borrow::Cow::Borrowed(page_rows),
+        // Incremental: the rows past the watermark (by index).
+        let keep: Option<Vec<usize>> = match self.tracker.as_mut() {
+            None => None,
             Some(tracker) => {
                 let col = watermark_index(self.table, plan)?;
                 let mut kept = Vec::with_capacity(page_rows.len());
-                for r in page_rows {
+                for (i, r) in page_rows.iter().enumerate() {
                     if tracker.admit(r, col)? {
-                        kept.push(r.clone());
+                        kept.push(i);
                     }
                 }
-                std::borrow::Cow::Owned(kept)
+                Some(kept)
             }
         };
         if !to_sink {
             return Ok(());
         }
+        self.take_rows(si, page_no, page_rows, keep)?;
         let stream = &mut self.streams[si];
-        let Some(sink) = stream.sink.as_mut() else {
-            unreachable!("a plan always comes with sinks")
-        };
-        sink.push_rows(&rows, page_no)?;
-        stream.rows += rows.len() as u64;
         stream.taken = page_no;
-        if sink.checkpoint_due() {
+        let due = stream.sink.as_ref().is_some_and(TableSink::checkpoint_due)
+            || stream.quarantine.checkpoint_due();
+        if let Some(too_many) = self
+            .gate
+            .as_ref()
+            .and_then(|g| g.over_limit(&self.table.output, false))
+        {
+            self.checkpoint_all(manifest)?;
+            return Err(too_many.into());
+        }
+        if due {
             if self.src.typing_from_pages() {
                 // A part is recorded with its final types: the scan confirms them first.
                 self.confirm_due = true;
@@ -127,6 +135,64 @@ impl<'a> TableRun<'a> {
                 self.checkpoint(si, manifest)?;
             }
         }
+        Ok(())
+    }
+
+    /// Take rows of page `page_no` (those in `keep`, else all) into stream `si`: with checks,
+    /// those that pass go to the sink and the others to quarantine.
+    fn take_rows(
+        &mut self,
+        si: usize,
+        page_no: u64,
+        page_rows: &[Vec<Value>],
+        keep: Option<Vec<usize>>,
+    ) -> anyhow::Result<()> {
+        let Some(plan) = self.plan.as_ref() else {
+            unreachable!("rows are taken only once planned")
+        };
+        let stream = &mut self.streams[si];
+        let keep = match self.gate.as_mut() {
+            None => keep,
+            Some(gate) => {
+                let snapshot = format!("{}/page-{page_no:06}.json", stream.raw_rel);
+                let checkpoint = crate::store::unique::checkpoint_id(
+                    self.ctx.run_id,
+                    stream.slice,
+                    stream.first_page_since_checkpoint,
+                );
+                let origin = PageOrigin {
+                    page: page_no,
+                    snapshot: &snapshot,
+                    checkpoint: &checkpoint,
+                    row_base: 0,
+                };
+                let (q, output) = (&mut stream.quarantine, &self.table.output);
+                Some(match keep {
+                    Some(k) => {
+                        gate.judge(output, q, &plan.columns, page_rows, k.into_iter(), &origin)?
+                    }
+                    None => gate.judge(
+                        output,
+                        q,
+                        &plan.columns,
+                        page_rows,
+                        0..page_rows.len(),
+                        &origin,
+                    )?,
+                })
+            }
+        };
+        let rows: std::borrow::Cow<'_, [Vec<Value>]> = match keep {
+            Some(k) if k.len() < page_rows.len() => {
+                std::borrow::Cow::Owned(k.into_iter().map(|i| page_rows[i].clone()).collect())
+            }
+            _ => std::borrow::Cow::Borrowed(page_rows),
+        };
+        let Some(sink) = stream.sink.as_mut() else {
+            unreachable!("a plan always comes with sinks")
+        };
+        sink.push_rows(&rows, page_no)?;
+        stream.rows += rows.len() as u64;
         Ok(())
     }
 
@@ -224,6 +290,15 @@ impl<'a> TableRun<'a> {
         );
         for s in &mut self.streams {
             s.sink = None; // its open parts were never recorded: their temp files go
+            if let Some(gate) = self.gate.as_mut() {
+                // Their rows are judged again: their keys and quarantined rows go too.
+                let ck = crate::store::unique::checkpoint_id(
+                    self.ctx.run_id,
+                    s.slice,
+                    s.first_page_since_checkpoint,
+                );
+                gate.retake(&ck, &mut s.quarantine)?;
+            }
         }
         self.set_plan(plan)?;
         let known = self.known_columns();
@@ -233,10 +308,10 @@ impl<'a> TableRun<'a> {
                 .src
                 .parse_snapshot(&body, known.as_deref())
                 .map_err(|why| anyhow::anyhow!("the snapshot {} is unusable: {why}", rp.path))?;
-            let Some(sink) = self.streams[si].sink.as_mut() else {
-                unreachable!("a plan always comes with sinks")
-            };
-            sink.push_rows(&page.rows, rp.page)?;
+            let before = self.streams[si].rows;
+            self.take_rows(si, rp.page, &page.rows, None)?;
+            // Rows taken again are not new rows.
+            self.streams[si].rows = before;
         }
         Ok(())
     }
@@ -288,6 +363,15 @@ impl<'a> TableRun<'a> {
             return Ok(());
         };
         let closed = sink.checkpoint()?;
+        let quarantined = stream.quarantine.close()?;
+        let ck = crate::store::unique::checkpoint_id(
+            self.ctx.run_id,
+            stream.slice,
+            stream.first_page_since_checkpoint,
+        );
+        if let Some(g) = self.gate.as_mut() {
+            g.before_lines()?;
+        }
         record_parts(
             manifest,
             self.ctx,
@@ -295,8 +379,13 @@ impl<'a> TableRun<'a> {
             plan,
             stream,
             &closed,
+            &quarantined,
             self.delta.as_ref(),
         )?;
+        stream.quarantine.since = Default::default();
+        if let Some(g) = self.gate.as_mut() {
+            g.after_lines(&ck)?;
+        }
         stream.parts += closed.len() as u64;
         stream.first_page_since_checkpoint = stream.taken + 1;
         Ok(())
@@ -308,6 +397,7 @@ impl<'a> TableRun<'a> {
             // and a resumed run replays their pages from the recorded snapshots.
             for s in &mut self.streams {
                 s.sink = None;
+                s.quarantine.abandon();
             }
             tracing::info!(
                 "{}: stopped while the column types still came from the pages: no part recorded; a resumed run replays the recorded pages from their snapshots",

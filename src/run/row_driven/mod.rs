@@ -53,7 +53,7 @@ use crate::source::rest::{Paging, RestTable};
 use crate::source::rows::inputs::Inputs;
 use crate::source::rows::{REQUEST_ID, RowDriven, STATUS, Templates};
 use crate::source::settings::TableSettings;
-use crate::store::fsutil::{create_dir_all_durable, sanitize_component};
+use crate::store::fsutil::sanitize_component;
 use crate::store::manifest::Manifest;
 use crate::store::parts::TableSink;
 
@@ -195,6 +195,9 @@ struct RowRun<'a> {
     fetched_batches: u64,
     replayed_batches: u64,
     counts: Counts,
+    /// The table's row checks, and the rows that failed them since the last checkpoint.
+    gate: Option<crate::run::quarantine::Gate>,
+    quarantine: crate::run::quarantine::Quarantine,
 }
 
 /// Harvest one row-driven table of the run's current (REST) source.
@@ -220,6 +223,17 @@ pub(crate) async fn harvest_rows(
         Recorded::default()
     };
     let mut run = start_run(ctx, table, &inputs.columns, &sp, &rec, manifest)?;
+    run.gate = {
+        // A row-driven table is harvested whole: its keys are its own run's.
+        let mut before = crate::run::quarantine::CheckCounts {
+            judged: sp.rows_in_parts,
+            ..Default::default()
+        };
+        for r in &progress.quarantined {
+            before.add(&crate::run::quarantine::CheckCounts::from_line(r));
+        }
+        crate::run::quarantine::Gate::open(ctx, table, &Default::default(), before)?
+    };
     crate::run::pipeline::remove_incomplete_checkpoint(
         ctx,
         table,
@@ -365,15 +379,7 @@ fn start_run<'a>(
     rec: &Recorded,
     manifest: &Manifest,
 ) -> anyhow::Result<RowRun<'a>> {
-    let raw_rel = format!(
-        "raw/{}/{}/{}",
-        sanitize_component(&ctx.source.name),
-        sanitize_component(&table.output),
-        ctx.run_id
-    );
-    let raw_dir = ctx.settings.out.join(&raw_rel);
-    create_dir_all_durable(&raw_dir)
-        .with_context(|| format!("cannot create {}", raw_dir.display()))?;
+    let (raw_rel, raw_dir) = ctx.raw_dir(&table.output)?;
     let delta = crate::store::delta::target(
         &ctx.settings.out,
         &format!("parquet/{}", sanitize_component(&table.output)),
@@ -408,6 +414,14 @@ fn start_run<'a>(
             statuses: rec.statuses.clone(),
             ..Counts::default()
         },
+        gate: None,
+        quarantine: crate::run::quarantine::Quarantine::new(
+            &ctx.settings.out,
+            &ctx.settings.sink,
+            ctx.run_id,
+            ctx.run_id.to_string(),
+            sp.last_quarantine_part,
+        ),
     })
 }
 
@@ -619,6 +633,13 @@ fn finish(
     }
     let closed = sink.finish()?;
     run.record_parts(manifest, &closed)?;
+    if let Some(too_many) = run
+        .gate
+        .as_ref()
+        .and_then(|g| g.over_limit(&table.output, true))
+    {
+        return Err(too_many.into());
+    }
     let rows = run.rows_before + run.rows;
     let pages = run.batch_no;
     let c = &run.counts;
@@ -653,6 +674,10 @@ fn finish(
     }));
     if let Some(t) = &run.delta {
         end.insert("delta".into(), json!(t.mode.as_str()));
+    }
+    if let Some(g) = &run.gate {
+        g.end_fields(&mut end);
+        totals.add_checks(&table.output, g.counts.quarantined, &g.counts.by_check);
     }
     manifest.append("table_end", ctx.run_id, end)?;
     totals.add_table(pages, rows, run.replayed_batches);
@@ -691,6 +716,13 @@ fn finish(
             manifest,
         )?,
     }
+    crate::run::pipeline::supersede_parts(
+        &ctx.settings.out,
+        &format!("quarantine/{}", sanitize_component(&table.output)),
+        ctx.run_id,
+        &table.output,
+        manifest,
+    )?;
     tracing::info!(
         source = %crate::http::display_url(&ctx.source.base),
         table = %table.output,

@@ -8,6 +8,7 @@ use serde_json::Value;
 use serde_json::json;
 
 use crate::run::context::obj;
+use crate::run::quarantine::PageOrigin;
 use crate::run::row_driven::MAX_UNPLANNED_ROWS;
 use crate::run::row_driven::Response;
 use crate::run::row_driven::RowRun;
@@ -161,8 +162,38 @@ impl RowRun<'_> {
             unreachable!("pushed only once planned")
         };
         let rows = page.aligned(&plan.columns, &self.table.output, batch)?;
+        let rows = match self.gate.as_mut() {
+            None => rows,
+            Some(gate) => {
+                let snapshot = format!("{}/batch-{batch:06}.raw", self.raw_rel);
+                let checkpoint = crate::store::unique::checkpoint_id(
+                    self.ctx.run_id,
+                    None,
+                    self.first_since_checkpoint,
+                );
+                gate.keep_passing(
+                    &self.table.output,
+                    &mut self.quarantine,
+                    &plan.columns,
+                    rows,
+                    &PageOrigin {
+                        page: batch,
+                        snapshot: &snapshot,
+                        checkpoint: &checkpoint,
+                        row_base: 0,
+                    },
+                )?
+            }
+        };
         sink.push_rows(&rows, batch)?;
         self.rows += rows.len() as u64;
+        if let Some(too_many) = self
+            .gate
+            .as_ref()
+            .and_then(|g| g.over_limit(&self.table.output, false))
+        {
+            return Err(too_many.into());
+        }
         Ok(())
     }
 
@@ -173,7 +204,9 @@ impl RowRun<'_> {
         manifest: &mut Manifest,
     ) -> anyhow::Result<()> {
         self.taken = batch;
-        if self.sink.as_ref().is_some_and(TableSink::checkpoint_due) && self.unplanned.is_empty() {
+        let due = self.sink.as_ref().is_some_and(TableSink::checkpoint_due)
+            || self.quarantine.checkpoint_due();
+        if due && self.unplanned.is_empty() {
             self.checkpoint(manifest)?;
         }
         Ok(())
@@ -206,6 +239,12 @@ impl RowRun<'_> {
             "first": self.first_since_checkpoint,
             "last": self.taken,
         });
+        let quarantined = self.quarantine.close()?;
+        let ck =
+            crate::store::unique::checkpoint_id(self.ctx.run_id, None, self.first_since_checkpoint);
+        if let Some(g) = self.gate.as_mut() {
+            g.before_lines()?;
+        }
         crate::run::pipeline::record_part_lines(
             manifest,
             self.ctx,
@@ -213,8 +252,13 @@ impl RowRun<'_> {
             &plan.columns,
             &pages,
             closed,
+            Some((&quarantined, &self.quarantine.since)),
             self.delta.as_ref(),
         )?;
+        self.quarantine.since = Default::default();
+        if let Some(g) = self.gate.as_mut() {
+            g.after_lines(&ck)?;
+        }
         self.parts += closed.len() as u64;
         Ok(())
     }

@@ -178,7 +178,7 @@ fn ndjson(body: &[u8]) -> Result<Vec<u8>, BodyProblem> {
 }
 
 /// A CSV value under its declared type.
-fn csv_value(text: &str, ty: Option<&ColType>) -> Value {
+pub fn csv_value(text: &str, ty: Option<&ColType>) -> Value {
     if text.is_empty() {
         return Value::Null;
     }

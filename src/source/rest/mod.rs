@@ -644,6 +644,16 @@ pub fn plan_table(
     rest: &RestTable,
     first: &Page,
 ) -> anyhow::Result<TablePlan> {
+    plan_records(table, first, &rest.primary_key)
+}
+
+/// [`plan_table`] for records from anywhere (REST pages, NDJSON and CSV files):
+/// `primary_key` names fields the first page must hold.
+pub fn plan_records(
+    table: &TableSettings,
+    first: &Page,
+    primary_key: &[String],
+) -> anyhow::Result<TablePlan> {
     let mut columns = first.columns.clone().unwrap_or_default();
     for c in table.types.keys() {
         if !columns.contains(c) {
@@ -654,7 +664,7 @@ pub fn plan_table(
         .partition_by
         .iter()
         .map(|c| (c, "partition_by"))
-        .chain(rest.primary_key.iter().map(|c| (c, "primary_key")))
+        .chain(primary_key.iter().map(|c| (c, "primary_key")))
     {
         if !columns.contains(col) {
             return Err(UsageError::with_hint(
