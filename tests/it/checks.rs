@@ -352,6 +352,8 @@ fn event(id: u64, event_id: u64, kind: &str, score: i64) -> Value {
         "event_id": event_id,
         "type": kind,
         "score": score,
+        "email": format!("user{id}@example.com"),
+        "title": format!("event {id}"),
         "created_at": format!("2024-03-{:02}T{:02}:00:00Z", 1 + id / 24, id % 24),
     })
 }
@@ -370,6 +372,8 @@ required = ["event_id", "type"]
 unique = ["event_id"]
 one_of = {{ type = ["PushEvent", "WatchEvent"] }}
 range = {{ score = {{ min = 0, max = 100 }} }}
+pattern = {{ email = '^[^@\s]+@[^@\s]+$' }}
+max_length = {{ title = 20 }}
 "#
         ),
     )
@@ -384,6 +388,8 @@ fn rest_incremental_keeps_one_row_per_key_across_runs() {
     events[4]["type"] = Value::Null; // id 5: required
     events[8]["type"] = "ForkEvent".into(); // id 9: one_of
     events[14]["score"] = 130.into(); // id 15: range
+    events[19]["email"] = "nobody".into(); // id 20: pattern
+    events[24]["title"] = "a title that is far too long".into(); // id 25: max_length
     let js = JsonServer::start(&serde_json::json!({ "events": events }));
     let cfg = rest_events_config(
         tmp.path(),
@@ -412,7 +418,7 @@ watermark = "created_at""#,
     assert_exit(&o, 0);
     let good = ids(&export_ndjson(&out, "events"), "id");
     let want: Vec<i64> = (1..=40)
-        .filter(|i| ![5, 9, 15, 33, 36].contains(i))
+        .filter(|i| ![5, 9, 15, 20, 25, 33, 36].contains(i))
         .collect();
     assert_eq!(good, want);
     let q = export_quarantine(&out, "events");
@@ -432,6 +438,8 @@ watermark = "created_at""#,
             (5, "required".to_string()),
             (9, "one_of".to_string()),
             (15, "range".to_string()),
+            (20, "pattern".to_string()),
+            (25, "max_length".to_string()),
             (33, "unique".to_string()),
             (36, "unique".to_string()),
         ]

@@ -10,7 +10,9 @@ use serde_json::Value;
 use crate::common::*;
 
 /// hired_employees: id, name, datetime, department_id, job_id. Defects: an empty name
-/// (required), a datetime that is not one (type), a department out of range, a repeated id.
+/// (required), a datetime that is not one (type), a department out of range, a name with
+/// digits (pattern), a name too long (max_length), a job not in the list (one_of), and in
+/// February a repeated id (unique).
 const JAN: &str = "id,name,datetime,department_id,job_id
 1,Ana Díaz,2021-01-04T10:00:00Z,1,7
 2,\"Lee, Ben\",2021-01-05T11:30:00Z,2,3
@@ -18,6 +20,9 @@ const JAN: &str = "id,name,datetime,department_id,job_id
 4,Kim Roe,not a time,3,1
 5,Sam Poe,2021-01-08T08:15:00Z,99,2
 6,Ida Fox,2021-01-09T17:45:00Z,4,5
+9,R2D2,2021-01-10T10:00:00Z,4,5
+10,Zed Long Name Here,2021-01-11T10:00:00Z,4,5
+11,Al Ok,2021-01-12T10:00:00Z,4,4
 ";
 
 const FEB: &str = "id,name,datetime,department_id,job_id
@@ -45,6 +50,9 @@ types = {{ id = "integer", datetime = "timestamp", department_id = "integer", jo
 required = ["id", "name", "datetime", "department_id", "job_id"]
 unique = ["id"]
 range = {{ department_id = {{ min = 1, max = 12 }} }}
+pattern = {{ name = '^[^0-9]+$' }}
+max_length = {{ name = 12 }}
+one_of = {{ job_id = [1, 2, 3, 5, 7, 9] }}
 "#,
             data.display()
         ),
@@ -115,7 +123,9 @@ fn csv_files_are_checked_recorded_and_harvested_once_per_version() {
         "{err}"
     );
     assert!(
-        err.contains("3 rows written, 3 quarantined (range: 1, required: 1, type: 1)"),
+        err.contains(
+            "3 rows written, 6 quarantined (max_length: 1, one_of: 1, pattern: 1, range: 1, required: 1, type: 1)"
+        ),
         "{err}"
     );
     assert_eq!(ids(&out), [1, 2, 6]);
@@ -124,8 +134,16 @@ fn csv_files_are_checked_recorded_and_harvested_once_per_version() {
         q.iter()
             .map(|(i, c, _)| (*i, c.as_str()))
             .collect::<Vec<_>>(),
-        [(3, "required"), (4, "type"), (5, "range")]
+        [
+            (3, "required"),
+            (4, "type"),
+            (5, "range"),
+            (9, "pattern"),
+            (10, "max_length"),
+            (11, "one_of")
+        ]
     );
+    assert_eq!(q[5].2, "job_id 4 is not one of 1, 2, 3, 5, 7, 9");
     assert!(
         q[1].2
             .starts_with("datetime \"not a time\" is not a timestamp"),
@@ -142,11 +160,11 @@ fn csv_files_are_checked_recorded_and_harvested_once_per_version() {
         fs::read(out.join(page["path"].as_str().unwrap())).unwrap(),
         JAN.as_bytes()
     );
-    assert_eq!(page["rows"], 6);
+    assert_eq!(page["rows"], 9);
     // DuckDB reads the dataset typed, and the quarantine as text.
     python_ok(
         &readers_python(),
-        "import sys, duckdb\nd = sys.argv[1]\nr = duckdb.sql(f\"select id, name, datetime, department_id from read_parquet('{d}/parquet/hired_employees/*.parquet') order by id\").fetchall()\nassert [x[0] for x in r] == [1, 2, 6], r\nassert r[1][1] == 'Lee, Ben', r\nassert str(r[0][2]) == '2021-01-04 10:00:00', r\nq = duckdb.sql(f\"select id, _checks from read_parquet('{d}/quarantine/hired_employees/*.parquet') order by id\").fetchall()\nassert q == [('3', 'required'), ('4', 'type'), ('5', 'range')], q",
+        "import sys, duckdb\nd = sys.argv[1]\nr = duckdb.sql(f\"select id, name, datetime, department_id from read_parquet('{d}/parquet/hired_employees/*.parquet') order by id\").fetchall()\nassert [x[0] for x in r] == [1, 2, 6], r\nassert r[1][1] == 'Lee, Ben', r\nassert str(r[0][2]) == '2021-01-04 10:00:00', r\nq = duckdb.sql(f\"select id, _checks from read_parquet('{d}/quarantine/hired_employees/*.parquet') order by cast(id as integer)\").fetchall()\nassert q[:3] == [('3', 'required'), ('4', 'type'), ('5', 'range')] and len(q) == 6, q",
         &[&out],
     );
 
@@ -162,7 +180,7 @@ fn csv_files_are_checked_recorded_and_harvested_once_per_version() {
     );
     assert_eq!(ids(&out), [1, 2, 6, 7, 8]);
     let q = quarantine(&out);
-    assert_eq!(q.len(), 4);
+    assert_eq!(q.len(), 7);
     assert!(q.iter().any(|(i, c, _)| *i == 2 && c == "unique"), "{q:?}");
     let pages = records(&manifest(&out), "page").len();
     assert_eq!(pages, 2, "January was not recorded again");
@@ -182,7 +200,12 @@ fn csv_files_are_checked_recorded_and_harvested_once_per_version() {
         q.iter()
             .map(|(i, c, _)| (*i, c.as_str()))
             .collect::<Vec<_>>(),
-        [(2, "unique")]
+        [
+            (2, "unique"),
+            (9, "pattern"),
+            (10, "max_length"),
+            (11, "one_of")
+        ]
     );
     assert_exit(
         &harvest(&["verify", "--out", out.to_str().unwrap()], &[]),
