@@ -158,6 +158,11 @@ fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, Usa
     };
     // Object storage: the run works in a local stage and publishes to the store.
     let location = out.clone();
+    let s3 = crate::store::remote::S3Options {
+        endpoint: args.s3.s3_endpoint.clone().or(file.s3.endpoint.clone()),
+        region: args.s3.s3_region.clone().or(file.s3.region.clone()),
+        retry: Some((http.max_attempts, http.retry_budget)),
+    };
     let remote = match crate::store::remote::is_remote(&location) {
         false => None,
         true => {
@@ -170,14 +175,9 @@ fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, Usa
                 .unwrap_or_else(|| {
                     crate::store::remote::default_stage(&url, args.writer.as_deref())
                 });
-            let opts = crate::store::remote::S3Options {
-                endpoint: args.s3.s3_endpoint.clone().or(file.s3.endpoint.clone()),
-                region: args.s3.s3_region.clone().or(file.s3.region.clone()),
-                retry: Some((http.max_attempts, http.retry_budget)),
-            };
             Some(std::sync::Arc::new(crate::store::remote::Remote::new(
                 &loc,
-                &opts,
+                &s3,
                 stage,
                 args.writer.as_deref(),
             )?))
@@ -217,6 +217,7 @@ fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, Usa
     }
     let config_digest = crate::store::manifest::sha256_hex(described.to_string().as_bytes());
     Ok(HarvestSettings {
+        s3,
         out,
         home,
         writer: args.writer.clone(),

@@ -20,7 +20,7 @@
 //! - Memory: rows stream in chunks of [`CHUNK_ROWS`]; the writer's budget bounds the rest.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
@@ -167,13 +167,9 @@ pub(crate) fn harvest_files(
         }
     }
 
-    // 2. The files the glob names now.
-    let listed = crate::source::files::list(&ft.glob).map_err(|why| {
-        crate::error::UsageError::with_hint(
-            format!("table {:?}: {why}", table.name),
-            "`path` is a file path whose name may hold * ? [..] (e.g. data/hired_employees*.csv)",
-        )
-    })?;
+    // 2. The files the glob names now (local, or on object storage).
+    let place = Place::open(ctx, table, &ft.glob)?;
+    let listed = place.list()?;
     if listed.is_empty() {
         let w = format!(
             "{}: no file matches {:?} (relative paths are from the working directory)",
@@ -184,15 +180,10 @@ pub(crate) fn harvest_files(
     }
     let (mut unchanged, mut not_matching) = (0u64, 0u64);
     let mut files_taken = 0u64;
-    for path in listed {
-        let source = path.display().to_string();
+    for (source, name) in listed {
         if taken.contains(&source) {
             continue;
         }
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         if let Some(re) = &ft.name_pattern
             && !re.is_match(&name)
         {
@@ -217,9 +208,12 @@ pub(crate) fn harvest_files(
             continue;
         };
         let snapshot_rel = format!("{raw_rel}/file-{:06}.{}", page_no + 1, format.extension());
-        let (sha256, bytes) = copy_hashing(&path, &ctx.settings.out.join(&snapshot_rel), |sha| {
-            history.latest.get(&source).is_some_and(|s| s == sha)
-        })?;
+        let (sha256, bytes) = copy_hashing(
+            &source,
+            &ctx.settings.out.join(&snapshot_rel),
+            |w| place.read(&source, &name, w),
+            |sha| history.latest.get(&source).is_some_and(|s| s == sha),
+        )?;
         let Some(sha256) = sha256 else {
             tracing::info!(
                 "{}: {source} is unchanged since it was harvested",
@@ -252,42 +246,147 @@ pub(crate) fn harvest_files(
     )
 }
 
-/// Copy `from` to `to` atomically, hashing the bytes as they are copied. When `skip` says
-/// the hash is one already harvested, the copy is dropped and `None` returned.
+/// Where a table's files are: a local directory, or an `s3://` prefix.
+enum Place {
+    Local(String),
+    S3 {
+        remote: Box<crate::store::remote::Remote>,
+        /// `s3://bucket/dir/` the names are under.
+        dir: String,
+        name_glob: String,
+    },
+}
+
+impl Place {
+    fn open(ctx: &RunCtx<'_>, table: &TableSettings, glob: &str) -> anyhow::Result<Self> {
+        let Some(rest) = glob.strip_prefix("s3://") else {
+            return Ok(Place::Local(glob.to_string()));
+        };
+        let (dir, name_glob) = match rest.rsplit_once('/') {
+            Some((d, n)) if !d.is_empty() && !n.is_empty() => (format!("s3://{d}/"), n),
+            _ => {
+                return Err(crate::error::UsageError::with_hint(
+                    format!("table {:?}: path {glob:?} names no file under a bucket", table.name),
+                    "write it as s3://BUCKET/PREFIX/NAME-GLOB, e.g. s3://uploads/hr/hired_employees*.csv",
+                )
+                .into());
+            }
+        };
+        if dir.contains(['*', '?', '[']) {
+            return Err(crate::error::UsageError::with_hint(
+                format!(
+                    "table {:?}: {glob:?} has wildcards before its file name",
+                    table.name
+                ),
+                "only the file name may hold * ? [..]",
+            )
+            .into());
+        }
+        let remote = Box::new(crate::store::remote::Remote::new(
+            &dir,
+            &ctx.settings.s3,
+            ctx.settings.out.clone(),
+            None,
+        )?);
+        Ok(Place::S3 {
+            remote,
+            dir,
+            name_glob: name_glob.to_string(),
+        })
+    }
+
+    /// The files, as (source, name), sorted: local paths, or `s3://…` URLs.
+    fn list(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let bad_glob = |why: String| {
+            crate::error::UsageError::with_hint(
+                why,
+                "`path` is a file path whose name may hold * ? [..] (e.g. data/hired_employees*.csv)",
+            )
+        };
+        match self {
+            Place::Local(glob) => Ok(crate::source::files::list(glob)
+                .map_err(bad_glob)?
+                .into_iter()
+                .map(|p| {
+                    let name = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    (p.display().to_string(), name)
+                })
+                .collect()),
+            Place::S3 {
+                remote,
+                dir,
+                name_glob,
+            } => {
+                let re = crate::source::files::glob_regex(name_glob).map_err(bad_glob)?;
+                Ok(remote
+                    .list_files()?
+                    .into_iter()
+                    .filter(|(n, _)| !n.starts_with('.') && re.is_match(n))
+                    .map(|(n, _)| (format!("{dir}{n}"), n))
+                    .collect())
+            }
+        }
+    }
+
+    /// Copy file `source` (named `name`) into `w`; returns its size.
+    fn read(&self, source: &str, name: &str, w: &mut (dyn Write + Send)) -> anyhow::Result<u64> {
+        match self {
+            Place::Local(_) => {
+                let mut f =
+                    std::fs::File::open(source).with_context(|| format!("cannot open {source}"))?;
+                std::io::copy(&mut f, w).with_context(|| format!("cannot read {source}"))
+            }
+            Place::S3 { remote, .. } => remote.read_into(name, w),
+        }
+    }
+}
+
+/// What a copy writes through: the snapshot file, and the hash of every byte.
+struct Hashing {
+    file: AtomicFile,
+    hasher: sha2::Sha256,
+}
+
+impl Write for Hashing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest as _;
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Copy `source` to `to` atomically with `fill`, hashing the bytes as they are copied. When
+/// `skip` says the hash is one already harvested, the copy is dropped and `None` returned.
 fn copy_hashing(
-    from: &Path,
+    source: &str,
     to: &Path,
+    fill: impl FnOnce(&mut (dyn Write + Send)) -> anyhow::Result<u64>,
     skip: impl Fn(&str) -> bool,
 ) -> anyhow::Result<(Option<String>, u64)> {
     use sha2::Digest as _;
-    let mut src =
-        std::fs::File::open(from).with_context(|| format!("cannot open {}", from.display()))?;
-    let mut dst =
-        AtomicFile::create(to).with_context(|| format!("cannot create {}", to.display()))?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    loop {
-        let n = src
-            .read(&mut buf)
-            .with_context(|| format!("cannot read {}", from.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        dst.write_all(&buf[..n])
-            .with_context(|| format!("cannot write {}", to.display()))?;
-        bytes += n as u64;
-    }
+    let file = AtomicFile::create(to).with_context(|| format!("cannot create {}", to.display()))?;
+    let mut w = Hashing {
+        file,
+        hasher: sha2::Sha256::new(),
+    };
+    let bytes = fill(&mut w).with_context(|| format!("cannot copy {source}"))?;
+    let Hashing { file, hasher } = w;
     let sha: String = hasher
         .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
     if skip(&sha) {
-        return Ok((None, bytes)); // the temp file goes with `dst`
+        return Ok((None, bytes)); // the temp file goes with `file`
     }
-    dst.commit()
+    file.commit()
         .with_context(|| format!("cannot write {}", to.display()))?;
     Ok((Some(sha), bytes))
 }
@@ -667,12 +766,15 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         let (from, to) = (d.join("a.csv"), d.join("copy.csv"));
         std::fs::write(&from, "id\n1\n").unwrap();
-        let (sha, bytes) = copy_hashing(&from, &to, |_| false).unwrap();
+        let place = Place::Local(from.display().to_string());
+        let src = from.display().to_string();
+        let (sha, bytes) =
+            copy_hashing(&src, &to, |w| place.read(&src, "a.csv", w), |_| false).unwrap();
         assert_eq!(sha.as_deref(), Some(sha256_hex(b"id\n1\n").as_str()));
         assert_eq!(bytes, 5);
         assert_eq!(std::fs::read(&to).unwrap(), b"id\n1\n");
         std::fs::remove_file(&to).unwrap();
-        let (sha, _) = copy_hashing(&from, &to, |_| true).unwrap();
+        let (sha, _) = copy_hashing(&src, &to, |w| place.read(&src, "a.csv", w), |_| true).unwrap();
         assert!(sha.is_none() && !to.exists());
     }
 }

@@ -20,6 +20,8 @@ pub struct HarvestSettings {
     /// `--out s3://…`: the store `out` (the stage) publishes to.
     pub remote: Option<std::sync::Arc<crate::store::remote::Remote>>,
     pub http: HttpSettings,
+    /// S3 endpoint and region (for `--out s3://…` and for `s3://…` files tables).
+    pub s3: crate::store::remote::S3Options,
     pub sink: SinkSettings,
     pub sources: Vec<SourceSettings>,
     pub wait_lock: bool,

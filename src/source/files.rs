@@ -83,7 +83,7 @@ fn has_wildcards(s: &str) -> bool {
 }
 
 /// A glob's last component as a regex (anchored).
-fn glob_regex(pattern: &str) -> Result<regex::Regex, String> {
+pub fn glob_regex(pattern: &str) -> Result<regex::Regex, String> {
     let mut re = String::from("^");
     let mut chars = pattern.chars().peekable();
     while let Some(c) = chars.next() {

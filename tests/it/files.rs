@@ -299,3 +299,57 @@ fn ndjson_and_parquet_files_and_a_crash_between_files() {
     let by_id = |rows: &[Value], id: i64| rows.iter().find(|r| r["id"] == id).cloned().unwrap();
     assert_eq!(by_id(&again, 1234), by_id(&rows, 1234));
 }
+
+/// Files on object storage (an S3-compatible server, moto): listed by glob under the prefix,
+/// copied and hashed as they stream, checked; unchanged on the next run.
+#[test]
+fn csv_files_on_s3_are_read_like_local_ones() {
+    let tmp = TempDir::new("files-s3");
+    let s3 = S3Server::start("uploads");
+    s3.put("hr/hired_employees_2021-01.csv", JAN);
+    s3.put("hr/notes.txt", "not data");
+    s3.put("hr/2020/hired_employees_old.csv", "id\n1\n");
+    let cfg = tmp.path().join("s3.toml");
+    let text = config(tmp.path(), Path::new("/placeholder"));
+    fs::write(
+        &cfg,
+        fs::read_to_string(&text)
+            .unwrap()
+            .replace("/placeholder/", "s3://uploads/hr/"),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let env: Vec<(&str, String)> = s3.env();
+    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = || crate::rest::config_cmd("harvest", cfg.to_str().unwrap(), &out, &[], &envs);
+    let o = run();
+    assert_exit(&o, 0);
+    assert_eq!(ids(&out), [1, 2, 6]);
+    assert_eq!(quarantine(&out).len(), 6);
+    let m = manifest(&out);
+    let pages = records(&m, "page");
+    assert_eq!(
+        pages.len(),
+        1,
+        "only the matching file at the prefix's top level"
+    );
+    assert_eq!(
+        pages[0]["file"]["path"],
+        "s3://uploads/hr/hired_employees_2021-01.csv"
+    );
+    assert_eq!(
+        pages[0]["sha256"],
+        harvest::manifest::sha256_hex(JAN.as_bytes())
+    );
+    let o = run();
+    assert_exit(&o, 0);
+    assert!(
+        stderr(&o).contains("is unchanged since it was harvested"),
+        "{}",
+        stderr(&o)
+    );
+    assert_exit(
+        &harvest(&["verify", "--out", out.to_str().unwrap()], &[]),
+        0,
+    );
+}

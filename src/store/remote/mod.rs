@@ -452,6 +452,40 @@ impl Remote {
             .map_err(|e| store_error(e, &format!("cannot read {}{rel}", self.url)))
     }
 
+    /// The objects directly under the location (not under a further `/`), as (name, size),
+    /// in name order.
+    pub fn list_files(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        self.run(async {
+            Ok(self
+                .list("")
+                .await?
+                .into_iter()
+                .filter(|(rel, _)| !rel.contains('/'))
+                .collect())
+        })
+    }
+
+    /// Stream object `rel` into `w` (never whole in memory); returns its size.
+    pub fn read_into(&self, rel: &str, w: &mut (dyn std::io::Write + Send)) -> anyhow::Result<u64> {
+        self.run(async {
+            let what = format!("cannot read {}{rel}", self.url);
+            let r = self
+                .store
+                .get(&self.key(rel))
+                .await
+                .map_err(|e| store_error(e, &what))?;
+            let mut s = r.into_stream();
+            let mut n = 0u64;
+            while let Some(chunk) = s.next().await {
+                let chunk = chunk.map_err(|e| store_error(e, &what))?;
+                w.write_all(&chunk)
+                    .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+                n += chunk.len() as u64;
+            }
+            Ok(n)
+        })
+    }
+
     /// Whether the Delta table at `rel` has a log on the store.
     pub fn has_delta_log(&self, rel: &str) -> anyhow::Result<bool> {
         let log = format!("{}/_delta_log", rel.trim_end_matches('/'));
