@@ -1001,3 +1001,73 @@ concurrency = 3
         stderr(&o)
     );
 }
+
+/// Row checks on a row-driven table: a response that fails goes to quarantine with the id of
+/// the request that returned it (a recorded 404 has no `name`: `required`).
+#[test]
+fn checks_quarantine_responses_with_their_request_id() {
+    let mut customers: Vec<Value> = (1..=10).map(customer).collect();
+    customers[3]["balance"] = json!(-5);
+    let js = JsonServer::start(&json!({ "customers": customers }));
+    let work = TempDir::new("rows-checks");
+    let out = work.path().join("out");
+    let mut sql = String::from("create table wanted(CustomerID text);\n");
+    for i in 1..=12u64 {
+        sql.push_str(&format!("insert into wanted values('C{i:03}');\n"));
+    }
+    let db = make_db(&work, "input", &sql);
+    let config = rest_config(
+        work.path(),
+        &js.url,
+        &format!(
+            r#"[[source.table]]
+name = "customer_detail"
+path = "/customers/{{CustomerID}}"
+for_each = {{ sqlite = "{}", query = "select CustomerID from wanted" }}
+concurrency = 4
+checks = {{ required = ["name"], range = {{ balance = {{ min = 0 }} }} }}
+"#,
+            db.display()
+        ),
+    );
+    let o = run_config(&config, &out, &[]);
+    assert_exit(&o, 0);
+    assert!(
+        stderr(&o).contains("9 rows written, 3 quarantined (range: 1, required: 2)"),
+        "{}",
+        stderr(&o)
+    );
+    let q = harvest(
+        &[
+            "export",
+            "--out",
+            out.to_str().unwrap(),
+            "--dataset",
+            "customer_detail",
+            "--quarantine",
+            "--format",
+            "ndjson",
+        ],
+        &[],
+    );
+    assert_exit(&q, 0);
+    let rows: Vec<Value> = String::from_utf8_lossy(&q.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    let m = manifest(&out);
+    let ids: HashSet<String> = records(&m, "page")
+        .iter()
+        .flat_map(|p| p["requests"].as_array().unwrap().iter())
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    for r in &rows {
+        let id = r["_request_id"].as_str().unwrap();
+        assert!(ids.contains(id), "{id} is a recorded request");
+    }
+    assert_exit(
+        &harvest(&["verify", "--out", out.to_str().unwrap()], &[]),
+        0,
+    );
+}

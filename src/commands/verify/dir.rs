@@ -621,8 +621,8 @@ fn check_slices(records: &[(u64, Value)], run: Option<&str>, report: &Report) {
     }
 }
 
-/// Row-driven tables: the rows of each run's live parts carry exactly the request ids
-/// (and as many rows per id) as its batches record.
+/// Row-driven tables: the rows of each run's live parts (dataset and quarantine) carry exactly
+/// the request ids (and as many rows per id) as its batches record.
 fn check_request_ids(
     out: &Path,
     requests: &RequestIds,
@@ -633,7 +633,13 @@ fn check_request_ids(
     for ((run_id, output), want) in &requests.rows {
         let parts: Vec<&FileClaim> = claims
             .iter()
-            .filter(|c| c.run_id == *run_id && c.parquet.as_ref().is_some_and(|(_, o)| o == output))
+            .filter(|c| {
+                // A quarantined row keeps its `_request_id` too.
+                c.run_id == *run_id
+                    && c.parquet.as_ref().is_some_and(|(_, o)| {
+                        o == output || o.strip_suffix(" (quarantine)") == Some(output)
+                    })
+            })
             .collect();
         if parts.is_empty() || !in_scope(run, &json!({ "run_id": run_id })) {
             continue; // superseded by a later run, or out of scope
