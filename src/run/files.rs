@@ -28,7 +28,7 @@ use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
 use crate::run::context::{RunCtx, Totals, obj};
-use crate::run::quarantine::{CheckCounts, Gate, PageOrigin, Quarantine};
+use crate::run::quarantine::{Gate, PageOrigin, Quarantine};
 use crate::run::resume::TableProgress;
 use crate::schema::{ColType, ColumnPlan};
 use crate::source::TablePlan;
@@ -111,17 +111,6 @@ pub(crate) fn harvest_files(
         ))
         .filter(|c| !c.is_empty())
     });
-    let live: HashSet<String> = {
-        let finished = crate::run::resume::finished_runs(ctx.history, &table.output);
-        crate::run::resume::live_checkpoints(ctx.history, &table.output, |r| finished.contains(r))
-    };
-    let mut before = CheckCounts {
-        judged: sp.rows_in_parts,
-        ..Default::default()
-    };
-    for r in &progress.quarantined {
-        before.add(&CheckCounts::from_line(r));
-    }
     let mut run = FilesRun {
         ctx,
         table,
@@ -134,7 +123,8 @@ pub(crate) fn harvest_files(
             ctx.run_id.to_string(),
             sp.last_quarantine_part,
         ),
-        gate: Gate::open(ctx, table, &live, before)?,
+        // The dataset grows by the files that are new or changed.
+        gate: Gate::open(ctx, table, true, sp.rows_in_parts, &progress.quarantined)?,
         last_part: sp.last_part,
         rows: sp.rows_in_parts,
         parts: 0,
@@ -642,25 +632,17 @@ impl FilesRun<'_> {
             return Ok(());
         };
         let closed = sink.checkpoint()?;
-        let quarantined = self.quarantine.close()?;
-        let ck = crate::store::unique::checkpoint_id(self.ctx.run_id, None, page);
-        if let Some(g) = self.gate.as_mut() {
-            g.before_lines()?;
-        }
-        crate::run::pipeline::record_part_lines(
+        crate::run::pipeline::record_checkpoint(
             manifest,
             self.ctx,
             self.table,
             &plan.columns,
             &json!({ "raw_run": self.ctx.run_id, "first": page, "last": page }),
             &closed,
-            Some((&quarantined, &self.quarantine.since)),
+            &mut self.quarantine,
+            self.gate.as_mut(),
             None,
         )?;
-        self.quarantine.since = CheckCounts::default();
-        if let Some(g) = self.gate.as_mut() {
-            g.after_lines(&ck)?;
-        }
         self.parts += closed.len() as u64;
         self.last_part += closed.len() as u64;
         Ok(())

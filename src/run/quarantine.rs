@@ -79,7 +79,6 @@ pub(crate) struct Gate {
     pub checks: Checks,
     index: Option<KeyIndex>,
     pub counts: CheckCounts,
-    failures: Vec<Failure>,
 }
 
 /// One stream's quarantine: its open part and what it counted since its last checkpoint.
@@ -139,13 +138,15 @@ impl Quarantine {
         self.sink.as_ref().is_some_and(TableSink::checkpoint_due)
     }
 
+    /// Keep `row` (row `row_no` of `origin`'s page) with the checks it failed.
     fn push(
         &mut self,
         output: &str,
         columns: &[ColumnPlan],
         row: &[Value],
         failures: &[Failure],
-        origin: &Origin<'_>,
+        origin: &PageOrigin<'_>,
+        row_no: u64,
     ) -> anyhow::Result<()> {
         let names_changed = self.columns.len() != columns.len()
             || self.columns.iter().zip(columns).any(|(a, b)| *a != b.name);
@@ -168,7 +169,18 @@ impl Quarantine {
             self.sink = Some(sink);
             self.columns = columns.iter().map(|c| c.name.clone()).collect();
         }
-        let q = quarantine_row(columns, row, failures, origin);
+        let q = quarantine_row(
+            columns,
+            row,
+            failures,
+            &Origin {
+                run_id: &self.run_id,
+                page: origin.page,
+                row: row_no,
+                snapshot: origin.snapshot,
+                request_id: None,
+            },
+        );
         let Some(sink) = self.sink.as_mut() else {
             unreachable!("opened above")
         };
@@ -187,28 +199,42 @@ pub(crate) struct PageOrigin<'a> {
 }
 
 impl Gate {
-    /// The table's gate, when it has checks. `live`: the checkpoints whose keys the dataset
-    /// holds (an incremental table: its finished runs' live ones; a complete harvest: none, as
-    /// it replaces the dataset; this run's always count).
+    /// The table's gate, when it has checks. `adds`: the run adds to the dataset (incremental,
+    /// files), so the keys of its finished runs' live checkpoints count; otherwise it replaces
+    /// the dataset and only its own keys do. `rows_in_parts` and `quarantine_lines`: what the
+    /// run's earlier processes recorded (their rows were judged too).
     pub fn open(
         ctx: &RunCtx<'_>,
         table: &TableSettings,
-        live: &HashSet<String>,
-        before: CheckCounts,
+        adds: bool,
+        rows_in_parts: u64,
+        quarantine_lines: &[Value],
     ) -> anyhow::Result<Option<Self>> {
-        match table.checks.clone() {
-            None => Ok(None),
-            Some(checks) => Self::open_at(
-                &ctx.settings.home,
-                ctx.history,
-                &table.output,
-                ctx.run_id,
-                checks,
-                live,
-                before,
-            )
-            .map(Some),
+        let Some(checks) = table.checks.clone() else {
+            return Ok(None);
+        };
+        let live = if adds {
+            crate::run::resume::live_checkpoints(ctx.history, &table.output)
+        } else {
+            HashSet::new()
+        };
+        let mut before = CheckCounts {
+            judged: rows_in_parts,
+            ..Default::default()
+        };
+        for r in quarantine_lines {
+            before.add(&CheckCounts::from_line(r));
         }
+        Self::open_at(
+            &ctx.settings.home,
+            ctx.history,
+            &table.output,
+            ctx.run_id,
+            checks,
+            &live,
+            before,
+        )
+        .map(Some)
     }
 
     /// [`Gate::open`] from its parts: the writer's home (its `state/`), the manifest read at
@@ -239,7 +265,6 @@ impl Gate {
             checks,
             index,
             counts: before,
-            failures: Vec::new(),
         })
     }
 
@@ -287,17 +312,15 @@ impl Gate {
                 }
             }
         }
-        for (&i, f) in candidates.iter().zip(failed) {
-            let row = &rows[i];
-            self.failures = f;
+        for (&i, failures) in candidates.iter().zip(failed) {
             page_counts.judged += 1;
-            if self.failures.is_empty() {
+            if failures.is_empty() {
                 good.push(i);
                 continue;
             }
             page_counts.quarantined += 1;
-            let mut named: Vec<&str> = Vec::with_capacity(self.failures.len());
-            for f in &self.failures {
+            let mut named: Vec<&str> = Vec::with_capacity(failures.len());
+            for f in &failures {
                 if !named.contains(&f.check) {
                     named.push(f.check);
                     *page_counts.by_check.entry(f.check.to_string()).or_default() += 1;
@@ -306,15 +329,10 @@ impl Gate {
             q.push(
                 output,
                 columns,
-                row,
-                &self.failures,
-                &Origin {
-                    run_id: &q.run_id.clone(),
-                    page: origin.page,
-                    row: origin.row_base + i as u64 + 1,
-                    snapshot: origin.snapshot,
-                    request_id: None,
-                },
+                &rows[i],
+                &failures,
+                origin,
+                origin.row_base + i as u64 + 1,
             )?;
         }
         q.since.add(&page_counts);

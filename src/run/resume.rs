@@ -186,20 +186,17 @@ pub fn vouched_checkpoints(records: &[Value]) -> HashSet<String> {
         .collect()
 }
 
-/// The checkpoints (key index ids) of `output` whose parts (dataset or quarantine) are live,
-/// recorded by a run `of_run` accepts: complete, and not superseded. Their `unique` keys are
-/// the dataset's.
-pub fn live_checkpoints(
-    records: &[Value],
-    output: &str,
-    of_run: impl Fn(&str) -> bool,
-) -> HashSet<String> {
+/// The checkpoints (key index ids) of `output` whose parts (dataset or quarantine) are live:
+/// recorded by a run that finished the dataset, complete, and not superseded. Their `unique`
+/// keys are the dataset's.
+pub fn live_checkpoints(records: &[Value], output: &str) -> HashSet<String> {
+    let finished = finished_runs(records, output);
     let superseded = superseded_paths(records);
     let vouched = vouched_checkpoints(records);
     records
         .iter()
         .filter(|r| is_part_line(r) && r["output"] == output)
-        .filter(|r| r["run_id"].as_str().is_some_and(&of_run))
+        .filter(|r| r["run_id"].as_str().is_some_and(|id| finished.contains(id)))
         .filter(|r| r["path"].as_str().is_some_and(|p| !superseded.contains(p)))
         .map(|r| {
             let (_, slice, run, first, _) = checkpoint_key(r);

@@ -152,17 +152,6 @@ impl std::fmt::Display for MaxFailed {
     }
 }
 
-/// The check names, in the order a row's failures are listed.
-pub const CHECK_NAMES: [&str; 7] = [
-    "type",
-    "required",
-    "one_of",
-    "pattern",
-    "range",
-    "max_length",
-    "unique",
-];
-
 /// One check a row failed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
@@ -171,18 +160,6 @@ pub struct Failure {
 }
 
 impl Checks {
-    /// The columns the checks name (to tell a user which ones a table lacks).
-    pub fn columns(&self) -> impl Iterator<Item = &str> {
-        self.required
-            .iter()
-            .chain(&self.unique)
-            .chain(self.one_of.keys())
-            .chain(self.pattern.keys())
-            .chain(self.range.keys())
-            .chain(self.max_length.keys())
-            .map(String::as_str)
-    }
-
     /// The checks applied to rows of these columns (by name; a column the rows lack is absent
     /// in every row).
     pub fn bind<'a>(&'a self, columns: &'a [ColumnPlan]) -> Checker<'a> {
@@ -257,7 +234,8 @@ fn as_text(v: &Value) -> std::borrow::Cow<'_, str> {
 }
 
 impl Checker<'_> {
-    /// Every check but `unique` that `row` (in column order) fails, in [`CHECK_NAMES`] order.
+    /// Every check but `unique` that `row` (in column order) fails, in this order: `type`,
+    /// `required`, `one_of`, `pattern`, `range`, `max_length`.
     pub fn failures(&self, row: &[Value], out: &mut Vec<Failure>) {
         for (c, v) in self.columns.iter().zip(row) {
             if let Some(why) = misfit(v, c) {
@@ -358,11 +336,6 @@ impl Checker<'_> {
                 });
             }
         }
-    }
-
-    /// Whether the table has a `unique` key.
-    pub fn has_key(&self) -> bool {
-        !self.unique.is_empty()
     }
 
     /// The `unique` key of `row` as bytes for the key index (`None`: no key is configured, or

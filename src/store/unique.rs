@@ -250,6 +250,7 @@ impl KeyIndex {
 
     /// Whether `key` is held by a counting scope; if not, it is added under checkpoint `ck`
     /// (the row is the first with it) and `false` is returned.
+    #[cfg(test)]
     pub fn seen(&mut self, key: &[u8], ck: &str) -> anyhow::Result<bool> {
         Ok(self.seen_many(&[key.to_vec()], ck)?[0])
     }
@@ -353,7 +354,8 @@ impl KeyIndex {
         Ok(())
     }
 
-    /// Keys of counting scopes (for tests): a full count, so not on a hot path.
+    /// Keys of counting scopes: a full count, for tests.
+    #[cfg(test)]
     pub fn held(&self) -> anyhow::Result<u64> {
         let c: i64 = self
             .conn

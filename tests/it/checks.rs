@@ -267,15 +267,7 @@ fn max_failed_stops_with_exit_6_and_a_raised_limit_resumes() {
     let out = tmp.path().join("out");
     let cfg = config(tmp.path(), &ds.url, &ds.db_name, "max_failed = 3");
     let run = |extra: &[&str]| {
-        let mut a = vec![
-            "harvest",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        a.extend_from_slice(extra);
-        harvest(&a, &[])
+        crate::rest::config_cmd("harvest", cfg.to_str().unwrap(), &out, extra, &[])
     };
     let o = run(&[]);
     assert_exit(&o, 6);
@@ -516,16 +508,11 @@ fn a_delta_dataset_commits_only_the_rows_that_pass() {
     let (tmp, ds) = events_server("checks-delta");
     let out = tmp.path().join("out");
     let cfg = config(tmp.path(), &ds.url, &ds.db_name, "");
-    let o = harvest(
-        &[
-            "harvest",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--table-format",
-            "delta",
-        ],
+    let o = crate::rest::config_cmd(
+        "harvest",
+        cfg.to_str().unwrap(),
+        &out,
+        &["--table-format", "delta"],
         &[],
     );
     assert_exit(&o, 0);
@@ -549,16 +536,11 @@ fn parallel_cursors_split_rows_the_same_way() {
     let (tmp, ds) = events_server("checks-parallel");
     let out = tmp.path().join("out");
     let cfg = config(tmp.path(), &ds.url, &ds.db_name, "");
-    let o = harvest(
-        &[
-            "harvest",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--parallel",
-            "3",
-        ],
+    let o = crate::rest::config_cmd(
+        "harvest",
+        cfg.to_str().unwrap(),
+        &out,
+        &["--parallel", "3"],
         &[],
     );
     assert_exit(&o, 0);

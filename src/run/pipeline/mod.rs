@@ -49,7 +49,7 @@ mod table_run;
 
 use self::parts::*;
 pub(crate) use self::parts::{
-    finish_delta, record_part_lines, remove_incomplete_checkpoint, remove_unfinished_parts,
+    finish_delta, record_checkpoint, remove_incomplete_checkpoint, remove_unfinished_parts,
     shared_table, supersede_parts,
 };
 
@@ -194,7 +194,13 @@ pub(crate) async fn harvest_table(
     // Rows in parts that earlier processes of this run recorded (before the streams below
     // take their progress out of `progress`).
     let rows_before = progress.rows_in_parts();
-    let gate = open_gate(ctx, table, tracker.is_some(), rows_before, &progress)?;
+    let gate = crate::run::quarantine::Gate::open(
+        ctx,
+        table,
+        tracker.is_some(),
+        rows_before,
+        &progress.quarantined,
+    )?;
     let streams = open_streams(ctx, table, &params, slices.as_ref(), &mut progress)?;
     let mut run = TableRun {
         ctx,
@@ -233,32 +239,6 @@ pub(crate) async fn harvest_table(
     replay_recorded(&mut run, &signals, manifest, totals).await?;
     fetch_remaining(&mut run, &mut signals, manifest, totals, &bar).await?;
     finish_table(run, manifest, totals, &store, prev_state, started)
-}
-
-/// The table's checks, with the counts of the run's recorded checkpoints, and its key index
-/// scoped to the dataset it adds to: an incremental table's finished runs and this one, or,
-/// for a complete harvest (which replaces the dataset), this run alone.
-fn open_gate(
-    ctx: &RunCtx<'_>,
-    table: &TableSettings,
-    incremental: bool,
-    rows_before: u64,
-    progress: &TableProgress,
-) -> anyhow::Result<Option<crate::run::quarantine::Gate>> {
-    let mut before = crate::run::quarantine::CheckCounts {
-        judged: rows_before,
-        ..Default::default()
-    };
-    for r in &progress.quarantined {
-        before.add(&crate::run::quarantine::CheckCounts::from_line(r));
-    }
-    let live = if incremental {
-        let finished = crate::run::resume::finished_runs(ctx.history, &table.output);
-        crate::run::resume::live_checkpoints(ctx.history, &table.output, |r| finished.contains(r))
-    } else {
-        std::collections::HashSet::new()
-    };
-    crate::run::quarantine::Gate::open(ctx, table, &live, before)
 }
 
 /// Incremental: the stored watermark gives an inclusive lower bound; its window, the rows
@@ -764,12 +744,6 @@ fn close_parts(
             sink.skip_empty_part();
         }
         let closed = sink.finish()?;
-        let quarantined = s.quarantine.close()?;
-        let ck =
-            crate::store::unique::checkpoint_id(ctx.run_id, s.slice, s.first_page_since_checkpoint);
-        if let Some(g) = run.gate.as_mut() {
-            g.before_lines()?;
-        }
         record_parts(
             manifest,
             ctx,
@@ -777,13 +751,9 @@ fn close_parts(
             plan,
             s,
             &closed,
-            &quarantined,
+            run.gate.as_mut(),
             run.delta.as_ref(),
         )?;
-        s.quarantine.since = Default::default();
-        if let Some(g) = run.gate.as_mut() {
-            g.after_lines(&ck)?;
-        }
         s.parts += closed.len() as u64;
     }
     Ok(())

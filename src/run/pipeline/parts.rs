@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::run::context::RunCtx;
 use crate::run::context::obj;
 use crate::run::pipeline::Stream;
+use crate::run::quarantine::{Gate, Quarantine};
 use crate::source::TablePlan;
 use crate::source::datasette::slices::SlicePlan;
 use crate::source::settings::TableSettings;
@@ -49,15 +50,16 @@ pub(super) fn shard_json(share: crate::source::settings::SliceShare, plan: &Slic
     json!({ "index": share.index, "count": share.count, "slices": mine })
 }
 
+/// Record a checkpoint of one stream (see [`record_checkpoint`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn record_parts(
     manifest: &mut Manifest,
     ctx: &RunCtx<'_>,
     table: &TableSettings,
     plan: &TablePlan,
-    stream: &Stream,
+    stream: &mut Stream,
     closed: &[ClosedPart],
-    quarantined: &[ClosedPart],
+    gate: Option<&mut Gate>,
     delta: Option<&crate::store::delta::Target>,
 ) -> anyhow::Result<()> {
     let mut pages = json!({
@@ -68,16 +70,59 @@ pub(super) fn record_parts(
     if let Some(k) = stream.slice {
         pages["slice"] = json!(k);
     }
-    record_part_lines(
+    record_checkpoint(
         manifest,
         ctx,
         table,
         &plan.columns,
         &pages,
         closed,
-        Some((quarantined, &stream.quarantine.since)),
+        &mut stream.quarantine,
+        gate,
         delta,
     )
+}
+
+/// Record one checkpoint: its quarantine part closed, the `unique` keys its rows hold made
+/// durable, its lines written (the dataset's parts, then the quarantine's), then the keys
+/// settled. The key index names the checkpoint by `pages` (run, slice, first page), as the
+/// resume reads it back from the lines.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn record_checkpoint(
+    manifest: &mut Manifest,
+    ctx: &RunCtx<'_>,
+    table: &TableSettings,
+    columns: &[crate::schema::ColumnPlan],
+    pages: &Value,
+    closed: &[ClosedPart],
+    quarantine: &mut Quarantine,
+    mut gate: Option<&mut Gate>,
+    delta: Option<&crate::store::delta::Target>,
+) -> anyhow::Result<()> {
+    let quarantined = quarantine.close()?;
+    let checkpoint = crate::store::unique::checkpoint_id(
+        ctx.run_id,
+        pages["slice"].as_u64().and_then(|k| u32::try_from(k).ok()),
+        pages["first"].as_u64().unwrap_or(0),
+    );
+    if let Some(g) = gate.as_deref_mut() {
+        g.before_lines()?;
+    }
+    record_part_lines(
+        manifest,
+        ctx,
+        table,
+        columns,
+        pages,
+        closed,
+        (&quarantined, &quarantine.since),
+        delta,
+    )?;
+    quarantine.since = Default::default();
+    if let Some(g) = gate {
+        g.after_lines(&checkpoint)?;
+    }
+    Ok(())
 }
 
 /// One `parquet` manifest line per closed part: the pages (or batches) whose rows it holds,
@@ -85,17 +130,17 @@ pub(super) fn record_parts(
 /// the same checkpoint (`of` counts both). A Delta table written by appends then commits the
 /// dataset's parts.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn record_part_lines(
+fn record_part_lines(
     manifest: &mut Manifest,
     ctx: &RunCtx<'_>,
     table: &TableSettings,
     columns: &[crate::schema::ColumnPlan],
     pages: &Value,
     closed: &[ClosedPart],
-    quarantined: Option<(&[ClosedPart], &crate::run::quarantine::CheckCounts)>,
+    (quarantined, counts): (&[ClosedPart], &crate::run::quarantine::CheckCounts),
     delta: Option<&crate::store::delta::Target>,
 ) -> anyhow::Result<()> {
-    let of = closed.len() + quarantined.map_or(0, |(q, _)| q.len());
+    let of = closed.len() + quarantined.len();
     for part in closed {
         let mut rec = obj(json!({
             "path": part.rel_path,
@@ -120,22 +165,20 @@ pub(crate) fn record_part_lines(
         manifest.append("parquet", ctx.run_id, rec)?;
         crate::store::fsutil::failpoint("parts:between-lines");
     }
-    if let Some((q, counts)) = quarantined {
-        crate::run::quarantine::record_quarantine_lines(
-            manifest,
-            ctx.run_id,
-            (
-                &crate::http::display_url(&ctx.source.base),
-                &table.name,
-                &table.output,
-            ),
-            pages,
-            q,
-            counts,
-            columns,
-            of,
-        )?;
-    }
+    crate::run::quarantine::record_quarantine_lines(
+        manifest,
+        ctx.run_id,
+        (
+            &crate::http::display_url(&ctx.source.base),
+            &table.name,
+            &table.output,
+        ),
+        pages,
+        quarantined,
+        counts,
+        columns,
+        of,
+    )?;
     if let Some(t) = delta.filter(|t| t.mode == crate::store::delta::Mode::Append)
         && !closed.is_empty()
     {

@@ -363,15 +363,6 @@ impl<'a> TableRun<'a> {
             return Ok(());
         };
         let closed = sink.checkpoint()?;
-        let quarantined = stream.quarantine.close()?;
-        let ck = crate::store::unique::checkpoint_id(
-            self.ctx.run_id,
-            stream.slice,
-            stream.first_page_since_checkpoint,
-        );
-        if let Some(g) = self.gate.as_mut() {
-            g.before_lines()?;
-        }
         record_parts(
             manifest,
             self.ctx,
@@ -379,13 +370,9 @@ impl<'a> TableRun<'a> {
             plan,
             stream,
             &closed,
-            &quarantined,
+            self.gate.as_mut(),
             self.delta.as_ref(),
         )?;
-        stream.quarantine.since = Default::default();
-        if let Some(g) = self.gate.as_mut() {
-            g.after_lines(&ck)?;
-        }
         stream.parts += closed.len() as u64;
         stream.first_page_since_checkpoint = stream.taken + 1;
         Ok(())

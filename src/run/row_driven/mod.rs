@@ -223,17 +223,14 @@ pub(crate) async fn harvest_rows(
         Recorded::default()
     };
     let mut run = start_run(ctx, table, &inputs.columns, &sp, &rec, manifest)?;
-    run.gate = {
-        // A row-driven table is harvested whole: its keys are its own run's.
-        let mut before = crate::run::quarantine::CheckCounts {
-            judged: sp.rows_in_parts,
-            ..Default::default()
-        };
-        for r in &progress.quarantined {
-            before.add(&crate::run::quarantine::CheckCounts::from_line(r));
-        }
-        crate::run::quarantine::Gate::open(ctx, table, &Default::default(), before)?
-    };
+    // A row-driven table is harvested whole: its keys are its own run's.
+    run.gate = crate::run::quarantine::Gate::open(
+        ctx,
+        table,
+        false,
+        sp.rows_in_parts,
+        &progress.quarantined,
+    )?;
     crate::run::pipeline::remove_incomplete_checkpoint(
         ctx,
         table,

@@ -239,26 +239,17 @@ impl RowRun<'_> {
             "first": self.first_since_checkpoint,
             "last": self.taken,
         });
-        let quarantined = self.quarantine.close()?;
-        let ck =
-            crate::store::unique::checkpoint_id(self.ctx.run_id, None, self.first_since_checkpoint);
-        if let Some(g) = self.gate.as_mut() {
-            g.before_lines()?;
-        }
-        crate::run::pipeline::record_part_lines(
+        crate::run::pipeline::record_checkpoint(
             manifest,
             self.ctx,
             self.table,
             &plan.columns,
             &pages,
             closed,
-            Some((&quarantined, &self.quarantine.since)),
+            &mut self.quarantine,
+            self.gate.as_mut(),
             self.delta.as_ref(),
         )?;
-        self.quarantine.since = Default::default();
-        if let Some(g) = self.gate.as_mut() {
-            g.after_lines(&ck)?;
-        }
         self.parts += closed.len() as u64;
         Ok(())
     }
