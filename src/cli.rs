@@ -317,10 +317,18 @@ pub struct HarvestArgs {
     #[arg(long = "type", value_name = "COL=TYPE")]
     pub types: Vec<String>,
 
-    /// Page each table with N concurrent cursors over disjoint ranges of its integer primary
-    /// key (`harvest` only). Tables without one are paged with one cursor. Default 1.
+    /// Page each table N requests at a time (`harvest` only): a Datasette table with N cursors
+    /// over disjoint ranges of its integer primary key; a REST table paged by offset or page
+    /// number (or one request per time window) with up to N pages fetched ahead. Other tables
+    /// are paged one request at a time. Default 1.
     #[arg(long, value_name = "N")]
     pub parallel: Option<u32>,
+
+    /// Harvest up to N tables of the job at once (config `jobs`), sharing each source's HTTP
+    /// client, rate limit and retry budget and the one manifest; a row-driven table still
+    /// waits for its parent table. The output is the same as one table at a time. Default 1.
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<u32>,
 
     /// Stop the run (exit 6) once more rows than this failed their table's checks: a count
     /// (10) or a share of the rows ("5%"). Overrides each table's `checks.max_failed`; left

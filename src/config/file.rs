@@ -21,6 +21,8 @@ pub struct ConfigFile {
     pub s3: S3Config,
     /// `parquet` (default) or `delta`.
     pub table_format: Option<String>,
+    /// Tables of the job harvested at once (`--jobs`).
+    pub jobs: Option<u32>,
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]

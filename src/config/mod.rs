@@ -46,6 +46,8 @@ pub const DEFAULT_PAGE_SIZE: u32 = 1000;
 
 /// The most concurrent cursors one table may use.
 pub const MAX_PARALLEL: u32 = 16;
+/// The most tables `--jobs` keeps in flight.
+pub const MAX_JOBS: u32 = 64;
 
 /// Flags + config + env → settings. Rules: `--table` on the command line defines the job's
 /// tables (with `--param/--partition-by/--sort/--type/--page-size`), taking URL and database
@@ -216,7 +218,15 @@ fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, Usa
         described["table_format"] = serde_json::json!(table_format);
     }
     let config_digest = crate::store::manifest::sha256_hex(described.to_string().as_bytes());
+    let jobs = args.jobs.or(file.jobs).unwrap_or(1);
+    if jobs == 0 || jobs > MAX_JOBS {
+        return Err(UsageError::with_hint(
+            format!("jobs is {jobs}, outside 1..={MAX_JOBS}"),
+            "each table in flight holds its own pages and open Parquet parts; 2-8 is usually enough to hide network latency",
+        ));
+    }
     Ok(HarvestSettings {
+        jobs: jobs as usize,
         s3,
         out,
         home,
@@ -246,12 +256,6 @@ fn check_tables(sources: &[SourceSettings]) -> Result<(), UsageError> {
                         t.name, t.parallel
                     ),
                     "a local Datasette runs 3 SQL threads; 2-4 cursors are usually enough",
-                ));
-            }
-            if t.rest.is_some() && t.parallel > 1 {
-                return Err(UsageError::with_hint(
-                    format!("--parallel cannot split the REST table {:?}", t.name),
-                    "a REST table's pages are reachable only by following its paginator, so it is read with one cursor; drop --parallel",
                 ));
             }
             if t.page_size == 0 {

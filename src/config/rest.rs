@@ -44,7 +44,6 @@ pub(super) fn rest_table(
     for (key, set) in [
         ("page_size", t.page_size.is_some()),
         ("sort", t.sort.is_some()),
-        ("parallel", t.parallel.is_some_and(|p| p > 1)),
     ] {
         if set {
             return Err(UsageError::with_hint(
@@ -52,9 +51,6 @@ pub(super) fn rest_table(
                 match key {
                     "page_size" => {
                         "set the API's own page-size parameter in `params` (e.g. params = { _limit = 100 }) or in `paginate`"
-                    }
-                    "parallel" => {
-                        "a REST table's pages are reachable only by following its paginator, so it is read with one cursor"
                     }
                     _ => "pass the API's own sort parameter in `params`",
                 },
@@ -123,6 +119,20 @@ pub(super) fn rest_table(
         Some(w) => Some(super::window::window(name, w)?),
         None => None,
     };
+    if let Some(n) = t.parallel.filter(|p| *p > 1) {
+        if row_driven {
+            return Err(UsageError::with_hint(
+                format!("table {name:?}: `parallel` is for paged tables"),
+                "a row-driven table sends its requests `concurrency` at a time; set that instead",
+            ));
+        }
+        if let Some(why) = paginate.not_addressable(window.is_some()) {
+            return Err(UsageError::with_hint(
+                format!("table {name:?}: parallel = {n} cannot fetch its pages ahead: {why}"),
+                "remove `parallel` (the table is read one page after another), or page it by offset or page number if the API offers that",
+            ));
+        }
+    }
     let (format, records_from) = body_shape(t, &paginate, &stops)?;
     Ok(Some(crate::source::rest::RestTable {
         path,

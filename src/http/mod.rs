@@ -5,7 +5,8 @@
 //!   timeouts, stalled and cut-off bodies, and whatever the caller's validator calls transient
 //!   (e.g. JSON that ends early). Other 4xx are never retried; 401/403 are auth failures.
 //! - Waits use exponential backoff with full jitter, capped per wait; `Retry-After` (seconds or
-//!   HTTP-date) overrides the schedule when longer. `X-RateLimit-*`/`RateLimit-*` headers that
+//!   HTTP-date) overrides the schedule when longer, and holds back every request of the client
+//!   (concurrent pages, slices and tables) until it has passed. `X-RateLimit-*`/`RateLimit-*` headers that
 //!   say the quota is spent pause the next request until the reset.
 //! - A retry budget (attempts per request and total time spent failing and waiting per run)
 //!   ends the run with [`HttpError::BudgetExhausted`] (exit 5) instead of retrying forever.
@@ -350,6 +351,12 @@ impl Client {
             s.spent_retrying += add;
             s.retry_covered_until = Some(covered);
             s.stats.retries += 1;
+            // The server said when to come back: no request of this client starts before
+            // then (concurrent pages and tables share the wait, as they share the quota).
+            if retry_after.is_some() {
+                let until = now + wait;
+                s.not_before = Some(s.not_before.map_or(until, |t| t.max(until)));
+            }
             s.spent_retrying
         };
         if attempt >= self.settings.max_attempts || spent > self.settings.retry_budget {
@@ -406,11 +413,12 @@ impl Client {
             let Ok(mut s) = self.state.lock() else { return };
             let now = Instant::now();
             let start = s.not_before.map_or(now, |t| t.max(now));
-            s.not_before = self
-                .settings
-                .rate_limit
-                .filter(|r| *r > 0.0)
-                .map(|r| start + Duration::from_secs_f64(1.0 / r));
+            // The next request starts no earlier than this one (a pause another request was
+            // told to take holds for all), and with a rate limit one interval later.
+            s.not_before = Some(match self.settings.rate_limit.filter(|r| *r > 0.0) {
+                Some(r) => start + Duration::from_secs_f64(1.0 / r),
+                None => start,
+            });
             s.stats.requests += 1;
             start
         };

@@ -75,6 +75,23 @@ impl Totals {
 }
 
 impl Totals {
+    /// Add what another table (run concurrently) counted.
+    pub fn merge(&mut self, o: Totals) {
+        self.tables += o.tables;
+        self.pages += o.pages;
+        self.rows += o.rows;
+        self.fetched_pages += o.fetched_pages;
+        self.replayed_pages += o.replayed_pages;
+        self.parts += o.parts;
+        self.warnings.extend(o.warnings);
+        self.watermarks.extend(o.watermarks);
+        self.quarantined += o.quarantined;
+        for (k, v) in o.checks {
+            *self.checks.entry(k).or_default() += v;
+        }
+        self.quarantine_dirs.extend(o.quarantine_dirs);
+    }
+
     /// Count a completed table's checks.
     pub fn add_checks(
         &mut self,

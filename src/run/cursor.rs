@@ -82,6 +82,9 @@ pub struct Walk {
     pub start: Start,
     /// How to send each request (`None`: a plain GET).
     pub shape: Option<Arc<Shape>>,
+    /// Pages in flight at once (1: one after another); above 1 only pages whose cursor the
+    /// pager can predict are fetched ahead ([`Pager::predict`]).
+    pub window: usize,
 }
 
 /// A row-driven request's method, headers, body and kept statuses, the same for every page
@@ -160,9 +163,122 @@ async fn walk(client: Arc<Client>, w: Walk, tx: mpsc::Sender<Event>) {
     }
 }
 
-/// Follow the cursor to its end; `Err` names the page that failed and why.
-async fn walk_pages(
+/// One page's request and response, checked, its rows being built on the blocking pool.
+struct Fetch {
+    url: Url,
+    fetched: Fetched,
+    next: Option<String>,
+    columns: Option<Vec<String>>,
+    paging: Option<serde_json::Value>,
+    id: Option<String>,
+    sent: Option<Sent>,
+    parsed: JoinHandle<Result<Page, String>>,
+}
+
+/// Request page `page_no` with `cursor` and check its body.
+async fn fetch_page(
     client: &Client,
+    pager: &dyn Pager,
+    shape: Option<&Shape>,
+    page_no: u64,
+    cursor: Option<&str>,
+    known: Option<&[String]>,
+) -> anyhow::Result<Fetch> {
+    let page_req = pager.request(page_no, cursor)?;
+    let url = page_req.url.clone();
+    let validate = |f: &Fetched| {
+        if (200..300).contains(&f.status) {
+            verdict(pager.scan(page_no, &url, cursor, f, known))
+        } else {
+            // A kept error status (a row-driven 404): recorded as it came, no rows, last.
+            crate::http::Verdict::Accept(Scanned {
+                next: None,
+                columns: None,
+                paging: None,
+                work: Box::new(|| Ok(Page::default())),
+            })
+        }
+    };
+    // A shaped (row-driven) request's id: sent as a header when asked, and handed on.
+    let id = shape.map(|sh| request_id(&sh.method, &url, sh.body.as_deref()));
+    // A paged request with a body (a search paging in its body), for the manifest.
+    let sent = (shape.is_none() && page_req.method != reqwest::Method::GET).then(|| Sent {
+        method: page_req.method.to_string(),
+        body_sha256: page_req
+            .body
+            .as_deref()
+            .map(crate::store::manifest::sha256_hex),
+    });
+    let result = match (shape, &id) {
+        (Some(sh), Some(id)) => {
+            let mut headers = sh.headers.clone();
+            headers.extend(page_req.headers.iter().cloned());
+            if let Some(name) = &sh.id_header {
+                headers.push((name.clone(), id.clone()));
+            }
+            let req = crate::http::Request {
+                method: sh.method.clone(),
+                url: &url,
+                headers: &headers,
+                body: sh.body.as_deref(),
+                keep: &sh.keep,
+            };
+            let _permit = match &sh.permits {
+                Some(p) => Some(p.acquire().await?),
+                None => None,
+            };
+            client.send(&req, validate).await
+        }
+        _ => {
+            let req = crate::http::Request {
+                method: page_req.method.clone(),
+                url: &url,
+                headers: &page_req.headers,
+                body: page_req.body.as_deref(),
+                keep: &[],
+            };
+            client.send(&req, validate).await
+        }
+    };
+    let (fetched, scanned) = result.map_err(anyhow::Error::new::<HttpError>)?;
+    // Building the rows is the costly part of reading a page: do it off the cursor's path.
+    let parsed = tokio::task::spawn_blocking(scanned.work);
+    Ok(Fetch {
+        url,
+        fetched,
+        next: scanned.next,
+        columns: scanned.columns,
+        paging: scanned.paging,
+        id,
+        sent,
+        parsed,
+    })
+}
+
+/// A page requested ahead: its task is aborted when dropped (a guess that turned out wrong,
+/// or a walker that stopped).
+struct Ahead {
+    page_no: u64,
+    cursor: Option<String>,
+    task: JoinHandle<anyhow::Result<Fetch>>,
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Follow the cursor to its end; `Err` names the page that failed and why.
+///
+/// With a window above 1 and a pager that can predict the next cursor, up to `window` pages
+/// are in flight: after the page at the front of the queue comes back, its real next cursor
+/// is compared with the one the next queued page was requested with; a match keeps the
+/// queue, a mismatch (a short page, a window's end) drops it and starts again from the real
+/// cursor. So pages reach the writer in order and exactly as a one-at-a-time walk finds
+/// them; a guess past the end is never delivered.
+async fn walk_pages(
+    client: &Arc<Client>,
     w: Walk,
     tx: &mpsc::Sender<Event>,
 ) -> Result<(), (u64, anyhow::Error)> {
@@ -171,6 +287,7 @@ async fn walk_pages(
         pager,
         start,
         shape,
+        window,
     } = w;
     let Start {
         page: mut page_no,
@@ -178,89 +295,68 @@ async fn walk_pages(
         mut seen,
         mut columns,
     } = start;
+    let mut queue: std::collections::VecDeque<Ahead> = std::collections::VecDeque::new();
+    // Guesses start once this walk has seen a response (its total, its resolved paginator).
+    let mut answered = false;
     loop {
         page_no += 1;
-        let page_req = pager
-            .request(page_no, cursor.as_deref())
-            .map_err(|e| (page_no, e))?;
-        let url = page_req.url.clone();
-        let known = columns.clone();
-        let cursor_in = cursor.clone();
-        let validate = |f: &Fetched| {
-            if (200..300).contains(&f.status) {
-                verdict(pager.scan(page_no, &url, cursor_in.as_deref(), f, known.as_deref()))
-            } else {
-                // A kept error status (a row-driven 404): recorded as it came, no rows, last.
-                crate::http::Verdict::Accept(Scanned {
-                    next: None,
-                    columns: None,
-                    paging: None,
-                    work: Box::new(|| Ok(Page::default())),
-                })
+        let f = if window <= 1 {
+            fetch_page(
+                client,
+                pager.as_ref(),
+                shape.as_deref(),
+                page_no,
+                cursor.as_deref(),
+                columns.as_deref(),
+            )
+            .await
+        } else {
+            if queue.is_empty() {
+                queue.push_back(spawn_fetch(
+                    client, &pager, &shape, page_no, &cursor, &columns,
+                ));
+            }
+            while answered && queue.len() < window {
+                let Some(last) = queue.back() else { break };
+                let Some(guess) = pager.predict(last.page_no, last.cursor.as_deref()) else {
+                    break;
+                };
+                let no = last.page_no + 1;
+                queue.push_back(spawn_fetch(
+                    client,
+                    &pager,
+                    &shape,
+                    no,
+                    &Some(guess),
+                    &columns,
+                ));
+            }
+            let Some(mut front) = queue.pop_front() else {
+                unreachable!("the queue holds the page to fetch")
+            };
+            debug_assert_eq!(front.page_no, page_no);
+            match (&mut front.task).await {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("the page fetch stopped: {e}")),
             }
         };
-        // A shaped (row-driven) request's id: sent as a header when asked, and handed on.
-        let id = shape
-            .as_ref()
-            .map(|sh| request_id(&sh.method, &url, sh.body.as_deref()));
-        // A paged request with a body (a search paging in its body), for the manifest.
-        let sent = (shape.is_none() && page_req.method != reqwest::Method::GET).then(|| Sent {
-            method: page_req.method.to_string(),
-            body_sha256: page_req
-                .body
-                .as_deref()
-                .map(crate::store::manifest::sha256_hex),
-        });
-        let result = match (&shape, &id) {
-            (Some(sh), Some(id)) => {
-                let mut headers = sh.headers.clone();
-                headers.extend(page_req.headers.iter().cloned());
-                if let Some(name) = &sh.id_header {
-                    headers.push((name.clone(), id.clone()));
-                }
-                let req = crate::http::Request {
-                    method: sh.method.clone(),
-                    url: &url,
-                    headers: &headers,
-                    body: sh.body.as_deref(),
-                    keep: &sh.keep,
-                };
-                let _permit = match &sh.permits {
-                    Some(p) => Some(p.acquire().await.map_err(|e| (page_no, e.into()))?),
-                    None => None,
-                };
-                client.send(&req, validate).await
-            }
-            _ => {
-                let req = crate::http::Request {
-                    method: page_req.method.clone(),
-                    url: &url,
-                    headers: &page_req.headers,
-                    body: page_req.body.as_deref(),
-                    keep: &[],
-                };
-                client.send(&req, validate).await
-            }
-        };
-        let (fetched, scanned) =
-            result.map_err(|e| (page_no, anyhow::Error::new::<HttpError>(e)))?;
-        if scanned.columns.is_some() {
-            columns.clone_from(&scanned.columns);
+        let f = f.map_err(|e| (page_no, e))?;
+        answered = true;
+        if f.columns.is_some() {
+            columns.clone_from(&f.columns);
         }
-        // Building the rows is the costly part of reading a page: do it off the cursor's path.
-        let parsed = tokio::task::spawn_blocking(scanned.work);
-        let next = scanned.next;
+        let next = f.next;
         let repeated = next.as_ref().is_some_and(|t| !seen.insert(t.clone()));
         let msg = FetchedPage {
             stream,
             page_no,
-            url,
+            url: f.url,
             cursor_in: cursor.take(),
-            fetched,
-            paging: scanned.paging,
-            request_id: id,
-            sent,
-            parsed,
+            fetched: f.fetched,
+            paging: f.paging,
+            request_id: f.id,
+            sent: f.sent,
+            parsed: f.parsed,
         };
         if tx.send(Event::Page(Box::new(msg))).await.is_err() {
             return Ok(()); // the writer stopped
@@ -270,7 +366,45 @@ async fn walk_pages(
             Some(tok) if repeated => {
                 return Err((page_no, anyhow::anyhow!(pager.repeated(&tok, page_no))));
             }
-            Some(tok) => cursor = Some(tok),
+            Some(tok) => {
+                // The page fetched ahead is the next page only if its guess was right.
+                if queue
+                    .front()
+                    .is_some_and(|a| a.cursor.as_deref() != Some(tok.as_str()))
+                {
+                    queue.clear();
+                }
+                cursor = Some(tok);
+            }
         }
+    }
+}
+
+/// Start fetching page `page_no` at `cursor` on its own task.
+fn spawn_fetch(
+    client: &Arc<Client>,
+    pager: &Arc<dyn Pager>,
+    shape: &Option<Arc<Shape>>,
+    page_no: u64,
+    cursor: &Option<String>,
+    columns: &Option<Vec<String>>,
+) -> Ahead {
+    let (client, pager, shape) = (Arc::clone(client), Arc::clone(pager), shape.clone());
+    let (c, known) = (cursor.clone(), columns.clone());
+    let task = tokio::spawn(async move {
+        fetch_page(
+            &client,
+            pager.as_ref(),
+            shape.as_deref(),
+            page_no,
+            c.as_deref(),
+            known.as_deref(),
+        )
+        .await
+    });
+    Ahead {
+        page_no,
+        cursor: cursor.clone(),
+        task,
     }
 }

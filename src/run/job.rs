@@ -127,7 +127,7 @@ pub(crate) async fn run_settings(
         None => out.display().to_string(),
     };
     tracing::info!(out = %shown, "run {run_id} started; writing to {shown}");
-    let signals = watch_signals();
+    let (stop, signals) = watch_signals();
 
     let mut totals = Totals::default();
     let mut traffic = crate::http::HttpStats::default();
@@ -148,7 +148,7 @@ pub(crate) async fn run_settings(
             quiet: printer.quiet,
             history: &history,
         };
-        let r = harvest_source(&ctx, &mut manifest, &mut totals).await;
+        let r = harvest_source(&ctx, &mut manifest, &mut totals, &stop).await;
         let st = client.stats();
         traffic.retries += st.retries;
         traffic.bytes += st.bytes;
@@ -410,9 +410,12 @@ fn print_summary(
     );
 }
 
-/// SIGINT/SIGTERM set the watched value; the page loop checks it between pages and while a
-/// request is in flight.
-fn watch_signals() -> watch::Receiver<Option<&'static str>> {
+/// SIGINT/SIGTERM set the watched value (as does a failed table under `--jobs`, through the
+/// returned sender); the page loop checks it between pages and while a request is in flight.
+fn watch_signals() -> (
+    watch::Sender<Option<&'static str>>,
+    watch::Receiver<Option<&'static str>>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let (tx, rx) = watch::channel(None);
     for (kind, name) in [
@@ -432,13 +435,23 @@ fn watch_signals() -> watch::Receiver<Option<&'static str>> {
             Err(e) => tracing::warn!("cannot listen for {name}: {e}"),
         }
     }
-    rx
+    (tx, rx)
+}
+
+/// How a source's tables are made into table sources: what was learned about the server once.
+enum Kit {
+    Rest,
+    Datasette {
+        facts: DatasetteFacts,
+        max_rows: Option<u32>,
+    },
 }
 
 async fn harvest_source(
     ctx: &RunCtx<'_>,
     manifest: &mut Manifest,
     totals: &mut Totals,
+    stop: &watch::Sender<Option<&'static str>>,
 ) -> anyhow::Result<()> {
     let source = ctx.source;
     if source.kind == crate::source::settings::SourceKind::Files {
@@ -457,38 +470,121 @@ async fn harvest_source(
         }
         return Ok(());
     }
-    if source.kind == crate::source::settings::SourceKind::Rest {
+    let kit = if source.kind == crate::source::settings::SourceKind::Rest {
         tracing::info!(
             "source {:?}: REST API at {}",
             source.name,
             crate::http::display_url(&source.base)
         );
+        Kit::Rest
+    } else {
+        datasette_kit(ctx).await?
+    };
+    let jobs = ctx.settings.jobs.max(1);
+    if jobs == 1 || source.tables.len() < 2 {
         for table in &source.tables {
-            let Some(progress) = unfinished(ctx, table, totals) else {
-                continue;
-            };
-            let result = if table.rows.is_some() {
-                crate::run::row_driven::harvest_rows(ctx, table, progress, manifest, totals).await
-            } else {
-                let Some(rest) = RestSource::new(source, table) else {
-                    anyhow::bail!(
-                        "table {:?} of a REST source has no REST settings",
-                        table.output
-                    );
-                };
-                let src = TableSource::Rest(Box::new(rest));
-                crate::run::pipeline::harvest_table(ctx, table, src, progress, manifest, totals)
-                    .await
-            };
-            result.with_context(|| {
-                format!(
-                    "harvesting table {:?} of source {:?}",
-                    table.output, source.name
-                )
-            })?;
+            let (t, r) = harvest_one(ctx, &kit, table, manifest.clone()).await;
+            totals.merge(t);
+            r?;
         }
         return Ok(());
     }
+    run_concurrently(ctx, &kit, jobs, manifest, totals, stop).await
+}
+
+/// `--jobs N`: up to N tables of the source in flight on this task, each appending through
+/// its own handle of the one manifest. A row-driven table starts once its parent table (in
+/// this run) has finished. The first failure stops the others at a clean checkpoint (as a
+/// signal would) and is the run's error.
+async fn run_concurrently(
+    ctx: &RunCtx<'_>,
+    kit: &Kit,
+    jobs: usize,
+    manifest: &mut Manifest,
+    totals: &mut Totals,
+    stop: &watch::Sender<Option<&'static str>>,
+) -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    let tables = &ctx.source.tables;
+    // A table's parent, when the parent is harvested by this run.
+    let parent_of = |t: &TableSettings| -> Option<usize> {
+        let name = t.rows.as_ref()?.input.parent_table()?;
+        tables.iter().position(|p| p.output == name)
+    };
+    // Bars of concurrent tables would write over each other: their counts go to the log.
+    let ctx = RunCtx {
+        quiet: true,
+        signals: ctx.signals.clone(),
+        ..*ctx
+    };
+    let ctx = &ctx;
+    let mut waiting: Vec<usize> = (0..tables.len()).collect();
+    let mut done = vec![false; tables.len()];
+    let mut running = futures::stream::FuturesUnordered::new();
+    let mut first_error: Option<anyhow::Error> = None;
+    tracing::info!(
+        "source {:?}: {} tables, up to {jobs} at once",
+        ctx.source.name,
+        tables.len()
+    );
+    loop {
+        if first_error.is_none() {
+            let mut i = 0;
+            while running.len() < jobs && i < waiting.len() {
+                let t = waiting[i];
+                if parent_of(&tables[t]).is_some_and(|p| !done[p]) {
+                    i += 1;
+                    continue;
+                }
+                waiting.remove(i);
+                let handle = manifest.clone();
+                running.push(async move {
+                    let (totals, r) = harvest_one(ctx, kit, &tables[t], handle).await;
+                    (t, totals, r)
+                });
+            }
+        }
+        let Some((t, got, r)) = running.next().await else {
+            break;
+        };
+        totals.merge(got);
+        match r {
+            Ok(()) => done[t] = true,
+            Err(e) => {
+                if first_error.is_none() {
+                    let signalled = e.chain().any(|c| c.is::<Interrupted>());
+                    if !signalled {
+                        tracing::warn!(
+                            "{}: failed; stopping the other tables at a clean checkpoint",
+                            tables[t].output
+                        );
+                        let _ = stop.send(Some("another table's failure"));
+                    }
+                    first_error = Some(e);
+                } else {
+                    tracing::debug!("{}: stopped: {e:#}", tables[t].output);
+                }
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => {
+            if let Some(&t) = waiting.first() {
+                anyhow::bail!(
+                    "table {:?} waited for a parent table that never finished",
+                    tables[t].output
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// What a Datasette source's tables share: the server's flavor, how it sends ±Infinity, and
+/// its row limit per request.
+async fn datasette_kit(ctx: &RunCtx<'_>) -> anyhow::Result<Kit> {
+    let source = ctx.source;
     let flavor = match datasette::detect_flavor(ctx.client, &source.base).await? {
         Some((f, v)) => {
             tracing::info!(
@@ -518,6 +614,64 @@ async fn harvest_source(
         flavor,
         sends_infinity,
     };
+    let max_rows = datasette::max_returned_rows(ctx.client, &source.base).await?;
+    Ok(Kit::Datasette { facts, max_rows })
+}
+
+/// Harvest one table of the source, start to end, appending through `manifest` (a handle of
+/// the run's one manifest). Returns what it adds to the run's totals, also when it failed.
+async fn harvest_one(
+    ctx: &RunCtx<'_>,
+    kit: &Kit,
+    table: &TableSettings,
+    mut manifest: Manifest,
+) -> (Totals, anyhow::Result<()>) {
+    let mut totals = Totals::default();
+    let r = harvest_one_inner(ctx, kit, table, &mut manifest, &mut totals).await;
+    let source = &ctx.source.name;
+    let what = match kit {
+        Kit::Rest => table.output.as_str(),
+        Kit::Datasette { .. } => table.name.as_str(),
+    };
+    (
+        totals,
+        r.with_context(|| format!("harvesting table {what:?} of source {source:?}")),
+    )
+}
+
+async fn harvest_one_inner(
+    ctx: &RunCtx<'_>,
+    kit: &Kit,
+    table: &TableSettings,
+    manifest: &mut Manifest,
+    totals: &mut Totals,
+) -> anyhow::Result<()> {
+    let source = ctx.source;
+    let (facts, max_rows) = match kit {
+        Kit::Rest => {
+            let Some(progress) = unfinished(ctx, table, totals) else {
+                return Ok(());
+            };
+            if table.rows.is_some() {
+                return crate::run::row_driven::harvest_rows(
+                    ctx, table, progress, manifest, totals,
+                )
+                .await;
+            }
+            let Some(rest) = RestSource::new(source, table) else {
+                anyhow::bail!(
+                    "table {:?} of a REST source has no REST settings",
+                    table.output
+                );
+            };
+            let src = TableSource::Rest(Box::new(rest));
+            return crate::run::pipeline::harvest_table(
+                ctx, table, src, progress, manifest, totals,
+            )
+            .await;
+        }
+        Kit::Datasette { facts, max_rows } => (*facts, *max_rows),
+    };
     let table_source = |table: &TableSettings| {
         TableSource::Datasette(Box::new(DatasetteTable::new(
             ctx.client,
@@ -527,52 +681,42 @@ async fn harvest_source(
             facts,
         )))
     };
-    let max_rows = datasette::max_returned_rows(ctx.client, &source.base).await?;
-    for table in &source.tables {
-        let mut table = fit_page_size(table, max_rows)?;
-        let Some(progress) = unfinished(ctx, &table, totals) else {
-            continue;
-        };
-        let fresh = progress.streams.is_empty() && progress.slices.is_none();
-        let seq_before = manifest.next_seq();
-        let mut result = crate::run::pipeline::harvest_table(
-            ctx,
-            &table,
-            table_source(&table),
-            progress.clone(),
-            manifest,
-            totals,
-        )
-        .await;
-        // A server that would not show its settings names its limit when it refuses the first
-        // page; a defaulted page size then drops to it. (Only for a table that had recorded
-        // nothing, so the retry starts clean.)
-        if let Err(e) = &result
-            && fresh
-            && table.parallel <= 1
-            && !table.page_size_given
-            && let Some(limit) = refused_page_size(e).filter(|l| *l < table.page_size)
-            && manifest.next_seq() == seq_before
-        {
-            tracing::info!(
-                "{}: the server refused pages of {} and returns at most {limit} rows per request; using pages of {limit}",
-                table.output,
-                table.page_size
-            );
-            table.page_size = limit;
-            let src = table_source(&table);
-            result =
-                crate::run::pipeline::harvest_table(ctx, &table, src, progress, manifest, totals)
-                    .await;
-        }
-        result.with_context(|| {
-            format!(
-                "harvesting table {:?} of source {:?}",
-                table.name, source.name
-            )
-        })?;
+    let mut table = fit_page_size(table, max_rows)?;
+    let Some(progress) = unfinished(ctx, &table, totals) else {
+        return Ok(());
+    };
+    let fresh = progress.streams.is_empty() && progress.slices.is_none();
+    let lines_before = manifest.appended();
+    let mut result = crate::run::pipeline::harvest_table(
+        ctx,
+        &table,
+        table_source(&table),
+        progress.clone(),
+        manifest,
+        totals,
+    )
+    .await;
+    // A server that would not show its settings names its limit when it refuses the first
+    // page; a defaulted page size then drops to it. (Only for a table that had recorded
+    // nothing, so the retry starts clean.)
+    if let Err(e) = &result
+        && fresh
+        && table.parallel <= 1
+        && !table.page_size_given
+        && let Some(limit) = refused_page_size(e).filter(|l| *l < table.page_size)
+        && manifest.appended() == lines_before
+    {
+        tracing::info!(
+            "{}: the server refused pages of {} and returns at most {limit} rows per request; using pages of {limit}",
+            table.output,
+            table.page_size
+        );
+        table.page_size = limit;
+        let src = table_source(&table);
+        result =
+            crate::run::pipeline::harvest_table(ctx, &table, src, progress, manifest, totals).await;
     }
-    Ok(())
+    result
 }
 
 /// Where `table` stands in the resumed run (nothing recorded for a new run); `None` when the

@@ -26,6 +26,9 @@ pub struct HarvestSettings {
     pub sources: Vec<SourceSettings>,
     pub wait_lock: bool,
     pub restart: bool,
+    /// Tables in flight at once (`--jobs`, config `jobs`; 1: one after another). Not part of
+    /// the settings digest: the output is the same whatever it is.
+    pub jobs: usize,
     pub table_format: crate::store::delta::TableFormat,
     /// `harvest` or `incremental`.
     pub command: &'static str,

@@ -250,6 +250,14 @@ pub trait Pager: Send + Sync {
     ) -> Result<Scanned, BodyProblem>;
     /// What to tell the user when `cursor` comes back a second time on page `page_no`.
     fn repeated(&self, cursor: &str, page_no: u64) -> String;
+    /// The cursor of the page after page `page_no` (requested with `cursor`), when it can be
+    /// told without that page's response, the page assumed full: offset and page-number
+    /// paging, one request per time window. `None`: only the response tells (or the end is
+    /// known to be reached). A prediction is only ever a guess to fetch ahead with: the
+    /// walker takes a page fetched ahead only once the previous page's real cursor names it.
+    fn predict(&self, _page_no: u64, _cursor: Option<&str>) -> Option<String> {
+        None
+    }
 }
 
 /// "a string", "an object", …: what a JSON value is, for messages.
@@ -345,16 +353,28 @@ impl TableSource {
         }
     }
 
-    /// `--parallel`: disjoint key ranges, where the source can tell them.
+    /// `--parallel`: disjoint key ranges (Datasette), or one cursor whose pages are fetched
+    /// ahead concurrently (REST, where each page's request is known without the one before).
     pub async fn plan_slices(
         &self,
         params: &[(String, String)],
     ) -> anyhow::Result<crate::source::datasette::slices::Planned> {
+        use crate::source::datasette::slices::Planned;
         match self {
             TableSource::Datasette(d) => d.plan_slices(params).await,
-            TableSource::Rest(_) => Ok(crate::source::datasette::slices::Planned::Sequential(
-                "a REST table is read by following its paginator".into(),
-            )),
+            TableSource::Rest(r) => Ok(match r.not_addressable() {
+                None => Planned::Ahead,
+                Some(why) => Planned::Sequential(why),
+            }),
+        }
+    }
+
+    /// True when the table's pages can be fetched ahead of the responses before them (a REST
+    /// table with offset or page-number paging, or one request per time window).
+    pub fn fetches_ahead(&self) -> bool {
+        match self {
+            TableSource::Datasette(_) => false,
+            TableSource::Rest(r) => r.not_addressable().is_none(),
         }
     }
 

@@ -103,9 +103,9 @@ pub fn has_log(out: &Path, table_rel: &str) -> anyhow::Result<bool> {
 }
 
 /// A table in a DIR that several writers share (`--writer`).
-pub struct Shared<'a> {
+pub struct Shared {
     /// The Delta parts this writer's manifest ever recorded for the dataset.
-    pub known: Option<&'a HashSet<String>>,
+    pub known: Option<HashSet<String>>,
     /// The table is split across shards (`--parallel` with `--shard`): other writers hold the
     /// other shares. Otherwise another writer's files mean the table would be written twice.
     pub split: bool,
@@ -122,7 +122,7 @@ pub fn target(
     format: TableFormat,
     run_id: &str,
     appends: bool,
-    shared: Option<Shared<'_>>,
+    shared: Option<Shared>,
 ) -> anyhow::Result<Option<Target>> {
     let dir = out.join(table_rel);
     let has_log = has_log(out, table_rel)?;
@@ -161,7 +161,7 @@ pub fn target(
                 match shared {
                     None => state.files.keys().any(of_other_runs),
                     Some(sh) => {
-                        let own = |rel: &String| sh.known.is_some_and(|k| k.contains(rel));
+                        let own = |rel: &String| sh.known.as_ref().is_some_and(|k| k.contains(rel));
                         let foreign = state
                             .files
                             .keys()
@@ -301,7 +301,7 @@ pub struct Wanted {
 }
 
 /// What the manifest says one Delta dataset holds, built by feeding it records in order.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Desired {
     pub files: BTreeMap<String, Wanted>,
     /// Parts of overwriting runs that have not finished the table yet.

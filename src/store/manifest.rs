@@ -20,7 +20,16 @@ use sha2::{Digest, Sha256};
 pub const FILE_NAME: &str = "manifest.jsonl";
 pub const VERSION: u64 = 1;
 
+/// The manifest writer: a handle that concurrent tables of one run clone and append through,
+/// one line at a time, so the file stays one hash chain.
+#[derive(Clone)]
 pub struct Manifest {
+    inner: std::sync::Arc<std::sync::Mutex<Inner>>,
+    /// Lines appended through this handle (and the handle it was cloned from, before).
+    appended: u64,
+}
+
+struct Inner {
     file: File,
     path: PathBuf,
     next_seq: u64,
@@ -122,31 +131,45 @@ impl Manifest {
         file.seek(SeekFrom::End(0))?;
         Ok((
             Self {
-                file,
-                path,
-                next_seq,
-                prev,
-                follower: None,
+                inner: std::sync::Arc::new(std::sync::Mutex::new(Inner {
+                    file,
+                    path,
+                    next_seq,
+                    prev,
+                    follower: None,
+                })),
+                appended: 0,
             },
             repair,
         ))
     }
 
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+
     /// Keep `follower` (built from the records read at start) up to date with every record
     /// this process appends.
     pub fn follow(&mut self, follower: Box<dyn Follower>) {
-        self.follower = Some(follower);
+        self.inner().follower = Some(follower);
     }
 
-    /// The follower given to [`Self::follow`], if it is a `T`.
-    pub fn follower<T: Follower>(&self) -> Option<&T> {
-        let any: &dyn std::any::Any = self.follower.as_deref()?;
-        any.downcast_ref()
+    /// `f` of the follower given to [`Self::follow`], if it is a `T`.
+    pub fn follower<T: Follower, R>(&self, f: impl FnOnce(&T) -> R) -> Option<R> {
+        let inner = self.inner();
+        let any: &dyn std::any::Any = inner.follower.as_deref()?;
+        any.downcast_ref().map(f)
     }
 
     /// The `seq` the next record will get (it changes only when a record is appended).
     pub fn next_seq(&self) -> u64 {
-        self.next_seq
+        self.inner().next_seq
+    }
+
+    /// How many lines were appended through this handle: what one table recorded, while
+    /// other tables append through their own handles.
+    pub fn appended(&self) -> u64 {
+        self.appended
     }
 
     /// Append one record and fsync it. `fields` go after the common header.
@@ -157,14 +180,17 @@ impl Manifest {
         fields: Map<String, Value>,
     ) -> anyhow::Result<u64> {
         use anyhow::Context as _;
-        let seq = self.next_seq;
+        let inner = std::sync::Arc::clone(&self.inner);
+        let mut guard = lock(&inner);
+        let me = &mut *guard;
+        let seq = me.next_seq;
         // serde_json's Map keeps keys sorted; build the line by hand so the header comes first.
         let mut line = String::with_capacity(256);
         line.push_str(&format!(
             "{{\"version\":{VERSION},\"kind\":{},\"run_id\":{},\"seq\":{seq},\"prev\":{}",
             Value::String(kind.into()),
             Value::String(run_id.into()),
-            self.prev
+            me.prev
                 .as_ref()
                 .map_or("null".to_string(), |p| format!("\"{p}\"")),
         ));
@@ -179,13 +205,13 @@ impl Manifest {
         let mut bytes = line.into_bytes();
         let hash = sha256_hex(&bytes);
         bytes.push(b'\n');
-        self.file
+        me.file
             .write_all(&bytes)
-            .and_then(|_| self.file.sync_data())
-            .with_context(|| format!("cannot append to the manifest {}", self.path.display()))?;
-        self.prev = Some(hash);
-        self.next_seq += 1;
-        if let Some(follower) = self.follower.as_mut()
+            .and_then(|_| me.file.sync_data())
+            .with_context(|| format!("cannot append to the manifest {}", me.path.display()))?;
+        me.prev = Some(hash);
+        me.next_seq += 1;
+        if let Some(follower) = me.follower.as_mut()
             && follower.wants(kind)
         {
             let mut v = Value::Object(fields);
@@ -193,8 +219,16 @@ impl Manifest {
             v["run_id"] = Value::String(run_id.into());
             follower.feed(&v);
         }
+        drop(guard);
+        self.appended += 1;
         Ok(seq)
     }
+}
+
+/// A panic while appending leaves no half-line behind a later append: the line is written
+/// with one call, and a torn one is cut on the next open.
+fn lock(inner: &std::sync::Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The number (1-based) of the first line of `bytes` (whole manifest lines) that is not a

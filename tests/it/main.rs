@@ -5,6 +5,7 @@ mod checks;
 mod cli;
 mod common;
 mod compression;
+mod concurrency;
 mod crash;
 mod delta;
 mod docs;

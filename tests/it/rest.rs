@@ -31,7 +31,7 @@ fn post(i: u64) -> Value {
     })
 }
 
-fn posts_db(n: u64) -> Value {
+pub(crate) fn posts_db(n: u64) -> Value {
     json!({ "posts": (1..=n).map(post).collect::<Vec<_>>() })
 }
 
@@ -61,7 +61,7 @@ fn expected_post(i: u64) -> BTreeMap<&'static str, Cell> {
 
 /// The dataset holds exactly the records `ids`, each once, with every field.
 #[track_caller]
-fn assert_posts(out: &Path, dataset: &str, ids: impl IntoIterator<Item = u64>) {
+pub(crate) fn assert_posts(out: &Path, dataset: &str, ids: impl IntoIterator<Item = u64>) {
     let (names, types, got) = read_dataset(&out.join("parquet").join(dataset));
     let mut want_names: Vec<&str> = expected_post(1).keys().copied().collect();
     let mut got_names: Vec<&str> = names.iter().map(String::as_str).collect();

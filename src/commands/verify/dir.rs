@@ -130,6 +130,7 @@ pub(super) fn verify_dir(
     }
     check_row_sums(&records, run, &report);
     check_slices(&records, run, &report);
+    check_page_chains(&records, run, &report);
     check_request_ids(out, &requests, &claims, run, &report);
     check_runs(&records, run, &report);
 
@@ -552,6 +553,93 @@ fn check_row_sums(records: &[(u64, Value)], run: Option<&str>, report: &Report) 
                     ),
                 )
             });
+        }
+    }
+}
+
+/// Every cursor of a paged table (a table, or one slice of it) is a chain: per run its pages
+/// are numbered 1, 2, … without a gap or a repeat, each page was fetched with the cursor the
+/// page before it returned (page 1 with none), and a table the run finished ends on a page
+/// that returned no cursor. So a page missing from the middle or the end of a cursor, pages
+/// fetched ahead (`parallel`) included, is found even when the rows still add up.
+fn check_page_chains(records: &[(u64, Value)], run: Option<&str>, report: &Report) {
+    type Key = (String, String, Option<u64>);
+    let mut chains: BTreeMap<Key, Vec<(u64, &Value)>> = BTreeMap::new();
+    let mut ended: HashSet<(String, String)> = HashSet::new();
+    for (lineno, r) in records.iter().filter(|(_, r)| in_scope(run, r)) {
+        match r["kind"].as_str() {
+            // A files table's pages are files, not a cursor's pages.
+            Some("page") if r.get("file").is_none() && r.get("cursor_in").is_some() => {
+                let (run_id, output) = run_and_output(r);
+                chains
+                    .entry((run_id, output, r["slice"].as_u64()))
+                    .or_default()
+                    .push((*lineno, r));
+            }
+            Some("table_end") => {
+                ended.insert(run_and_output(r));
+            }
+            _ => {}
+        }
+    }
+    for ((run_id, output, slice), mut pages) in chains {
+        pages.sort_by_key(|(_, p)| p["page"].as_u64().unwrap_or(0));
+        let cursor = match slice {
+            None => format!("dataset {output:?}"),
+            Some(k) => format!("dataset {output:?}, slice {k}"),
+        };
+        let add = |line: u64, path: Option<&str>, message: String| {
+            report.add(Finding {
+                line: Some(line),
+                run_id: Some(run_id.clone()),
+                path: path.map(str::to_string),
+                ..finding("page_chain", message)
+            });
+        };
+        let mut want = 1u64;
+        let mut prev_out = &Value::Null;
+        for (lineno, p) in &pages {
+            let no = p["page"].as_u64().unwrap_or(0);
+            let path = p["path"].as_str();
+            if no != want {
+                add(
+                    *lineno,
+                    path,
+                    if no < want {
+                        format!("{cursor}: page {no} is recorded twice in the run")
+                    } else {
+                        format!(
+                            "{cursor}: page {no} follows page {}: {} page(s) of the cursor are missing",
+                            want - 1,
+                            no - want
+                        )
+                    },
+                );
+            } else if p["cursor_in"] != *prev_out {
+                add(
+                    *lineno,
+                    path,
+                    format!(
+                        "{cursor}: page {no} was not fetched with the cursor page {} returned",
+                        no.saturating_sub(1)
+                    ),
+                );
+            }
+            want = no + 1;
+            prev_out = &p["cursor_out"];
+        }
+        if ended.contains(&(run_id.clone(), output.clone()))
+            && !prev_out.is_null()
+            && let Some((lineno, p)) = pages.last()
+        {
+            add(
+                *lineno,
+                p["path"].as_str(),
+                format!(
+                    "{cursor}: the run finished the table, but its last recorded page (page {}) returned a cursor to a page that is not recorded",
+                    p["page"].as_u64().unwrap_or(0)
+                ),
+            );
         }
     }
 }

@@ -9,7 +9,9 @@
 //! export is vouched for by its `export` record until an `export_sweep` removes it); per run and table the
 //! rows of the pages equal the rows of the parts (less rows an incremental run skipped as
 //! already written); a `--parallel` table's slice plan covers its key range exactly once and
-//! each of its pages carries its slice's filters; a row-driven batch's responses tile its
+//! each of its pages carries its slice's filters; every cursor's pages form an unbroken chain
+//! (numbered from 1, each fetched with the cursor the one before returned, a finished table's
+//! last page returning none); a row-driven batch's responses tile its
 //! snapshot with their recorded hashes, request ids are unique per run and dataset, and the
 //! live parts' `_request_id` values are exactly the recorded ids with their row counts; a column
 //! holds one type in every part of its dataset (parts may hold different columns); a run
@@ -54,7 +56,7 @@ pub const REPORT_VERSION: u64 = 1;
 pub struct Finding {
     /// torn_line, malformed_line, unknown_version, seq_order, chain_break, missing_file,
     /// size_mismatch, hash_mismatch, row_count_mismatch, unreadable_parquet, schema_mismatch,
-    /// row_sum_mismatch, slice_plan_invalid, slice_mismatch, request_mismatch,
+    /// row_sum_mismatch, slice_plan_invalid, slice_mismatch, page_chain, request_mismatch,
     /// request_id_mismatch, orphan_file, unfinished_run, delta_uncommitted, delta_stale,
     /// delta_unrecorded, delta_size_mismatch, delta_version_missing, delta_unreadable,
     /// shard_coverage, shard_plan_mismatch, writer_overlap

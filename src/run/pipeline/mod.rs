@@ -128,6 +128,8 @@ struct TableRun<'a> {
     confirm_due: bool,
     /// The table's row checks (`None`: no checks; a value that does not fit stops the run).
     gate: Option<crate::run::quarantine::Gate>,
+    /// Pages of one cursor fetched at once (`parallel` on an addressable REST table; else 1).
+    window: usize,
 }
 
 /// Harvest one table of the run's current source.
@@ -202,7 +204,14 @@ pub(crate) async fn harvest_table(
         &progress.quarantined,
     )?;
     let streams = open_streams(ctx, table, &params, slices.as_ref(), &mut progress)?;
+    // `parallel` on an unsplit table whose pages are addressable: fetched up to N at once.
+    let window = if slices.is_none() && table.parallel > 1 && src.fetches_ahead() {
+        table.parallel as usize
+    } else {
+        1
+    };
     let mut run = TableRun {
+        window,
         ctx,
         table,
         plan: None,
@@ -335,6 +344,14 @@ async fn slice_plan(
                     }
                     manifest.append("slices", ctx.run_id, rec)?;
                     Some(plan)
+                }
+                Planned::Ahead => {
+                    tracing::info!(
+                        "{}: one cursor, up to {} pages fetched at once",
+                        table.output,
+                        table.parallel
+                    );
+                    None
                 }
                 Planned::Sequential(why) if table.shard.is_some() => {
                     return Err(UsageError::with_hint(
@@ -515,6 +532,7 @@ async fn fetch_remaining(
                 columns: known.clone(),
             },
             shape: None,
+            window: run.window,
         })
         .collect();
     let mut open = walks.len();

@@ -23,17 +23,18 @@ use crate::store::parts::ClosedPart;
 
 /// In a DIR shared by writers: what this writer knows of the table's Delta files, and whether
 /// the table is split between writers (`--shard`).
-pub(crate) fn shared_table<'m>(
+pub(crate) fn shared_table(
     ctx: &RunCtx<'_>,
     table: &TableSettings,
-    manifest: &'m Manifest,
-) -> Option<crate::store::delta::Shared<'m>> {
+    manifest: &Manifest,
+) -> Option<crate::store::delta::Shared> {
     ctx.settings.writer.as_ref()?;
     Some(crate::store::delta::Shared {
         known: manifest
-            .follower::<crate::store::delta::Ledger>()
-            .and_then(|l| l.outputs.get(&table.output))
-            .map(|d| &d.known),
+            .follower(|l: &crate::store::delta::Ledger| {
+                l.outputs.get(&table.output).map(|d| d.known.clone())
+            })
+            .flatten(),
         split: table.shard.is_some(),
     })
 }
@@ -200,8 +201,8 @@ pub(crate) fn commit_delta(
     pages: &Value,
 ) -> anyhow::Result<()> {
     let Some(desired) = manifest
-        .follower::<crate::store::delta::Ledger>()
-        .and_then(|l| l.outputs.get(output))
+        .follower(|l: &crate::store::delta::Ledger| l.outputs.get(output).cloned())
+        .flatten()
     else {
         return Ok(());
     };
@@ -215,7 +216,7 @@ pub(crate) fn commit_delta(
     info.insert("harvest.command".into(), json!(ctx.settings.command));
     info.insert("harvest.pages".into(), pages.clone());
     let done =
-        crate::store::delta::sync(&ctx.settings.out, &target.table_rel, output, desired, info)?;
+        crate::store::delta::sync(&ctx.settings.out, &target.table_rel, output, &desired, info)?;
     crate::store::fsutil::failpoint("delta:after-commit");
     if let Some(c) = done {
         tracing::info!(
@@ -255,8 +256,9 @@ pub(crate) fn finish_delta(
     complete: bool,
 ) -> anyhow::Result<()> {
     let desired = manifest
-        .follower::<crate::store::delta::Ledger>()
-        .and_then(|l| l.outputs.get(&table.output));
+        .follower(|l: &crate::store::delta::Ledger| l.outputs.get(&table.output).cloned())
+        .flatten();
+    let desired = desired.as_ref();
     let (stale, kept, reason): (Vec<String>, bool, &str) = match (target.mode, desired) {
         (crate::store::delta::Mode::Overwrite, Some(d)) => {
             let state = crate::store::delta::load(&ctx.settings.out, &target.table_rel)?;

@@ -107,6 +107,7 @@ impl Requests {
                 columns: None,
             },
             shape: Some(Arc::clone(&b.shape)),
+            window: 1,
         };
         cursor::spawn_one(client, walk, FETCH_AHEAD)
     }

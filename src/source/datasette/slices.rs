@@ -39,9 +39,12 @@ pub struct SlicePlan {
     pub server_count: Option<u64>,
 }
 
-/// The outcome of planning: a split, or the reason the table is paged with one cursor.
+/// The outcome of planning: a split, one cursor fetched ahead, or the reason the table is
+/// paged with one cursor, one page at a time.
 pub enum Planned {
     Split(SlicePlan),
+    /// One cursor, its pages fetched up to N ahead (a REST table whose pages are addressable).
+    Ahead,
     Sequential(String),
 }
 

@@ -79,6 +79,8 @@ pub struct RestPager {
     window_span: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// Declared column types (CSV values are converted to them).
     types: BTreeMap<String, ColType>,
+    /// The total (records or pages) the latest page stated, for fetching ahead no further.
+    total_seen: Mutex<Option<u64>>,
 }
 
 impl RestPager {
@@ -124,6 +126,7 @@ impl RestPager {
             per_row: true,
             window_span: rest.window.as_ref().map(|w| window_span(w, None)),
             types: BTreeMap::new(),
+            total_seen: Mutex::new(None),
         }
     }
 
@@ -191,6 +194,24 @@ impl RestPager {
         };
         Ok(w.starting(bound(end)?, to)
             .map(|[a, b]| self.window_position(w, a, b)))
+    }
+
+    /// A next position as recorded: without the query-parameter API key, and refused when it
+    /// leaves the origin of the page `url` while credentials are sent.
+    fn strip_secret(&self, pos: &mut Position, url: &Url) -> Result<(), BodyProblem> {
+        let mut u = Url::parse(&pos.url).map_err(|e| BodyProblem::Wrong(e.to_string()))?;
+        if let Some(secret) = &self.secret_param {
+            remove_param(&mut u, secret);
+        }
+        if self.credentials && !crate::http::same_origin(url, &u) {
+            return Err(BodyProblem::Wrong(format!(
+                "its next page is on another origin ({}): {}",
+                crate::http::display_url(&u),
+                crate::http::left_origin_advice(url, &u)
+            )));
+        }
+        pos.url = u.to_string();
+        Ok(())
     }
 
     /// Decide `auto` on the first page: the paging it shows, logged and kept; when it shows
@@ -359,20 +380,15 @@ impl Pager for RestPager {
             },
         )
         .map_err(BodyProblem::Wrong)?;
+        if let Some(t) = paging.paginate.total_at()
+            && let Ok(seen) = total(t, &fetched.headers, &lookup)
+            && let Ok(mut kept) = self.total_seen.lock()
+        {
+            *kept = seen;
+        }
         let mut next = self.advance(&at, found).map_err(BodyProblem::Wrong)?;
         if let Some(pos) = next.as_mut() {
-            let mut u = Url::parse(&pos.url).map_err(|e| BodyProblem::Wrong(e.to_string()))?;
-            if let Some(secret) = &self.secret_param {
-                remove_param(&mut u, secret);
-            }
-            if self.credentials && !crate::http::same_origin(url, &u) {
-                return Err(BodyProblem::Wrong(format!(
-                    "its next page is on another origin ({}): {}",
-                    crate::http::display_url(&u),
-                    crate::http::left_origin_advice(url, &u)
-                )));
-            }
-            pos.url = u.to_string();
+            self.strip_secret(pos, url)?;
         }
         if let Some(max) = self.rest.max_pages
             && page_no >= max
@@ -404,6 +420,31 @@ impl Pager for RestPager {
                 Ok(page)
             }),
         })
+    }
+
+    fn predict(&self, page_no: u64, cursor: Option<&str>) -> Option<String> {
+        if self.rest.max_pages.is_some_and(|max| page_no >= max) {
+            return None;
+        }
+        let at = match cursor {
+            Some(c) => Position::decode(c).ok()?,
+            None if page_no == 1 => self.first_position(),
+            None => return None,
+        };
+        let url = Url::parse(&at.url).ok()?;
+        let paging = self.paging();
+        let within = match &paging.paginate {
+            Paginate::Offset { .. } | Paginate::PageNumber { .. } => {
+                let total = self.total_seen.lock().ok().and_then(|t| *t);
+                paging.paginate.predict_next(&url, total).map(Next::at)
+            }
+            // One request per window: the next window's.
+            Paginate::None if self.rest.window.is_some() => None,
+            _ => return None,
+        };
+        let mut next = self.advance(&at, within).ok()??;
+        self.strip_secret(&mut next, &url).ok()?;
+        Some(next.encode())
     }
 
     fn repeated(&self, cursor: &str, page_no: u64) -> String {
@@ -451,6 +492,13 @@ impl RestSource {
     }
 
     /// A cursor for the table; `paging`: the paginator a resumed run recorded.
+    /// Why `parallel` cannot fetch this table's pages ahead (`None`: it can).
+    pub fn not_addressable(&self) -> Option<String> {
+        self.rest
+            .paginate
+            .not_addressable(self.rest.window.is_some())
+    }
+
     pub fn pager(&self, params: &[(String, String)], paging: Option<&Value>) -> RestPager {
         let resolved = paging.and_then(Paging::from_json);
         let from = self.window_from.lock().ok().and_then(|f| *f);

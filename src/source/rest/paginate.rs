@@ -182,6 +182,69 @@ pub struct Stops {
     pub stop_on_empty: Option<bool>,
 }
 
+impl Paginate {
+    /// Why `parallel` cannot fetch this paginator's pages ahead (`None`: it can): a page's
+    /// request must be known without the response before it. `windowed`: the table reads
+    /// time windows, which are independent of each other.
+    pub fn not_addressable(&self, windowed: bool) -> Option<String> {
+        match self {
+            Paginate::Offset { .. } | Paginate::PageNumber { .. } => None,
+            Paginate::None if windowed => None,
+            Paginate::None => Some(
+                "it is read in one request (paginate = \"none\"), so there is nothing to fetch ahead"
+                    .into(),
+            ),
+            Paginate::Auto => Some(
+                "paginate = \"auto\" decides on the first page, and only offset and page_number paging can be fetched ahead; set `paginate` to the API's offset or page_number paging".into(),
+            ),
+            other => Some(format!(
+                "its {} paginator finds each next page in the previous response, so pages can only be fetched one after another (only offset and page_number paging, or one request per time window, can be fetched ahead)",
+                other.name()
+            )),
+        }
+    }
+
+    /// The request after the one at `url` when that page is full, without its response
+    /// (offset and page-number paging): `None` for other paginators, or when `total` (records
+    /// for offset, pages for page numbers, learned from an earlier page) says it is past the
+    /// end.
+    pub fn predict_next(&self, url: &Url, total: Option<u64>) -> Option<Url> {
+        let mut u = url.clone();
+        match self {
+            Paginate::Offset {
+                offset_param,
+                limit,
+                start,
+                ..
+            } => {
+                let after = number_at(url, offset_param, *start) + limit;
+                if total.is_some_and(|t| after >= t) {
+                    return None;
+                }
+                set_param(&mut u, offset_param, &after.to_string());
+            }
+            Paginate::PageNumber { param, start, .. } => {
+                let at = number_at(url, param, *start);
+                if total.is_some_and(|p| at + 1 >= start + p) {
+                    return None;
+                }
+                set_param(&mut u, param, &(at + 1).to_string());
+            }
+            _ => return None,
+        }
+        Some(u)
+    }
+
+    /// Where this paginator reads its total, if it has one.
+    pub fn total_at(&self) -> Option<&Total> {
+        match self {
+            Paginate::Offset { total, .. } => total.as_ref(),
+            Paginate::PageNumber { total_pages, .. } => total_pages.as_ref(),
+            _ => None,
+        }
+    }
+}
+
 /// A paginator with its stop conditions: what a page line records as `paging` (the
 /// paginator's keys and the stop keys in one object), and what a resumed run reads back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -339,6 +402,13 @@ pub(super) fn param_value(url: &Url, name: &str) -> Option<String> {
         .last()
 }
 
+/// The offset or page number `url` asks for in `param` (`start` when it names none).
+fn number_at(url: &Url, param: &str, start: u64) -> u64 {
+    param_value(url, param)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(start)
+}
+
 pub(super) fn looks_like_url(s: &str) -> bool {
     s.starts_with("http://")
         || s.starts_with("https://")
@@ -370,7 +440,7 @@ pub struct Next {
 }
 
 impl Next {
-    fn at(url: Url) -> Self {
+    pub(super) fn at(url: Url) -> Self {
         Next { url, token: None }
     }
 }
@@ -501,10 +571,7 @@ fn next_by_paginator(p: &Paginate, r: &Response<'_>) -> Result<Option<Next>, Str
             total: t,
             ..
         } => {
-            let at = param_value(url, offset_param)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(*start);
-            let after = at + n;
+            let after = number_at(url, offset_param, *start) + n;
             let whole = match t {
                 Some(t) => total(t, r.headers, r.body)?,
                 None => None,
@@ -521,9 +588,7 @@ fn next_by_paginator(p: &Paginate, r: &Response<'_>) -> Result<Option<Next>, Str
             start,
             total_pages,
         } => {
-            let at = param_value(url, param)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(*start);
+            let at = number_at(url, param, *start);
             let pages = match total_pages {
                 Some(t) => total(t, r.headers, r.body)?,
                 None => None,

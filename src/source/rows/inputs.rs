@@ -56,6 +56,14 @@ pub enum InputSpec {
 }
 
 impl InputSpec {
+    /// The dataset of the parent table whose records are the input, if that is the input.
+    pub fn parent_table(&self) -> Option<&str> {
+        match self {
+            InputSpec::Parent { table, .. } => Some(table),
+            _ => None,
+        }
+    }
+
     /// What to call the input in messages.
     pub fn describe(&self) -> String {
         match self {
