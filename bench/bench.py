@@ -909,7 +909,12 @@ def s3_suite(a, work):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--suite", default="all", choices=["all", "sql-extract", "harvest", "compression", "rest", "rows", "export", "shard", "s3", "checks"])
+    ap.add_argument("--suite", default="all", choices=["all", "sql-extract", "harvest", "compression", "rest", "rows", "export", "shard", "s3", "checks", "latency"])
+    ap.add_argument("--latency-ms", default="50", help="latency suite: added latency per request, ms (comma-separated list)")
+    ap.add_argument("--latency-records", type=int, default=200_000, help="latency suite: events served by json-server")
+    ap.add_argument("--latency-ids", type=int, default=5_000, help="latency suite: ids of the row-driven case")
+    ap.add_argument("--latency-slow-reps", type=int, default=1,
+                    help="latency suite: repetitions of the sequential tools (minutes each)")
     ap.add_argument("--unique-keys", type=int, default=10_000_000,
                     help="checks suite: rows (keys) of the `unique` memory case; 0 skips it")
     ap.add_argument("--rows-inputs", type=int, default=20_000, help="rows suite: input rows (requests) per run")
@@ -946,7 +951,10 @@ def main():
         s3_suite(a, a.work)
     if a.suite in ("all", "checks"):
         checks_suite(a, a.work)
-    if a.suite in ("harvest", "compression", "rest", "rows", "export", "shard", "s3", "checks"):
+    if a.suite in ("all", "latency"):
+        from latency import latency_suite
+        latency_suite(a, a.work, sys.modules[__name__])
+    if a.suite in ("harvest", "compression", "rest", "rows", "export", "shard", "s3", "checks", "latency"):
         return
     db = fixture(a.work, a.scale)
     tools = a.tools.split(",")

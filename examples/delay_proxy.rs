@@ -1,4 +1,4 @@
-//! A TCP proxy that delays every chunk a client sends by a fixed time before passing it on,
+//! A TCP proxy that delays every chunk a client sends by a fixed time (from its arrival) before passing it on,
 //! so a local server looks like one across a network (each HTTP request arrives that much
 //! later). Responses flow back at once, or paced to MBIT_PER_S per connection when given (a
 //! link of that bandwidth). With several upstream ports (`8001,8002,8003`) each new connection
@@ -51,20 +51,37 @@ async fn main() -> std::io::Result<()> {
             let _ = server.set_nodelay(true);
             let (mut cr, mut cw) = client.into_split();
             let (mut sr, mut sw) = server.into_split();
-            let up = async move {
+            // Each chunk goes on DELAY_MS after it arrived, whatever came before it: chunks in
+            // flight together (HTTP/2 streams on one connection) are delayed together, as on
+            // a link, not one after another.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+            let read_up = async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
                     match cr.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
-                            tokio::time::sleep(delay).await;
-                            if sw.write_all(&buf[..n]).await.is_err() {
+                            if tx
+                                .send((Instant::now() + delay, buf[..n].to_vec()))
+                                .is_err()
+                            {
                                 break;
                             }
                         }
                     }
                 }
+            };
+            let write_up = async move {
+                while let Some((due, chunk)) = rx.recv().await {
+                    tokio::time::sleep_until(due.into()).await;
+                    if sw.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                }
                 let _ = sw.shutdown().await;
+            };
+            let up = async move {
+                tokio::join!(read_up, write_up);
             };
             let down = async move {
                 let mut buf = vec![0u8; 16 * 1024];

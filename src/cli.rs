@@ -388,6 +388,11 @@ pub struct HarvestArgs {
     #[arg(long)]
     pub no_compression: bool,
 
+    /// Speak HTTP/1.1 only. By default an HTTPS server that offers HTTP/2 in its TLS handshake
+    /// gets HTTP/2 (requests in flight at once share one connection); plain http:// is HTTP/1.1.
+    #[arg(long)]
+    pub http1: bool,
+
     /// Close the open Parquet parts (a checkpoint) every N rows. Default 1000000.
     #[arg(long, value_name = "N")]
     pub part_rows: Option<u64>,

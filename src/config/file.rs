@@ -87,6 +87,7 @@ pub struct HttpConfig {
     pub rate_limit: Option<String>,
     pub max_body_bytes: Option<u64>,
     pub compression: Option<bool>,
+    pub http1_only: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

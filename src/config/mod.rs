@@ -308,6 +308,8 @@ fn http_settings(args: &HarvestArgs, h: &HttpConfig) -> Result<HttpSettings, Usa
     // Compression changes only the bytes on the wire, never a snapshot, so it is left out of
     // the described settings (and the config digest): a resumed run may toggle it.
     http.compression = !args.no_compression && h.compression.unwrap_or(true);
+    // The HTTP version changes no byte of a body either.
+    http.http1_only = args.http1 || h.http1_only.unwrap_or(false);
     Ok(http)
 }
 

@@ -89,6 +89,8 @@ pub struct Fetched {
     pub attempts: u32,
     pub elapsed_ms: u64,
     pub fetched_at: chrono::DateTime<chrono::Utc>,
+    /// The HTTP version the response came in, when not HTTP/1.1 (`HTTP/2.0`).
+    pub http_version: Option<String>,
 }
 
 /// What a caller's validator says about a 2xx body.
@@ -133,6 +135,10 @@ pub enum HttpError {
     BadBody { url: String, reason: String },
     #[error("could not build a request for {url}: {reason}")]
     Request { url: String, reason: String },
+    #[error(
+        "the TLS certificate of {url} is not trusted ({reason}); if the server's certificate comes from a private CA, point SSL_CERT_FILE at that CA's certificate (PEM) and rerun"
+    )]
+    Untrusted { url: String, reason: String },
     #[error("{url} redirected to another origin ({to}): {advice}")]
     CrossOrigin {
         url: String,
@@ -214,22 +220,28 @@ impl Client {
         // rustls with aws-lc as well, and with two providers compiled in rustls picks neither
         // by itself. An error only means a provider is installed already.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let inner = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             // Node (json-server) and uvicorn (Datasette) close idle keep-alive connections
             // after 5 s; reusing one the server is closing fails the request ("connection
             // closed before message completed", resets), so idle ones are dropped sooner.
             .pool_idle_timeout(Duration::from_secs(4))
             .pool_max_idle_per_host(8)
+            // HTTP/2 where an HTTPS server offers it in the TLS handshake (ALPN), so requests in
+            // flight at once share one connection; HTTP/1.1 keep-alive everywhere else.
             .user_agent(concat!("harvest/", env!("CARGO_PKG_VERSION")))
             .redirect(redirect_policy(
                 settings.credentials || settings.auth.is_some(),
-            ))
-            .build()
-            .map_err(|e| HttpError::Request {
-                url: String::new(),
-                reason: e.to_string(),
-            })?;
+            ));
+        let builder = if settings.http1_only {
+            builder.http1_only()
+        } else {
+            builder
+        };
+        let inner = builder.build().map_err(|e| HttpError::Request {
+            url: String::new(),
+            reason: e.to_string(),
+        })?;
         let no_sleep = std::env::var("HARVEST_NO_RETRY_SLEEP").is_ok_and(|v| v == "1");
         Ok(Self {
             inner,
@@ -506,10 +518,18 @@ impl Client {
                     to: to.clone(),
                     advice: advice.clone(),
                 }),
-                None => Failure::transient(describe_reqwest_error(&e)),
+                None => match untrusted_certificate(&e) {
+                    // Retrying cannot make a certificate trusted.
+                    Some(reason) => Failure::Fatal(HttpError::Untrusted {
+                        url: shown.to_string(),
+                        reason,
+                    }),
+                    None => Failure::transient(describe_reqwest_error(&e)),
+                },
             }
         })?;
         let status = resp.status();
+        let version = resp.version();
         let headers = resp.headers().clone();
         self.note_quota(&headers);
         if !status.is_success() && !request.keep.contains(&status.as_u16()) {
@@ -584,6 +604,7 @@ impl Client {
             attempts: 0,
             elapsed_ms: 0,
             fetched_at,
+            http_version: (version != reqwest::Version::HTTP_11).then(|| format!("{version:?}")),
         })
     }
 
@@ -657,6 +678,26 @@ impl Client {
 
 /// Add the interval `start..end` to a union of intervals that ends at `covered`: the time it
 /// adds beyond what is already covered, and the union's new end.
+/// The reason a server's TLS certificate was refused, if that is why `e` happened: rustls's
+/// `InvalidCertificate` error, which reaches here inside an I/O error (as its text: the I/O
+/// error's `source` skips it, and the boxed error does not downcast to `rustls::Error`).
+fn untrusted_certificate(e: &reqwest::Error) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(inner) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            let text = inner.to_string();
+            if text.starts_with("invalid peer certificate") {
+                return Some(text);
+            }
+        }
+        cur = c.source();
+    }
+    None
+}
+
 fn union_extend(covered: Option<Instant>, start: Instant, end: Instant) -> (Duration, Instant) {
     let from = match covered {
         Some(c) if c > start => c,

@@ -77,6 +77,8 @@ pub struct HttpSettings {
     pub max_body_bytes: u64,
     /// Ask for compressed bodies (`Accept-Encoding`, see [`crate::http::content_encoding`]).
     pub compression: bool,
+    /// HTTP/1.1 only, also with an HTTPS server that offers HTTP/2.
+    pub http1_only: bool,
     pub auth: Option<Auth>,
     /// Headers sent with every request (a source's `headers`).
     pub headers: Vec<(String, String)>,
@@ -97,6 +99,7 @@ impl Default for HttpSettings {
             rate_limit: None,
             max_body_bytes: 256 * 1024 * 1024,
             compression: true,
+            http1_only: false,
             auth: None,
             headers: Vec::new(),
             credentials: false,

@@ -25,6 +25,7 @@ mod s3;
 mod shard;
 mod spark;
 mod sql_extract;
+mod tls;
 mod value_sweep;
 mod verify;
 mod writers;

@@ -485,6 +485,7 @@ impl<'a> TableRun<'a> {
             ("last_modified", &fetched.last_modified),
             ("content_type", &fetched.content_type),
             ("content_encoding", &fetched.content_encoding),
+            ("http_version", &fetched.http_version),
         ] {
             if let Some(v) = v {
                 rec.insert(k.into(), json!(v));
