@@ -68,6 +68,9 @@ Datasette 0.65.5, written to a local DIR and to object storage (`--out s3://…`
 a real store's, so the ratio is an upper bound on what publishing adds), as plain Parquet and
 as a Delta table; a checkpoint every 100,000 rows:
   local DIR, parquet / s3 (moto), parquet / local DIR, delta / s3 (moto), delta
+latency cases (`--suite latency`, bench/latency.py): servers behind examples/delay_proxy adding
+`--latency-ms` per request; sequential harvest against --jobs / parallel / concurrency, dlt's
+rest_api and a parallelized dlt transformer, and HTTP/2 against HTTP/1.1 over TLS.
 Wall time and peak RSS come from /usr/bin/time; the machine is shared, so medians matter.
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, glob, datetime

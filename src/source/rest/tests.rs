@@ -339,3 +339,118 @@ fn first_url_keeps_the_base_path_and_adds_the_start() {
         "http://h:1/api/v2/posts?q=a+b&offset=0&limit=50"
     );
 }
+
+/// A response to `url` holding `n` records, with `X-Total-Count: total` when given.
+fn answer(n: usize, total: Option<u64>) -> crate::http::Fetched {
+    let body: Vec<Value> = (0..n).map(|i| serde_json::json!({ "id": i })).collect();
+    crate::http::Fetched {
+        status: 200,
+        body: serde_json::to_vec(&body).unwrap(),
+        content_encoding: None,
+        wire_bytes: 0,
+        etag: None,
+        last_modified: None,
+        content_type: None,
+        headers: match total {
+            Some(t) => headers(&[("x-total-count", &t.to_string())]),
+            None => HeaderMap::new(),
+        },
+        attempts: 1,
+        elapsed_ms: 0,
+        fetched_at: chrono::Utc::now(),
+        http_version: None,
+    }
+}
+
+fn rest_table(paginate: Paginate, window: Option<Window>) -> RestTable {
+    RestTable {
+        path: "/items".into(),
+        records: None,
+        paginate,
+        stops: Stops::default(),
+        method: "GET".into(),
+        body: None,
+        window,
+        format: BodyFormat::Json,
+        records_from: RecordsFrom::Array,
+        max_pages: None,
+        primary_key: vec![],
+    }
+}
+
+/// Walk `pages` full pages (of `per_page` records) the way the walker does, checking at each
+/// that the cursor guessed ahead ([`Pager::predict`]) is the one the response gives; then a
+/// short page ends the table while a guess would go on (so the guess is dropped).
+fn guesses_match(rest: &RestTable, per_page: usize, pages: u64, total: Option<u64>) -> u64 {
+    let pager = RestPager::starting_at(url("http://h/items"), "items", rest, None, None);
+    let mut cursor: Option<String> = None;
+    let mut matched = 0;
+    for page_no in 1..=pages {
+        let req = pager.request(page_no, cursor.as_deref()).unwrap();
+        let guess = pager.predict(page_no, cursor.as_deref());
+        let scanned = pager
+            .scan(
+                page_no,
+                &req.url,
+                cursor.as_deref(),
+                &answer(per_page, total),
+                None,
+            )
+            .unwrap_or_else(|_| panic!("page {page_no} refused"));
+        if scanned.next.is_none() {
+            assert_eq!(guess, None, "page {page_no}: a guess past a known end");
+            break;
+        }
+        assert_eq!(guess, scanned.next, "page {page_no}: the guess differs");
+        matched += 1;
+        cursor = scanned.next;
+    }
+    matched
+}
+
+#[test]
+fn guessed_cursors_are_the_ones_full_pages_return() {
+    let offset = |total: Option<Total>| Paginate::Offset {
+        offset_param: "_start".into(),
+        limit_param: "_limit".into(),
+        limit: 10,
+        start: 0,
+        total,
+    };
+    // 45 records by 10: four full pages; the total stops the guesses at the fifth.
+    let with_total = rest_table(offset(Some(Total::Header("X-Total-Count".into()))), None);
+    assert_eq!(guesses_match(&with_total, 10, 6, Some(45)), 4);
+    // Without a total every full page guesses the next.
+    assert_eq!(
+        guesses_match(&rest_table(offset(None), None), 10, 6, None),
+        6
+    );
+    let pages = rest_table(
+        Paginate::PageNumber {
+            param: "_page".into(),
+            start: 1,
+            total_pages: None,
+        },
+        None,
+    );
+    assert_eq!(guesses_match(&pages, 10, 5, None), 5);
+    // One request per time window: the next window is known without the response.
+    let from = position::parse_instant("2026-01-01").unwrap().0;
+    let window = Window {
+        start_param: "since".into(),
+        end_param: "until".into(),
+        from,
+        to: Some(from + chrono::Duration::days(5)),
+        step_secs: 86_400,
+        format: None,
+        dates: true,
+    };
+    let windows = rest_table(Paginate::None, Some(window));
+    assert_eq!(guesses_match(&windows, 3, 10, None), 4);
+    // A cursor paginator can guess nothing.
+    let cursor = rest_table(Paginate::cursor("/next", "after"), None);
+    let pager = RestPager::starting_at(url("http://h/items"), "items", &cursor, None, None);
+    assert_eq!(pager.predict(1, None), None);
+    assert!(cursor.paginate.not_addressable(false).is_some());
+    assert!(Paginate::None.not_addressable(true).is_none());
+}
