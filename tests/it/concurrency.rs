@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::common::*;
 use crate::fault_server::*;
-use crate::rest::{assert_posts, posts_db, run_config, write_config};
+use crate::rest::{assert_posts, kill_9_then_finish, posts_db, run_config, write_config};
 
 /// When each request reached the fault server, in order.
 type Arrivals = Arc<Mutex<Vec<(Instant, Request)>>>;
@@ -318,29 +318,14 @@ paginate = {{ kind = "page_number", param = "_page", start = 1 }}
             proxy.url
         ),
     );
-    let mut landed = 0;
-    for seed in 1..=4u64 {
-        let out = work.path().join(format!("out{seed}"));
-        let args = [
-            "harvest",
-            "-q",
-            "--config",
-            &config,
-            "--part-rows",
-            "400",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        landed += kill_at_seeded_moments(&args, seed, 150);
-        let o = harvest(&args, &[]);
-        assert_exit(&o, 0);
-        for d in ["ahead", "by_link", "by_page"] {
-            assert_posts(&out, d, 1..=n);
-        }
-        assert_no_page_fetched_twice(&out, &format!("seed {seed}"));
-        assert_verify(&out, 0);
-    }
-    assert!(landed >= 3, "too few kills landed mid-run ({landed})");
+    kill_9_then_finish(
+        work.path(),
+        &config,
+        "400",
+        150,
+        n,
+        &["ahead", "by_link", "by_page"],
+    );
 }
 
 /// `--jobs 2` with a row-driven table: the child starts only after its parent table ended;

@@ -408,24 +408,47 @@ paginate = {{ kind = "offset", offset_param = "_start", limit_param = "_limit", 
             url = proxy.url
         ),
     );
+    kill_9_then_finish(
+        work.path(),
+        &config,
+        "500",
+        200,
+        n,
+        &["by_link", "by_offset"],
+    );
+}
+
+/// Four seeds: `harvest --config CONFIG --part-rows PART_ROWS` SIGKILLed at seeded moments
+/// (from `base_ms`), then run to the end. Each time every table in `datasets` holds posts
+/// 1..=n once, no recorded page was fetched again, and `verify` is clean; at least three of
+/// the kills landed mid-run.
+pub(crate) fn kill_9_then_finish(
+    work: &Path,
+    config: &str,
+    part_rows: &str,
+    base_ms: u64,
+    n: u64,
+    datasets: &[&str],
+) {
     let mut landed = 0;
     for seed in 1..=4u64 {
-        let out = work.path().join(format!("out{seed}"));
+        let out = work.join(format!("out{seed}"));
         let args = [
             "harvest",
             "-q",
             "--config",
-            &config,
+            config,
             "--part-rows",
-            "500",
+            part_rows,
             "--out",
             out.to_str().unwrap(),
         ];
-        landed += kill_at_seeded_moments(&args, seed, 200);
+        landed += kill_at_seeded_moments(&args, seed, base_ms);
         let o = harvest(&args, &[]);
         assert_exit(&o, 0);
-        assert_posts(&out, "by_link", 1..=n);
-        assert_posts(&out, "by_offset", 1..=n);
+        for d in datasets {
+            assert_posts(&out, d, 1..=n);
+        }
         assert_no_page_fetched_twice(&out, &format!("seed {seed}"));
         assert_exit(
             &harvest(&["verify", "--out", out.to_str().unwrap()], &[]),
