@@ -200,12 +200,11 @@ pub(crate) fn commit_delta(
     target: &crate::store::delta::Target,
     pages: &Value,
 ) -> anyhow::Result<()> {
-    let Some(desired) = manifest
-        .follower(|l: &crate::store::delta::Ledger| l.outputs.get(output).cloned())
-        .flatten()
-    else {
+    let wanted =
+        manifest.follower(|l: &crate::store::delta::Ledger| l.outputs.contains_key(output));
+    if wanted != Some(true) {
         return Ok(());
-    };
+    }
     // Object storage: the parts go up before the commit that names them.
     if let Some(r) = &ctx.settings.remote {
         r.publish()?;
@@ -215,8 +214,23 @@ pub(crate) fn commit_delta(
     info.insert("harvest.run_id".into(), json!(ctx.run_id));
     info.insert("harvest.command".into(), json!(ctx.settings.command));
     info.insert("harvest.pages".into(), pages.clone());
-    let done =
-        crate::store::delta::sync(&ctx.settings.out, &target.table_rel, output, &desired, info)?;
+    // What the ledger wants is read in place (no copy of the dataset's part list per
+    // checkpoint); the commit appends nothing to the manifest, which is appended to after.
+    let done = manifest
+        .follower(|l: &crate::store::delta::Ledger| {
+            l.outputs.get(output).map(|desired| {
+                crate::store::delta::sync(
+                    &ctx.settings.out,
+                    &target.table_rel,
+                    output,
+                    desired,
+                    info,
+                )
+            })
+        })
+        .flatten()
+        .transpose()?
+        .flatten();
     crate::store::fsutil::failpoint("delta:after-commit");
     if let Some(c) = done {
         tracing::info!(
