@@ -47,6 +47,40 @@ pub enum Command {
     History(HistoryArgs),
     /// One dataset of an output directory as one CSV, NDJSON or Parquet file (or stdout).
     Export(ExportArgs),
+    /// The config file's own tools: `harvest config schema` prints its JSON Schema.
+    Config(ConfigArgs),
+    /// A shell completion script on stdout, e.g. `harvest completions bash > ~/.local/share/bash-completion/completions/harvest`.
+    Completions(CompletionsArgs),
+    /// The manual page (roff) on stdout, or every page (one per subcommand) into a directory.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the config file's JSON Schema (draft-07) on stdout, for editors (taplo, Even Better
+    /// TOML) and validators: `harvest config schema > harvest.schema.json`.
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// bash, zsh, fish, powershell or elvish.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write harvest.1 and one page per subcommand (harvest-harvest.1, …) into this directory
+    /// instead of printing harvest.1.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

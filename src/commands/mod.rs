@@ -4,9 +4,12 @@
 //! Architecture invariant: nothing below this layer names a command. What two commands share
 //! (`harvest` and `incremental` share the whole run) lives in [`crate::run`] or below.
 
+pub mod completions;
+pub mod config;
 pub mod export;
 pub mod harvest;
 pub mod history;
 pub mod incremental;
+pub mod man;
 pub mod sql_extract;
 pub mod verify;

@@ -17,7 +17,7 @@
 mod auth;
 mod checks;
 pub use self::checks::{checks_file, extract_checks};
-mod file;
+pub mod file;
 mod files;
 mod rest;
 mod rows;

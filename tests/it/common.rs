@@ -191,6 +191,11 @@ pub fn python_ok(py: &Path, code: &str, args: &[&Path]) {
     );
 }
 
+/// A venv with a JSON Schema validator nobody here wrote (python-jsonschema).
+pub fn jsonschema_python() -> PathBuf {
+    venv_with("venv-jsonschema", &["jsonschema>=4.20,<5"])
+}
+
 /// A venv with Apache Spark (the pyspark wheel carries it; Java 17 is on the machine).
 pub fn spark_python() -> PathBuf {
     venv_with("venv-spark", &["pyspark==4.3.0"])
@@ -319,6 +324,11 @@ impl Drop for Datasette {
     }
 }
 
+/// taplo (npm `@taplo/cli`, 0.7.0): the TOML engine behind Even Better TOML and other editors.
+pub fn taplo_bin() -> PathBuf {
+    npm_bin("@taplo/cli", "0.7.0", "taplo")
+}
+
 /// The `json-server` (npm, 0.17.4) entry point, installed into a cached directory when missing.
 pub fn json_server_bin() -> PathBuf {
     npm_bin("json-server", "0.17.4", "json-server")
@@ -326,8 +336,10 @@ pub fn json_server_bin() -> PathBuf {
 
 /// `bin` of npm package `pkg@version`, installed once into the test cache.
 pub fn npm_bin(pkg: &str, version: &str, bin: &str) -> PathBuf {
-    with_setup_lock(&format!("npm-{pkg}"), || {
-        let dir = cache_dir().join(format!("npm-{pkg}-{version}"));
+    // A scoped package (`@taplo/cli`) names one directory, not two.
+    let flat = pkg.replace('/', "+");
+    with_setup_lock(&format!("npm-{flat}"), || {
+        let dir = cache_dir().join(format!("npm-{flat}-{version}"));
         let exe = dir.join("node_modules").join(".bin").join(bin);
         let marker = dir.join(".installed");
         if marker.exists() && exe.exists() {
