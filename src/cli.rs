@@ -47,12 +47,30 @@ pub enum Command {
     History(HistoryArgs),
     /// One dataset of an output directory as one CSV, NDJSON or Parquet file (or stdout).
     Export(ExportArgs),
+    /// What a `harvest` config will do, table by table, without writing anything: the first
+    /// request, the paginator, the records, the planned columns and their types, and problems.
+    Plan(PlanArgs),
     /// The config file's own tools: `harvest config schema` prints its JSON Schema.
     Config(ConfigArgs),
     /// A shell completion script on stdout, e.g. `harvest completions bash > ~/.local/share/bash-completion/completions/harvest`.
     Completions(CompletionsArgs),
     /// The manual page (roff) on stdout, or every page (one per subcommand) into a directory.
     Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The TOML config to plan (the one `harvest -c` would run).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+
+    /// Plan only these tables (by table name or dataset name); repeat for several.
+    #[arg(long = "table", short = 't', value_name = "NAME")]
+    pub tables: Vec<String>,
+
+    /// Print the plan as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

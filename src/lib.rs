@@ -50,6 +50,7 @@ pub fn main_entry() -> i32 {
         Command::Verify(args) => commands::verify::run(args, printer),
         Command::History(args) => commands::history::run(args, printer),
         Command::Export(args) => commands::export::run(args, printer),
+        Command::Plan(args) => commands::plan::run(args, printer),
         Command::Config(args) => commands::config::run(args, printer),
         Command::Completions(args) => commands::completions::run(args, printer),
         Command::Man(args) => commands::man::run(args, printer),

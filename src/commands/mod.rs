@@ -11,5 +11,6 @@ pub mod harvest;
 pub mod history;
 pub mod incremental;
 pub mod man;
+pub mod plan;
 pub mod sql_extract;
 pub mod verify;

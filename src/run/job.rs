@@ -439,7 +439,7 @@ fn watch_signals() -> (
 }
 
 /// How a source's tables are made into table sources: what was learned about the server once.
-enum Kit {
+pub(crate) enum Kit {
     Rest,
     Datasette {
         facts: DatasetteFacts,
@@ -478,7 +478,7 @@ async fn harvest_source(
         );
         Kit::Rest
     } else {
-        datasette_kit(ctx).await?
+        datasette_kit(ctx.client, ctx.source).await?
     };
     let jobs = ctx.settings.jobs.max(1);
     if jobs == 1 || source.tables.len() < 2 {
@@ -583,9 +583,11 @@ async fn run_concurrently(
 
 /// What a Datasette source's tables share: the server's flavor, how it sends ±Infinity, and
 /// its row limit per request.
-async fn datasette_kit(ctx: &RunCtx<'_>) -> anyhow::Result<Kit> {
-    let source = ctx.source;
-    let flavor = match datasette::detect_flavor(ctx.client, &source.base).await? {
+pub(crate) async fn datasette_kit(
+    client: &Client,
+    source: &crate::source::settings::SourceSettings,
+) -> anyhow::Result<Kit> {
+    let flavor = match datasette::detect_flavor(client, &source.base).await? {
         Some((f, v)) => {
             tracing::info!(
                 "source {:?}: Datasette {v} at {}",
@@ -602,8 +604,7 @@ async fn datasette_kit(ctx: &RunCtx<'_>) -> anyhow::Result<Kit> {
             None
         }
     };
-    let sends_infinity =
-        datasette::sends_infinity(ctx.client, &source.base, &source.database).await?;
+    let sends_infinity = datasette::sends_infinity(client, &source.base, &source.database).await?;
     if sends_infinity == Some(false) {
         tracing::warn!(
             "source {:?}: the server sends ±Infinity as null even when asked (_json_infinity=on); tables holding them will be refused",
@@ -614,7 +615,7 @@ async fn datasette_kit(ctx: &RunCtx<'_>) -> anyhow::Result<Kit> {
         flavor,
         sends_infinity,
     };
-    let max_rows = datasette::max_returned_rows(ctx.client, &source.base).await?;
+    let max_rows = datasette::max_returned_rows(client, &source.base).await?;
     Ok(Kit::Datasette { facts, max_rows })
 }
 
@@ -759,7 +760,10 @@ fn refused_page_size(e: &anyhow::Error) -> Option<u32> {
 
 /// The table with a page size the server accepts: a defaulted one above the server's
 /// `max_returned_rows` becomes that limit (logged); a given one is a usage error.
-fn fit_page_size(table: &TableSettings, max_rows: Option<u32>) -> anyhow::Result<TableSettings> {
+pub(crate) fn fit_page_size(
+    table: &TableSettings,
+    max_rows: Option<u32>,
+) -> anyhow::Result<TableSettings> {
     let mut t = table.clone();
     let Some(max) = max_rows.filter(|m| *m < table.page_size) else {
         return Ok(t);

@@ -17,6 +17,7 @@ pub mod cursor;
 pub mod files;
 pub mod job;
 pub mod pipeline;
+pub mod plan;
 pub mod quarantine;
 pub mod resume;
 pub mod row_driven;

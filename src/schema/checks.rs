@@ -245,7 +245,7 @@ impl Checker<'_> {
                         "{} {} {why} (column type {})",
                         c.name,
                         describe_value(v),
-                        type_name(c.ty)
+                        c.ty.name()
                     ),
                 });
             }
@@ -391,18 +391,6 @@ impl Checker<'_> {
             check: "unique",
             reason: format!("{key} was harvested before (a duplicate key; the first is kept)"),
         }
-    }
-}
-
-fn type_name(t: ColType) -> &'static str {
-    match t {
-        ColType::Integer => "integer",
-        ColType::Float => "float",
-        ColType::Text => "text",
-        ColType::Blob => "blob",
-        ColType::Date => "date",
-        ColType::Timestamp => "timestamp",
-        ColType::Boolean => "boolean",
     }
 }
 

@@ -61,6 +61,19 @@ impl ColType {
         })
     }
 
+    /// The type's name as `types` overrides and the manifest write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ColType::Integer => "integer",
+            ColType::Float => "float",
+            ColType::Text => "text",
+            ColType::Blob => "blob",
+            ColType::Date => "date",
+            ColType::Timestamp => "timestamp",
+            ColType::Boolean => "boolean",
+        }
+    }
+
     pub const OVERRIDE_NAMES: &'static str = "integer, float, text, blob, date, timestamp, boolean";
 
     pub fn arrow(self) -> DataType {

@@ -19,6 +19,7 @@ mod history;
 mod incremental;
 mod paging;
 mod parallel;
+mod plan;
 mod real_datasette;
 mod rest;
 mod row_driven;

@@ -47,20 +47,10 @@ pub(super) struct Requests {
 impl Requests {
     pub(super) fn build(&self, columns: &[String], values: &[Value]) -> Result<Built, String> {
         let row = Row { columns, values };
-        let t = &self.templates;
-        let path = t.path.fill(&row, true)?;
-        let params = t
-            .params
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), v.fill(&row, false)?)))
-            .collect::<Result<Vec<_>, String>>()?;
-        let headers = t
-            .headers
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), v.fill(&row, false)?)))
-            .collect::<Result<Vec<_>, String>>()?;
-        let body = match &t.body {
-            Some(b) => Some(serde_json::to_vec(&b.fill(&row)?).map_err(|e| e.to_string())?),
+        let f = self.templates.fill(&row)?;
+        let (path, params, headers) = (f.path, f.params, f.headers);
+        let body = match &f.body {
+            Some(b) => Some(serde_json::to_vec(b).map_err(|e| e.to_string())?),
             None => None,
         };
         let url = crate::source::rest::first_url_at(&self.base, &path, &self.rest, &params);

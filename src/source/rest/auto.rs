@@ -165,6 +165,53 @@ pub fn detect(headers: &HeaderMap, body: Lookup<'_>, post: bool) -> Paging {
     }
 }
 
+/// The rule of [`detect`] that chose `paging`, in words (for `harvest plan`).
+pub fn explain(paging: &Paging) -> String {
+    let stops = match (&paging.stops.has_more, &paging.stops.done) {
+        (Some(p), _) => format!("; it stops when {p} is false"),
+        (_, Some(p)) => format!("; it stops when {p} is true"),
+        _ => String::new(),
+    };
+    let rule = match &paging.paginate {
+        Paginate::Link => "the first page has a Link header with rel=\"next\"".to_string(),
+        Paginate::Cursor {
+            last_record: Some(field),
+            param: Some(param),
+            ..
+        } => format!(
+            "a Stripe-style list (object = \"list\", data, has_more): the last record's {field} is sent as {param}"
+        ),
+        Paginate::Cursor {
+            pointer: Some(p),
+            param,
+            body_field,
+            ..
+        } if p == "/next_cursor"
+            && (param.as_deref() == Some("start_cursor")
+                || body_field.as_deref() == Some("/start_cursor")) =>
+        {
+            "a Notion-style list (object = \"list\", next_cursor, has_more): the cursor is sent as start_cursor".to_string()
+        }
+        Paginate::NextUrl { pointer } => format!("the first page has a next-page URL at {pointer}"),
+        Paginate::Cursor {
+            pointer: Some(p),
+            param,
+            body_field,
+            ..
+        } => match (param, body_field) {
+            (Some(q), _) => format!("the first page has a cursor at {p}, sent back as the parameter {q}"),
+            (_, Some(b)) => format!("the first page has a cursor at {p}, sent back in the body at {b}"),
+            _ => format!("the first page has a cursor at {p}"),
+        },
+        Paginate::None => {
+            "no Link header, next URL or cursor on the first page, and no sign of more: one page"
+                .to_string()
+        }
+        other => format!("{} (configured)", other.name()),
+    };
+    format!("{rule}{stops}")
+}
+
 /// What the first page (with `records` records, fetched from `url`, with `sent` as the
 /// request body) says about more pages, when `auto` found no paginator: `None` when
 /// nothing, else what was seen and the setting that would read it.
@@ -302,6 +349,40 @@ mod tests {
             detect_in(&json!({"items": [1]}), false).paginate,
             Paginate::None
         );
+    }
+
+    #[test]
+    fn each_rule_is_named_in_words() {
+        let words = |body: Value, post: bool| explain(&detect_in(&body, post));
+        let stripe = words(
+            json!({"object": "list", "data": [{"id": "a"}], "has_more": true}),
+            false,
+        );
+        assert!(
+            stripe.contains("Stripe-style") && stripe.contains("starting_after"),
+            "{stripe}"
+        );
+        assert!(
+            stripe.ends_with("it stops when /has_more is false"),
+            "{stripe}"
+        );
+        let notion = words(
+            json!({"object": "list", "results": [], "next_cursor": "x", "has_more": true}),
+            true,
+        );
+        assert!(notion.contains("Notion-style"), "{notion}");
+        let sf = words(
+            json!({"done": false, "nextRecordsUrl": "/services/q/01-2", "records": []}),
+            false,
+        );
+        assert!(sf.contains("next-page URL at /nextRecordsUrl"), "{sf}");
+        assert!(sf.ends_with("it stops when /done is true"), "{sf}");
+        let x = words(json!({"data": [], "meta": {"next_token": "t"}}), false);
+        assert!(
+            x.contains("cursor at /meta/next_token, sent back as the parameter pagination_token"),
+            "{x}"
+        );
+        assert!(words(json!({"items": [1]}), false).contains("one page"));
     }
 
     #[test]

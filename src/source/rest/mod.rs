@@ -39,7 +39,7 @@ pub mod position;
 pub mod records;
 mod rows;
 
-pub use self::auto::{detect, signs_of_more};
+pub use self::auto::{detect, explain as explain_auto, signs_of_more};
 pub use self::formats::{BodyFormat, RecordsFrom};
 pub use self::link::*;
 pub use self::paginate::*;

@@ -67,7 +67,31 @@ pub struct Templates {
     pub body: Option<BodyTemplate>,
 }
 
+/// One input row's request parts, filled from the templates.
+pub struct Filled {
+    /// The path, its values percent-encoded as path segments.
+    pub path: String,
+    pub params: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Value>,
+}
+
 impl Templates {
+    /// Fill every template from `row`; `Err` names the placeholder that cannot be filled.
+    pub fn fill(&self, row: &template::Row<'_>) -> Result<Filled, String> {
+        let pairs = |list: &[(String, Template)]| {
+            list.iter()
+                .map(|(k, v)| Ok((k.clone(), v.fill(row, false)?)))
+                .collect::<Result<Vec<_>, String>>()
+        };
+        Ok(Filled {
+            path: self.path.fill(row, true)?,
+            params: pairs(&self.params)?,
+            headers: pairs(&self.headers)?,
+            body: self.body.as_ref().map(|b| b.fill(row)).transpose()?,
+        })
+    }
+
     pub fn slots(&self) -> Vec<(String, &str)> {
         let mut out: Vec<(String, &str)> =
             self.path.slots().map(|s| ("path".to_string(), s)).collect();
