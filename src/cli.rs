@@ -463,6 +463,21 @@ pub struct HarvestArgs {
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
 
+    /// Take this shard's index from environment variable VAR, counted from 0 as Kubernetes
+    /// (JOB_COMPLETION_INDEX of an Indexed Job), Airflow (a mapped task's index) and Spark (a
+    /// partition's index) count: with --shards N, index K runs as --shard K+1/N.
+    #[arg(
+        long,
+        value_name = "VAR",
+        requires = "shards",
+        conflicts_with = "shard"
+    )]
+    pub shard_index_env: Option<String>,
+
+    /// How many shards split the job (with --shard-index-env).
+    #[arg(long, value_name = "N", requires = "shard_index_env")]
+    pub shards: Option<u32>,
+
     /// Write into a DIR that several processes share (with --table-format delta): this
     /// process's manifest, lock and state live in DIR/writers/NAME/, its snapshots and parts
     /// beside the other writers', and its parts reach the shared Delta tables by commits.

@@ -154,8 +154,8 @@ fn resolve(args: &HarvestArgs, incremental: bool) -> Result<HarvestSettings, Usa
             t.parallel = 1;
         }
     }
-    let shard = match &args.shard {
-        Some(spec) => Some(take_shard(&mut sources, spec)?),
+    let shard = match shard_spec(args)? {
+        Some(spec) => Some(take_shard(&mut sources, &spec)?),
         None => None,
     };
     // Object storage: the run works in a local stage and publishes to the store.
@@ -614,6 +614,39 @@ fn table_checks(
         c.get_or_insert_with(Default::default).max_failed = Some(m);
     }
     Ok(c)
+}
+
+/// The shard to run as `I/N`: `--shard`, or `--shard-index-env VAR --shards N` with the
+/// 0-based index an engine sets in VAR (Kubernetes' JOB_COMPLETION_INDEX, …).
+fn shard_spec(args: &HarvestArgs) -> Result<Option<String>, UsageError> {
+    let (Some(var), Some(n)) = (&args.shard_index_env, args.shards) else {
+        return Ok(args.shard.clone());
+    };
+    let raw = std::env::var(var).map_err(|_| {
+        UsageError::with_hint(
+            format!("--shard-index-env {var}: the environment variable {var} is not set"),
+            format!(
+                "run under an engine that sets it (a Kubernetes Indexed Job sets JOB_COMPLETION_INDEX), export {var}=0 … {} yourself, or pass --shard I/N",
+                n.saturating_sub(1)
+            ),
+        )
+    })?;
+    let index: u32 = raw.trim().parse().map_err(|_| {
+        UsageError::with_hint(
+            format!("--shard-index-env {var}: {var}={raw:?} is not a shard index"),
+            format!(
+                "it must be a whole number from 0 to {}",
+                n.saturating_sub(1)
+            ),
+        )
+    })?;
+    if n == 0 || index >= n {
+        return Err(UsageError::with_hint(
+            format!("--shard-index-env {var}: {var}={index} is not below --shards {n}"),
+            "the index counts from 0 (the first of three shards is 0, the last 2); check --shards",
+        ));
+    }
+    Ok(Some(format!("{}/{n}", index + 1)))
 }
 
 /// `--shard I/N`: keep this shard's tables (dealt out in config order, so the share is the

@@ -196,6 +196,17 @@ pub fn jsonschema_python() -> PathBuf {
     venv_with("venv-jsonschema", &["jsonschema>=4.20,<5"])
 }
 
+/// A venv with Apache Airflow 2.10 (its `airflow dags test` runs a DAG's tasks in-process on
+/// a SQLite metadata database).
+pub fn airflow_python() -> PathBuf {
+    venv_with("venv-airflow", &["apache-airflow==2.10.5"])
+}
+
+/// The S3 server's venv (moto), whose PyYAML reads the Kubernetes manifests.
+pub fn moto_python() -> PathBuf {
+    venv_with("venv-moto", &["moto[server]==5.2.5"])
+}
+
 /// A venv with Apache Spark (the pyspark wheel carries it; Java 17 is on the machine).
 pub fn spark_python() -> PathBuf {
     venv_with("venv-spark", &["pyspark==4.3.0"])
@@ -499,7 +510,7 @@ pub const S3_SECRET: &str = "harvest-test-secret-9f8e7d6c5b4a";
 
 impl S3Server {
     pub fn start(bucket: &str) -> S3Server {
-        let py = venv_with("venv-moto", &["moto[server]==5.2.5"]);
+        let py = moto_python();
         let bin = py.with_file_name("moto_server");
         let (child, port) = serve_on_free_port("moto", "/moto-api/", |port| {
             let mut cmd = Command::new(&bin);
@@ -567,7 +578,7 @@ impl S3Server {
     }
 
     fn tool(&self) -> Command {
-        let py = venv_with("venv-moto", &["moto[server]==5.2.5"]);
+        let py = moto_python();
         let mut cmd = Command::new(py);
         cmd.envs(self.env())
             .arg(repo_root().join("tests/it/s3_tool.py"));

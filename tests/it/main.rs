@@ -10,6 +10,7 @@ mod config_schema;
 mod crash;
 mod delta;
 mod docs;
+mod engines;
 mod evolution;
 mod export;
 mod fault_server;
