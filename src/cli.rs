@@ -179,8 +179,13 @@ pub struct HistoryArgs {
     pub out: PathBuf,
 
     /// Print one JSON document on stdout instead of the table.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "html")]
     pub json: bool,
+
+    /// Write the history as one self-contained HTML page (charts of duration, rows and
+    /// retries per dataset over time, outcome markers, and the table) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 
     /// Only the last N runs (after --dataset).
     #[arg(long, value_name = "N")]

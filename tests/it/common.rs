@@ -207,6 +207,58 @@ pub fn moto_python() -> PathBuf {
     venv_with("venv-moto", &["moto[server]==5.2.5"])
 }
 
+/// Debian's Chromium (`/usr/bin/chromium`), installed with apt-get when missing (the package
+/// lists refreshed once if the first install fails).
+pub fn chromium_bin() -> PathBuf {
+    with_setup_lock("chromium", || {
+        let bin = PathBuf::from("/usr/bin/chromium");
+        if bin.exists() {
+            return bin;
+        }
+        let install = || {
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends", "chromium"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !install() {
+            run_ok(Command::new("apt-get").arg("update"), "apt-get update");
+            assert!(install(), "apt-get install chromium failed");
+        }
+        bin
+    })
+}
+
+/// A headless Chromium screenshot of `page` (a local file) into `png`, `width`×`height`,
+/// with the flags that keep it off the network (no background fetches, no QUIC, no sync).
+pub fn chromium_screenshot(page: &Path, png: &Path, width: u32, height: u32) {
+    let profile = TempDir::new("chromium-profile");
+    let o = Command::new(chromium_bin())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--window-size={width},{height}"))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("run chromium");
+    assert!(
+        o.status.success() && png.exists(),
+        "chromium did not take the screenshot: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// A venv with Apache Spark (the pyspark wheel carries it; Java 17 is on the machine).
 pub fn spark_python() -> PathBuf {
     venv_with("venv-spark", &["pyspark==4.3.0"])

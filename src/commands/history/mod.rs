@@ -2,12 +2,14 @@
 //! line per run (command, start, duration, outcome, tables, pages, rows, bytes, retries,
 //! resumes), optionally per dataset (rows, watermark before and after), and a summary.
 //!
-//! Guarantees: read-only; the manifest is streamed line by line into small per-run totals (a
+//! Guarantees: DIR is only read (`--html` writes FILE alone); the manifest is streamed line by line into small per-run totals (a
 //! year of nightly runs reads in well under a second), never held whole. A torn, unparseable
 //! or edited manifest does not stop it: it reports the runs it can read and says what is
 //! wrong with the file, pointing at `harvest verify`. A run whose last process has no
 //! `run_end` is `unfinished`. `--json` prints the same facts as one document (format
-//! `version` 1) on stdout.
+//! `version` 1) on stdout; `--html FILE` writes them as one page with charts ([`html`]).
+
+mod html;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -298,6 +300,26 @@ pub struct Summary {
     pub total_rows: u64,
 }
 
+impl Summary {
+    /// The summary as one line (the table's last, and the history page's headline).
+    pub fn line(&self) -> String {
+        let opt = |v: Option<u64>, f: fn(u64) -> String| v.map_or("-".to_string(), f);
+        format!(
+            "{} run(s): {} ok, {} failed, {} interrupted, {} unfinished; success rate {}; duration median {}, max {}; rows per run median {}, total {}",
+            self.runs,
+            self.ok,
+            self.failed,
+            self.interrupted,
+            self.unfinished,
+            self.success_rate.map_or("-".into(), |p| format!("{p:.0}%")),
+            opt(self.median_duration_ms, human_duration),
+            opt(self.max_duration_ms, human_duration),
+            opt(self.median_rows, |n| n.to_string()),
+            self.total_rows
+        )
+    }
+}
+
 fn median(mut v: Vec<u64>) -> Option<u64> {
     if v.is_empty() {
         return None;
@@ -470,21 +492,9 @@ pub fn render(runs: &[Run], summary: &Summary, dataset: Option<&str>) -> String 
             ));
         }
     }
-    let s = summary;
-    let opt = |v: Option<u64>, f: fn(u64) -> String| v.map_or("-".to_string(), f);
-    out.push_str(&format!(
-        "\n{} run(s): {} ok, {} failed, {} interrupted, {} unfinished; success rate {}; duration median {}, max {}; rows per run median {}, total {}\n",
-        s.runs,
-        s.ok,
-        s.failed,
-        s.interrupted,
-        s.unfinished,
-        s.success_rate.map_or("-".into(), |p| format!("{p:.0}%")),
-        opt(s.median_duration_ms, human_duration),
-        opt(s.max_duration_ms, human_duration),
-        opt(s.median_rows, |n| n.to_string()),
-        s.total_rows
-    ));
+    out.push('\n');
+    out.push_str(&summary.line());
+    out.push('\n');
     out
 }
 
@@ -591,6 +601,24 @@ fn run_on(args: &HistoryArgs, dir: &Path, printer: Printer) -> anyhow::Result<()
             "summary": summary,
         });
         printer.stdout(&format!("{}\n", serde_json::to_string_pretty(&doc)?));
+    } else if let Some(file) = &args.html {
+        let table = render(&runs, &summary, args.dataset.as_deref());
+        let page = html::page(&args.out.display().to_string(), &runs, &summary, &table);
+        crate::store::fsutil::atomic_write(file, page.as_bytes()).map_err(|e| {
+            UsageError::with_hint(
+                format!("cannot write the history page {}: {e}", file.display()),
+                "check the --html path (its directory must exist and be writable)",
+            )
+        })?;
+        printer.summary(&format!(
+            "wrote {} ({} run(s), {} dataset(s)); open it in a browser",
+            file.display(),
+            runs.len(),
+            runs.iter()
+                .flat_map(|r| r.datasets.iter().map(|d| d.dataset.as_str()))
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        ));
     } else {
         printer.stdout(&render(&runs, &summary, args.dataset.as_deref()));
     }
