@@ -64,6 +64,11 @@ pub struct PlanArgs {
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: PathBuf,
 
+    /// The output directory whose stored watermarks give the incremental bounds (default:
+    /// the config's `out`). Only read; nothing is written to it.
+    #[arg(long, short = 'o', value_name = "DIR", value_parser = out_location)]
+    pub out: Option<PathBuf>,
+
     /// Plan only these tables (by table name or dataset name); repeat for several.
     #[arg(long = "table", short = 't', value_name = "NAME")]
     pub tables: Vec<String>,

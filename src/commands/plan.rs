@@ -23,10 +23,13 @@ pub const PLAN_VERSION: u64 = 1;
 
 pub fn run(args: &PlanArgs, printer: Printer) -> anyhow::Result<()> {
     // The run needs `out`; the plan does not, so a config without one is planned as well.
-    let has_out = load_config(&args.config)?.out.is_some();
+    let has_out = args.out.is_some() || load_config(&args.config)?.out.is_some();
     let harvest_args = HarvestArgs {
         config: Some(args.config.clone()),
-        out: (!has_out).then(|| std::path::PathBuf::from(".")),
+        out: args
+            .out
+            .clone()
+            .or_else(|| (!has_out).then(|| std::path::PathBuf::from("."))),
         ..HarvestArgs::default()
     };
     let settings = resolve_harvest(&harvest_args)?;

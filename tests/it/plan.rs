@@ -268,6 +268,35 @@ for_each = {{ table = "posts", fields = {{ author_id = "/author/id" }} }}
     }
     assert_eq!(files_in(work.path()), ["harvest.toml"]);
 
+    // After an incremental run, the plan's bound is the stored watermark less the lookback,
+    // read from DIR without touching it.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let orders_only = &text[..text.find("[[source.table]]\nname = \"Customers\"").unwrap()];
+    let inc_cfg = work.path().join("incremental.toml");
+    std::fs::write(&inc_cfg, orders_only).unwrap();
+    let o = harvest(&["incremental", "-c", inc_cfg.to_str().unwrap(), "-q"], &[]);
+    assert_exit(&o, 0);
+    let before = std::fs::read(out.join("manifest.jsonl")).unwrap();
+    let (o, plan) = plan_json(
+        &cfg,
+        &["--table", "Orders", "--out", out.to_str().unwrap()],
+        &secrets,
+    );
+    assert_exit(&o, 0);
+    let inc = &table(&plan, "Orders")["incremental"];
+    assert!(!inc["stored"].is_null(), "{inc:#}");
+    let bound = inc["bound"].as_str().unwrap();
+    assert_ne!(bound, "1997-01-01", "{inc:#}");
+    assert!(
+        inc["params"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p[0] == "OrderDate__gte" && p[1] == bound),
+        "{inc:#}"
+    );
+    assert_eq!(std::fs::read(out.join("manifest.jsonl")).unwrap(), before);
+
     // --table picks tables (by dataset name); an unknown one is a usage error.
     let (o, plan) = plan_json(&cfg, &["--table", "Customers"], &secrets);
     assert_exit(&o, 0);
