@@ -755,9 +755,15 @@ async fn first_input(
     {
         let columns = fields.iter().map(|(n, _)| n.clone()).collect();
         let Some(body) = bodies.get(table) else {
-            anyhow::bail!(
-                "the parent table {table:?} was not planned (or its first page failed): plan it too"
-            );
+            return Err(UsageError::with_hint(
+                format!(
+                    "its input is the first page of table {table:?}, which this plan did not read"
+                ),
+                format!(
+                    "plan the parent too (add --table {table:?}), or fix the parent's problem above"
+                ),
+            )
+            .into());
         };
         let doc = crate::source::rest::records::decode(body)
             .map_err(|p| anyhow::anyhow!("the parent's page 1: {}", p.into_reason()))?;
