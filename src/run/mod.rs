@@ -4,7 +4,8 @@
 //! lines and Parquet parts; [`row_driven`] does the same for a table whose unit is an input
 //! row; [`quarantine`] judges rows against their table's checks and keeps the failed ones
 //! aside; [`cursor`] walkers fetch ahead of the writer; [`resume`] reads the manifest back to say
-//! what a new run must do first; [`context`] and [`settings`] are what the tables of a run share.
+//! what a new run must do first; [`context`] and [`settings`] are what the tables of a run share;
+//! [`plan`] asks each table's first page the way a run would and writes nothing.
 //!
 //! Architecture invariant: a run never names a config file type or a command. It is handed plain
 //! settings ([`settings::HarvestSettings`], [`crate::source::settings`]) and reaches servers
