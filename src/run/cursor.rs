@@ -164,19 +164,19 @@ async fn walk(client: Arc<Client>, w: Walk, tx: mpsc::Sender<Event>) {
 }
 
 /// One page's request and response, checked, its rows being built on the blocking pool.
-struct Fetch {
+pub(crate) struct Fetch {
     url: Url,
-    fetched: Fetched,
-    next: Option<String>,
+    pub(crate) fetched: Fetched,
+    pub(crate) next: Option<String>,
     columns: Option<Vec<String>>,
-    paging: Option<serde_json::Value>,
+    pub(crate) paging: Option<serde_json::Value>,
     id: Option<String>,
     sent: Option<Sent>,
-    parsed: JoinHandle<Result<Page, String>>,
+    pub(crate) parsed: JoinHandle<Result<Page, String>>,
 }
 
-/// Request page `page_no` with `cursor` and check its body.
-async fn fetch_page(
+/// Request page `page_no` with `cursor` and check its body (also `harvest plan`'s page 1).
+pub(crate) async fn fetch_page(
     client: &Client,
     pager: &dyn Pager,
     shape: Option<&Shape>,

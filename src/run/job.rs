@@ -133,11 +133,7 @@ pub(crate) async fn run_settings(
     let mut traffic = crate::http::HttpStats::default();
     let mut result = Ok(());
     for source in &settings.sources {
-        let mut http = settings.http.clone();
-        http.auth = source.auth.clone();
-        http.headers = source.headers.clone();
-        http.credentials = source.sends_credentials();
-        let client = Arc::new(Client::new(http)?);
+        let client = Arc::new(Client::new(source_http(&settings.http, source))?);
         let ctx = RunCtx {
             settings: &settings,
             source,
@@ -579,6 +575,18 @@ async fn run_concurrently(
             Ok(())
         }
     }
+}
+
+/// The HTTP settings of `source`'s client: the run's, with the source's credentials and headers.
+pub(crate) fn source_http(
+    http: &crate::http::HttpSettings,
+    source: &crate::source::settings::SourceSettings,
+) -> crate::http::HttpSettings {
+    let mut http = http.clone();
+    http.auth = source.auth.clone();
+    http.headers = source.headers.clone();
+    http.credentials = source.sends_credentials();
+    http
 }
 
 /// What a Datasette source's tables share: the server's flavor, how it sends ±Infinity, and

@@ -25,14 +25,15 @@ use serde_json::Value;
 
 use crate::error::{Exit, UsageError, exit_code_for};
 use crate::http::{Client, Fetched};
-use crate::run::job::{Kit, datasette_kit, fit_page_size};
+use crate::run::job::{Kit, datasette_kit, fit_page_size, source_http};
+use crate::run::row_driven::requests::Requests;
 use crate::run::settings::HarvestSettings;
 use crate::schema::ColumnPlan;
 use crate::source::datasette::table::DatasetteTable;
 use crate::source::rest::{Paginate, Paging, RestSource, RestTable, Total};
 use crate::source::rows::{INPUT_PREFIX, REQUEST_ID, RowDriven, STATUS};
 use crate::source::settings::{SourceKind, SourceSettings, TableSettings};
-use crate::source::{Page, PageRequest, Pager, TableSource, verdict};
+use crate::source::{Page, PageRequest, TableSource};
 
 /// Attempts per request while planning: enough to ride out a blip, not a run's patience.
 const PLAN_ATTEMPTS: u32 = 3;
@@ -198,16 +199,19 @@ pub async fn plan(settings: &HarvestSettings, only: &[String]) -> anyhow::Result
         |t: &TableSettings| only.is_empty() || only.iter().any(|w| *w == t.name || *w == t.output);
     let mut tables = Vec::new();
     for source in &settings.sources {
-        let mut http = settings.http.clone();
-        http.auth = source.auth.clone();
-        http.headers = source.headers.clone();
-        http.credentials = source.sends_credentials();
+        let mut http = source_http(&settings.http, source);
         http.max_attempts = http.max_attempts.min(PLAN_ATTEMPTS);
         let client = Arc::new(Client::new(http)?);
-        let kit = match source.kind {
-            SourceKind::Datasette => Some(datasette_kit(&client, source).await),
-            _ => None,
+        // A Datasette source is asked once (version, settings); a failure is the first table's
+        // (with its exit code) and named on the others.
+        let (kit, mut kit_error) = match source.kind {
+            SourceKind::Datasette => match datasette_kit(&client, source).await {
+                Ok(k) => (Some(k), None),
+                Err(e) => (None, Some(e.context("asking the Datasette server"))),
+            },
+            _ => (None, None),
         };
+        let kit_said = kit_error.as_ref().map(|e| format!("{e:#}"));
         // Page-1 bodies of this source's tables, for row-driven children reading them.
         let mut bodies: HashMap<String, Vec<u8>> = HashMap::new();
         for table in source.tables.iter().filter(|t| wanted(t)) {
@@ -226,10 +230,11 @@ pub async fn plan(settings: &HarvestSettings, only: &[String]) -> anyhow::Result
                 ..TableReport::default()
             };
             match (source.kind, &kit) {
-                (SourceKind::Datasette, Some(Err(e))) => {
-                    r.failed(anyhow::anyhow!("{e:#}").context("asking the Datasette server"))
-                }
-                (SourceKind::Datasette, Some(Ok(Kit::Datasette { facts, max_rows }))) => {
+                (SourceKind::Datasette, None) => match kit_error.take() {
+                    Some(e) => r.failed(e),
+                    None => r.problem(kit_said.clone().unwrap_or_default(), None),
+                },
+                (SourceKind::Datasette, Some(Kit::Datasette { facts, max_rows })) => {
                     match fit_page_size(table, *max_rows) {
                         Ok(fitted) => {
                             let make = |t: &TableSettings| {
@@ -246,13 +251,17 @@ pub async fn plan(settings: &HarvestSettings, only: &[String]) -> anyhow::Result
                         Err(e) => r.failed(e),
                     }
                 }
+                (SourceKind::Rest, _) if table.rest.is_none() => r.failed(anyhow::anyhow!(
+                    "table {:?} of a REST source has no REST settings",
+                    table.output
+                )),
                 (SourceKind::Rest, _) if table.rows.is_some() => {
                     row_driven(&mut r, source, &client, table, &bodies).await;
                 }
                 (SourceKind::Rest, _) => {
                     let make = |t: &TableSettings| match RestSource::new(source, t) {
                         Some(s) => TableSource::Rest(Box::new(s)),
-                        None => unreachable!("a REST source's table has REST settings"),
+                        None => unreachable!("checked above: the table has REST settings"),
                     };
                     if let Some(body) = paged(&mut r, settings, source, &client, table, make).await
                     {
@@ -307,40 +316,25 @@ async fn paged(
         }
     };
     r.request = Some(shown(source, &req));
-    let url = req.url.clone();
-    let sent = crate::http::Request {
-        method: req.method.clone(),
-        url: &url,
-        headers: &req.headers,
-        body: req.body.as_deref(),
-        keep: &[],
-    };
-    let validate = |f: &Fetched| verdict(pager.scan(1, &url, None, f, None));
-    let (fetched, scanned) = match client.send(&sent, validate).await {
-        Ok(x) => x,
-        Err(e) => {
-            let e = src.fetch_error(1, anyhow::Error::new(e));
-            // A body the table's settings cannot read is the config's problem here.
-            let config = e
-                .downcast_ref::<crate::http::HttpError>()
-                .is_some_and(|h| matches!(h, crate::http::HttpError::BadBody { .. }));
-            if config {
-                r.problem(format!("{e:#}"), Some(records_hint(table)));
-            } else {
-                r.failed(e);
+    let fetch =
+        match crate::run::cursor::fetch_page(client, pager.as_ref(), None, 1, None, None).await {
+            Ok(f) => f,
+            Err(e) => {
+                let e = src.fetch_error(1, e);
+                // A body the table's settings cannot read is the config's problem here.
+                let config = e
+                    .downcast_ref::<crate::http::HttpError>()
+                    .is_some_and(|h| matches!(h, crate::http::HttpError::BadBody { .. }));
+                if config {
+                    r.problem(format!("{e:#}"), Some(records_hint(table)));
+                } else {
+                    r.failed(e);
+                }
+                return None;
             }
-            return None;
-        }
-    };
-    let paging = scanned.paging.clone();
-    let more = scanned.next.is_some();
-    let page = match (scanned.work)() {
-        Ok(p) => p,
-        Err(why) => {
-            r.problem(format!("page 1 cannot be read: {why}"), None);
-            return None;
-        }
-    };
+        };
+    let page = first_page(r, fetch.parsed).await?;
+    let (fetched, paging, more) = (fetch.fetched, fetch.paging, fetch.next.is_some());
     r.first_page = Some(FirstPage {
         status: fetched.status,
         bytes: fetched.body.len(),
@@ -377,6 +371,25 @@ async fn paged(
             .push("page 1 holds no rows: the columns are only those declared in `types`".into());
     }
     Some(fetched.body)
+}
+
+/// The rows of page 1, built off the fetch path as the run builds them; a body whose rows
+/// cannot be built is a problem.
+async fn first_page(
+    r: &mut TableReport,
+    parsed: tokio::task::JoinHandle<Result<Page, String>>,
+) -> Option<Page> {
+    match parsed.await {
+        Ok(Ok(page)) => Some(page),
+        Ok(Err(why)) => {
+            r.problem(format!("page 1 cannot be read: {why}"), None);
+            None
+        }
+        Err(e) => {
+            r.failed(anyhow::anyhow!("reading page 1 stopped: {e}"));
+            None
+        }
+    }
 }
 
 /// The paginator (and, for `auto`, the rule that chose it) and the records pointer.
@@ -611,18 +624,11 @@ async fn row_driven(
         }
         return;
     };
-    let row = crate::source::rows::template::Row {
-        columns: &columns,
-        values: &values,
-    };
-    let filled = templates.fill(&row);
-    let crate::source::rows::Filled {
-        path,
-        params,
-        headers,
-        body,
-    } = match filled {
-        Ok(x) => x,
+    // The request as the run's driver builds it (path, parameters, headers, body, the
+    // request-id header), sent through the run's fetch.
+    let requests = Requests::new(source, &table.output, rd, rest, templates);
+    let built = match requests.build(&columns, &values) {
+        Ok(b) => b,
         Err(why) => {
             r.problem(
                 format!("the first input row does not fill the request: {why}"),
@@ -631,61 +637,33 @@ async fn row_driven(
             return;
         }
     };
-    let url = crate::source::rest::first_url_at(&source.base, &path, rest, &params);
-    let method: reqwest::Method = rd.method.parse().unwrap_or(reqwest::Method::GET);
-    let body_bytes = body
-        .as_ref()
-        .map(|b| serde_json::to_vec(b).unwrap_or_default());
-    let req = PageRequest {
-        url: url.clone(),
-        method: method.clone(),
-        headers: headers.clone(),
-        body: body_bytes.clone(),
+    let shape = &built.shape;
+    let mut headers = shape.headers.clone();
+    if let Some(name) = &shape.id_header {
+        headers.push((name.clone(), built.id.clone()));
+    }
+    r.request = Some(shown(
+        source,
+        &PageRequest {
+            url: built.url.clone(),
+            method: shape.method.clone(),
+            headers,
+            body: shape.body.clone(),
+        },
+    ));
+    let pager = requests.pager(&built, None);
+    let fetch =
+        match crate::run::cursor::fetch_page(client, &pager, Some(shape), 1, None, None).await {
+            Ok(f) => f,
+            Err(e) => {
+                r.failed(e.context("the first input row's request"));
+                return;
+            }
+        };
+    let Some(page) = first_page(r, fetch.parsed).await else {
+        return;
     };
-    r.request = Some(shown(source, &req));
-    let pager = crate::source::rest::RestPager::starting_at(
-        url.clone(),
-        &table.output,
-        rest,
-        None,
-        source.secret_param(),
-    )
-    .carrying_credentials(source.sends_credentials());
-    let sent = crate::http::Request {
-        method,
-        url: &url,
-        headers: &headers,
-        body: body_bytes.as_deref(),
-        keep: &rd.record_status,
-    };
-    let validate = |f: &Fetched| {
-        if (200..300).contains(&f.status) {
-            verdict(pager.scan(1, &url, None, f, None))
-        } else {
-            crate::http::Verdict::Accept(crate::source::Scanned {
-                next: None,
-                columns: None,
-                paging: None,
-                work: Box::new(|| Ok(Page::default())),
-            })
-        }
-    };
-    let (fetched, scanned) = match client.send(&sent, validate).await {
-        Ok(x) => x,
-        Err(e) => {
-            r.failed(anyhow::Error::new(e).context("the first input row's request"));
-            return;
-        }
-    };
-    let paging = scanned.paging.clone();
-    let more = scanned.next.is_some();
-    let page = match (scanned.work)() {
-        Ok(p) => p,
-        Err(why) => {
-            r.problem(format!("the first response cannot be read: {why}"), None);
-            return;
-        }
-    };
+    let (fetched, paging, more) = (fetch.fetched, fetch.paging, fetch.next.is_some());
     r.first_page = Some(FirstPage {
         status: fetched.status,
         bytes: fetched.body.len(),

@@ -390,4 +390,15 @@ for_each = {{ table = "posts", fields = {{ id = "/author" }} }}
     );
     let o = harvest(&["plan", "-c", &cfg], &[]);
     assert_exit_saying(&o, 5, "gave up");
+    // The same for a Datasette source, asked once for all its tables.
+    let cfg = write_config(
+        work.path(),
+        &format!(
+            "[[source]]\nurl = \"http://127.0.0.1:{}\"\ndatabase = \"d\"\n[[source.table]]\nname = \"a\"\n[[source.table]]\nname = \"b\"\n",
+            free_port()
+        ),
+    );
+    let (o, plan) = plan_json(&cfg, &[], &[]);
+    assert_exit_saying(&o, 5, "asking the Datasette server");
+    assert_eq!(plan["problems"], 2, "{plan:#}");
 }

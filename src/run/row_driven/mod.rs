@@ -30,14 +30,13 @@
 //!   17-byte slots (19–39 bytes per input, about 36 at a million); nothing else grows with
 //!   the input.
 
-mod requests;
+pub(crate) mod requests;
 mod row_run;
 
 use self::requests::*;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
@@ -462,25 +461,13 @@ fn requests(
     rest: &RestTable,
     templates: Templates,
 ) -> (Requests, usize) {
+    let requests = Requests::new(ctx.source, out_name, rd, rest, templates);
     let concurrency = rd.concurrency.max(1) as usize;
-    let method: reqwest::Method = rd.method.parse().unwrap_or(reqwest::Method::GET);
     // Inputs sent and not yet recorded: in flight, plus (GET only) answered and waiting.
-    let window = if method == reqwest::Method::GET {
+    let window = if requests.method == reqwest::Method::GET {
         concurrency + GET_READ_AHEAD
     } else {
         concurrency
-    };
-    let requests = Requests {
-        permits: Arc::new(tokio::sync::Semaphore::new(concurrency)),
-        base: ctx.source.base.clone(),
-        rest: rest.clone(),
-        output: out_name.to_string(),
-        method,
-        templates,
-        keep: rd.record_status.clone(),
-        id_header: rd.request_id_header.clone(),
-        secret_param: ctx.source.secret_param(),
-        credentials: ctx.source.sends_credentials(),
     };
     (requests, window)
 }

@@ -22,14 +22,14 @@ use crate::source::rows::Templates;
 use crate::source::rows::template::Row;
 
 /// The first request of one input row.
-pub(super) struct Built {
-    pub(super) url: Url,
-    pub(super) shape: Arc<Shape>,
-    pub(super) id: String,
+pub(crate) struct Built {
+    pub(crate) url: Url,
+    pub(crate) shape: Arc<Shape>,
+    pub(crate) id: String,
 }
 
 /// What the table needs to build requests.
-pub(super) struct Requests {
+pub(crate) struct Requests {
     pub(super) base: Url,
     pub(super) rest: RestTable,
     pub(super) output: String,
@@ -45,7 +45,42 @@ pub(super) struct Requests {
 }
 
 impl Requests {
-    pub(super) fn build(&self, columns: &[String], values: &[Value]) -> Result<Built, String> {
+    /// The requests of row-driven table `output` of `source`, `rd.concurrency` in flight.
+    pub(crate) fn new(
+        source: &crate::source::settings::SourceSettings,
+        output: &str,
+        rd: &crate::source::rows::RowDriven,
+        rest: &RestTable,
+        templates: Templates,
+    ) -> Self {
+        Requests {
+            permits: Arc::new(tokio::sync::Semaphore::new(rd.concurrency.max(1) as usize)),
+            base: source.base.clone(),
+            rest: rest.clone(),
+            output: output.to_string(),
+            method: rd.method.parse().unwrap_or(reqwest::Method::GET),
+            templates,
+            keep: rd.record_status.clone(),
+            id_header: rd.request_id_header.clone(),
+            secret_param: source.secret_param(),
+            credentials: source.sends_credentials(),
+        }
+    }
+
+    /// The cursor of one input row's requests, from its first request (`paging`: the
+    /// paginator a resumed run recorded).
+    pub(crate) fn pager(&self, b: &Built, paging: Option<Paging>) -> RestPager {
+        RestPager::starting_at(
+            b.url.clone(),
+            &self.output,
+            &self.rest,
+            paging,
+            self.secret_param.clone(),
+        )
+        .carrying_credentials(self.credentials)
+    }
+
+    pub(crate) fn build(&self, columns: &[String], values: &[Value]) -> Result<Built, String> {
         let row = Row { columns, values };
         let f = self.templates.fill(&row)?;
         let (path, params, headers) = (f.path, f.params, f.headers);
@@ -79,14 +114,7 @@ impl Requests {
         next: Option<String>,
         paging: Option<Paging>,
     ) -> (Walkers, tokio::sync::mpsc::Receiver<Event>) {
-        let pager = RestPager::starting_at(
-            b.url.clone(),
-            &self.output,
-            &self.rest,
-            paging,
-            self.secret_param.clone(),
-        )
-        .carrying_credentials(self.credentials);
+        let pager = self.pager(b, paging);
         let walk = Walk {
             stream: 0,
             pager: Arc::new(pager),
